@@ -1,0 +1,1 @@
+echo "this file is not executable"

@@ -1,0 +1,37 @@
+//! `muster check`: validate the config and report every problem, or one summary line.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{GlobalArgs, plural, print_json, report_json};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print the result and every diagnostic as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
+    let loaded = match global.load(args.json) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&report_json(&loaded.warnings, Some(&loaded)));
+        return ExitCode::SUCCESS;
+    }
+    let warnings = loaded.warnings.warning_count();
+    let verdict = if warnings == 0 {
+        "no problems".to_owned()
+    } else {
+        plural(warnings, "warning")
+    };
+    println!(
+        "{}, {}, {verdict}",
+        plural(loaded.spec.services.len(), "service"),
+        plural(loaded.spec.waves.len(), "start wave"),
+    );
+    ExitCode::SUCCESS
+}

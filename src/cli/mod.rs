@@ -1,0 +1,173 @@
+//! The `muster` command line: argument definitions and one module per subcommand.
+//!
+//! Each subcommand is a function from its parsed arguments to an exit code; what the
+//! user asked for goes to stdout, diagnostics and progress to stderr. Exit codes follow
+//! one rule everywhere: 0 done, 1 the operation failed, 2 bad usage or bad config.
+
+mod check;
+mod graph;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use codespan_reporting::term::termcolor::{self, StandardStream};
+
+use crate::config::{self, Loaded};
+use crate::diagnostic::Report;
+
+/// Exit code for bad usage or a bad config file.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for an operation that failed.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Bring up a graph of services in dependency order, keep one shared instance of each,
+/// and say why something is not up.
+#[derive(Debug, Parser)]
+#[command(
+    name = "muster",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The config file, or a directory holding muster.toml
+    #[arg(short = 'f', long = "file", env = "MUSTER_FILE", default_value = config::DEFAULT_FILE_NAME, global = true, value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// When to use colour (NO_COLOR in the environment also turns it off)
+    #[arg(long, value_enum, env = "MUSTER_COLOR", default_value_t = ColorWhen::Auto, global = true, value_name = "WHEN")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config file and report every problem at once
+    Check(check::CheckArgs),
+    /// Show the start order: waves of services that can start in parallel
+    Graph(graph::GraphArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check(args) => check::run(&cli.global, &args),
+        Command::Graph(args) => graph::run(&cli.global, &args),
+    }
+}
+
+impl GlobalArgs {
+    /// A writer for stderr that colours only when it should.
+    fn stderr(&self) -> StandardStream {
+        let choice = match self.color {
+            _ if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => {
+                termcolor::ColorChoice::Never
+            }
+            ColorWhen::Never => termcolor::ColorChoice::Never,
+            ColorWhen::Always => termcolor::ColorChoice::Always,
+            ColorWhen::Auto if std::io::stderr().is_terminal() => termcolor::ColorChoice::Auto,
+            ColorWhen::Auto => termcolor::ColorChoice::Never,
+        };
+        StandardStream::stderr(choice)
+    }
+
+    /// Loads the config, or reports why not (as text on stderr, or as JSON on stdout)
+    /// and returns the exit code to leave with.
+    fn load(&self, json: bool) -> Result<Loaded, ExitCode> {
+        match config::load(&self.file) {
+            Ok(loaded) => {
+                if !json {
+                    self.render(&loaded.warnings);
+                }
+                Ok(loaded)
+            }
+            Err(error) => {
+                let report = error.into_report();
+                if json {
+                    print_json(&report_json(&report, None));
+                } else {
+                    self.render(&report);
+                    eprintln!("{}: {}", report.path.display(), counts(&report));
+                }
+                Err(ExitCode::from(EXIT_USAGE))
+            }
+        }
+    }
+
+    fn render(&self, report: &Report) {
+        let mut out = self.stderr();
+        // A closed stderr leaves nothing to tell the user with; carry on regardless.
+        let _ = report.render(&mut out);
+        let _ = out.flush();
+    }
+}
+
+/// "2 errors, 1 warning".
+fn counts(report: &Report) -> String {
+    let mut parts = vec![plural(report.error_count(), "error")];
+    if report.warning_count() > 0 {
+        parts.push(plural(report.warning_count(), "warning"));
+    }
+    parts.join(", ")
+}
+
+/// "1 service", "3 services".
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+/// The JSON document of a check: the verdict, the counts and every diagnostic.
+fn report_json(report: &Report, loaded: Option<&Loaded>) -> serde_json::Value {
+    serde_json::json!({
+        "file": report.path.display().to_string(),
+        "ok": !report.has_errors(),
+        "services": loaded.map(|l| l.spec.services.len()),
+        "waves": loaded.map(|l| l.spec.waves.len()),
+        "errors": report.error_count(),
+        "warnings": report.warning_count(),
+        "diagnostics": report.to_json(),
+    })
+}
+
+fn print_json(value: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned());
+    println!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "wave"), "1 wave");
+        assert_eq!(plural(0, "wave"), "0 waves");
+    }
+}

@@ -1,0 +1,162 @@
+//! `muster.toml`: reading, checking and turning it into a [`Spec`].
+//!
+//! This module owns the config file from bytes on disk to the validated [`Spec`], and
+//! nothing past it: no process is started and nothing is written. The way through is
+//! `raw` (serde types, every key optional) → `recover` (all syntax and type errors at
+//! once) → `validate` (values, files, programs, dependencies, ports). Every problem is a
+//! [`Diagnostic`] pointing into the file; only a clean file yields a `Spec`.
+
+mod envfile;
+mod executable;
+mod raw;
+mod recover;
+mod spec;
+mod validate;
+mod values;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use envfile::{EnvFileError, parse as parse_env_file};
+pub use executable::{ExecutableError, resolve as resolve_executable};
+pub use raw::keys_of;
+pub use spec::*;
+pub use validate::defaults;
+
+use crate::diagnostic::{Diagnostic, Report};
+
+/// The largest config file muster reads. Real ones are a few kilobytes; this keeps a
+/// wrong `-f` (a log file, a disk image) from being read into memory.
+pub const MAX_FILE_SIZE: u64 = 4 << 20;
+
+/// The file name looked for when a directory is given.
+pub const DEFAULT_FILE_NAME: &str = "muster.toml";
+
+/// A config that passed every check, and the warnings it came with.
+#[derive(Debug)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub warnings: Report,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{}` is larger than {} MiB; is it really a muster config?", path.display(), MAX_FILE_SIZE >> 20)]
+    TooLarge { path: PathBuf },
+    #[error("`{}` is not UTF-8 text (invalid byte at line {line}, column {column})", path.display())]
+    NotUtf8 {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    #[error("`{}` has {} error(s)", .0.path.display(), .0.error_count())]
+    Invalid(Report),
+}
+
+impl Error {
+    /// Every problem as a report, for rendering; file-level problems have no span.
+    pub fn into_report(self) -> Report {
+        match self {
+            Error::Invalid(report) => report,
+            other => {
+                let path = match &other {
+                    Error::Read { path, .. }
+                    | Error::TooLarge { path }
+                    | Error::NotUtf8 { path, .. } => path.clone(),
+                    Error::Invalid(_) => unreachable!("handled above"),
+                };
+                let help = match &other {
+                    Error::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        Some(format!(
+                            "run muster where {DEFAULT_FILE_NAME} is, or pass its path with -f (or MUSTER_FILE)"
+                        ))
+                    }
+                    Error::NotUtf8 { .. } => Some("save the file as UTF-8".to_owned()),
+                    Error::TooLarge { .. } => Some("check the path given with -f".to_owned()),
+                    _ => None,
+                };
+                let mut report = Report::new(&path, "");
+                report.push(Diagnostic::error("unreadable", other.to_string()).help_opt(help));
+                report
+            }
+        }
+    }
+}
+
+/// Reads and validates the config at `path` (a file, or a directory holding
+/// `muster.toml`). Relative paths inside it are resolved from its directory.
+pub fn load(path: &Path) -> Result<Loaded, Error> {
+    let path = if path.is_dir() {
+        path.join(DEFAULT_FILE_NAME)
+    } else {
+        path.to_path_buf()
+    };
+    let read_error = |source| Error::Read {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit rather than trusting the file's size: special files
+    // (pipes, /dev/zero) have none.
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(Error::TooLarge { path });
+    }
+    let source = String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let valid = std::str::from_utf8(valid).unwrap_or_default();
+        let position = Report::new(&path, valid).position(valid.len());
+        Error::NotUtf8 {
+            path: path.clone(),
+            line: position.line,
+            column: position.column,
+        }
+    })?;
+    let absolute = std::path::absolute(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    from_source(&path, &absolute, source)
+}
+
+/// Validates `source` as if read from `path` (shown in messages); `absolute` is where
+/// relative paths start from and what the spec records.
+pub fn from_source(path: &Path, absolute: &Path, source: String) -> Result<Loaded, Error> {
+    let mut problems = Vec::new();
+    let spec = recover::deserialize(&source, &mut problems).and_then(|recovered| {
+        validate::validate(
+            recovered.config,
+            &recovered.removed,
+            absolute,
+            &mut problems,
+        )
+    });
+    let mut report = Report::new(path, source);
+    report.diagnostics = problems;
+    report.sort();
+    match spec {
+        Some(spec) if !report.has_errors() => Ok(Loaded {
+            spec,
+            warnings: report,
+        }),
+        _ => {
+            if !report.has_errors() {
+                // Defensive: a spec is only withheld for a reason that was reported.
+                report.push(Diagnostic::error(
+                    "invalid",
+                    "the configuration is not valid",
+                ));
+            }
+            Err(Error::Invalid(report))
+        }
+    }
+}

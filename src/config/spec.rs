@@ -1,0 +1,474 @@
+//! The validated configuration: what the rest of muster runs from.
+//!
+//! A [`Spec`] can only be built by `config::load`, after every check has passed, so code
+//! that holds one may rely on it: names are safe, every dependency exists and the graph
+//! has no cycle, durations and signals are parsed, paths are absolute. Types here are
+//! plain data with no I/O; they compare by value so that a reload can tell exactly which
+//! services changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+/// The event kinds muster records, by their stable names (used by hooks and the API).
+pub const EVENT_KINDS: &[&str] = &[
+    "spawned",
+    "ready",
+    "unhealthy",
+    "healthy",
+    "exited",
+    "restarting",
+    "stopping",
+    "stopped",
+    "completed",
+    "failed",
+    "orphan-stopped",
+    "idle-stopped",
+    "hook-failed",
+    "reloaded",
+];
+
+/// The longest service name accepted; names become file names and URL segments.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// A service name: 1 to 63 characters of `a-z`, `0-9`, `-` and `_`, starting with a
+/// letter or digit. Safe as a file name, a URL path segment and an environment value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ServiceName(String);
+
+/// Why a string is not a valid [`ServiceName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a service name cannot be empty")]
+    Empty,
+    #[error("a service name is at most {MAX_NAME_LEN} characters, this one has {0}")]
+    TooLong(usize),
+    #[error("a service name must start with a lowercase letter or a digit")]
+    BadStart,
+    #[error("a service name may only hold `a-z`, `0-9`, `-` and `_`, not {0:?}")]
+    BadChar(char),
+}
+
+impl ServiceName {
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        let first = name.chars().next().ok_or(NameError::Empty)?;
+        let length = name.chars().count();
+        if length > MAX_NAME_LEN {
+            return Err(NameError::TooLong(length));
+        }
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(NameError::BadStart);
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
+        {
+            return Err(NameError::BadChar(bad));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, not `write_str`, so that `{name:<10}` aligns columns.
+        f.pad(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for ServiceName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Everything in one `muster.toml`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The config file, absolute.
+    pub path: PathBuf,
+    pub settings: Settings,
+    pub services: BTreeMap<ServiceName, Service>,
+    /// The start order: each wave holds the services whose dependencies are all in
+    /// earlier waves, so a wave can start in parallel. Every service is in exactly one.
+    pub waves: Vec<Vec<ServiceName>>,
+    pub hooks: Vec<Hook>,
+}
+
+impl Spec {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.get(name)
+    }
+
+    /// The wave (0-based) a service starts in.
+    pub fn wave_of(&self, name: &str) -> Option<usize> {
+        self.waves
+            .iter()
+            .position(|wave| wave.iter().any(|n| n.as_str() == name))
+    }
+
+    /// The services that depend on `name` directly.
+    pub fn dependents_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.depends_on.iter().any(|d| d.service.as_str() == name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Socket, database and logs live here; absolute.
+    pub state_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub logs: LogSettings,
+    pub api: Option<ApiSettings>,
+    pub history: HistorySettings,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// A service's log file is rotated when it reaches this many bytes.
+    pub max_size: u64,
+    /// How many rotated files are kept beside the current one.
+    pub keep: u32,
+    /// How many recent lines of each service are kept in memory for the API.
+    pub tail_lines: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// Token that may read and control.
+    pub token_file: Option<PathBuf>,
+    /// Token that may only read.
+    pub read_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySettings {
+    pub max_events: u64,
+    pub max_age: Duration,
+}
+
+/// One supervised service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: ServiceName,
+    pub description: Option<String>,
+    pub run: Run,
+    /// Working directory, absolute.
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Read at each spawn, in order; `env` wins over them.
+    pub env_files: Vec<PathBuf>,
+    pub ports: Vec<Port>,
+    /// `None`: ready as soon as the process is spawned.
+    pub ready: Option<ReadyProbe>,
+    pub alive: Option<AliveProbe>,
+    pub on_unhealthy: OnUnhealthy,
+    pub watchdog: Option<Duration>,
+    pub wait_for_ports: bool,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    pub restart_limit: RestartLimit,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub depends_on: Vec<Dependency>,
+    pub autostart: bool,
+    pub proxy: Option<Proxy>,
+    pub idle_stop: Option<Duration>,
+}
+
+/// What is executed: an argv (never through a shell) or an explicit shell line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Run::Argv(argv) => f.write_str(
+                &shlex::try_join(argv.iter().map(String::as_str))
+                    .unwrap_or_else(|_| argv.join(" ")),
+            ),
+            Run::Shell(line) => write!(f, "sh -c {line:?}"),
+        }
+    }
+}
+
+/// A port the service will listen on: checked free before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    /// `None` means every local address.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl Port {
+    /// Whether two declarations would fight over the same socket.
+    pub fn overlaps(&self, other: &Port) -> bool {
+        self.port == other.port
+            && match (self.ip, other.ip) {
+                (Some(a), Some(b)) => a == b || a.is_unspecified() || b.is_unspecified(),
+                _ => true,
+            }
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            Some(ip) => write!(f, "{}", SocketAddr::new(ip, self.port)),
+            None => write!(f, "{}", self.port),
+        }
+    }
+}
+
+/// What a probe checks.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// A TCP connection succeeds.
+    Tcp { host: String, port: u16 },
+    /// A GET answers with `status` (or any 2xx), and the body holds `body` if given.
+    Http {
+        url: String,
+        status: Option<u16>,
+        body: Option<String>,
+    },
+    /// The command exits 0.
+    Exec(Vec<String>),
+    /// A line of the service's output matches.
+    Log(regex::Regex),
+    /// The service sends `READY=1` on its `NOTIFY_SOCKET`.
+    Notify,
+}
+
+impl PartialEq for Check {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Check::Tcp { host: h1, port: p1 }, Check::Tcp { host: h2, port: p2 }) => {
+                h1 == h2 && p1 == p2
+            }
+            (
+                Check::Http {
+                    url: u1,
+                    status: s1,
+                    body: b1,
+                },
+                Check::Http {
+                    url: u2,
+                    status: s2,
+                    body: b2,
+                },
+            ) => u1 == u2 && s1 == s2 && b1 == b2,
+            (Check::Exec(a), Check::Exec(b)) => a == b,
+            // Regexes compare by their source: the same pattern is the same check.
+            (Check::Log(a), Check::Log(b)) => a.as_str() == b.as_str(),
+            (Check::Notify, Check::Notify) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Check::Tcp { host, port } => write!(f, "tcp {host}:{port}"),
+            Check::Http { url, .. } => write!(f, "http {url}"),
+            Check::Exec(argv) => write!(f, "exec `{}`", argv.join(" ")),
+            Check::Log(pattern) => write!(f, "log /{}/", pattern.as_str()),
+            Check::Notify => f.write_str("notify READY=1"),
+        }
+    }
+}
+
+/// How readiness is proven after a spawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyProbe {
+    pub check: Check,
+    /// Time between attempts of a polling check (tcp, http, exec).
+    pub interval: Duration,
+    /// The start deadline: not ready by then means the start failed.
+    pub timeout: Duration,
+}
+
+/// How a running service is kept under watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliveProbe {
+    pub check: Check,
+    pub interval: Duration,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// Consecutive failures before the service is `unhealthy`.
+    pub failures: u32,
+    /// Consecutive successes before an unhealthy service is `healthy` again.
+    pub successes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnhealthy {
+    /// Restart it per the `restart` policy.
+    Restart,
+    /// Only record and show it.
+    Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Never,
+    OnFailure,
+    Always,
+}
+
+impl RestartPolicy {
+    pub const NAMES: &'static [&'static str] = &["never", "on-failure", "always"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "never" => Some(Self::Never),
+            "on-failure" => Some(Self::OnFailure),
+            "always" => Some(Self::Always),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// After this long healthy, the next restart starts again from `initial`.
+    pub reset_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartLimit {
+    /// More than this many restarts within `within` and the service is `failed`.
+    pub count: u32,
+    pub within: Duration,
+}
+
+/// What a dependent waits for before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// The process has been spawned.
+    Started,
+    /// The readiness probe passed (the default).
+    Healthy,
+    /// It exited with status 0 (a one-shot such as a migration).
+    Completed,
+}
+
+impl Condition {
+    pub const NAMES: &'static [&'static str] = &["started", "healthy", "completed"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "started" => Some(Self::Started),
+            "healthy" => Some(Self::Healthy),
+            "completed" => Some(Self::Completed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Healthy => "healthy",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub service: ServiceName,
+    pub condition: Condition,
+}
+
+/// A listener muster owns in front of the service, starting it on first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    /// Answer waiting HTTP requests with 503/504 and a JSON cause instead of closing.
+    pub http: bool,
+    pub request_timeout: Option<Duration>,
+    /// Connections allowed to wait for a start; more are refused at once.
+    pub max_pending: usize,
+}
+
+/// A command run when matching events happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// Event kinds, from [`EVENT_KINDS`].
+    pub on: Vec<String>,
+    /// `None`: every service.
+    pub services: Option<Vec<ServiceName>>,
+    pub run: Vec<String>,
+    pub timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_use_a_safe_alphabet() {
+        for good in ["db", "api-2", "model_server", "0cache"] {
+            assert!(ServiceName::new(good).is_ok(), "{good}");
+        }
+        assert_eq!(ServiceName::new(""), Err(NameError::Empty));
+        assert_eq!(ServiceName::new("-x"), Err(NameError::BadStart));
+        assert_eq!(ServiceName::new("Db"), Err(NameError::BadStart));
+        assert_eq!(ServiceName::new("a/b"), Err(NameError::BadChar('/')));
+        assert_eq!(ServiceName::new("a.b"), Err(NameError::BadChar('.')));
+        assert_eq!(
+            ServiceName::new(&"a".repeat(64)),
+            Err(NameError::TooLong(64))
+        );
+    }
+
+    #[test]
+    fn ports_overlap_on_the_same_number_unless_both_addresses_differ() {
+        let any = Port { ip: None, port: 80 };
+        let local: Port = Port {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            port: 80,
+        };
+        let other: Port = Port {
+            ip: Some("127.0.0.2".parse().unwrap()),
+            port: 80,
+        };
+        let wildcard: Port = Port {
+            ip: Some("0.0.0.0".parse().unwrap()),
+            port: 80,
+        };
+        assert!(any.overlaps(&local));
+        assert!(local.overlaps(&local));
+        assert!(!local.overlaps(&other));
+        assert!(wildcard.overlaps(&other));
+        assert!(!local.overlaps(&Port { ip: None, port: 81 }));
+    }
+}

@@ -1,0 +1,13 @@
+//! muster: bring up a graph of long-running services on one host in dependency order,
+//! keep exactly one shared instance of each, know whether each is healthy, and say in
+//! one line why something is not up.
+//!
+//! The library holds everything; the `muster` binary only parses arguments and calls in.
+//! `config` turns `muster.toml` into a validated [`config::Spec`]; `graph` orders it;
+//! `diagnostic` renders problems; `cli` implements the subcommands.
+
+pub mod cli;
+pub mod config;
+pub mod diagnostic;
+pub mod graph;
+pub mod suggest;
