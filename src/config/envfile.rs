@@ -39,7 +39,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
                 "`{key}` is not a variable name (letters, digits and `_`, not starting with a digit)"
             )));
         }
-        pairs.push((key.to_owned(), unquote(value.trim()).map_err(|m| fail(m))?));
+        pairs.push((key.to_owned(), unquote(value.trim()).map_err(fail)?));
     }
     Ok(pairs)
 }

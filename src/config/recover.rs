@@ -149,7 +149,7 @@ fn remove(table: &mut DeTable<'_>, path: &[Segment]) -> bool {
             Some(DeValue::Table(inner)) => remove(inner, rest),
             Some(DeValue::Array(array)) => match rest {
                 [Segment::Index(index), inner_rest @ ..] => {
-                    match array.iter_mut().nth(*index).map(|v| v.get_mut()) {
+                    match array.get_mut(*index).map(|v| v.get_mut()) {
                         Some(DeValue::Table(inner)) => remove(inner, inner_rest),
                         _ => false,
                     }
