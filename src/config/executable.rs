@@ -30,7 +30,8 @@ pub fn resolve(
     path_var: Option<&OsStr>,
 ) -> Result<PathBuf, ExecutableError> {
     if program.contains('/') {
-        let path = cwd.join(program);
+        // `components` drops interior `.`s, so messages show `dir/x`, not `dir/./x`.
+        let path: PathBuf = cwd.join(program).components().collect();
         return check(&path).map(|()| path);
     }
     let mut found_unusable = None;

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 
 pub use envfile::{EnvFileError, parse as parse_env_file};
 pub use executable::{ExecutableError, resolve as resolve_executable};
-pub use raw::keys_of;
 pub use spec::*;
 pub use validate::defaults;
 
@@ -87,6 +86,25 @@ impl Error {
             }
         }
     }
+}
+
+/// Every table of the schema with the keys it accepts, as serde reads them: the
+/// source of truth for the documentation and its tests.
+pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
+    use raw::*;
+    vec![
+        ("top level", keys_of::<RawConfig>()),
+        ("settings", keys_of::<RawSettings>()),
+        ("settings.logs", keys_of::<RawLogSettings>()),
+        ("settings.api", keys_of::<RawApiSettings>()),
+        ("settings.history", keys_of::<RawHistorySettings>()),
+        ("services.NAME", keys_of::<RawService>()),
+        ("ready / alive", keys_of::<RawProbe>()),
+        ("backoff", keys_of::<RawBackoff>()),
+        ("restart-limit", keys_of::<RawRestartLimit>()),
+        ("proxy", keys_of::<RawProxy>()),
+        ("hooks", keys_of::<RawHook>()),
+    ]
 }
 
 /// Reads and validates the config at `path` (a file, or a directory holding

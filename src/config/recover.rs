@@ -59,17 +59,23 @@ const MAX_PROBLEMS: usize = 200;
 /// `None` when the file cannot be read as TOML at all.
 pub fn deserialize(source: &str, problems: &mut Vec<Diagnostic>) -> Option<Recovered> {
     let (mut tree, syntax_errors) = DeTable::parse_recoverable(source);
-    if !syntax_errors.is_empty() {
-        for error in syntax_errors.iter().take(MAX_PROBLEMS) {
-            let diagnostic = Diagnostic::error(
-                "syntax",
-                format!("invalid TOML: {}", error.message().trim()),
-            );
-            problems.push(match error.span() {
-                Some(span) => diagnostic.at(span, ""),
-                None => diagnostic,
-            });
+    if let Some(error) = syntax_errors.first() {
+        // Only the first: once the parser has lost its footing (an unclosed array
+        // swallows every line after it), what it says next is mostly echo.
+        let mut diagnostic = Diagnostic::error(
+            "syntax",
+            format!("invalid TOML: {}", error.message().trim()),
+        )
+        .note("the rest of the file is checked once this is fixed");
+        if let Some(span) = error.span() {
+            let at_line_start =
+                span.start == 0 || source.as_bytes().get(span.start - 1) == Some(&b'\n');
+            if at_line_start && span.start > 0 {
+                diagnostic = diagnostic.help("is a `[` or `{` on a line above left unclosed?");
+            }
+            diagnostic = diagnostic.at(span, "");
         }
+        problems.push(diagnostic);
         return None;
     }
     let mut removed = Vec::new();
@@ -267,10 +273,15 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_are_all_collected() {
-        let problems = problems_of("a = \nb = [\n");
-        assert!(!problems.is_empty());
-        assert!(problems.iter().all(|d| d.code == "syntax"));
+    fn a_syntax_error_is_reported_once_not_echoed() {
+        let source = "[services.a]\ncommand = [\"x\"\nready = {}\n[services.b]\ncommand = \"y\"\n";
+        let problems = problems_of(source);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].code, "syntax");
+        assert_eq!(
+            problems[0].primary.as_ref().unwrap().span.start,
+            source.find("ready").unwrap()
+        );
     }
 
     #[test]

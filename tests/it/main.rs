@@ -1,0 +1,12 @@
+//! Integration tests: the real `muster` binary on real files.
+//!
+//! One test binary (so cargo links once); each area in its own module, shared set-up in
+//! `helpers`.
+
+// Tests unwrap freely: a panic is exactly how a test reports a broken assumption.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod check;
+mod cli;
+mod graph;
+mod helpers;
