@@ -184,6 +184,14 @@ impl Report {
         Ok(())
     }
 
+    /// The rendering without colour, as a string (for JSON errors and logs).
+    pub fn render_plain(&self) -> String {
+        let mut out = codespan_reporting::term::termcolor::NoColor::new(Vec::new());
+        // Writing into a Vec cannot fail.
+        let _ = self.render(&mut out);
+        String::from_utf8_lossy(&out.into_inner()).into_owned()
+    }
+
     fn to_codespan(&self, diagnostic: &Diagnostic) -> cs::Diagnostic<()> {
         let severity = match diagnostic.severity {
             Severity::Error => cs::Severity::Error,
