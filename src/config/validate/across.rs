@@ -1,0 +1,225 @@
+//! Checks across services: dependencies that exist and can be met, cycles with their
+//! paths, and ports claimed twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::{Draft, Validator};
+use crate::config::spec::{Condition, Port, RestartPolicy, ServiceName};
+use crate::diagnostic::Diagnostic;
+use crate::graph;
+
+impl Validator<'_> {
+    /// Unknown and self dependencies, and `completed` on what cannot complete. Fills
+    /// each valid service's `depends_on` with what survived.
+    pub(super) fn dependencies(
+        &mut self,
+        drafts: &[Draft],
+        known: &BTreeSet<String>,
+    ) -> Vec<Vec<usize>> {
+        let index: BTreeMap<&str, usize> = drafts
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.as_str(), i))
+            .collect();
+        let mut edges = vec![Vec::new(); drafts.len()];
+        for (i, draft) in drafts.iter().enumerate() {
+            let mut seen = BTreeMap::new();
+            for dep in &draft.deps {
+                if let Some(first) = seen.insert(dep.name.as_str(), dep.span.clone()) {
+                    self.error(
+                        Diagnostic::error(
+                            "duplicate-dependency",
+                            format!(
+                                "service `{}` lists `{}` twice in `depends-on`",
+                                draft.name, dep.name
+                            ),
+                        )
+                        .at(dep.span.clone(), "again")
+                        .also(first, "first here")
+                        .help("remove one of them"),
+                    );
+                    continue;
+                }
+                if dep.name == draft.name {
+                    self.error(
+                        Diagnostic::error(
+                            "self-dependency",
+                            format!("service `{}` depends on itself", draft.name),
+                        )
+                        .at(dep.span.clone(), "")
+                        .help(format!("remove `{}` from its `depends-on`", dep.name)),
+                    );
+                    continue;
+                }
+                let Some(&target) = index.get(dep.name.as_str()) else {
+                    if !known.contains(&dep.name) {
+                        let spanned = Spanned::new(dep.span.clone(), dep.name.clone());
+                        self.unknown_service(
+                            &format!("service `{}` depends on", draft.name),
+                            &spanned,
+                            known,
+                        );
+                    }
+                    continue;
+                };
+                let target_draft = &drafts[target];
+                if dep.condition == Condition::Completed
+                    && target_draft.restart == RestartPolicy::Always
+                {
+                    let mut diagnostic = Diagnostic::error(
+                        "never-completes",
+                        format!(
+                            "service `{}` waits for `{}` to complete, but `{}` restarts always and never completes",
+                            draft.name, dep.name, dep.name
+                        ),
+                    )
+                    .at(dep.span.clone(), "waits for `completed`")
+                    .help(format!(
+                        "wait for `{}` to be \"healthy\" or \"started\", or give `{}` restart = \"on-failure\"",
+                        dep.name, dep.name
+                    ));
+                    if let Some(span) = &target_draft.restart_span {
+                        diagnostic =
+                            diagnostic.also(span.clone(), "restarts even after a clean exit");
+                    }
+                    self.error(diagnostic);
+                }
+                edges[i].push(target);
+            }
+        }
+        edges
+    }
+
+    /// The start waves, or every cycle reported with its path.
+    pub(super) fn waves(
+        &mut self,
+        drafts: &[Draft],
+        edges: &[Vec<usize>],
+    ) -> Option<Vec<Vec<ServiceName>>> {
+        if graph::waves(edges).is_ok() {
+            let waves = graph::waves(edges).ok()?;
+            return Some(
+                waves
+                    .into_iter()
+                    .map(|wave| {
+                        wave.into_iter()
+                            .filter_map(|i| drafts[i].valid_name.clone())
+                            .collect()
+                    })
+                    .collect(),
+            );
+        }
+        for cycle in graph::cycles(edges) {
+            let path = cycle
+                .iter()
+                .map(|&i| drafts[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            let mut diagnostic = Diagnostic::error("cycle", format!("dependency cycle: `{path}`"))
+                .help("a service cannot start before itself: remove one of these dependencies");
+            for (n, pair) in cycle.windows(2).enumerate() {
+                let (from, to) = (&drafts[pair[0]], &drafts[pair[1]]);
+                let Some(dep) = from.deps.iter().find(|d| d.name == to.name) else {
+                    continue;
+                };
+                let label = format!("`{}` depends on `{}`", from.name, to.name);
+                diagnostic = if n == 0 {
+                    diagnostic.at(dep.span.clone(), label)
+                } else {
+                    diagnostic.also(dep.span.clone(), label)
+                };
+            }
+            self.error(diagnostic);
+        }
+        None
+    }
+
+    /// Two declarations of one port, or a proxy listening where a service does.
+    pub(super) fn port_clashes(&mut self, drafts: &[Draft]) {
+        #[derive(PartialEq)]
+        enum Kind {
+            Declared,
+            Listen,
+            Upstream,
+        }
+        struct Claim<'a> {
+            port: Port,
+            span: Range<usize>,
+            what: String,
+            owner: &'a str,
+            kind: Kind,
+        }
+        let mut claims: Vec<Claim> = Vec::new();
+        for draft in drafts {
+            for (port, span) in &draft.ports {
+                let what = format!("port {port} of `{}`", draft.name);
+                claims.push(Claim {
+                    port: *port,
+                    span: span.clone(),
+                    what,
+                    owner: &draft.name,
+                    kind: Kind::Declared,
+                });
+            }
+            if let Some(proxy) = &draft.proxy {
+                let mut add = |(addr, span): &(SocketAddr, Range<usize>), kind: Kind| {
+                    let role = if kind == Kind::Listen {
+                        "listen"
+                    } else {
+                        "upstream"
+                    };
+                    claims.push(Claim {
+                        port: Port {
+                            ip: Some(addr.ip()),
+                            port: addr.port(),
+                        },
+                        span: span.clone(),
+                        what: format!("the proxy {role} {addr} of `{}`", draft.name),
+                        owner: &draft.name,
+                        kind,
+                    });
+                };
+                add(&proxy.listen, Kind::Listen);
+                if let Some(upstream) = &proxy.upstream {
+                    add(upstream, Kind::Upstream);
+                }
+            }
+        }
+        for (j, later) in claims.iter().enumerate() {
+            // A service declaring the port its own proxy forwards to is the normal case.
+            let compatible = |earlier: &Claim| {
+                earlier.owner == later.owner
+                    && matches!(
+                        (&earlier.kind, &later.kind),
+                        (Kind::Declared, Kind::Upstream) | (Kind::Upstream, Kind::Declared)
+                    )
+            };
+            let Some(earlier) = claims[..j]
+                .iter()
+                .find(|c| c.port.overlaps(&later.port) && !compatible(c))
+            else {
+                continue;
+            };
+            let help = if later.kind == Kind::Listen || earlier.kind == Kind::Listen {
+                "clients connect to the proxy's `listen`; the service itself must listen elsewhere, on the proxy's `upstream`"
+            } else if earlier.owner == later.owner {
+                "remove the duplicate"
+            } else {
+                "give each service its own port"
+            };
+            self.error(
+                Diagnostic::error(
+                    "port-clash",
+                    format!("{} clashes with {}", later.what, earlier.what),
+                )
+                .at(later.span.clone(), "")
+                .also(earlier.span.clone(), "already claimed here")
+                .help(help),
+            );
+        }
+    }
+}

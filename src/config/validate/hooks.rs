@@ -1,0 +1,123 @@
+//! `[[hooks]]`: event kinds, service names and the command each hook runs.
+
+use std::collections::BTreeSet;
+
+use toml::Spanned;
+
+use super::{Validator, defaults};
+use crate::config::raw::RawHook;
+use crate::config::spec::{EVENT_KINDS, Hook, ServiceName};
+use crate::diagnostic::Diagnostic;
+use crate::suggest;
+
+impl Validator<'_> {
+    pub(super) fn hook(
+        &mut self,
+        index: usize,
+        raw: &Spanned<RawHook>,
+        known: &BTreeSet<String>,
+    ) -> Option<Hook> {
+        let key = format!("hooks[{index}]");
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let before = self.errors;
+        let mut on = Vec::new();
+        match &raw.on {
+            Some(kinds) if !kinds.get_ref().is_empty() => {
+                for kind in kinds.get_ref() {
+                    if EVENT_KINDS.contains(&kind.get_ref().as_str()) {
+                        on.push(kind.get_ref().clone());
+                    } else {
+                        let help =
+                            match suggest::nearest(kind.get_ref(), EVENT_KINDS.iter().copied()) {
+                                Some(near) => format!("did you mean \"{near}\"?"),
+                                None => format!("event kinds are: {}", EVENT_KINDS.join(", ")),
+                            };
+                        self.error(
+                            Diagnostic::error(
+                                "unknown-event",
+                                format!("`{key}.on`: unknown event kind \"{}\"", kind.get_ref()),
+                            )
+                            .at(kind.span(), "")
+                            .help(help),
+                        );
+                    }
+                }
+            }
+            other => self.error(
+                Diagnostic::error("missing-key", format!("`{key}` has no event kinds in `on`"))
+                    .at(other.as_ref().map_or(span.clone(), Spanned::span), "")
+                    .help("add on = [\"failed\", \"unhealthy\"] (any of the event kinds)"),
+            ),
+        }
+        let services = match &raw.services {
+            None => None,
+            Some(list) if list.get_ref().iter().any(|s| s.get_ref() == "*") => None,
+            Some(list) => Some(
+                list.get_ref()
+                    .iter()
+                    .filter_map(|name| {
+                        if !known.contains(name.get_ref()) {
+                            self.unknown_service(&format!("`{key}.services` names"), name, known);
+                        }
+                        ServiceName::new(name.get_ref()).ok()
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let run = match &raw.run {
+            Some(command) => self.argv(&format!("{key}.run"), command).inspect(|argv| {
+                self.program(
+                    &format!("{key}.run"),
+                    &argv[0],
+                    command.span(),
+                    &self.dir.clone(),
+                    self.path_var.clone().as_deref(),
+                );
+            }),
+            None => {
+                self.error(
+                    Diagnostic::error("missing-key", format!("`{key}` has no `run` command"))
+                        .at(span, "")
+                        .help("add run = [\"program\", \"arg\"]; the event is in its environment as MUSTER_EVENT_JSON"),
+                );
+                None
+            }
+        };
+        let timeout = self.positive(
+            &format!("{key}.timeout"),
+            raw.timeout.as_ref(),
+            defaults::HOOK_TIMEOUT,
+        );
+        (self.errors == before).then_some(Hook {
+            on,
+            services,
+            run: run?,
+            timeout,
+        })
+    }
+
+    pub(super) fn unknown_service(
+        &mut self,
+        context: &str,
+        name: &Spanned<String>,
+        known: &BTreeSet<String>,
+    ) {
+        let help = match suggest::nearest(name.get_ref(), known.iter().map(String::as_str)) {
+            Some(near) => format!("did you mean `{near}`?"),
+            None if known.is_empty() => "define it under [services]".to_owned(),
+            None => format!(
+                "known services: {}",
+                known.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        self.error(
+            Diagnostic::error(
+                "unknown-service",
+                format!("{context} unknown service `{}`", name.get_ref()),
+            )
+            .at(name.span(), "not defined")
+            .help(help),
+        );
+    }
+}

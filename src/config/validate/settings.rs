@@ -1,0 +1,134 @@
+//! `[settings]`: state directory, shutdown, logs, the TCP API and history retention.
+
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::{Validator, defaults};
+use crate::config::raw::{RawApiSettings, RawHistorySettings, RawLogSettings, RawSettings};
+use crate::config::spec::{ApiSettings, HistorySettings, LogSettings, Settings};
+use crate::config::values;
+use crate::diagnostic::Diagnostic;
+
+impl Validator<'_> {
+    pub(super) fn settings(&mut self, raw: Option<&Spanned<RawSettings>>) -> Option<Settings> {
+        let before = self.errors;
+        let default = RawSettings::default();
+        let raw = raw.map_or(&default, Spanned::get_ref);
+        let state_dir = self.path(
+            raw.state_dir
+                .as_ref()
+                .map_or(defaults::STATE_DIR, |s| s.get_ref().as_str()),
+        );
+        let shutdown_timeout = self.positive(
+            "settings.shutdown-timeout",
+            raw.shutdown_timeout.as_ref(),
+            defaults::SHUTDOWN_TIMEOUT,
+        );
+        let logs = self.log_settings(raw.logs.as_ref().map(Spanned::get_ref));
+        let api = raw.api.as_ref().and_then(|api| self.api_settings(api));
+        let history = self.history_settings(raw.history.as_ref().map(Spanned::get_ref));
+        (self.errors == before).then_some(Settings {
+            state_dir,
+            shutdown_timeout,
+            logs,
+            api,
+            history,
+        })
+    }
+
+    pub(super) fn log_settings(&mut self, raw: Option<&RawLogSettings>) -> LogSettings {
+        let default = RawLogSettings::default();
+        let raw = raw.unwrap_or(&default);
+        let max_size = match &raw.max_size {
+            Some(text) => values::size(text.get_ref()).unwrap_or_else(|problem| {
+                self.invalid("settings.logs.max-size", text.span(), problem);
+                defaults::LOG_MAX_SIZE
+            }),
+            None => defaults::LOG_MAX_SIZE,
+        };
+        LogSettings {
+            max_size,
+            keep: self.count(
+                "settings.logs.keep",
+                raw.keep.as_ref(),
+                0..1001,
+                defaults::LOG_KEEP.into(),
+            ) as u32,
+            tail_lines: self.count(
+                "settings.logs.tail-lines",
+                raw.tail_lines.as_ref(),
+                1..1_000_001,
+                defaults::LOG_TAIL_LINES as i64,
+            ) as usize,
+        }
+    }
+
+    pub(super) fn api_settings(&mut self, raw: &Spanned<RawApiSettings>) -> Option<ApiSettings> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let Some(listen) = &raw.listen else {
+            self.error(
+                Diagnostic::error("missing-key", "`settings.api` has no `listen` address")
+                    .at(span, "")
+                    .help("add listen = \"127.0.0.1:7070\", or remove [settings.api] to serve only the unix socket"),
+            );
+            return None;
+        };
+        let listen_addr = values::socket_addr(listen.get_ref())
+            .map_err(|problem| self.invalid("settings.api.listen", listen.span(), problem))
+            .ok();
+        let token_file = raw
+            .token_file
+            .as_ref()
+            .map(|t| self.existing_file("settings.api.token-file", t));
+        let read_token_file = raw
+            .read_token_file
+            .as_ref()
+            .map(|t| self.existing_file("settings.api.read-token-file", t));
+        if token_file.is_none() && read_token_file.is_none() {
+            self.error(
+                Diagnostic::error("missing-key", "the TCP API needs a token: `settings.api` has no `token-file`")
+                    .at(listen.span(), "served over TCP")
+                    .help("add token-file = \"api.token\" (create it with: head -c 32 /dev/urandom | base64 > api.token; chmod 600 api.token)"),
+            );
+        }
+        Some(ApiSettings {
+            listen: listen_addr?,
+            token_file: token_file.flatten(),
+            read_token_file: read_token_file.flatten(),
+        })
+    }
+
+    pub(super) fn existing_file(&mut self, key: &str, value: &Spanned<String>) -> Option<PathBuf> {
+        let path = self.path(value.get_ref());
+        if path.is_file() {
+            Some(path)
+        } else {
+            self.error(
+                Diagnostic::error("missing-file", format!("`{key}`: `{}` does not exist", value.get_ref()))
+                    .at(value.span(), "no such file")
+                    .help("create the file, or fix the path (relative paths start at the config file's directory)"),
+            );
+            None
+        }
+    }
+
+    pub(super) fn history_settings(&mut self, raw: Option<&RawHistorySettings>) -> HistorySettings {
+        let default = RawHistorySettings::default();
+        let raw = raw.unwrap_or(&default);
+        HistorySettings {
+            max_events: self.count(
+                "settings.history.max-events",
+                raw.max_events.as_ref(),
+                1..i64::MAX,
+                defaults::HISTORY_MAX_EVENTS as i64,
+            ) as u64,
+            max_age: self.positive(
+                "settings.history.max-age",
+                raw.max_age.as_ref(),
+                defaults::HISTORY_MAX_AGE,
+            ),
+        }
+    }
+}
