@@ -199,19 +199,20 @@ fn translate(error: &toml::de::Error, path: Option<&KeyPath>) -> Diagnostic {
     if let Some(rest) = message.strip_prefix("invalid type: ")
         && let Some((found, expected)) = rest.split_once(", expected ")
     {
-        // serde speaks of sequences and maps; TOML of arrays and tables.
-        let toml_words = |text: &str| {
-            text.replace("a sequence", "an array")
-                .replace("a map", "a table")
-        };
+        let expected = toml_words(expected);
+        let found = toml_words(found);
+        let help = (expected == "a table").then(|| match path.and_then(|p| p.0.last()) {
+            Some(Segment::Key(key)) if key == "ready" || key == "alive" => {
+                format!("a probe is a table: {key} = {{ tcp = \"127.0.0.1:8080\" }} or {key} = {{ notify = true }}")
+            }
+            Some(Segment::Key(key)) => format!("write it as a table: {key} = {{ ... }}, or as a [{where_}] section"),
+            _ => "write it as a table".to_owned(),
+        });
         return at(Diagnostic::error(
             "wrong-type",
-            format!(
-                "`{where_}` must be {}, not {}",
-                toml_words(expected),
-                toml_words(found)
-            ),
-        ));
+            format!("`{where_}` must be {expected}, not {found}"),
+        ))
+        .help_opt(help);
     }
     if let Some(rest) = message.strip_prefix("invalid value: ")
         && let Some((found, expected)) = rest.split_once(", expected ")
@@ -227,6 +228,18 @@ fn translate(error: &toml::de::Error, path: Option<&KeyPath>) -> Diagnostic {
         format!("`{where_}`: {message}")
     };
     at(Diagnostic::error("invalid-value", text))
+}
+
+/// serde speaks of structs, sequences and maps; a TOML user of tables and arrays.
+fn toml_words(text: &str) -> String {
+    let text = text.trim();
+    if text.starts_with("struct ") || text == "map" || text == "a map" {
+        return "a table".to_owned();
+    }
+    if text == "sequence" || text == "a sequence" {
+        return "an array".to_owned();
+    }
+    text.to_owned()
 }
 
 /// The words between backticks in serde's "unknown field `x`, expected one of `a`, `b`".
@@ -297,6 +310,25 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn type_errors_speak_toml_not_rust() {
+        let problems = problems_of("[services.a]\nready = \"notify\"\nenv = [\"A=1\"]\n");
+        let mut messages: Vec<_> = problems.iter().map(|d| d.message.as_str()).collect();
+        messages.sort_unstable();
+        assert_eq!(
+            messages,
+            [
+                "`services.a.env` must be a table, not an array",
+                "`services.a.ready` must be a table, not string \"notify\"",
+            ]
+        );
+        let ready = problems
+            .iter()
+            .find(|d| d.message.contains("ready"))
+            .unwrap();
+        assert!(ready.help.as_deref().unwrap().contains("{ notify = true }"));
     }
 
     #[test]
