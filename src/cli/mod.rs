@@ -76,14 +76,15 @@ pub fn run(cli: Cli) -> ExitCode {
 impl GlobalArgs {
     /// A writer for stderr that colours only when it should.
     fn stderr(&self) -> StandardStream {
+        // An explicit --color wins; NO_COLOR only turns off the automatic choice.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let choice = match self.color {
-            _ if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => {
-                termcolor::ColorChoice::Never
-            }
             ColorWhen::Never => termcolor::ColorChoice::Never,
             ColorWhen::Always => termcolor::ColorChoice::Always,
-            ColorWhen::Auto if std::io::stderr().is_terminal() => termcolor::ColorChoice::Auto,
-            ColorWhen::Auto => termcolor::ColorChoice::Never,
+            ColorWhen::Auto if no_color || !std::io::stderr().is_terminal() => {
+                termcolor::ColorChoice::Never
+            }
+            ColorWhen::Auto => termcolor::ColorChoice::Auto,
         };
         StandardStream::stderr(choice)
     }

@@ -19,3 +19,23 @@ fn bad_usage_exits_2() {
     assert_eq!(muster_run(&["graph", "--dot", "--json"]).code, 2);
     assert_eq!(muster_run(&[]).code, 2);
 }
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    // The test harness's stderr is a pipe: no colour by default, even without NO_COLOR.
+    let plain = crate::helpers::run(
+        crate::helpers::muster(&["check", "-f", "examples/broken/cycle.toml"])
+            .env_remove("NO_COLOR"),
+    );
+    assert!(!plain.stderr.contains('\x1b'), "{:?}", plain.stderr);
+    // An explicit --color always wins over NO_COLOR.
+    let coloured = muster_run(&[
+        "check",
+        "--color",
+        "always",
+        "-f",
+        "examples/broken/cycle.toml",
+    ]);
+    assert_eq!(coloured.code, 2);
+    assert!(coloured.stderr.contains("\x1b["), "{:?}", coloured.stderr);
+}
