@@ -1,8 +1,10 @@
 //! `ready` and `alive` probes: exactly one check each, and only the tuning keys that
 //! apply to it.
 
+use std::ffi::OsStr;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -20,7 +22,7 @@ impl Validator<'_> {
         probe: &Spanned<RawProbe>,
         kinds: &[&str],
         cwd: &Path,
-        path_var: Option<&std::ffi::OsStr>,
+        path_var: Option<&OsStr>,
     ) -> Option<Check> {
         let raw = probe.get_ref();
         let mut present: Vec<(&str, Range<usize>)> = Vec::new();
@@ -179,7 +181,7 @@ impl Validator<'_> {
         key: &str,
         probe: &Spanned<RawProbe>,
         cwd: &Path,
-        path_var: Option<&std::ffi::OsStr>,
+        path_var: Option<&OsStr>,
     ) -> Option<ReadyProbe> {
         let check = self.check(
             key,
@@ -201,16 +203,8 @@ impl Validator<'_> {
                 );
             }
         }
-        let interval = self.positive(
-            &format!("{key}.interval"),
-            raw.interval.as_ref(),
-            defaults::READY_INTERVAL,
-        );
-        let timeout = self.positive(
-            &format!("{key}.timeout"),
-            raw.timeout.as_ref(),
-            defaults::READY_TIMEOUT,
-        );
+        let (interval, timeout) =
+            self.timing(key, raw, defaults::READY_INTERVAL, defaults::READY_TIMEOUT);
         Some(ReadyProbe {
             check: check?,
             interval,
@@ -223,20 +217,12 @@ impl Validator<'_> {
         key: &str,
         probe: &Spanned<RawProbe>,
         cwd: &Path,
-        path_var: Option<&std::ffi::OsStr>,
+        path_var: Option<&OsStr>,
     ) -> Option<AliveProbe> {
         let check = self.check(key, probe, &["tcp", "http", "exec"], cwd, path_var);
         let raw = probe.get_ref();
-        let interval = self.positive(
-            &format!("{key}.interval"),
-            raw.interval.as_ref(),
-            defaults::ALIVE_INTERVAL,
-        );
-        let timeout = self.positive(
-            &format!("{key}.timeout"),
-            raw.timeout.as_ref(),
-            defaults::ALIVE_TIMEOUT,
-        );
+        let (interval, timeout) =
+            self.timing(key, raw, defaults::ALIVE_INTERVAL, defaults::ALIVE_TIMEOUT);
         let failures = self.count(
             &format!("{key}.failures"),
             raw.failures.as_ref(),
@@ -256,5 +242,19 @@ impl Validator<'_> {
             failures: failures as u32,
             successes: successes as u32,
         })
+    }
+
+    /// A probe's `interval` and `timeout`, both longer than zero.
+    fn timing(
+        &mut self,
+        key: &str,
+        raw: &RawProbe,
+        interval: Duration,
+        timeout: Duration,
+    ) -> (Duration, Duration) {
+        (
+            self.positive(&format!("{key}.interval"), raw.interval.as_ref(), interval),
+            self.positive(&format!("{key}.timeout"), raw.timeout.as_ref(), timeout),
+        )
     }
 }

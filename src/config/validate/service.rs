@@ -2,7 +2,7 @@
 //! ports, restart policy, dependencies (as written) and proxy.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -260,7 +260,7 @@ impl Validator<'_> {
         name: &Spanned<String>,
         raw: &RawService,
         cwd: &Path,
-        path_var: Option<&std::ffi::OsStr>,
+        path_var: Option<&OsStr>,
     ) -> Option<Run> {
         match (&raw.command, &raw.shell) {
             (Some(command), Some(shell)) => {
@@ -338,7 +338,7 @@ impl Validator<'_> {
         program: &str,
         span: Range<usize>,
         cwd: &Path,
-        path_var: Option<&std::ffi::OsStr>,
+        path_var: Option<&OsStr>,
     ) {
         if let Err(problem) = executable::resolve(program, cwd, path_var) {
             use executable::ExecutableError as E;
