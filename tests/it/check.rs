@@ -163,6 +163,13 @@ fn json_success_reports_counts() {
 }
 
 #[test]
+fn the_json_report_is_a_stable_contract() {
+    let out = muster_run(&["check", "--json", "-f", "examples/broken/cycle.toml"]);
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!(out.stdout);
+}
+
+#[test]
 fn every_key_of_the_schema_is_documented() {
     let docs = fs::read_to_string(repo().join("docs/config.md")).unwrap();
     for (table, keys) in muster::config::schema() {

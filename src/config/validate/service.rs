@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::{DepRef, Draft, ProxyRef, Validator, defaults};
 use crate::config::raw::{
-    RawBackoff, RawDependsOn, RawPort, RawProxy, RawRestartLimit, RawService, StringOrList,
+    EnvValue, RawBackoff, RawDependsOn, RawPort, RawProxy, RawRestartLimit, RawService,
+    StringOrList,
 };
 use crate::config::recover::Segment;
 use crate::config::spec::{
@@ -23,82 +24,17 @@ use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
 impl Validator<'_> {
+    /// Checks one service table on its own; what the cross-service checks need comes
+    /// back in the draft whether or not the service itself is valid.
     pub(super) fn service(&mut self, name: &Spanned<String>, raw: &Spanned<RawService>) -> Draft {
         let before = self.errors;
         let key = |field: &str| format!("services.{}.{field}", name.get_ref());
-        let valid_name = match ServiceName::new(name.get_ref()) {
-            Ok(valid) => Some(valid),
-            Err(problem) => {
-                let fixed: String = name
-                    .get_ref()
-                    .to_lowercase()
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                            c
-                        } else {
-                            '-'
-                        }
-                    })
-                    .collect();
-                self.error(
-                    Diagnostic::error(
-                        "bad-name",
-                        format!(
-                            "`{}` is not a valid service name: {problem}",
-                            name.get_ref()
-                        ),
-                    )
-                    .at(name.span(), "")
-                    .help_opt(
-                        ServiceName::new(&fixed)
-                            .ok()
-                            .map(|f| format!("rename it `{f}`")),
-                    ),
-                );
-                None
-            }
-        };
+        let valid_name = self.service_name(name);
         let table_span = raw.span();
         let raw = raw.get_ref();
 
-        let cwd = match &raw.cwd {
-            Some(cwd) => {
-                let path = self.path(cwd.get_ref());
-                if !path.is_dir() {
-                    let what = if path.exists() {
-                        "is not a directory"
-                    } else {
-                        "does not exist"
-                    };
-                    self.error(
-                        Diagnostic::error("missing-cwd", format!("`{}`: `{}` {what}", key("cwd"), cwd.get_ref()))
-                            .at(cwd.span(), "")
-                            .help("create the directory, or fix the path (relative paths start at the config file's directory)"),
-                    );
-                }
-                path
-            }
-            None => self.dir.clone(),
-        };
-        let env = raw
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|(k, v)| {
-                let valid = !k.get_ref().is_empty() && !k.get_ref().contains(['=', '\0']);
-                if !valid {
-                    self.error(
-                        Diagnostic::error(
-                            "invalid-value",
-                            format!("`{}`: `{}` is not a variable name", key("env"), k.get_ref()),
-                        )
-                        .at(k.span(), ""),
-                    );
-                }
-                valid.then(|| (k.get_ref().clone(), v.get_ref().0.clone()))
-            })
-            .collect::<BTreeMap<_, _>>();
+        let cwd = self.cwd(&key("cwd"), raw.cwd.as_ref());
+        let env = self.env(&key("env"), raw.env.as_ref());
         let env_files = self.env_files(&key("env-file"), raw.env_file.as_ref());
         let path_var = env
             .get("PATH")
@@ -240,6 +176,90 @@ impl Validator<'_> {
 
     /// Whether a key of service `name` that was refused looks like `command` or `shell`
     /// (`command` of the wrong type, `comand`), so "no command" would repeat the news.
+    /// The name, or why it is not one, with a fixed spelling to rename it to.
+    fn service_name(&mut self, name: &Spanned<String>) -> Option<ServiceName> {
+        match ServiceName::new(name.get_ref()) {
+            Ok(valid) => Some(valid),
+            Err(problem) => {
+                let fixed: String = name
+                    .get_ref()
+                    .to_lowercase()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                self.error(
+                    Diagnostic::error(
+                        "bad-name",
+                        format!(
+                            "`{}` is not a valid service name: {problem}",
+                            name.get_ref()
+                        ),
+                    )
+                    .at(name.span(), "")
+                    .help_opt(
+                        ServiceName::new(&fixed)
+                            .ok()
+                            .map(|f| format!("rename it `{f}`")),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The working directory: absolute, and it must exist.
+    fn cwd(&mut self, key: &str, cwd: Option<&Spanned<String>>) -> PathBuf {
+        match cwd {
+            Some(cwd) => {
+                let path = self.path(cwd.get_ref());
+                if !path.is_dir() {
+                    let what = if path.exists() {
+                        "is not a directory"
+                    } else {
+                        "does not exist"
+                    };
+                    self.error(
+                        Diagnostic::error("missing-cwd", format!("`{}`: `{}` {what}", key, cwd.get_ref()))
+                            .at(cwd.span(), "")
+                            .help("create the directory, or fix the path (relative paths start at the config file's directory)"),
+                    );
+                }
+                path
+            }
+            None => self.dir.clone(),
+        }
+    }
+
+    /// `env`: names that can be set, values as text.
+    fn env(
+        &mut self,
+        key: &str,
+        env: Option<&BTreeMap<Spanned<String>, Spanned<EnvValue>>>,
+    ) -> BTreeMap<String, String> {
+        env.into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let valid = !k.get_ref().is_empty() && !k.get_ref().contains(['=', '\0']);
+                if !valid {
+                    self.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!("`{}`: `{}` is not a variable name", key, k.get_ref()),
+                        )
+                        .at(k.span(), ""),
+                    );
+                }
+                valid.then(|| (k.get_ref().clone(), v.get_ref().0.clone()))
+            })
+            .collect()
+    }
+
     pub(super) fn command_was_dropped(&self, name: &str) -> bool {
         self.removed.iter().any(|path| match path.0.as_slice() {
             [Segment::Key(s), Segment::Key(n), Segment::Key(key)]
