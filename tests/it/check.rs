@@ -152,6 +152,26 @@ fn warnings_are_shown_but_do_not_fail() {
 }
 
 #[test]
+fn a_state_dir_blocked_by_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("state"), "").unwrap();
+    let path = dir.path().join("muster.toml");
+    fs::write(
+        &path,
+        "[settings]\nstate-dir = \"state\"\n[services.a]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let out = muster_run(&["check", "-f", path.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("`settings.state-dir`: `state` is not a directory"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn json_success_reports_counts() {
     let out = muster_run(&["check", "--json", "-f", "examples/quickstart/muster.toml"]);
     assert_eq!(out.code, 0);
