@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 
-use crate::helpers::{muster, muster_run, repo, run, stable};
+use crate::helpers::{check_source, muster, muster_run, repo, run, stable};
 
 /// The broken examples, each with the diagnostic code its first line promises.
 fn broken_examples() -> Vec<(PathBuf, String)> {
@@ -117,12 +117,9 @@ fn a_missing_file_says_how_to_point_at_one() {
 
 #[test]
 fn a_huge_file_is_refused_without_reading_it_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("muster.toml");
     // 50 MB of valid-looking TOML comments.
     let line = format!("# {}\n", "x".repeat(1000));
-    fs::write(&path, line.repeat(50_000)).unwrap();
-    let out = muster_run(&["check", "-f", path.to_str().unwrap()]);
+    let out = check_source(line.repeat(50_000).as_bytes(), &[]);
     assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("is larger than 4 MiB"),
@@ -133,14 +130,10 @@ fn a_huge_file_is_refused_without_reading_it_all() {
 
 #[test]
 fn warnings_are_shown_but_do_not_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("muster.toml");
-    fs::write(
-        &path,
-        "[services.web]\ncommand = \"python3 -m http.server | tee web.log\"\n",
-    )
-    .unwrap();
-    let out = muster_run(&["check", "-f", path.to_str().unwrap()]);
+    let out = check_source(
+        b"[services.web]\ncommand = \"python3 -m http.server | tee web.log\"\n",
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "1 service, 1 start wave, 1 warning\n");
     assert!(
@@ -153,15 +146,8 @@ fn warnings_are_shown_but_do_not_fail() {
 
 #[test]
 fn a_state_dir_blocked_by_a_file_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("state"), "").unwrap();
-    let path = dir.path().join("muster.toml");
-    fs::write(
-        &path,
-        "[settings]\nstate-dir = \"state\"\n[services.a]\ncommand = [\"true\"]\n",
-    )
-    .unwrap();
-    let out = muster_run(&["check", "-f", path.to_str().unwrap()]);
+    let source = b"[settings]\nstate-dir = \"state\"\n[services.a]\ncommand = [\"true\"]\n";
+    let out = check_source(source, &[("state", "")]);
     assert_eq!(out.code, 2);
     assert!(
         out.stderr

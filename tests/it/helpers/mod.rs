@@ -68,6 +68,18 @@ pub fn muster_run(args: &[&str]) -> Run {
     run(&mut muster(args))
 }
 
+/// Runs `muster check` on `source` written to a `muster.toml` in a fresh temp dir
+/// (kept alive in the return value, with any files a test adds beside it).
+pub fn check_source(source: &[u8], beside: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, contents) in beside {
+        std::fs::write(dir.path().join(name), contents).expect("write fixture");
+    }
+    let path = dir.path().join("muster.toml");
+    std::fs::write(&path, source).expect("write muster.toml");
+    muster_run(&["check", "-f", path.to_str().expect("utf-8 temp path")])
+}
+
 /// Replaces machine-specific paths so snapshots hold on any checkout.
 pub fn stable(text: &str, extra: &[&Path]) -> String {
     let mut text = text.replace(&repo().display().to_string(), "[repo]");
