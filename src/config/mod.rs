@@ -17,8 +17,6 @@ mod values;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use envfile::{EnvFileError, parse as parse_env_file};
-pub use executable::{ExecutableError, resolve as resolve_executable};
 pub use spec::*;
 pub use validate::defaults;
 

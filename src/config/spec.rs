@@ -116,13 +116,6 @@ impl Spec {
             .iter()
             .position(|wave| wave.iter().any(|n| n.as_str() == name))
     }
-
-    /// The services that depend on `name` directly.
-    pub fn dependents_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services
-            .values()
-            .filter(move |s| s.depends_on.iter().any(|d| d.service.as_str() == name))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,18 +189,6 @@ pub enum Run {
     Shell(String),
 }
 
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Run::Argv(argv) => f.write_str(
-                &shlex::try_join(argv.iter().map(String::as_str))
-                    .unwrap_or_else(|_| argv.join(" ")),
-            ),
-            Run::Shell(line) => write!(f, "sh -c {line:?}"),
-        }
-    }
-}
-
 /// A port the service will listen on: checked free before it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Port {
@@ -278,18 +259,6 @@ impl PartialEq for Check {
             (Check::Log(a), Check::Log(b)) => a.as_str() == b.as_str(),
             (Check::Notify, Check::Notify) => true,
             _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Check {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Check::Tcp { host, port } => write!(f, "tcp {host}:{port}"),
-            Check::Http { url, .. } => write!(f, "http {url}"),
-            Check::Exec(argv) => write!(f, "exec `{}`", argv.join(" ")),
-            Check::Log(pattern) => write!(f, "log /{}/", pattern.as_str()),
-            Check::Notify => f.write_str("notify READY=1"),
         }
     }
 }

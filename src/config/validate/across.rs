@@ -100,8 +100,7 @@ impl Validator<'_> {
         drafts: &[Draft],
         edges: &[Vec<usize>],
     ) -> Option<Vec<Vec<ServiceName>>> {
-        if graph::waves(edges).is_ok() {
-            let waves = graph::waves(edges).ok()?;
+        if let Ok(waves) = graph::waves(edges) {
             return Some(
                 waves
                     .into_iter()

@@ -66,15 +66,22 @@ impl Validator<'_> {
             ),
         };
         let run = match &raw.run {
-            Some(command) => self.argv(&format!("{key}.run"), command).inspect(|argv| {
-                self.program(
-                    &format!("{key}.run"),
-                    &argv[0],
-                    command.span(),
-                    &self.dir.clone(),
-                    self.path_var.clone().as_deref(),
-                );
-            }),
+            Some(command) => {
+                let run_key = format!("{key}.run");
+                let argv = self.argv(&run_key, command);
+                if let Some(argv) = &argv {
+                    // Hooks run from the config file's directory with muster's PATH.
+                    let (dir, path_var) = (self.dir.clone(), self.path_var.clone());
+                    self.program(
+                        &run_key,
+                        &argv[0],
+                        command.span(),
+                        &dir,
+                        path_var.as_deref(),
+                    );
+                }
+                argv
+            }
             None => {
                 self.error(
                     Diagnostic::error("missing-key", format!("`{key}` has no `run` command"))
