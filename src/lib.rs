@@ -4,10 +4,12 @@
 //!
 //! The library holds everything; the `muster` binary only parses arguments and calls in.
 //! `config` turns `muster.toml` into a validated [`config::Spec`]; `graph` orders it;
-//! `diagnostic` renders problems; `cli` implements the subcommands.
+//! `diagnostic` renders problems; `supervisor` runs the services; `cli` implements
+//! the subcommands.
 
 pub mod cli;
 pub mod config;
 pub mod diagnostic;
 pub mod graph;
 pub mod suggest;
+pub mod supervisor;

@@ -6,6 +6,7 @@
 
 mod check;
 mod graph;
+mod up;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ pub struct GlobalArgs {
     #[arg(short = 'f', long = "file", env = "MUSTER_FILE", default_value = config::DEFAULT_FILE_NAME, global = true, value_name = "FILE")]
     pub file: PathBuf,
 
+    /// Where the socket, database and logs live (default: the config's state-dir)
+    #[arg(long, env = "MUSTER_STATE_DIR", global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// When to use colour (NO_COLOR in the environment also turns it off)
     #[arg(long, value_enum, env = "MUSTER_COLOR", default_value_t = ColorWhen::Auto, global = true, value_name = "WHEN")]
     pub color: ColorWhen,
@@ -63,6 +68,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Show the start order: waves of services that can start in parallel
     Graph(graph::GraphArgs),
+    /// Start the services in dependency order and supervise them until Ctrl-C
+    Up(up::UpArgs),
 }
 
 /// Runs the parsed command line.
@@ -70,23 +77,36 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Graph(args) => graph::run(&cli.global, &args),
+        Command::Up(args) => up::run(&cli.global, &args),
     }
 }
 
 impl GlobalArgs {
     /// A writer for stderr that colours only when it should.
     fn stderr(&self) -> StandardStream {
-        // An explicit --color wins; NO_COLOR only turns off the automatic choice.
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let choice = match self.color {
-            ColorWhen::Never => termcolor::ColorChoice::Never,
-            ColorWhen::Always => termcolor::ColorChoice::Always,
-            ColorWhen::Auto if no_color || !std::io::stderr().is_terminal() => {
-                termcolor::ColorChoice::Never
-            }
-            ColorWhen::Auto => termcolor::ColorChoice::Auto,
+        let choice = if self.colour_on(std::io::stderr().is_terminal()) {
+            termcolor::ColorChoice::Always
+        } else {
+            termcolor::ColorChoice::Never
         };
         StandardStream::stderr(choice)
+    }
+
+    /// Whether to colour output going to a stream that is (or is not) a terminal. An
+    /// explicit --color wins; NO_COLOR only turns off the automatic choice.
+    fn colour_on(&self, terminal: bool) -> bool {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        match self.color {
+            ColorWhen::Never => false,
+            ColorWhen::Always => true,
+            ColorWhen::Auto => terminal && !no_color,
+        }
+    }
+
+    /// `--state-dir` made absolute, if given.
+    fn state_dir(&self) -> Option<PathBuf> {
+        let dir = self.state_dir.as_ref()?;
+        Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
     }
 
     /// Loads the config, or reports why not (as text on stderr, or as JSON on stdout)

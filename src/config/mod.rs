@@ -6,8 +6,8 @@
 //! once) → `validate` (values, files, programs, dependencies, ports). Every problem is a
 //! [`Diagnostic`] pointing into the file; only a clean file yields a `Spec`.
 
-mod envfile;
-mod executable;
+pub(crate) mod envfile;
+pub(crate) mod executable;
 mod raw;
 mod recover;
 mod spec;

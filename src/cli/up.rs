@@ -1,0 +1,374 @@
+//! `muster up`: run the supervisor in the foreground.
+//!
+//! While the graph boots, a terminal gets a live line per service (state, elapsed time,
+//! what it waits for); anything else gets one plain line per event. Then one line per
+//! event until Ctrl-C or SIGTERM, which stops everything in reverse dependency order.
+//! `up` also returns by itself when nothing is left to supervise (every service
+//! completed, failed or stopped): 0 if none failed, 1 otherwise.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use console::style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, plural};
+use crate::config::{ServiceName, Spec};
+use crate::supervisor::{Event, EventKind, Phase, Supervisor, process};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Start only these services (and what they depend on); default: every service with
+    /// autostart
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+
+    /// Print events as JSON Lines on stdout (one object per event)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Plain event lines even on a terminal, no live progress view
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
+    let mut spec = match global.load(false) {
+        Ok(loaded) => loaded.spec,
+        Err(code) => return code,
+    };
+    if let Some(dir) = global.state_dir() {
+        spec.settings.state_dir = dir;
+    }
+    let mut only = Vec::new();
+    for name in &args.services {
+        match spec.services.get_key_value(name.as_str()) {
+            Some((name, _)) => only.push(name.clone()),
+            None => {
+                let known: Vec<&str> = spec.services.keys().map(ServiceName::as_str).collect();
+                let hint = crate::suggest::nearest(name, known.iter().copied())
+                    .map(|near| format!("; did you mean `{near}`?"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "muster: no service named `{name}` in {}{hint}",
+                    spec.path.display()
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let colour = global.colour_on(std::io::stdout().is_terminal());
+    console::set_colors_enabled(colour);
+    console::set_colors_enabled_stderr(colour);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("muster: cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let progress = !args.json && !args.no_progress && std::io::stderr().is_terminal();
+    runtime.block_on(up(spec, only, args.json, progress))
+}
+
+async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> ExitCode {
+    let began = Instant::now();
+    let mut interrupt = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(interrupt), Ok(terminate)) => Signals { interrupt, terminate },
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("muster: cannot handle signals: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut supervisor = match Supervisor::new(spec) {
+        Ok(supervisor) => supervisor,
+        Err(error) => {
+            eprintln!("muster: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut events = supervisor.bus().subscribe();
+    supervisor.boot(&only);
+    let mut view = View::new(&supervisor, json, progress, began);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut booted = false;
+    let ended_by = loop {
+        tokio::select! {
+            name = interrupt.recv() => break Some(name),
+            event = events.recv() => match event {
+                Ok(event) => view.event(&event, booted),
+                Err(RecvError::Lagged(missed)) => view.note(&format!("{missed} events were not shown (output too slow)")),
+                Err(RecvError::Closed) => break None,
+            },
+            _ = tick.tick(), if progress && !booted => view.tick(&supervisor),
+        }
+        if !booted && supervisor.booted() {
+            booted = true;
+            view.booted(&supervisor);
+        }
+        if booted && supervisor.idle() {
+            break None;
+        }
+    };
+    if !booted {
+        view.tick(&supervisor);
+        view.finish_progress();
+    }
+    let failed: Vec<_> = supervisor
+        .services()
+        .filter(|handle| handle.status().phase == Phase::Failed)
+        .map(|handle| handle.name().clone())
+        .collect();
+    let handles: Vec<_> = supervisor.services().cloned().collect();
+    match ended_by {
+        Some(signal) => view.note(&format!(
+            "{signal}: stopping {} in reverse dependency order (again to kill them now)",
+            plural(handles.iter().filter(|h| !h.status().phase.is_settled()).count(), "service")
+        )),
+        None => view.note("nothing left to supervise"),
+    }
+    let shutdown = supervisor.shutdown();
+    tokio::pin!(shutdown);
+    let strays = loop {
+        tokio::select! {
+            strays = &mut shutdown => break strays,
+            event = events.recv() => if let Ok(event) = event { view.event(&event, true) },
+            name = interrupt.recv() => {
+                view.note(&format!("{name}: killing every service now"));
+                for handle in &handles {
+                    if let Some(pid) = handle.status().pid {
+                        let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    };
+    while let Ok(event) = events.try_recv() {
+        view.event(&event, true);
+    }
+    if strays > 0 {
+        view.note(&format!(
+            "killed {} left behind outside their service's process group",
+            plural(strays, "process")
+        ));
+    }
+    view.note("all services stopped");
+    if ended_by.is_none() && !failed.is_empty() {
+        return ExitCode::from(EXIT_FAILED);
+    }
+    ExitCode::SUCCESS
+}
+
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// What the user sees: progress bars while booting on a terminal, event lines, or JSON.
+struct View {
+    json: bool,
+    began: Instant,
+    width: usize,
+    progress: Option<(MultiProgress, BTreeMap<ServiceName, ProgressBar>)>,
+}
+
+impl View {
+    fn new(supervisor: &Supervisor, json: bool, progress: bool, began: Instant) -> Self {
+        let width = supervisor
+            .spec()
+            .services
+            .keys()
+            .map(|name| name.as_str().len())
+            .max()
+            .unwrap_or(0);
+        let progress = progress.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let style = ProgressStyle::with_template("{spinner:.cyan} {prefix} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            // Start order: by wave, then by name.
+            let mut order: Vec<_> = supervisor.selected().map(|h| h.name().clone()).collect();
+            order.sort_by_key(|name| (supervisor.spec().wave_of(name.as_str()), name.clone()));
+            let bars = order
+                .into_iter()
+                .map(|name| {
+                    let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                    bar.set_prefix(format!("{name:<width$}"));
+                    (name, bar)
+                })
+                .collect();
+            (multi, bars)
+        });
+        Self {
+            json,
+            began,
+            width,
+            progress,
+        }
+    }
+
+    fn tick(&mut self, supervisor: &Supervisor) {
+        let Some((_, bars)) = &self.progress else { return };
+        for (name, bar) in bars {
+            if bar.is_finished() {
+                continue;
+            }
+            let Some(status) = supervisor.service(name.as_str()).map(|h| h.status()) else {
+                continue;
+            };
+            let elapsed = status.since.elapsed().unwrap_or_default();
+            let line = format!(
+                "{} {:>5.1}s  {}",
+                paint_phase(status.phase),
+                elapsed.as_secs_f64(),
+                status.notify_status.as_deref().unwrap_or(&status.reason)
+            );
+            match status.phase {
+                Phase::Healthy | Phase::Completed => {
+                    bar.set_style(done_style("✓"));
+                    bar.finish_with_message(format!("{} {}", paint_phase(status.phase), status.reason));
+                }
+                Phase::Failed => {
+                    bar.set_style(done_style("✗"));
+                    bar.finish_with_message(format!("{} {}", paint_phase(status.phase), status.reason));
+                }
+                _ => {
+                    bar.set_message(line);
+                    bar.tick();
+                }
+            }
+        }
+    }
+
+    fn finish_progress(&mut self) {
+        if let Some((multi, bars)) = self.progress.take() {
+            for bar in bars.values() {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+            let _ = multi.clear();
+        }
+    }
+
+    fn event(&mut self, event: &Event, booted: bool) {
+        if self.json {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+            return;
+        }
+        if self.progress.is_some() && !booted {
+            return;
+        }
+        let elapsed = self.began.elapsed().as_secs_f64();
+        let kind = event.kind.as_str();
+        let kind = match event.kind {
+            EventKind::Failed => style(kind).red().bold(),
+            EventKind::Exited | EventKind::Unhealthy | EventKind::Restarting => style(kind).yellow(),
+            EventKind::Ready | EventKind::Healthy | EventKind::Completed => style(kind).green(),
+            _ => style(kind).dim(),
+        };
+        println!(
+            "{:>8.3}s {:<width$} {:<10} {}",
+            elapsed,
+            event.service,
+            kind,
+            event.message,
+            width = self.width
+        );
+    }
+
+    /// A line from muster itself: to stderr in JSON mode, so stdout stays parseable.
+    fn note(&self, text: &str) {
+        if self.json {
+            eprintln!("muster: {text}");
+        } else {
+            println!("{} {text}", style("muster:").bold());
+        }
+    }
+
+    fn booted(&mut self, supervisor: &Supervisor) {
+        self.tick(supervisor);
+        if let Some((multi, bars)) = self.progress.take() {
+            // Keep the finished lines on screen; they are the boot summary.
+            for bar in bars.values() {
+                if !bar.is_finished() {
+                    bar.finish();
+                }
+            }
+            drop(multi);
+        }
+        let took = self.began.elapsed();
+        let statuses: Vec<_> = supervisor.selected().map(|h| h.status()).collect();
+        let failed: Vec<_> = statuses.iter().filter(|s| s.phase == Phase::Failed).collect();
+        let up = statuses.len() - failed.len();
+        if failed.is_empty() {
+            self.note(&format!(
+                "{} up in {}; Ctrl-C stops them",
+                plural(up, "service"),
+                seconds(took)
+            ));
+            return;
+        }
+        self.note(&format!(
+            "{up} of {} up in {}; {} failed:",
+            plural(statuses.len(), "service"),
+            seconds(took),
+            failed.len()
+        ));
+        for status in &failed {
+            self.note(&format!("  ✗ {}: {}", status.service, status.reason));
+        }
+        // The services that failed by themselves (not through a dependency): their logs.
+        for status in failed.iter().filter(|s| !s.reason.starts_with("dependency `")) {
+            let Some(handle) = supervisor.service(status.service.as_str()) else { continue };
+            let log = crate::supervisor::logs::Log::lock(handle.log());
+            let lines = log.tail(10);
+            self.note(&format!("last lines of {} ({}):", status.service, log.path().display()));
+            for line in lines {
+                self.note(&format!("  | {}", line.text));
+            }
+        }
+    }
+}
+
+fn done_style(mark: &str) -> ProgressStyle {
+    let template = format!("{mark} {{prefix}} {{wide_msg}}");
+    ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn paint_phase(phase: Phase) -> console::StyledObject<String> {
+    let text = format!("{phase:<9}");
+    match phase {
+        Phase::Healthy | Phase::Completed => style(text).green(),
+        Phase::Failed => style(text).red().bold(),
+        Phase::Exited | Phase::Unhealthy => style(text).yellow(),
+        _ => style(text).cyan(),
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.2}s", duration.as_secs_f64())
+    }
+}

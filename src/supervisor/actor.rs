@@ -1,0 +1,494 @@
+//! The service actor: one tokio task per service that alone owns its [`State`].
+//!
+//! Everything that happens to a service arrives as a [`Message`] on one channel: commands
+//! from its [`ServiceHandle`], exits from the reaper, probe results, matched log lines,
+//! notify datagrams. The actor turns each into an [`Input`], runs the pure
+//! [`machine::step`], performs the effects (spawn, signal, probe, timers, events) and
+//! publishes the new [`Status`] on a `watch`. Messages about an earlier run (a late
+//! probe result, a log line of the previous process) are dropped by run id, so they
+//! cannot touch the current one. The actor waits on its channel and on its earliest
+//! armed timer only: with nothing due, it does not wake.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::event::{EventBus, EventKind};
+use super::logs::{Log, LineWatch, SharedLog, Stream, pump};
+use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, State, Timer};
+use super::notify::{self, NotifySocket};
+use super::probe::{self, ExecContext};
+use super::process::{Reaper, signal_group};
+use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
+
+/// The longest one readiness attempt may take (less if the start deadline is nearer).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
+
+/// What observers see of a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub service: ServiceName,
+    pub phase: Phase,
+    pub reason: String,
+    pub pid: Option<u32>,
+    /// The current (or last) run; 0 before the first spawn.
+    pub run_id: u64,
+    pub restarts: u32,
+    /// When the phase was entered.
+    #[serde(serialize_with = "rfc3339")]
+    pub since: SystemTime,
+    pub last_exit: Option<String>,
+    /// The last `STATUS=` the service sent on the notify socket.
+    pub notify_status: Option<String>,
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+/// Everything that reaches an actor.
+#[derive(Debug)]
+pub(super) enum Message {
+    Input(Input),
+    Exited { run: u64, exit: Exit },
+    Probe { run: u64, result: Result<String, String> },
+    Ready { run: u64, how: String },
+    Notify { run: u64, message: notify::Message },
+}
+
+/// What all actors share: the reaper, the notify socket and the event bus.
+#[derive(Debug)]
+pub struct Shared {
+    pub reaper: Arc<Reaper>,
+    pub notify: Arc<NotifySocket>,
+    pub bus: EventBus,
+}
+
+/// A cloneable handle to one service's actor.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    pub service: Arc<Service>,
+    sender: mpsc::UnboundedSender<Message>,
+    status: watch::Receiver<Status>,
+    log: SharedLog,
+}
+
+impl ServiceHandle {
+    pub fn name(&self) -> &ServiceName {
+        &self.service.name
+    }
+
+    /// Sends an input to the actor (start, stop, restart, ...).
+    pub fn send(&self, input: Input) {
+        let _ = self.sender.send(Message::Input(input));
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+}
+
+/// Starts the actor of `service` (in `Stopped`) and returns its handle.
+pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHandle {
+    let service = Arc::new(service);
+    let state = State::new();
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let (status_sender, status) = watch::channel(Status {
+        service: service.name.clone(),
+        phase: state.phase,
+        reason: state.reason.clone(),
+        pid: None,
+        run_id: 0,
+        restarts: 0,
+        since: SystemTime::now(),
+        last_exit: None,
+        notify_status: None,
+    });
+    let actor = Actor {
+        policy: Policy::of(&service),
+        service: Arc::clone(&service),
+        state,
+        shared,
+        myself: sender.downgrade(),
+        status: status_sender,
+        timers: [None; 4],
+        run_id: 0,
+        exec: None,
+        log: Arc::clone(&log),
+        notify_status: None,
+        events: Vec::new(),
+    };
+    tokio::spawn(actor.run(receiver));
+    ServiceHandle {
+        service,
+        sender,
+        status,
+        log,
+    }
+}
+
+struct Actor {
+    service: Arc<Service>,
+    policy: Policy,
+    state: State,
+    shared: Arc<Shared>,
+    /// For callbacks (reaper, probes, log readers, notify); weak so that dropping every
+    /// handle ends the actor.
+    myself: mpsc::WeakUnboundedSender<Message>,
+    status: watch::Sender<Status>,
+    timers: [Option<Instant>; 4],
+    run_id: u64,
+    /// Where exec probes of the current run execute.
+    exec: Option<Arc<ExecContext>>,
+    log: SharedLog,
+    notify_status: Option<String>,
+    /// Events of the current step, published after the status.
+    events: Vec<(EventKind, String, serde_json::Value)>,
+}
+
+impl Actor {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Message>) {
+        loop {
+            let due = self
+                .timers
+                .iter()
+                .enumerate()
+                .filter_map(|(index, at)| at.map(|at| (index, at)))
+                .min_by_key(|&(_, at)| at);
+            let message = match due {
+                Some((index, at)) => tokio::select! {
+                    biased;
+                    message = receiver.recv() => message,
+                    () = tokio::time::sleep_until(at) => {
+                        self.timers[index] = None;
+                        self.apply(Input::Timer(Timer::ALL[index]));
+                        continue;
+                    }
+                },
+                None => receiver.recv().await,
+            };
+            let Some(message) = message else { break };
+            if let Some(input) = self.accept(message) {
+                self.apply(input);
+            }
+        }
+    }
+
+    /// The input a message means for the current run, if any.
+    fn accept(&mut self, message: Message) -> Option<Input> {
+        let current = |run: u64| run == self.run_id && self.state.pid.is_some();
+        match message {
+            Message::Input(input) => Some(input),
+            Message::Exited { run, exit } if current(run) => {
+                if let Some(pid) = self.state.pid {
+                    self.shared.notify.unregister(pid);
+                }
+                Log::lock(&self.log).note(&exit.to_string());
+                Some(Input::Exited(exit))
+            }
+            Message::Probe { run, result } if current(run) => Some(match result {
+                Ok(how) => Input::Ready(how),
+                Err(failure) => Input::ProbeFailed(failure),
+            }),
+            Message::Ready { run, how } if current(run) => Some(Input::Ready(how)),
+            Message::Notify { run, message } if current(run) => {
+                if let Some(text) = message.status {
+                    self.notify_status = Some(text);
+                    self.publish_status();
+                }
+                let waits_for_notify = matches!(
+                    self.service.ready.as_ref().map(|r| &r.check),
+                    Some(Check::Notify)
+                );
+                (message.ready && waits_for_notify)
+                    .then(|| Input::Ready("READY=1 on the notify socket".to_owned()))
+            }
+            _ => None,
+        }
+    }
+
+    fn apply(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let now = Instant::now();
+            let before = self.state.phase;
+            let (next, effects) = machine::step(&self.policy, &self.state, input, now.into_std());
+            self.state = next;
+            if before != self.state.phase {
+                self.status.send_modify(|s| s.since = SystemTime::now());
+            }
+            for effect in effects {
+                if let Some(fed_back) = self.perform(effect, now) {
+                    queue.push_back(fed_back);
+                }
+            }
+        }
+        self.publish_status();
+        for (kind, message, data) in self.events.drain(..) {
+            self.shared
+                .bus
+                .publish(&self.service.name, self.run_id, kind, message, data);
+        }
+    }
+
+    fn publish_status(&self) {
+        let state = &self.state;
+        self.status.send_if_modified(|status| {
+            let next = Status {
+                service: status.service.clone(),
+                phase: state.phase,
+                reason: state.reason.clone(),
+                pid: state.pid,
+                run_id: self.run_id,
+                restarts: state.restarts,
+                since: status.since,
+                last_exit: state.last_exit.map(|e| e.to_string()),
+                notify_status: self.notify_status.clone(),
+            };
+            let changed = (next.phase, &next.reason, next.pid, next.run_id, &next.notify_status)
+                != (status.phase, &status.reason, status.pid, status.run_id, &status.notify_status);
+            *status = next;
+            changed
+        });
+    }
+
+    fn perform(&mut self, effect: Effect, now: Instant) -> Option<Input> {
+        match effect {
+            Effect::Spawn => return Some(self.spawn()),
+            Effect::Probe => self.probe(now),
+            Effect::Arm(timer, delay) => {
+                let delay = match timer {
+                    // Jitter spreads restarts of services that failed together.
+                    Timer::Restart => delay.mul_f64(1.0 - 0.2 * fastrand::f64()),
+                    _ => delay,
+                };
+                self.timers[timer.index()] = Some(now + delay);
+            }
+            Effect::Disarm(timer) => self.timers[timer.index()] = None,
+            Effect::Signal(signal) => {
+                if let Some(pid) = self.state.pid {
+                    let note = match signal_group(pid, signal) {
+                        Ok(()) => format!("sent {} to process group {pid}", signal.as_str()),
+                        Err(error) => format!("cannot signal process group {pid}: {error}"),
+                    };
+                    Log::lock(&self.log).note(&note);
+                }
+            }
+            Effect::Emit(emit) => self.emit(emit),
+        }
+        None
+    }
+
+    fn emit(&mut self, emit: Emit) {
+        let (kind, message, data) = match emit {
+            Emit::Spawned { pid } => (EventKind::Spawned, format!("pid {pid}"), json!({ "pid": pid })),
+            Emit::Ready { how } => (EventKind::Ready, how.clone(), json!({ "how": how })),
+            Emit::Unhealthy { reason } => (EventKind::Unhealthy, reason.clone(), json!({ "reason": reason })),
+            Emit::Healthy => (EventKind::Healthy, "healthy again".to_owned(), json!({})),
+            Emit::Exited { exit } => {
+                let (code, signal) = match exit {
+                    Exit::Code(code) => (Some(code), None),
+                    Exit::Signal(signal) => (None, Some(signal.as_str())),
+                };
+                (EventKind::Exited, exit.to_string(), json!({ "code": code, "signal": signal }))
+            }
+            Emit::Restarting { delay, attempt } => (
+                EventKind::Restarting,
+                format!("in {} (attempt {attempt})", machine::human(delay)),
+                json!({ "delay_ms": delay.as_millis() as u64, "attempt": attempt }),
+            ),
+            Emit::Stopping { signal } => (
+                EventKind::Stopping,
+                format!("sent {}", signal.as_str()),
+                json!({ "signal": signal.as_str() }),
+            ),
+            Emit::Stopped => (EventKind::Stopped, self.state.reason.clone(), json!({})),
+            Emit::Completed => (EventKind::Completed, "exited with status 0".to_owned(), json!({})),
+            Emit::Failed { reason } => {
+                Log::lock(&self.log).note(&format!("failed: {reason}"));
+                (EventKind::Failed, reason.clone(), json!({ "reason": reason }))
+            }
+        };
+        self.events.push((kind, message, data));
+    }
+
+    fn probe(&self, now: Instant) {
+        let Some(ready) = &self.service.ready else { return };
+        let remaining = self.timers[Timer::StartDeadline.index()]
+            .map_or(ready.timeout, |deadline| deadline.saturating_duration_since(now));
+        let limit = ATTEMPT_LIMIT.min(remaining).max(Duration::from_millis(1));
+        let service = Arc::clone(&self.service);
+        let reaper = Arc::clone(&self.shared.reaper);
+        let exec = self.exec.clone();
+        let myself = self.myself.clone();
+        let run = self.run_id;
+        tokio::spawn(async move {
+            let Some(ready) = &service.ready else { return };
+            let fallback;
+            let exec = match &exec {
+                Some(exec) => exec.as_ref(),
+                None => {
+                    fallback = ExecContext {
+                        cwd: service.cwd.clone(),
+                        env: Vec::new(),
+                    };
+                    &fallback
+                }
+            };
+            let result = probe::attempt(&ready.check, limit, &reaper, exec).await;
+            if let Some(sender) = myself.upgrade() {
+                let _ = sender.send(Message::Probe { run, result });
+            }
+        });
+    }
+
+    /// Spawns the next run; the answer is fed back into the machine.
+    fn spawn(&mut self) -> Input {
+        let run = self.shared.bus.next_run_id();
+        let (mut command, exec) = match prepare(&self.service, run, &self.shared.notify.address) {
+            Ok(prepared) => prepared,
+            Err(reason) => return self.spawn_failed(reason),
+        };
+        let myself = self.myself.clone();
+        let child = self.shared.reaper.spawn(&mut command, move |exit| {
+            if let Some(sender) = myself.upgrade() {
+                let _ = sender.send(Message::Exited { run, exit });
+            }
+        });
+        let mut child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                let program = command.get_program().to_string_lossy().into_owned();
+                return self.spawn_failed(format!("cannot spawn {program}: {}", probe::plain(&error)));
+            }
+        };
+        let pid = child.id();
+        self.run_id = run;
+        self.exec = Some(Arc::new(exec));
+        self.notify_status = None;
+        let pipes = [
+            (child.stdout.take().map(OwnedFd::from), Stream::Stdout),
+            (child.stderr.take().map(OwnedFd::from), Stream::Stderr),
+        ];
+        for (fd, stream) in pipes {
+            let Some(fd) = fd else { continue };
+            match pipe::Receiver::from_owned_fd(fd) {
+                Ok(receiver) => {
+                    tokio::spawn(pump(receiver, stream, Arc::clone(&self.log), self.log_watch(run)));
+                }
+                Err(error) => Log::lock(&self.log).note(&format!("cannot read {stream:?}: {error}")),
+            }
+        }
+        let myself = self.myself.clone();
+        self.shared.notify.register(
+            pid,
+            Box::new(move |message| {
+                if let Some(sender) = myself.upgrade() {
+                    let _ = sender.send(Message::Notify { run, message });
+                }
+            }),
+        );
+        Log::lock(&self.log).note(&format!("spawned pid {pid} (run {run}): {}", self.describe_run()));
+        Input::Spawned { pid }
+    }
+
+    fn spawn_failed(&mut self, reason: String) -> Input {
+        Log::lock(&self.log).note(&reason);
+        Input::SpawnFailed(reason)
+    }
+
+    /// For a `log` readiness probe: a watch that reports the first matching line.
+    fn log_watch(&self, run: u64) -> Option<LineWatch> {
+        let Some(Check::Log(regex)) = self.service.ready.as_ref().map(|r| &r.check) else {
+            return None;
+        };
+        let regex = regex.clone();
+        let myself = self.myself.clone();
+        Some(Box::new(move |line: &str| {
+            if !regex.is_match(line) {
+                return true;
+            }
+            if let Some(sender) = myself.upgrade() {
+                let how = format!("log line matched /{}/", regex.as_str());
+                let _ = sender.send(Message::Ready { run, how });
+            }
+            false
+        }))
+    }
+
+    fn describe_run(&self) -> String {
+        match &self.service.run {
+            Run::Argv(argv) => shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")),
+            Run::Shell(line) => format!("sh -c {line:?}"),
+        }
+    }
+}
+
+/// The command for one run of `service`, and the context its exec probes run in. Env
+/// files are read now, so an edit applies at the next start.
+fn prepare(service: &Service, run: u64, notify_socket: &str) -> Result<(Command, ExecContext), String> {
+    let cwd = &service.cwd;
+    if !cwd.is_dir() {
+        return Err(format!("working directory {} does not exist", cwd.display()));
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for file in &service.env_files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read env-file {}: {}", file.display(), probe::plain(&error)))?;
+        let pairs = envfile::parse(&text).map_err(|error| format!("env-file {}: {error}", file.display()))?;
+        env.extend(pairs);
+    }
+    env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let exec = ExecContext {
+        cwd: cwd.clone(),
+        env: env.clone(),
+    };
+    env.push(("MUSTER_SERVICE".to_owned(), service.name.to_string()));
+    env.push(("MUSTER_RUN_ID".to_owned(), run.to_string()));
+    env.push(("NOTIFY_SOCKET".to_owned(), notify_socket.to_owned()));
+    let mut command = match &service.run {
+        Run::Argv(argv) => {
+            let path_var = env
+                .iter()
+                .rev()
+                .find(|(key, _)| key == "PATH")
+                .map(|(_, value)| std::ffi::OsString::from(value))
+                .or_else(|| std::env::var_os("PATH"));
+            let program = executable::resolve(&argv[0], cwd, path_var.as_deref())
+                .map_err(|error| format!("cannot run {error}"))?;
+            let mut command = Command::new(program);
+            command.arg0(&argv[0]).args(&argv[1..]);
+            command
+        }
+        Run::Shell(line) => {
+            let mut command = Command::new("/bin/sh");
+            command.arg("-c").arg(line);
+            command
+        }
+    };
+    command
+        .current_dir(cwd)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    Ok((command, exec))
+}

@@ -1,0 +1,658 @@
+//! The service state machine, pure: [`step`] maps a state and one input to the next
+//! state and the effects the actor must perform. No I/O, no clock (time comes in with
+//! the input), no randomness (jitter is applied by the actor when it arms a timer).
+//!
+//! Every change of phase must be listed in [`ALLOWED`]; `step` asserts it in debug
+//! builds and the table tests prove that the inputs reach exactly those transitions.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use crate::config::{Backoff, OnUnhealthy, RestartLimit, RestartPolicy, Service};
+
+/// Where a service is in its life. Every phase comes with a reason (see [`State`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Waiting for its dependencies.
+    Pending,
+    /// Spawned; readiness not proven yet.
+    Starting,
+    Healthy,
+    /// Running, but liveness or the watchdog says it is not working.
+    Unhealthy,
+    /// Asked to stop; waiting for the process to exit.
+    Stopping,
+    /// Not running, on purpose.
+    Stopped,
+    /// Ended; a restart is scheduled.
+    Exited,
+    /// A one-shot that finished with status 0.
+    Completed,
+    /// muster gave up: start deadline, restart budget spent, dependency failed, cannot spawn.
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Starting,
+        Phase::Healthy,
+        Phase::Unhealthy,
+        Phase::Stopping,
+        Phase::Stopped,
+        Phase::Exited,
+        Phase::Completed,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Starting => "starting",
+            Phase::Healthy => "healthy",
+            Phase::Unhealthy => "unhealthy",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+            Phase::Exited => "exited",
+            Phase::Completed => "completed",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// A process of this service may be alive.
+    pub fn has_process(self) -> bool {
+        matches!(
+            self,
+            Phase::Starting | Phase::Healthy | Phase::Unhealthy | Phase::Stopping
+        )
+    }
+
+    /// Nothing will happen to the service unless someone asks.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Phase::Stopped | Phase::Completed | Phase::Failed)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Every change of phase `step` may make. Staying in the same phase is always allowed.
+pub const ALLOWED: &[(Phase, Phase)] = {
+    use Phase::*;
+    &[
+        (Pending, Starting),
+        (Pending, Stopped),
+        (Pending, Failed),
+        (Starting, Healthy),
+        (Starting, Stopping),
+        (Starting, Exited),
+        (Starting, Completed),
+        (Starting, Failed),
+        (Healthy, Unhealthy),
+        (Healthy, Stopping),
+        (Healthy, Exited),
+        (Healthy, Completed),
+        (Healthy, Failed),
+        (Unhealthy, Healthy),
+        (Unhealthy, Stopping),
+        (Unhealthy, Exited),
+        (Unhealthy, Completed),
+        (Unhealthy, Failed),
+        (Stopping, Starting),
+        (Stopping, Stopped),
+        (Stopping, Failed),
+        (Exited, Starting),
+        (Exited, Stopped),
+        (Stopped, Pending),
+        (Stopped, Starting),
+        (Completed, Pending),
+        (Completed, Starting),
+        (Failed, Pending),
+        (Failed, Starting),
+    ]
+};
+
+pub fn allowed(from: Phase, to: Phase) -> bool {
+    from == to || ALLOWED.contains(&(from, to))
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(Signal),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with status {code}"),
+            Exit::Signal(signal) => write!(f, "killed by {}", signal.as_str()),
+        }
+    }
+}
+
+/// The timers a service may have armed; at most one of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The next readiness attempt of a polling probe.
+    Probe,
+    /// The start deadline (`ready.timeout`).
+    StartDeadline,
+    /// The end of the backoff before a restart.
+    Restart,
+    /// `stop-timeout` after the stop signal: then SIGKILL.
+    StopDeadline,
+}
+
+impl Timer {
+    pub const ALL: [Timer; 4] = [
+        Timer::Probe,
+        Timer::StartDeadline,
+        Timer::Restart,
+        Timer::StopDeadline,
+    ];
+
+    pub fn index(self) -> usize {
+        match self {
+            Timer::Probe => 0,
+            Timer::StartDeadline => 1,
+            Timer::Restart => 2,
+            Timer::StopDeadline => 3,
+        }
+    }
+}
+
+/// What can happen to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Start it (its dependencies are met, or someone asked).
+    Start,
+    /// Wait for dependencies before starting (a start was asked while they are not met).
+    Await(String),
+    /// A dependency will not reach its condition; the text says why.
+    DependencyFailed(String),
+    Stop,
+    Restart,
+    /// The spawn effect succeeded.
+    Spawned { pid: u32 },
+    /// The spawn effect failed; the text says why.
+    SpawnFailed(String),
+    /// Readiness proven (probe passed, `READY=1`, log line matched); the text says how.
+    Ready(String),
+    /// One readiness attempt failed; the text says how.
+    ProbeFailed(String),
+    /// Liveness or the watchdog says the running service is not working.
+    Unhealthy(String),
+    /// Liveness passed again.
+    Recovered,
+    Timer(Timer),
+    /// The main process ended.
+    Exited(Exit),
+}
+
+/// What the actor must do after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Spawn the process, then feed back `Spawned` or `SpawnFailed`.
+    Spawn,
+    /// Run one readiness attempt now.
+    Probe,
+    Arm(Timer, Duration),
+    Disarm(Timer),
+    /// Send this signal to the process group.
+    Signal(Signal),
+    /// Record and publish an event.
+    Emit(Emit),
+}
+
+/// An event the step produced, with its human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emit {
+    Spawned { pid: u32 },
+    Ready { how: String },
+    Unhealthy { reason: String },
+    Healthy,
+    Exited { exit: Exit },
+    Restarting { delay: Duration, attempt: u32 },
+    Stopping { signal: Signal },
+    Stopped,
+    Completed,
+    Failed { reason: String },
+}
+
+/// The parts of a service's definition the machine decides by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    pub restart_limit: RestartLimit,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub on_unhealthy: OnUnhealthy,
+    pub ready: Option<Readiness>,
+}
+
+/// How readiness is proven, as far as the machine cares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    /// Shown in reasons: "readiness probe tcp 127.0.0.1:5433".
+    pub describe: String,
+    /// `Some(interval)` for probes muster runs (tcp, http, exec); `None` for those the
+    /// service pushes (notify, log).
+    pub poll_every: Option<Duration>,
+    pub deadline: Duration,
+}
+
+impl Policy {
+    pub fn of(service: &Service) -> Self {
+        Self {
+            restart: service.restart,
+            backoff: service.backoff,
+            restart_limit: service.restart_limit,
+            stop_signal: service.stop_signal,
+            stop_timeout: service.stop_timeout,
+            on_unhealthy: service.on_unhealthy,
+            ready: service.ready.as_ref().map(|probe| Readiness {
+                describe: format!("readiness probe {}", super::probe::describe(&probe.check)),
+                poll_every: super::probe::polls(&probe.check).then_some(probe.interval),
+                deadline: probe.timeout,
+            }),
+        }
+    }
+}
+
+/// What happens once a stopping process has exited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStop {
+    Stopped,
+    Restart,
+    Fail(String),
+}
+
+/// A service's state: its phase, why, and what the machine must remember.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub phase: Phase,
+    /// Why it is in this phase, for people.
+    pub reason: String,
+    pub pid: Option<u32>,
+    /// Spawns so far; the current run's number.
+    pub runs: u64,
+    /// Restarts after failures (not counting asked-for starts).
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// The latest readiness attempt's failure, shown when the deadline passes.
+    pub last_probe_failure: Option<String>,
+    /// Consecutive failed runs: the backoff exponent.
+    pub attempt: u32,
+    /// When restarts happened, within the restart-limit window.
+    pub restart_times: VecDeque<Instant>,
+    pub healthy_since: Option<Instant>,
+    pub after_stop: AfterStop,
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self {
+            phase: Phase::Stopped,
+            reason: "not started".to_owned(),
+            pid: None,
+            runs: 0,
+            restarts: 0,
+            last_exit: None,
+            last_probe_failure: None,
+            attempt: 0,
+            restart_times: VecDeque::new(),
+            healthy_since: None,
+            after_stop: AfterStop::Stopped,
+        }
+    }
+
+    fn to(&self, phase: Phase, reason: impl Into<String>) -> Self {
+        Self {
+            phase,
+            reason: reason.into(),
+            ..self.clone()
+        }
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The delay before restart number `attempt` (1-based): `initial` doubling up to `max`.
+pub fn backoff_delay(backoff: &Backoff, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(32);
+    backoff
+        .initial
+        .saturating_mul(1u32 << doublings.min(31))
+        .min(backoff.max)
+}
+
+/// One step of the machine.
+pub fn step(policy: &Policy, state: &State, input: Input, now: Instant) -> (State, Vec<Effect>) {
+    let (next, effects) = transition(policy, state, input, now);
+    debug_assert!(
+        allowed(state.phase, next.phase),
+        "transition {} -> {} is not in the table",
+        state.phase,
+        next.phase
+    );
+    (next, effects)
+}
+
+fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (State, Vec<Effect>) {
+    use Phase::*;
+    let unchanged = (state.clone(), Vec::new());
+    match (state.phase, input) {
+        (Stopped | Completed | Failed, Input::Await(reason)) => {
+            (state.to(Pending, format!("waiting for {reason}")), vec![])
+        }
+        (Pending, Input::Await(reason)) => (state.to(Pending, format!("waiting for {reason}")), vec![]),
+        (Pending | Stopped | Completed | Failed, Input::Start) => {
+            let mut next = state.to(Starting, "spawning");
+            // An asked-for start begins with a fresh restart budget.
+            next.attempt = 0;
+            next.restart_times.clear();
+            next.last_probe_failure = None;
+            (next, vec![Effect::Spawn])
+        }
+        (Exited, Input::Timer(Timer::Restart)) => {
+            let mut next = state.to(Starting, "spawning");
+            next.restarts += 1;
+            next.last_probe_failure = None;
+            (next, vec![Effect::Spawn])
+        }
+        (Pending, Input::DependencyFailed(reason)) => {
+            let next = state.to(Failed, reason.clone());
+            (next, vec![Effect::Emit(Emit::Failed { reason })])
+        }
+        (Pending, Input::Stop) => (state.to(Stopped, "stopped before it started"), vec![]),
+        (Exited, Input::Stop) => (
+            state.to(Stopped, "stopped while waiting to restart"),
+            vec![Effect::Disarm(Timer::Restart), Effect::Emit(Emit::Stopped)],
+        ),
+        (Starting, Input::Spawned { pid }) if state.pid.is_none() => spawned(policy, state, pid, now),
+        (Starting, Input::SpawnFailed(reason)) if state.pid.is_none() => {
+            let next = state.to(Failed, reason.clone());
+            (next, vec![Effect::Emit(Emit::Failed { reason })])
+        }
+        (Starting, Input::Ready(how)) if state.pid.is_some() => {
+            let mut next = state.to(Healthy, how.clone());
+            next.healthy_since = Some(now);
+            let effects = vec![
+                Effect::Disarm(Timer::Probe),
+                Effect::Disarm(Timer::StartDeadline),
+                Effect::Emit(Emit::Ready { how }),
+            ];
+            (next, effects)
+        }
+        (Starting, Input::ProbeFailed(detail)) if state.pid.is_some() => {
+            let mut next = state.clone();
+            next.last_probe_failure = Some(detail);
+            let effects = match policy.ready.as_ref().and_then(|r| r.poll_every) {
+                Some(interval) => vec![Effect::Arm(Timer::Probe, interval)],
+                None => vec![],
+            };
+            (next, effects)
+        }
+        (Starting, Input::Timer(Timer::Probe)) if state.pid.is_some() => {
+            (state.clone(), vec![Effect::Probe])
+        }
+        (Starting, Input::Timer(Timer::StartDeadline)) if state.pid.is_some() => {
+            let (what, deadline) = match &policy.ready {
+                Some(ready) => (ready.describe.as_str(), ready.deadline),
+                None => ("readiness", Duration::ZERO),
+            };
+            let mut reason = format!("{what} timed out after {}", human(deadline));
+            if let Some(last) = &state.last_probe_failure {
+                reason.push_str(&format!(" (last attempt: {last})"));
+            }
+            stop(policy, state, AfterStop::Fail(reason), vec![Effect::Disarm(Timer::Probe)])
+        }
+        (Healthy, Input::Unhealthy(reason)) => {
+            let mut next = state.to(Unhealthy, reason.clone());
+            next.healthy_since = None;
+            let mut effects = vec![Effect::Emit(Emit::Unhealthy {
+                reason: reason.clone(),
+            })];
+            if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
+                let (stopping, more) = stop(policy, &next, AfterStop::Restart, vec![]);
+                effects.extend(more);
+                return (stopping, effects);
+            }
+            (next, effects)
+        }
+        (Unhealthy, Input::Recovered) => {
+            let mut next = state.to(Healthy, "liveness passed again");
+            next.healthy_since = Some(now);
+            (next, vec![Effect::Emit(Emit::Healthy)])
+        }
+        (Starting | Healthy | Unhealthy, Input::Stop) => {
+            stop(policy, state, AfterStop::Stopped, cancel_start())
+        }
+        (Starting | Healthy | Unhealthy, Input::Restart) => {
+            stop(policy, state, AfterStop::Restart, cancel_start())
+        }
+        (Stopping, Input::Stop) => {
+            let mut next = state.clone();
+            if next.after_stop == AfterStop::Restart {
+                next.after_stop = AfterStop::Stopped;
+            }
+            (next, vec![])
+        }
+        (Stopping, Input::Timer(Timer::StopDeadline)) => {
+            let mut next = state.clone();
+            next.reason = format!(
+                "did not stop within {} of {}; killing it",
+                human(policy.stop_timeout),
+                policy.stop_signal.as_str()
+            );
+            (next, vec![Effect::Signal(Signal::SIGKILL)])
+        }
+        (Stopping, Input::Exited(exit)) => stopped(state, exit),
+        (Starting | Healthy | Unhealthy, Input::Exited(exit)) if state.pid.is_some() => {
+            exited(policy, state, exit, now)
+        }
+        (Stopped | Completed | Failed | Exited, Input::Restart) => {
+            let mut next = state.to(Starting, "spawning");
+            next.attempt = 0;
+            next.restart_times.clear();
+            let mut effects = vec![];
+            if state.phase == Exited {
+                effects.push(Effect::Disarm(Timer::Restart));
+            }
+            effects.push(Effect::Spawn);
+            (next, effects)
+        }
+        _ => unchanged,
+    }
+}
+
+fn cancel_start() -> Vec<Effect> {
+    vec![
+        Effect::Disarm(Timer::Probe),
+        Effect::Disarm(Timer::StartDeadline),
+    ]
+}
+
+fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = Some(pid);
+    next.runs += 1;
+    let mut effects = vec![Effect::Emit(Emit::Spawned { pid })];
+    match &policy.ready {
+        None => {
+            next.phase = Phase::Healthy;
+            next.reason = "running (no readiness probe)".to_owned();
+            next.healthy_since = Some(now);
+            effects.push(Effect::Emit(Emit::Ready {
+                how: "spawned (no readiness probe)".to_owned(),
+            }));
+        }
+        Some(ready) => {
+            next.reason = format!("waiting for {}", ready.describe);
+            effects.push(Effect::Arm(Timer::StartDeadline, ready.deadline));
+            if ready.poll_every.is_some() {
+                effects.push(Effect::Probe);
+            }
+        }
+    }
+    (next, effects)
+}
+
+fn stop(
+    policy: &Policy,
+    state: &State,
+    after: AfterStop,
+    mut effects: Vec<Effect>,
+) -> (State, Vec<Effect>) {
+    let reason = match &after {
+        AfterStop::Stopped => "stopping".to_owned(),
+        AfterStop::Restart => "restarting".to_owned(),
+        AfterStop::Fail(reason) => format!("stopping: {reason}"),
+    };
+    let mut next = state.to(Phase::Stopping, reason);
+    next.after_stop = after;
+    next.healthy_since = None;
+    effects.extend([
+        Effect::Signal(policy.stop_signal),
+        Effect::Arm(Timer::StopDeadline, policy.stop_timeout),
+        Effect::Emit(Emit::Stopping {
+            signal: policy.stop_signal,
+        }),
+    ]);
+    (next, effects)
+}
+
+fn stopped(state: &State, exit: Exit) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = None;
+    next.last_exit = Some(exit);
+    next.healthy_since = None;
+    let mut effects = vec![Effect::Disarm(Timer::StopDeadline)];
+    match &state.after_stop {
+        AfterStop::Stopped => {
+            next.phase = Phase::Stopped;
+            next.reason = format!("stopped ({exit})");
+            effects.push(Effect::Emit(Emit::Stopped));
+        }
+        AfterStop::Restart => {
+            next.phase = Phase::Starting;
+            next.reason = "spawning".to_owned();
+            next.restarts += 1;
+            effects.push(Effect::Emit(Emit::Stopped));
+            effects.push(Effect::Spawn);
+        }
+        AfterStop::Fail(reason) => {
+            next.phase = Phase::Failed;
+            next.reason = reason.clone();
+            effects.push(Effect::Emit(Emit::Failed {
+                reason: reason.clone(),
+            }));
+        }
+    }
+    next.after_stop = AfterStop::Stopped;
+    (next, effects)
+}
+
+fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = None;
+    next.last_exit = Some(exit);
+    let was_healthy_for = state.healthy_since.map(|since| now.saturating_duration_since(since));
+    next.healthy_since = None;
+    let mut effects = cancel_start();
+    effects.push(Effect::Emit(Emit::Exited { exit }));
+
+    let restart = match policy.restart {
+        RestartPolicy::Never => false,
+        RestartPolicy::OnFailure => !exit.success(),
+        RestartPolicy::Always => true,
+    };
+    if !restart {
+        if exit.success() {
+            next.phase = Phase::Completed;
+            next.reason = "completed (exited with status 0)".to_owned();
+            effects.push(Effect::Emit(Emit::Completed));
+        } else {
+            let reason = match state.phase {
+                Phase::Starting => format!("{exit} while starting (restart = \"never\")"),
+                _ => format!("{exit} (restart = \"never\")"),
+            };
+            next.phase = Phase::Failed;
+            next.reason = reason.clone();
+            effects.push(Effect::Emit(Emit::Failed { reason }));
+        }
+        return (next, effects);
+    }
+
+    // The restart budget: at most `count` restarts within the window.
+    let limit = policy.restart_limit;
+    while let Some(&oldest) = next.restart_times.front() {
+        if now.saturating_duration_since(oldest) >= limit.within {
+            next.restart_times.pop_front();
+        } else {
+            break;
+        }
+    }
+    if next.restart_times.len() >= limit.count as usize {
+        let reason = format!(
+            "{exit}; gave up after {} restarts within {} (restart-limit)",
+            next.restart_times.len(),
+            human(limit.within)
+        );
+        next.phase = Phase::Failed;
+        next.reason = reason.clone();
+        effects.push(Effect::Emit(Emit::Failed { reason }));
+        return (next, effects);
+    }
+    next.restart_times.push_back(now);
+    if was_healthy_for.is_some_and(|healthy| healthy >= policy.backoff.reset_after) {
+        next.attempt = 0;
+    }
+    next.attempt += 1;
+    let delay = backoff_delay(&policy.backoff, next.attempt);
+    next.phase = Phase::Exited;
+    next.reason = format!("{exit}; restarting in {}", human(delay));
+    effects.push(Effect::Emit(Emit::Restarting {
+        delay,
+        attempt: next.attempt,
+    }));
+    effects.push(Effect::Arm(Timer::Restart, delay));
+    (next, effects)
+}
+
+/// A duration as people write it: "60s", "1m 30s", "250ms".
+pub fn human(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0s".to_owned();
+    }
+    let rounded = if duration >= Duration::from_secs(1) {
+        Duration::from_secs(duration.as_secs())
+    } else {
+        Duration::from_millis(duration.as_millis() as u64)
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+#[cfg(test)]
+mod tests;

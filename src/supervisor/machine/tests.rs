@@ -1,0 +1,363 @@
+use std::collections::BTreeSet;
+
+use super::*;
+
+fn policy(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
+    Policy {
+        restart,
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            reset_after: Duration::from_secs(30),
+        },
+        restart_limit: RestartLimit {
+            count: 3,
+            within: Duration::from_secs(60),
+        },
+        stop_signal: Signal::SIGTERM,
+        stop_timeout: Duration::from_secs(10),
+        on_unhealthy: OnUnhealthy::Restart,
+        ready,
+    }
+}
+
+fn polling() -> Option<Readiness> {
+    Some(Readiness {
+        describe: "readiness probe tcp 127.0.0.1:5433".to_owned(),
+        poll_every: Some(Duration::from_millis(100)),
+        deadline: Duration::from_secs(60),
+    })
+}
+
+fn pushed() -> Option<Readiness> {
+    Some(Readiness {
+        describe: "readiness probe notify".to_owned(),
+        poll_every: None,
+        deadline: Duration::from_secs(5),
+    })
+}
+
+fn policies() -> Vec<Policy> {
+    let mut all = Vec::new();
+    for restart in [
+        RestartPolicy::Never,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Always,
+    ] {
+        for ready in [None, polling(), pushed()] {
+            for on_unhealthy in [OnUnhealthy::Restart, OnUnhealthy::Report] {
+                let mut p = policy(restart, ready.clone());
+                p.on_unhealthy = on_unhealthy;
+                all.push(p);
+            }
+        }
+    }
+    all
+}
+
+/// Representative states of every phase: with and without a process, every
+/// `after_stop`, a spent restart budget.
+fn states(now: Instant) -> Vec<State> {
+    let mut all = Vec::new();
+    for phase in Phase::ALL {
+        let base = State::new().to(phase, "test");
+        all.push(base.clone());
+        let mut running = base.clone();
+        running.pid = Some(42);
+        running.runs = 1;
+        all.push(running.clone());
+        for after in [
+            AfterStop::Stopped,
+            AfterStop::Restart,
+            AfterStop::Fail("x".into()),
+        ] {
+            let mut s = running.clone();
+            s.after_stop = after;
+            all.push(s);
+        }
+        let mut spent = running.clone();
+        spent.restart_times = (0..3).map(|_| now).collect();
+        all.push(spent);
+    }
+    all
+}
+
+fn inputs() -> Vec<Input> {
+    let mut all = vec![
+        Input::Start,
+        Input::Await("`db` (healthy)".into()),
+        Input::DependencyFailed("dependency `db` failed".into()),
+        Input::Stop,
+        Input::Restart,
+        Input::Spawned { pid: 7 },
+        Input::SpawnFailed("cannot spawn".into()),
+        Input::Ready("probe passed".into()),
+        Input::ProbeFailed("connection refused".into()),
+        Input::Unhealthy("no heartbeat".into()),
+        Input::Recovered,
+        Input::Exited(Exit::Code(0)),
+        Input::Exited(Exit::Code(1)),
+        Input::Exited(Exit::Signal(Signal::SIGKILL)),
+    ];
+    all.extend(Timer::ALL.map(Input::Timer));
+    all
+}
+
+#[test]
+fn the_table_lists_each_transition_once_and_no_self_loops() {
+    let set: BTreeSet<_> = ALLOWED.iter().collect();
+    assert_eq!(set.len(), ALLOWED.len(), "duplicate rows");
+    assert!(ALLOWED.iter().all(|(from, to)| from != to));
+}
+
+#[test]
+fn inputs_reach_exactly_the_allowed_transitions() {
+    let now = Instant::now();
+    let mut reached = BTreeSet::new();
+    for policy in policies() {
+        for state in states(now) {
+            for input in inputs() {
+                let (next, _) = step(&policy, &state, input.clone(), now);
+                assert!(
+                    allowed(state.phase, next.phase),
+                    "{:?} --{input:?}--> {:?} is forbidden",
+                    state.phase,
+                    next.phase
+                );
+                if state.phase != next.phase {
+                    reached.insert((state.phase, next.phase));
+                }
+            }
+        }
+    }
+    let table: BTreeSet<_> = ALLOWED.iter().copied().collect();
+    let unreached: Vec<_> = table.difference(&reached).collect();
+    assert!(unreached.is_empty(), "no input reaches {unreached:?}");
+    // And every pair outside the table is forbidden.
+    for from in Phase::ALL {
+        for to in Phase::ALL {
+            if from != to && !table.contains(&(from, to)) {
+                assert!(!reached.contains(&(from, to)));
+                assert!(!allowed(from, to));
+            }
+        }
+    }
+}
+
+#[test]
+fn settled_phases_ignore_everything_but_start_await_and_restart() {
+    let now = Instant::now();
+    for policy in policies() {
+        for phase in [Phase::Stopped, Phase::Completed, Phase::Failed] {
+            let state = State::new().to(phase, "test");
+            for input in inputs() {
+                let expected_change = matches!(input, Input::Start | Input::Await(_) | Input::Restart);
+                let (next, effects) = step(&policy, &state, input.clone(), now);
+                assert_eq!(
+                    next != state,
+                    expected_change,
+                    "{phase} with {input:?} gave {next:?} {effects:?}"
+                );
+            }
+        }
+    }
+}
+
+fn run(policy: &Policy, state: &State, inputs: &[Input], now: Instant) -> (State, Vec<Effect>) {
+    let mut state = state.clone();
+    let mut all = Vec::new();
+    for input in inputs {
+        let (next, effects) = step(policy, &state, input.clone(), now);
+        state = next;
+        all.extend(effects);
+    }
+    (state, all)
+}
+
+#[test]
+fn a_service_without_readiness_is_healthy_once_spawned() {
+    let p = policy(RestartPolicy::OnFailure, None);
+    let (s, effects) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 9 }], Instant::now());
+    assert_eq!(s.phase, Phase::Healthy);
+    assert_eq!(s.pid, Some(9));
+    assert_eq!(effects[0], Effect::Spawn);
+    assert!(effects.contains(&Effect::Emit(Emit::Spawned { pid: 9 })));
+}
+
+#[test]
+fn a_polling_probe_retries_on_its_interval_until_ready() {
+    let p = policy(RestartPolicy::OnFailure, polling());
+    let now = Instant::now();
+    let (s, effects) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 9 }], now);
+    assert_eq!(s.phase, Phase::Starting);
+    assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
+    assert!(effects.contains(&Effect::Probe));
+    let (s, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
+    assert_eq!(effects, vec![Effect::Arm(Timer::Probe, Duration::from_millis(100))]);
+    let (s, effects) = step(&p, &s, Input::Timer(Timer::Probe), now);
+    assert_eq!(effects, vec![Effect::Probe]);
+    let (s, effects) = step(&p, &s, Input::Ready("tcp connected".into()), now);
+    assert_eq!(s.phase, Phase::Healthy);
+    assert!(effects.contains(&Effect::Disarm(Timer::StartDeadline)));
+}
+
+#[test]
+fn a_missed_start_deadline_stops_the_process_then_fails_with_the_last_attempt() {
+    let p = policy(RestartPolicy::Always, polling());
+    let now = Instant::now();
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::ProbeFailed("connection refused".into()),
+            Input::Timer(Timer::StartDeadline),
+        ],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Stopping);
+    assert!(effects.contains(&Effect::Signal(Signal::SIGTERM)));
+    let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(
+        s.reason,
+        "readiness probe tcp 127.0.0.1:5433 timed out after 1m (last attempt: connection refused)"
+    );
+    assert!(matches!(effects.last(), Some(Effect::Emit(Emit::Failed { .. }))));
+}
+
+#[test]
+fn a_process_that_ignores_the_stop_signal_is_killed_at_the_deadline() {
+    let p = policy(RestartPolicy::OnFailure, None);
+    let now = Instant::now();
+    let (s, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 9 }, Input::Stop], now);
+    assert_eq!(s.phase, Phase::Stopping);
+    let (s, effects) = step(&p, &s, Input::Timer(Timer::StopDeadline), now);
+    assert_eq!(effects, vec![Effect::Signal(Signal::SIGKILL)]);
+    assert!(s.reason.contains("did not stop within 10s of SIGTERM"), "{}", s.reason);
+    let (s, _) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGKILL)), now);
+    assert_eq!(s.phase, Phase::Stopped);
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap() {
+    let p = policy(RestartPolicy::OnFailure, None);
+    let delays: Vec<_> = (1..=6).map(|a| backoff_delay(&p.backoff, a)).collect();
+    let ms = |m| Duration::from_millis(m);
+    assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+    assert_eq!(backoff_delay(&p.backoff, u32::MAX), ms(1000));
+}
+
+#[test]
+fn failures_restart_with_growing_backoff_until_the_limit() {
+    let p = policy(RestartPolicy::OnFailure, None);
+    let start = Instant::now();
+    let (mut s, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 1 }], start);
+    let mut delays = Vec::new();
+    for i in 0..3u64 {
+        let at = start + Duration::from_secs(i);
+        let (next, effects) = step(&p, &s, Input::Exited(Exit::Code(1)), at);
+        assert_eq!(next.phase, Phase::Exited, "{}", next.reason);
+        delays.extend(effects.iter().filter_map(|e| match e {
+            Effect::Arm(Timer::Restart, d) => Some(*d),
+            _ => None,
+        }));
+        (s, _) = run(&p, &next, &[Input::Timer(Timer::Restart), Input::Spawned { pid: 2 }], at);
+        assert_eq!(s.phase, Phase::Healthy);
+    }
+    assert_eq!(delays, [100, 200, 400].map(Duration::from_millis));
+    assert_eq!(s.restarts, 3);
+    let (s, _) = step(&p, &s, Input::Exited(Exit::Code(1)), start + Duration::from_secs(3));
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(
+        s.reason,
+        "exited with status 1; gave up after 3 restarts within 1m (restart-limit)"
+    );
+}
+
+#[test]
+fn restarts_outside_the_window_do_not_count_and_a_long_healthy_run_resets_backoff() {
+    let p = policy(RestartPolicy::Always, None);
+    let start = Instant::now();
+    let (mut s, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 1 }], start);
+    // Crash every 61 s after 61 s of health: never over the limit, never backing off.
+    for i in 1..10u64 {
+        let at = start + Duration::from_secs(61 * i);
+        let (next, effects) = step(&p, &s, Input::Exited(Exit::Code(0)), at);
+        assert_eq!(next.phase, Phase::Exited);
+        assert!(effects.contains(&Effect::Arm(Timer::Restart, Duration::from_millis(100))));
+        (s, _) = run(&p, &next, &[Input::Timer(Timer::Restart), Input::Spawned { pid: 2 }], at);
+    }
+}
+
+#[test]
+fn a_clean_exit_completes_unless_restart_is_always() {
+    let now = Instant::now();
+    for (restart, phase) in [
+        (RestartPolicy::Never, Phase::Completed),
+        (RestartPolicy::OnFailure, Phase::Completed),
+        (RestartPolicy::Always, Phase::Exited),
+    ] {
+        let p = policy(restart, None);
+        let (s, _) = run(
+            &p,
+            &State::new(),
+            &[Input::Start, Input::Spawned { pid: 1 }, Input::Exited(Exit::Code(0))],
+            now,
+        );
+        assert_eq!(s.phase, phase, "{restart:?}");
+    }
+    let p = policy(RestartPolicy::Never, None);
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }, Input::Exited(Exit::Code(3))],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.reason, "exited with status 3 (restart = \"never\")");
+}
+
+#[test]
+fn a_failed_dependency_fails_a_pending_service_with_the_chain() {
+    let p = policy(RestartPolicy::OnFailure, None);
+    let now = Instant::now();
+    let (s, _) = step(&p, &State::new(), Input::Await("`db` (healthy)".into()), now);
+    assert_eq!(s.phase, Phase::Pending);
+    assert_eq!(s.reason, "waiting for `db` (healthy)");
+    let reason = "dependency `db` failed: exited with status 1 (restart = \"never\")";
+    let (s, effects) = step(&p, &s, Input::DependencyFailed(reason.into()), now);
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.reason, reason);
+    assert_eq!(effects, vec![Effect::Emit(Emit::Failed { reason: reason.into() })]);
+}
+
+#[test]
+fn unhealthy_restarts_or_only_reports() {
+    let now = Instant::now();
+    let mut p = policy(RestartPolicy::OnFailure, None);
+    let (healthy, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 1 }], now);
+    let (s, _) = step(&p, &healthy, Input::Unhealthy("no heartbeat for 30s".into()), now);
+    assert_eq!((s.phase, s.after_stop.clone()), (Phase::Stopping, AfterStop::Restart));
+    let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
+    assert_eq!(s.phase, Phase::Starting);
+    assert!(effects.contains(&Effect::Spawn));
+    p.on_unhealthy = OnUnhealthy::Report;
+    let (s, _) = step(&p, &healthy, Input::Unhealthy("no heartbeat for 30s".into()), now);
+    assert_eq!(s.phase, Phase::Unhealthy);
+    assert_eq!(s.reason, "no heartbeat for 30s");
+    let (s, _) = step(&p, &s, Input::Recovered, now);
+    assert_eq!(s.phase, Phase::Healthy);
+}
+
+#[test]
+fn stale_inputs_change_nothing() {
+    let p = policy(RestartPolicy::OnFailure, polling());
+    let now = Instant::now();
+    // Readiness before the spawn finished, an exit with no process, a probe timer after ready.
+    let (starting, _) = step(&p, &State::new(), Input::Start, now);
+    for input in [Input::Ready("x".into()), Input::Exited(Exit::Code(1)), Input::Timer(Timer::Probe)] {
+        assert_eq!(step(&p, &starting, input, now).0, starting);
+    }
+}

@@ -1,0 +1,281 @@
+//! The supervisor: brings a [`Spec`] up in dependency order, keeps it running and takes
+//! it down in reverse order.
+//!
+//! It owns one actor per service ([`actor`]), the reaper ([`process`]), the notify
+//! socket ([`notify`]) and the event bus ([`event`]). Starting is not done wave by wave:
+//! each service has a gate task that watches the statuses of its own dependencies and
+//! starts it the moment every condition holds, so independent branches never wait for
+//! each other. Stopping is the mirror image: a service is stopped once every service
+//! that depends on it has stopped.
+
+pub mod actor;
+pub mod event;
+pub mod logs;
+pub mod machine;
+pub mod notify;
+pub mod probe;
+pub mod process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use actor::{ServiceHandle, Status};
+pub use event::{Event, EventBus, EventKind};
+pub use machine::{Input, Phase};
+
+use crate::config::{Condition, ServiceName, Spec};
+use logs::Log;
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot become a child subreaper: {0}")]
+    Reaper(std::io::Error),
+    #[error("cannot open the notify socket: {0}")]
+    Notify(std::io::Error),
+}
+
+/// A running supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    spec: Arc<Spec>,
+    services: BTreeMap<ServiceName, ServiceHandle>,
+    shared: Arc<actor::Shared>,
+    /// The services this bootstrap starts.
+    selected: BTreeSet<ServiceName>,
+    gates: Vec<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Starts the actors, every service stopped. Must run inside a tokio runtime.
+    /// Subscribe to [`Self::bus`] now to see every event of the [`Self::boot`] to come.
+    pub fn new(spec: Spec) -> Result<Self, StartError> {
+        let logs_dir = spec.settings.state_dir.join("logs");
+        std::fs::create_dir_all(&logs_dir).map_err(|source| StartError::StateDir {
+            path: logs_dir.clone(),
+            source,
+        })?;
+        let shared = Arc::new(actor::Shared {
+            reaper: process::Reaper::start().map_err(StartError::Reaper)?,
+            notify: notify::NotifySocket::start().map_err(StartError::Notify)?,
+            bus: EventBus::new(),
+        });
+        let services: BTreeMap<_, _> = spec
+            .services
+            .values()
+            .map(|service| {
+                let log = Log::shared(
+                    logs_dir.join(format!("{}.log", service.name)),
+                    spec.settings.logs.clone(),
+                );
+                let handle = actor::start(service.clone(), Arc::clone(&shared), log);
+                (service.name.clone(), handle)
+            })
+            .collect();
+        Ok(Self {
+            spec: Arc::new(spec),
+            services,
+            shared,
+            selected: BTreeSet::new(),
+            gates: Vec::new(),
+        })
+    }
+
+    /// Starts `only` (with their dependencies), or every service with `autostart` when
+    /// `only` is empty, each as soon as its dependencies meet their conditions. Names
+    /// not in the spec are ignored.
+    pub fn boot(&mut self, only: &[ServiceName]) {
+        self.selected = selection(&self.spec, only);
+        for name in &self.selected {
+            let handle = &self.services[name];
+            let deps: Vec<_> = handle
+                .service
+                .depends_on
+                .iter()
+                .map(|dep| (dep.service.clone(), dep.condition, self.services[&dep.service].watch()))
+                .collect();
+            if deps.is_empty() {
+                handle.send(Input::Start);
+                continue;
+            }
+            let waiting = deps
+                .iter()
+                .map(|(name, condition, _)| format!("`{name}` ({condition})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            handle.send(Input::Await(waiting));
+            self.gates.push(tokio::spawn(gate(handle.clone(), deps)));
+        }
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.shared.bus
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &ServiceHandle> {
+        self.services.values()
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceHandle> {
+        self.services.get(name)
+    }
+
+    /// The services the bootstrap starts, in name order.
+    pub fn selected(&self) -> impl Iterator<Item = &ServiceHandle> {
+        self.selected.iter().map(|name| &self.services[name])
+    }
+
+    /// Whether every selected service has reached where the bootstrap leaves it:
+    /// healthy, completed, or failed.
+    pub fn booted(&self) -> bool {
+        self.selected().all(|handle| {
+            let phase = handle.status().phase;
+            matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
+        })
+    }
+
+    /// Whether nothing is running or due to run: every service stopped, completed or
+    /// failed.
+    pub fn idle(&self) -> bool {
+        self.services().all(|handle| handle.status().phase.is_settled())
+    }
+
+    /// Stops everything in reverse dependency order: a service gets its stop signal
+    /// once all its dependents have stopped; independent branches stop in parallel.
+    /// Whatever is still alive after `shutdown-timeout` is killed, and so is any process
+    /// that left its service's process group. Returns how many such stragglers there were.
+    pub async fn shutdown(mut self) -> usize {
+        for gate in self.gates.drain(..) {
+            gate.abort();
+        }
+        let mut dependents: BTreeMap<&ServiceName, Vec<watch::Receiver<Status>>> = BTreeMap::new();
+        for handle in self.services.values() {
+            for dep in &handle.service.depends_on {
+                dependents.entry(&dep.service).or_default().push(handle.watch());
+            }
+        }
+        let mut stoppers = Vec::new();
+        for handle in self.services.values() {
+            let dependents = dependents.remove(handle.name()).unwrap_or_default();
+            let handle = handle.clone();
+            stoppers.push(tokio::spawn(async move {
+                for mut dependent in dependents {
+                    let _ = dependent.wait_for(|s| is_down(s.phase)).await;
+                }
+                handle.send(Input::Stop);
+                let _ = handle.watch().wait_for(|s| is_down(s.phase)).await;
+            }));
+        }
+        let all_stopped = futures_util::future::join_all(stoppers);
+        if tokio::time::timeout(self.spec.settings.shutdown_timeout, all_stopped)
+            .await
+            .is_err()
+        {
+            for handle in self.services.values() {
+                if let Some(pid) = handle.status().pid {
+                    let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            let everyone = self.services.values().map(|handle| async {
+                let _ = handle.watch().wait_for(|s| is_down(s.phase)).await;
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(everyone)).await;
+        }
+        self.shared.reaper.sweep(Duration::from_secs(5)).await
+    }
+}
+
+/// No process and nothing scheduled.
+fn is_down(phase: Phase) -> bool {
+    phase.is_settled()
+}
+
+/// `only` and everything it depends on; or every autostart service and its dependencies.
+fn selection(spec: &Spec, only: &[ServiceName]) -> BTreeSet<ServiceName> {
+    let mut todo: Vec<ServiceName> = if only.is_empty() {
+        spec.services
+            .values()
+            .filter(|service| service.autostart)
+            .map(|service| service.name.clone())
+            .collect()
+    } else {
+        only.to_vec()
+    };
+    let mut selected = BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if let Some(service) = spec.service(name.as_str())
+            && selected.insert(name.clone())
+        {
+            todo.extend(service.depends_on.iter().map(|dep| dep.service.clone()));
+        }
+    }
+    selected
+}
+
+/// Whether a dependency's status meets a condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Met,
+    Wait,
+    /// It will not be met; the text says why.
+    Never(String),
+}
+
+pub fn judge(condition: Condition, status: &Status) -> Verdict {
+    let failed = || Verdict::Never(status.reason.clone());
+    match (condition, status.phase) {
+        (_, Phase::Failed) => failed(),
+        (Condition::Started, Phase::Healthy | Phase::Unhealthy | Phase::Completed) => Verdict::Met,
+        (Condition::Started, Phase::Starting) if status.pid.is_some() => Verdict::Met,
+        (Condition::Healthy, Phase::Healthy) => Verdict::Met,
+        (Condition::Healthy, Phase::Completed) => Verdict::Never(
+            "it completed (exited with status 0) instead of staying up; depend on it with condition = \"completed\""
+                .to_owned(),
+        ),
+        (Condition::Completed, Phase::Completed) => Verdict::Met,
+        // Stopped is where every actor begins; the bootstrap starts dependencies too.
+        _ => Verdict::Wait,
+    }
+}
+
+/// Waits until every dependency meets its condition, then starts the service; or
+/// fails it, naming the dependency, as soon as one never will.
+async fn gate(handle: ServiceHandle, deps: Vec<(ServiceName, Condition, watch::Receiver<Status>)>) {
+    let mut deps = deps;
+    loop {
+        let mut waiting = Vec::new();
+        for (name, condition, status) in &mut deps {
+            let status = status.borrow_and_update().clone();
+            match judge(*condition, &status) {
+                Verdict::Met => {}
+                Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
+                Verdict::Never(reason) => {
+                    handle.send(Input::DependencyFailed(format!("dependency `{name}` failed: {reason}")));
+                    return;
+                }
+            }
+        }
+        if waiting.is_empty() {
+            handle.send(Input::Start);
+            return;
+        }
+        handle.send(Input::Await(waiting.join(", ")));
+        let changes = deps.iter_mut().map(|(_, _, status)| Box::pin(status.changed()));
+        let (result, _, _) = select_all(changes).await;
+        if result.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! One attempt of a probe that muster runs itself: `tcp`, `http` and `exec`. (`log` and
+//! `notify` are pushed by the service: the log reader and the notify socket report
+//! them.) An attempt answers `Ok(what passed)` or `Err(what failed)`, in words that go
+//! straight into a reason.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::Signal;
+use std::os::unix::process::CommandExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::machine::Exit;
+use super::process::{Reaper, signal_group};
+use crate::config::Check;
+
+/// The longest an HTTP probe reads of a body when looking for a substring.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The probe in a few words: "tcp 127.0.0.1:5433", "http http://...", "exec `pg_isready`".
+pub fn describe(check: &Check) -> String {
+    match check {
+        Check::Tcp { host, port } => format!("tcp {host}:{port}"),
+        Check::Http { url, .. } => format!("http {url}"),
+        Check::Exec(argv) => format!("exec `{}`", shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))),
+        Check::Log(regex) => format!("log /{}/", regex.as_str()),
+        Check::Notify => "notify (READY=1)".to_owned(),
+    }
+}
+
+/// Whether muster runs the check on an interval (rather than being told).
+pub fn polls(check: &Check) -> bool {
+    matches!(check, Check::Tcp { .. } | Check::Http { .. } | Check::Exec(_))
+}
+
+/// Where an exec probe runs: the service's directory and environment.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    pub cwd: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// Runs one attempt of a polling check, bounded by `limit`.
+pub async fn attempt(
+    check: &Check,
+    limit: Duration,
+    reaper: &Arc<Reaper>,
+    exec: &ExecContext,
+) -> Result<String, String> {
+    let run = async {
+        match check {
+            Check::Tcp { host, port } => tcp(host, *port).await,
+            Check::Http { url, status, body } => http(url, *status, body.as_deref()).await,
+            Check::Exec(argv) => command(argv, reaper, &exec.cwd, &exec.env).await,
+            Check::Log(_) | Check::Notify => Err("not a polling probe".to_owned()),
+        }
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}", super::machine::human(limit))),
+    }
+}
+
+async fn tcp(host: &str, port: u16) -> Result<String, String> {
+    TcpStream::connect((host, port))
+        .await
+        .map(|_| format!("tcp {host}:{port} accepted a connection"))
+        .map_err(|error| format!("{host}:{port}: {}", plain(&error)))
+}
+
+async fn http(url: &str, expected: Option<u16>, needle: Option<&str>) -> Result<String, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let authority = uri.authority().ok_or_else(|| format!("{url} has no host"))?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((authority.host(), port))
+        .await
+        .map_err(|error| format!("{}: {}", authority, plain(&error)))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("{url}: {error}"))?;
+    let driver = tokio::spawn(connection);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = Request::get(path)
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::USER_AGENT, "muster-probe")
+        .body(Empty::<Bytes>::new())
+        .map_err(|error| format!("{url}: {error}"))?;
+    let result = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| format!("{url}: {error}"))?;
+        let status = response.status().as_u16();
+        let status_ok = match expected {
+            Some(want) => status == want,
+            None => (200..300).contains(&status),
+        };
+        if !status_ok {
+            let want = expected.map_or("2xx".to_owned(), |s| s.to_string());
+            return Err(format!("{url} answered {status}, expected {want}"));
+        }
+        if let Some(needle) = needle {
+            let body = Limited::new(response.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|error| format!("{url}: reading the body: {error}"))?
+                .to_bytes();
+            if !String::from_utf8_lossy(&body).contains(needle) {
+                return Err(format!("{url} answered {status} without {needle:?} in its body"));
+            }
+        }
+        Ok(format!("{url} answered {status}"))
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+async fn command(
+    argv: &[String],
+    reaper: &Arc<Reaper>,
+    cwd: &Path,
+    env: &[(String, String)],
+) -> Result<String, String> {
+    let shown = describe(&Check::Exec(argv.to_vec()));
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let (sender, receiver) = oneshot::channel();
+    let child = reaper
+        .spawn(&mut command, move |exit| {
+            let _ = sender.send(exit);
+        })
+        .map_err(|error| format!("{shown}: cannot run: {}", plain(&error)))?;
+    // If this attempt is dropped (timeout), kill the probe's process group.
+    let guard = KillOnDrop(child.id());
+    let exit = receiver.await.map_err(|_| format!("{shown}: lost track of the process"))?;
+    std::mem::forget(guard);
+    match exit {
+        Exit::Code(0) => Ok(format!("{shown} exited with status 0")),
+        other => Err(format!("{shown} {other}")),
+    }
+}
+
+/// Kills a probe's process group when the attempt is abandoned.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = signal_group(self.0, Signal::SIGKILL);
+    }
+}
+
+/// An I/O error without the "(os error N)" tail.
+pub fn plain(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_lowercase(),
+        None => text,
+    }
+}

@@ -1,0 +1,186 @@
+//! Processes: spawning a service in its own process group, signalling groups, and
+//! reaping every child, grandchildren included.
+//!
+//! muster makes itself a child subreaper, so anything a service leaves behind becomes
+//! muster's child. One reaper task owns `waitpid`: on each SIGCHLD it peeks at exited
+//! children without reaping them (`WNOWAIT`), kills what is left of a registered child's
+//! process group while the zombie still pins the group id (so the id cannot have been
+//! reused), then reaps it and tells whoever registered it. Unregistered children
+//! (orphaned grandchildren) are reaped and forgotten.
+//!
+//! Registration happens under the same lock as the spawn, so an exit cannot be reaped
+//! before its waiter is known.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use super::machine::Exit;
+
+/// Told how a registered child ended, from the reaper task.
+pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
+
+/// The one owner of `waitpid` in this process.
+pub struct Reaper {
+    waiters: Mutex<HashMap<i32, OnExit>>,
+    /// Woken after every round of reaping.
+    reaped: Notify,
+}
+
+impl std::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reaper")
+            .field("children", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Reaper {
+    /// Makes this process a child subreaper and starts the reaper task. Call once, from
+    /// inside the runtime.
+    pub fn start() -> io::Result<Arc<Self>> {
+        nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+        let reaper = Arc::new(Self {
+            waiters: Mutex::new(HashMap::new()),
+            reaped: Notify::new(),
+        });
+        let mut sigchld = signal(SignalKind::child())?;
+        let task = Arc::clone(&reaper);
+        tokio::spawn(async move {
+            loop {
+                task.reap_all();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Spawns `command` (which must put the child in its own process group); `on_exit`
+    /// is called with how it ended.
+    pub fn spawn(
+        &self,
+        command: &mut Command,
+        on_exit: impl FnOnce(Exit) + Send + 'static,
+    ) -> io::Result<Child> {
+        let mut waiters = self.lock();
+        let child = command.spawn()?;
+        waiters.insert(child.id() as i32, Box::new(on_exit));
+        Ok(child)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, OnExit>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reap_all(&self) {
+        loop {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            let (pid, exit) = match waitid(Id::All, flags) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal)),
+                // Nothing has exited (or no children at all).
+                Err(Errno::EINTR) => continue,
+                // Nothing has exited, no children at all, or a status not asked for.
+                _ => break,
+            };
+            let mut waiters = self.lock();
+            let waiter = waiters.remove(&pid.as_raw());
+            if waiter.is_some() {
+                // The leader is a zombie, so its group id is still its own: kill
+                // whatever the service left running in the group.
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            drop(waiters);
+            if let Some(on_exit) = waiter {
+                on_exit(exit);
+            }
+        }
+        self.reaped.notify_waiters();
+    }
+
+    /// Kills every remaining child of this process (daemons that left their service's
+    /// process group) until none is left or `within` has passed. Returns how many were
+    /// killed.
+    pub async fn sweep(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut killed = 0;
+        loop {
+            let reaped = self.reaped.notified();
+            let children = children_of(std::process::id());
+            if children.is_empty() {
+                return killed;
+            }
+            for pid in children {
+                let pid = Pid::from_raw(pid);
+                let _ = killpg(pid, Signal::SIGKILL);
+                if kill(pid, Signal::SIGKILL).is_ok() {
+                    killed += 1;
+                }
+            }
+            if tokio::time::timeout_at(deadline, reaped).await.is_err() {
+                return killed;
+            }
+        }
+    }
+}
+
+/// Sends `signal` to the process group led by `pid`. A group that is already gone is
+/// not an error.
+pub fn signal_group(pid: u32, signal: Signal) -> io::Result<()> {
+    match killpg(Pid::from_raw(pid as i32), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// The pids whose parent is `parent`, from `/proc`, not counting zombies.
+pub fn children_of(parent: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat))
+                .is_some_and(|(state, ppid)| ppid == parent && state != 'Z')
+        })
+        .collect()
+}
+
+/// The state and parent pid from a `/proc/PID/stat` line. The command name may hold
+/// spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_are_read_from_the_last_parenthesis() {
+        assert_eq!(
+            parse_stat("123 (a) b) c) S 45 123 123 0 -1"),
+            Some(('S', 45))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+}
