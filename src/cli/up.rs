@@ -82,8 +82,14 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
 
 async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> ExitCode {
     let began = Instant::now();
-    let mut interrupt = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(interrupt), Ok(terminate)) => Signals { interrupt, terminate },
+    let mut interrupt = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(interrupt), Ok(terminate)) => Signals {
+            interrupt,
+            terminate,
+        },
         (Err(error), _) | (_, Err(error)) => {
             eprintln!("muster: cannot handle signals: {error}");
             return ExitCode::from(EXIT_FAILED);
@@ -132,7 +138,13 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     match ended_by {
         Some(signal) => view.note(&format!(
             "{signal}: stopping {} in reverse dependency order (again to kill them now)",
-            plural(handles.iter().filter(|h| !h.status().phase.is_settled()).count(), "service")
+            plural(
+                handles
+                    .iter()
+                    .filter(|h| !h.status().phase.is_settled())
+                    .count(),
+                "service"
+            )
         )),
         None => view.note("nothing left to supervise"),
     }
@@ -225,7 +237,9 @@ impl View {
     }
 
     fn tick(&mut self, supervisor: &Supervisor) {
-        let Some((_, bars)) = &self.progress else { return };
+        let Some((_, bars)) = &self.progress else {
+            return;
+        };
         for (name, bar) in bars {
             if bar.is_finished() {
                 continue;
@@ -243,11 +257,19 @@ impl View {
             match status.phase {
                 Phase::Healthy | Phase::Completed => {
                     bar.set_style(done_style("✓"));
-                    bar.finish_with_message(format!("{} {}", paint_phase(status.phase), status.reason));
+                    bar.finish_with_message(format!(
+                        "{} {}",
+                        paint_phase(status.phase),
+                        status.reason
+                    ));
                 }
                 Phase::Failed => {
                     bar.set_style(done_style("✗"));
-                    bar.finish_with_message(format!("{} {}", paint_phase(status.phase), status.reason));
+                    bar.finish_with_message(format!(
+                        "{} {}",
+                        paint_phase(status.phase),
+                        status.reason
+                    ));
                 }
                 _ => {
                     bar.set_message(line);
@@ -282,7 +304,9 @@ impl View {
         let kind = event.kind.as_str();
         let kind = match event.kind {
             EventKind::Failed => style(kind).red().bold(),
-            EventKind::Exited | EventKind::Unhealthy | EventKind::Restarting => style(kind).yellow(),
+            EventKind::Exited | EventKind::Unhealthy | EventKind::Restarting => {
+                style(kind).yellow()
+            }
             EventKind::Ready | EventKind::Healthy | EventKind::Completed => style(kind).green(),
             _ => style(kind).dim(),
         };
@@ -318,7 +342,10 @@ impl View {
         }
         let took = self.began.elapsed();
         let statuses: Vec<_> = supervisor.selected().map(|h| h.status()).collect();
-        let failed: Vec<_> = statuses.iter().filter(|s| s.phase == Phase::Failed).collect();
+        let failed: Vec<_> = statuses
+            .iter()
+            .filter(|s| s.phase == Phase::Failed)
+            .collect();
         let up = statuses.len() - failed.len();
         if failed.is_empty() {
             self.note(&format!(
@@ -338,11 +365,20 @@ impl View {
             self.note(&format!("  ✗ {}: {}", status.service, status.reason));
         }
         // The services that failed by themselves (not through a dependency): their logs.
-        for status in failed.iter().filter(|s| !s.reason.starts_with("dependency `")) {
-            let Some(handle) = supervisor.service(status.service.as_str()) else { continue };
+        for status in failed
+            .iter()
+            .filter(|s| !s.reason.starts_with("dependency `"))
+        {
+            let Some(handle) = supervisor.service(status.service.as_str()) else {
+                continue;
+            };
             let log = crate::supervisor::logs::Log::lock(handle.log());
             let lines = log.tail(10);
-            self.note(&format!("last lines of {} ({}):", status.service, log.path().display()));
+            self.note(&format!(
+                "last lines of {} ({}):",
+                status.service,
+                log.path().display()
+            ));
             for line in lines {
                 self.note(&format!("  | {}", line.text));
             }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::event::{EventBus, EventKind};
-use super::logs::{Log, LineWatch, SharedLog, Stream, pump};
+use super::logs::{LineWatch, Log, SharedLog, Stream, pump};
 use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, State, Timer};
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
@@ -59,10 +59,22 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 #[derive(Debug)]
 pub(super) enum Message {
     Input(Input),
-    Exited { run: u64, exit: Exit },
-    Probe { run: u64, result: Result<String, String> },
-    Ready { run: u64, how: String },
-    Notify { run: u64, message: notify::Message },
+    Exited {
+        run: u64,
+        exit: Exit,
+    },
+    Probe {
+        run: u64,
+        result: Result<String, String>,
+    },
+    Ready {
+        run: u64,
+        how: String,
+    },
+    Notify {
+        run: u64,
+        message: notify::Message,
+    },
 }
 
 /// What all actors share: the reaper, the notify socket and the event bus.
@@ -262,8 +274,19 @@ impl Actor {
                 last_exit: state.last_exit.map(|e| e.to_string()),
                 notify_status: self.notify_status.clone(),
             };
-            let changed = (next.phase, &next.reason, next.pid, next.run_id, &next.notify_status)
-                != (status.phase, &status.reason, status.pid, status.run_id, &status.notify_status);
+            let changed = (
+                next.phase,
+                &next.reason,
+                next.pid,
+                next.run_id,
+                &next.notify_status,
+            ) != (
+                status.phase,
+                &status.reason,
+                status.pid,
+                status.run_id,
+                &status.notify_status,
+            );
             *status = next;
             changed
         });
@@ -298,16 +321,28 @@ impl Actor {
 
     fn emit(&mut self, emit: Emit) {
         let (kind, message, data) = match emit {
-            Emit::Spawned { pid } => (EventKind::Spawned, format!("pid {pid}"), json!({ "pid": pid })),
+            Emit::Spawned { pid } => (
+                EventKind::Spawned,
+                format!("pid {pid}"),
+                json!({ "pid": pid }),
+            ),
             Emit::Ready { how } => (EventKind::Ready, how.clone(), json!({ "how": how })),
-            Emit::Unhealthy { reason } => (EventKind::Unhealthy, reason.clone(), json!({ "reason": reason })),
+            Emit::Unhealthy { reason } => (
+                EventKind::Unhealthy,
+                reason.clone(),
+                json!({ "reason": reason }),
+            ),
             Emit::Healthy => (EventKind::Healthy, "healthy again".to_owned(), json!({})),
             Emit::Exited { exit } => {
                 let (code, signal) = match exit {
                     Exit::Code(code) => (Some(code), None),
                     Exit::Signal(signal) => (None, Some(signal.as_str())),
                 };
-                (EventKind::Exited, exit.to_string(), json!({ "code": code, "signal": signal }))
+                (
+                    EventKind::Exited,
+                    exit.to_string(),
+                    json!({ "code": code, "signal": signal }),
+                )
             }
             Emit::Restarting { delay, attempt } => (
                 EventKind::Restarting,
@@ -320,19 +355,31 @@ impl Actor {
                 json!({ "signal": signal.as_str() }),
             ),
             Emit::Stopped => (EventKind::Stopped, self.state.reason.clone(), json!({})),
-            Emit::Completed => (EventKind::Completed, "exited with status 0".to_owned(), json!({})),
+            Emit::Completed => (
+                EventKind::Completed,
+                "exited with status 0".to_owned(),
+                json!({}),
+            ),
             Emit::Failed { reason } => {
                 Log::lock(&self.log).note(&format!("failed: {reason}"));
-                (EventKind::Failed, reason.clone(), json!({ "reason": reason }))
+                (
+                    EventKind::Failed,
+                    reason.clone(),
+                    json!({ "reason": reason }),
+                )
             }
         };
         self.events.push((kind, message, data));
     }
 
     fn probe(&self, now: Instant) {
-        let Some(ready) = &self.service.ready else { return };
+        let Some(ready) = &self.service.ready else {
+            return;
+        };
         let remaining = self.timers[Timer::StartDeadline.index()]
-            .map_or(ready.timeout, |deadline| deadline.saturating_duration_since(now));
+            .map_or(ready.timeout, |deadline| {
+                deadline.saturating_duration_since(now)
+            });
         let limit = ATTEMPT_LIMIT.min(remaining).max(Duration::from_millis(1));
         let service = Arc::clone(&self.service);
         let reaper = Arc::clone(&self.shared.reaper);
@@ -376,7 +423,8 @@ impl Actor {
             Ok(child) => child,
             Err(error) => {
                 let program = command.get_program().to_string_lossy().into_owned();
-                return self.spawn_failed(format!("cannot spawn {program}: {}", probe::plain(&error)));
+                return self
+                    .spawn_failed(format!("cannot spawn {program}: {}", probe::plain(&error)));
             }
         };
         let pid = child.id();
@@ -391,9 +439,16 @@ impl Actor {
             let Some(fd) = fd else { continue };
             match pipe::Receiver::from_owned_fd(fd) {
                 Ok(receiver) => {
-                    tokio::spawn(pump(receiver, stream, Arc::clone(&self.log), self.log_watch(run)));
+                    tokio::spawn(pump(
+                        receiver,
+                        stream,
+                        Arc::clone(&self.log),
+                        self.log_watch(run),
+                    ));
                 }
-                Err(error) => Log::lock(&self.log).note(&format!("cannot read {stream:?}: {error}")),
+                Err(error) => {
+                    Log::lock(&self.log).note(&format!("cannot read {stream:?}: {error}"))
+                }
             }
         }
         let myself = self.myself.clone();
@@ -405,7 +460,10 @@ impl Actor {
                 }
             }),
         );
-        Log::lock(&self.log).note(&format!("spawned pid {pid} (run {run}): {}", self.describe_run()));
+        Log::lock(&self.log).note(&format!(
+            "spawned pid {pid} (run {run}): {}",
+            self.describe_run()
+        ));
         Input::Spawned { pid }
     }
 
@@ -435,7 +493,9 @@ impl Actor {
 
     fn describe_run(&self) -> String {
         match &self.service.run {
-            Run::Argv(argv) => shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")),
+            Run::Argv(argv) => {
+                shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+            }
             Run::Shell(line) => format!("sh -c {line:?}"),
         }
     }
@@ -443,16 +503,29 @@ impl Actor {
 
 /// The command for one run of `service`, and the context its exec probes run in. Env
 /// files are read now, so an edit applies at the next start.
-fn prepare(service: &Service, run: u64, notify_socket: &str) -> Result<(Command, ExecContext), String> {
+fn prepare(
+    service: &Service,
+    run: u64,
+    notify_socket: &str,
+) -> Result<(Command, ExecContext), String> {
     let cwd = &service.cwd;
     if !cwd.is_dir() {
-        return Err(format!("working directory {} does not exist", cwd.display()));
+        return Err(format!(
+            "working directory {} does not exist",
+            cwd.display()
+        ));
     }
     let mut env: Vec<(String, String)> = Vec::new();
     for file in &service.env_files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|error| format!("cannot read env-file {}: {}", file.display(), probe::plain(&error)))?;
-        let pairs = envfile::parse(&text).map_err(|error| format!("env-file {}: {error}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|error| {
+            format!(
+                "cannot read env-file {}: {}",
+                file.display(),
+                probe::plain(&error)
+            )
+        })?;
+        let pairs = envfile::parse(&text)
+            .map_err(|error| format!("env-file {}: {error}", file.display()))?;
         env.extend(pairs);
     }
     env.extend(service.env.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -4,8 +4,8 @@
 //! API and the store) subscribe. A slow subscriber loses the oldest events (it is told
 //! how many), never slows the actors down.
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::Serialize;

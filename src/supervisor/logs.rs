@@ -143,13 +143,19 @@ impl Log {
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.file.is_some() && self.size > 0 && self.size + bytes.len() as u64 > self.settings.max_size {
+        if self.file.is_some()
+            && self.size > 0
+            && self.size + bytes.len() as u64 > self.settings.max_size
+        {
             self.rotate()?;
         }
         let file = match &mut self.file {
             Some(file) => file,
             None => {
-                let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
                 self.size = file.metadata()?.len();
                 self.file.insert(file)
             }
@@ -245,7 +251,12 @@ thread_local! {
 }
 
 /// Drains one pipe of a child into its log until the write end closes.
-pub async fn pump(pipe: pipe::Receiver, stream: Stream, log: SharedLog, mut watch: Option<LineWatch>) {
+pub async fn pump(
+    pipe: pipe::Receiver,
+    stream: Stream,
+    log: SharedLog,
+    mut watch: Option<LineWatch>,
+) {
     let mut splitter = LineSplitter::default();
     let mut deliver = |splitter: &mut LineSplitter, bytes: Option<&[u8]>| {
         let mut lines: Vec<String> = Vec::new();
@@ -308,7 +319,10 @@ mod tests {
     fn a_line_without_newline_is_cut_at_the_limit() {
         let big = vec![b'x'; MAX_LINE * 2 + 10];
         let lines = split(&[&big[..100], &big[100..]]);
-        assert_eq!(lines.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_LINE, MAX_LINE, 10]);
+        assert_eq!(
+            lines.iter().map(Vec::len).collect::<Vec<_>>(),
+            [MAX_LINE, MAX_LINE, 10]
+        );
     }
 
     #[test]

@@ -189,7 +189,9 @@ pub enum Input {
     Stop,
     Restart,
     /// The spawn effect succeeded.
-    Spawned { pid: u32 },
+    Spawned {
+        pid: u32,
+    },
     /// The spawn effect failed; the text says why.
     SpawnFailed(String),
     /// Readiness proven (probe passed, `READY=1`, log line matched); the text says how.
@@ -366,7 +368,9 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
         (Stopped | Completed | Failed, Input::Await(reason)) => {
             (state.to(Pending, format!("waiting for {reason}")), vec![])
         }
-        (Pending, Input::Await(reason)) => (state.to(Pending, format!("waiting for {reason}")), vec![]),
+        (Pending, Input::Await(reason)) => {
+            (state.to(Pending, format!("waiting for {reason}")), vec![])
+        }
         (Pending | Stopped | Completed | Failed, Input::Start) => {
             let mut next = state.to(Starting, "spawning");
             // An asked-for start begins with a fresh restart budget.
@@ -390,7 +394,9 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             state.to(Stopped, "stopped while waiting to restart"),
             vec![Effect::Disarm(Timer::Restart), Effect::Emit(Emit::Stopped)],
         ),
-        (Starting, Input::Spawned { pid }) if state.pid.is_none() => spawned(policy, state, pid, now),
+        (Starting, Input::Spawned { pid }) if state.pid.is_none() => {
+            spawned(policy, state, pid, now)
+        }
         (Starting, Input::SpawnFailed(reason)) if state.pid.is_none() => {
             let next = state.to(Failed, reason.clone());
             (next, vec![Effect::Emit(Emit::Failed { reason })])
@@ -426,7 +432,12 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             if let Some(last) = &state.last_probe_failure {
                 reason.push_str(&format!(" (last attempt: {last})"));
             }
-            stop(policy, state, AfterStop::Fail(reason), vec![Effect::Disarm(Timer::Probe)])
+            stop(
+                policy,
+                state,
+                AfterStop::Fail(reason),
+                vec![Effect::Disarm(Timer::Probe)],
+            )
         }
         (Healthy, Input::Unhealthy(reason)) => {
             let mut next = state.to(Unhealthy, reason.clone());
@@ -434,7 +445,8 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let mut effects = vec![Effect::Emit(Emit::Unhealthy {
                 reason: reason.clone(),
             })];
-            if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
+            if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never
+            {
                 let (stopping, more) = stop(policy, &next, AfterStop::Restart, vec![]);
                 effects.extend(more);
                 return (stopping, effects);
@@ -578,7 +590,9 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
     let mut next = state.clone();
     next.pid = None;
     next.last_exit = Some(exit);
-    let was_healthy_for = state.healthy_since.map(|since| now.saturating_duration_since(since));
+    let was_healthy_for = state
+        .healthy_since
+        .map(|since| now.saturating_duration_since(since));
     next.healthy_since = None;
     let mut effects = cancel_start();
     effects.push(Effect::Emit(Emit::Exited { exit }));

@@ -36,7 +36,10 @@ use logs::Log;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot create the state directory {}: {source}", path.display())]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot become a child subreaper: {0}")]
     Reaper(std::io::Error),
     #[error("cannot open the notify socket: {0}")]
@@ -100,7 +103,13 @@ impl Supervisor {
                 .service
                 .depends_on
                 .iter()
-                .map(|dep| (dep.service.clone(), dep.condition, self.services[&dep.service].watch()))
+                .map(|dep| {
+                    (
+                        dep.service.clone(),
+                        dep.condition,
+                        self.services[&dep.service].watch(),
+                    )
+                })
                 .collect();
             if deps.is_empty() {
                 handle.send(Input::Start);
@@ -149,7 +158,8 @@ impl Supervisor {
     /// Whether nothing is running or due to run: every service stopped, completed or
     /// failed.
     pub fn idle(&self) -> bool {
-        self.services().all(|handle| handle.status().phase.is_settled())
+        self.services()
+            .all(|handle| handle.status().phase.is_settled())
     }
 
     /// Stops everything in reverse dependency order: a service gets its stop signal
@@ -163,7 +173,10 @@ impl Supervisor {
         let mut dependents: BTreeMap<&ServiceName, Vec<watch::Receiver<Status>>> = BTreeMap::new();
         for handle in self.services.values() {
             for dep in &handle.service.depends_on {
-                dependents.entry(&dep.service).or_default().push(handle.watch());
+                dependents
+                    .entry(&dep.service)
+                    .or_default()
+                    .push(handle.watch());
             }
         }
         let mut stoppers = Vec::new();
@@ -191,7 +204,11 @@ impl Supervisor {
             let everyone = self.services.values().map(|handle| async {
                 let _ = handle.watch().wait_for(|s| is_down(s.phase)).await;
             });
-            let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(everyone)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                futures_util::future::join_all(everyone),
+            )
+            .await;
         }
         self.shared.reaper.sweep(Duration::from_secs(5)).await
     }
@@ -262,7 +279,9 @@ async fn gate(handle: ServiceHandle, deps: Vec<(ServiceName, Condition, watch::R
                 Verdict::Met => {}
                 Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
                 Verdict::Never(reason) => {
-                    handle.send(Input::DependencyFailed(format!("dependency `{name}` failed: {reason}")));
+                    handle.send(Input::DependencyFailed(format!(
+                        "dependency `{name}` failed: {reason}"
+                    )));
                     return;
                 }
             }
@@ -272,7 +291,9 @@ async fn gate(handle: ServiceHandle, deps: Vec<(ServiceName, Condition, watch::R
             return;
         }
         handle.send(Input::Await(waiting.join(", ")));
-        let changes = deps.iter_mut().map(|(_, _, status)| Box::pin(status.changed()));
+        let changes = deps
+            .iter_mut()
+            .map(|(_, _, status)| Box::pin(status.changed()));
         let (result, _, _) = select_all(changes).await;
         if result.is_err() {
             return;

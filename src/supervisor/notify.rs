@@ -17,7 +17,9 @@ use std::os::unix::net::{SocketAddr, UnixDatagram as StdDatagram};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, setsockopt, sockopt};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, setsockopt, sockopt,
+};
 use nix::unistd::{Pid, getpgid};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
@@ -203,19 +205,29 @@ mod tests {
 
     #[test]
     fn fields_are_read_and_unknown_ones_ignored() {
-        let message = parse(b"READY=1\nSTATUS=loading model 3/7\nX_CUSTOM=1\nWATCHDOG=1\nMAINPID=42\n").unwrap();
+        let message =
+            parse(b"READY=1\nSTATUS=loading model 3/7\nX_CUSTOM=1\nWATCHDOG=1\nMAINPID=42\n")
+                .unwrap();
         assert!(message.ready && message.watchdog);
         assert_eq!(message.status.as_deref(), Some("loading model 3/7"));
         assert_eq!(message.main_pid, Some(42));
         assert!(parse(b"WATCHDOG=trigger").unwrap().watchdog_trigger);
-        assert_eq!(parse(b"EXTEND_TIMEOUT_USEC=5000000").unwrap().extend_timeout_usec, Some(5_000_000));
+        assert_eq!(
+            parse(b"EXTEND_TIMEOUT_USEC=5000000")
+                .unwrap()
+                .extend_timeout_usec,
+            Some(5_000_000)
+        );
     }
 
     #[test]
     fn malformed_datagrams_are_errors_not_panics() {
         assert_eq!(parse(b"READY"), Err(ParseError::NotAssignment(1)));
         assert_eq!(parse(&[0xff, 0xfe]), Err(ParseError::NotUtf8));
-        assert!(matches!(parse(b"WATCHDOG_USEC=soon"), Err(ParseError::NotNumber { .. })));
+        assert!(matches!(
+            parse(b"WATCHDOG_USEC=soon"),
+            Err(ParseError::NotNumber { .. })
+        ));
         assert_eq!(parse(b""), Ok(Message::default()));
     }
 }

@@ -29,7 +29,10 @@ pub fn describe(check: &Check) -> String {
     match check {
         Check::Tcp { host, port } => format!("tcp {host}:{port}"),
         Check::Http { url, .. } => format!("http {url}"),
-        Check::Exec(argv) => format!("exec `{}`", shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))),
+        Check::Exec(argv) => format!(
+            "exec `{}`",
+            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+        ),
         Check::Log(regex) => format!("log /{}/", regex.as_str()),
         Check::Notify => "notify (READY=1)".to_owned(),
     }
@@ -37,7 +40,10 @@ pub fn describe(check: &Check) -> String {
 
 /// Whether muster runs the check on an interval (rather than being told).
 pub fn polls(check: &Check) -> bool {
-    matches!(check, Check::Tcp { .. } | Check::Http { .. } | Check::Exec(_))
+    matches!(
+        check,
+        Check::Tcp { .. } | Check::Http { .. } | Check::Exec(_)
+    )
 }
 
 /// Where an exec probe runs: the service's directory and environment.
@@ -77,7 +83,10 @@ async fn tcp(host: &str, port: u16) -> Result<String, String> {
 
 async fn http(url: &str, expected: Option<u16>, needle: Option<&str>) -> Result<String, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let authority = uri.authority().ok_or_else(|| format!("{url} has no host"))?.clone();
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url} has no host"))?
+        .clone();
     let port = authority.port_u16().unwrap_or(80);
     let stream = TcpStream::connect((authority.host(), port))
         .await
@@ -113,7 +122,9 @@ async fn http(url: &str, expected: Option<u16>, needle: Option<&str>) -> Result<
                 .map_err(|error| format!("{url}: reading the body: {error}"))?
                 .to_bytes();
             if !String::from_utf8_lossy(&body).contains(needle) {
-                return Err(format!("{url} answered {status} without {needle:?} in its body"));
+                return Err(format!(
+                    "{url} answered {status} without {needle:?} in its body"
+                ));
             }
         }
         Ok(format!("{url} answered {status}"))
@@ -147,7 +158,9 @@ async fn command(
         .map_err(|error| format!("{shown}: cannot run: {}", plain(&error)))?;
     // If this attempt is dropped (timeout), kill the probe's process group.
     let guard = KillOnDrop(child.id());
-    let exit = receiver.await.map_err(|_| format!("{shown}: lost track of the process"))?;
+    let exit = receiver
+        .await
+        .map_err(|_| format!("{shown}: lost track of the process"))?;
     std::mem::forget(guard);
     match exit {
         Exit::Code(0) => Ok(format!("{shown} exited with status 0")),

@@ -10,3 +10,4 @@ mod check;
 mod cli;
 mod graph;
 mod helpers;
+mod up;

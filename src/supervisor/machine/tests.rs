@@ -151,7 +151,8 @@ fn settled_phases_ignore_everything_but_start_await_and_restart() {
         for phase in [Phase::Stopped, Phase::Completed, Phase::Failed] {
             let state = State::new().to(phase, "test");
             for input in inputs() {
-                let expected_change = matches!(input, Input::Start | Input::Await(_) | Input::Restart);
+                let expected_change =
+                    matches!(input, Input::Start | Input::Await(_) | Input::Restart);
                 let (next, effects) = step(&policy, &state, input.clone(), now);
                 assert_eq!(
                     next != state,
@@ -177,7 +178,12 @@ fn run(policy: &Policy, state: &State, inputs: &[Input], now: Instant) -> (State
 #[test]
 fn a_service_without_readiness_is_healthy_once_spawned() {
     let p = policy(RestartPolicy::OnFailure, None);
-    let (s, effects) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 9 }], Instant::now());
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        Instant::now(),
+    );
     assert_eq!(s.phase, Phase::Healthy);
     assert_eq!(s.pid, Some(9));
     assert_eq!(effects[0], Effect::Spawn);
@@ -188,12 +194,20 @@ fn a_service_without_readiness_is_healthy_once_spawned() {
 fn a_polling_probe_retries_on_its_interval_until_ready() {
     let p = policy(RestartPolicy::OnFailure, polling());
     let now = Instant::now();
-    let (s, effects) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 9 }], now);
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
     assert_eq!(s.phase, Phase::Starting);
     assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
     assert!(effects.contains(&Effect::Probe));
     let (s, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
-    assert_eq!(effects, vec![Effect::Arm(Timer::Probe, Duration::from_millis(100))]);
+    assert_eq!(
+        effects,
+        vec![Effect::Arm(Timer::Probe, Duration::from_millis(100))]
+    );
     let (s, effects) = step(&p, &s, Input::Timer(Timer::Probe), now);
     assert_eq!(effects, vec![Effect::Probe]);
     let (s, effects) = step(&p, &s, Input::Ready("tcp connected".into()), now);
@@ -224,18 +238,30 @@ fn a_missed_start_deadline_stops_the_process_then_fails_with_the_last_attempt() 
         s.reason,
         "readiness probe tcp 127.0.0.1:5433 timed out after 1m (last attempt: connection refused)"
     );
-    assert!(matches!(effects.last(), Some(Effect::Emit(Emit::Failed { .. }))));
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Emit(Emit::Failed { .. }))
+    ));
 }
 
 #[test]
 fn a_process_that_ignores_the_stop_signal_is_killed_at_the_deadline() {
     let p = policy(RestartPolicy::OnFailure, None);
     let now = Instant::now();
-    let (s, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 9 }, Input::Stop], now);
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }, Input::Stop],
+        now,
+    );
     assert_eq!(s.phase, Phase::Stopping);
     let (s, effects) = step(&p, &s, Input::Timer(Timer::StopDeadline), now);
     assert_eq!(effects, vec![Effect::Signal(Signal::SIGKILL)]);
-    assert!(s.reason.contains("did not stop within 10s of SIGTERM"), "{}", s.reason);
+    assert!(
+        s.reason.contains("did not stop within 10s of SIGTERM"),
+        "{}",
+        s.reason
+    );
     let (s, _) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGKILL)), now);
     assert_eq!(s.phase, Phase::Stopped);
 }
@@ -245,7 +271,10 @@ fn backoff_doubles_up_to_its_cap() {
     let p = policy(RestartPolicy::OnFailure, None);
     let delays: Vec<_> = (1..=6).map(|a| backoff_delay(&p.backoff, a)).collect();
     let ms = |m| Duration::from_millis(m);
-    assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]);
+    assert_eq!(
+        delays,
+        [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+    );
     assert_eq!(backoff_delay(&p.backoff, u32::MAX), ms(1000));
 }
 
@@ -253,7 +282,12 @@ fn backoff_doubles_up_to_its_cap() {
 fn failures_restart_with_growing_backoff_until_the_limit() {
     let p = policy(RestartPolicy::OnFailure, None);
     let start = Instant::now();
-    let (mut s, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 1 }], start);
+    let (mut s, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        start,
+    );
     let mut delays = Vec::new();
     for i in 0..3u64 {
         let at = start + Duration::from_secs(i);
@@ -263,12 +297,22 @@ fn failures_restart_with_growing_backoff_until_the_limit() {
             Effect::Arm(Timer::Restart, d) => Some(*d),
             _ => None,
         }));
-        (s, _) = run(&p, &next, &[Input::Timer(Timer::Restart), Input::Spawned { pid: 2 }], at);
+        (s, _) = run(
+            &p,
+            &next,
+            &[Input::Timer(Timer::Restart), Input::Spawned { pid: 2 }],
+            at,
+        );
         assert_eq!(s.phase, Phase::Healthy);
     }
     assert_eq!(delays, [100, 200, 400].map(Duration::from_millis));
     assert_eq!(s.restarts, 3);
-    let (s, _) = step(&p, &s, Input::Exited(Exit::Code(1)), start + Duration::from_secs(3));
+    let (s, _) = step(
+        &p,
+        &s,
+        Input::Exited(Exit::Code(1)),
+        start + Duration::from_secs(3),
+    );
     assert_eq!(s.phase, Phase::Failed);
     assert_eq!(
         s.reason,
@@ -280,14 +324,24 @@ fn failures_restart_with_growing_backoff_until_the_limit() {
 fn restarts_outside_the_window_do_not_count_and_a_long_healthy_run_resets_backoff() {
     let p = policy(RestartPolicy::Always, None);
     let start = Instant::now();
-    let (mut s, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 1 }], start);
+    let (mut s, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        start,
+    );
     // Crash every 61 s after 61 s of health: never over the limit, never backing off.
     for i in 1..10u64 {
         let at = start + Duration::from_secs(61 * i);
         let (next, effects) = step(&p, &s, Input::Exited(Exit::Code(0)), at);
         assert_eq!(next.phase, Phase::Exited);
         assert!(effects.contains(&Effect::Arm(Timer::Restart, Duration::from_millis(100))));
-        (s, _) = run(&p, &next, &[Input::Timer(Timer::Restart), Input::Spawned { pid: 2 }], at);
+        (s, _) = run(
+            &p,
+            &next,
+            &[Input::Timer(Timer::Restart), Input::Spawned { pid: 2 }],
+            at,
+        );
     }
 }
 
@@ -303,7 +357,11 @@ fn a_clean_exit_completes_unless_restart_is_always() {
         let (s, _) = run(
             &p,
             &State::new(),
-            &[Input::Start, Input::Spawned { pid: 1 }, Input::Exited(Exit::Code(0))],
+            &[
+                Input::Start,
+                Input::Spawned { pid: 1 },
+                Input::Exited(Exit::Code(0)),
+            ],
             now,
         );
         assert_eq!(s.phase, phase, "{restart:?}");
@@ -312,7 +370,11 @@ fn a_clean_exit_completes_unless_restart_is_always() {
     let (s, _) = run(
         &p,
         &State::new(),
-        &[Input::Start, Input::Spawned { pid: 1 }, Input::Exited(Exit::Code(3))],
+        &[
+            Input::Start,
+            Input::Spawned { pid: 1 },
+            Input::Exited(Exit::Code(3)),
+        ],
         now,
     );
     assert_eq!(s.phase, Phase::Failed);
@@ -323,28 +385,56 @@ fn a_clean_exit_completes_unless_restart_is_always() {
 fn a_failed_dependency_fails_a_pending_service_with_the_chain() {
     let p = policy(RestartPolicy::OnFailure, None);
     let now = Instant::now();
-    let (s, _) = step(&p, &State::new(), Input::Await("`db` (healthy)".into()), now);
+    let (s, _) = step(
+        &p,
+        &State::new(),
+        Input::Await("`db` (healthy)".into()),
+        now,
+    );
     assert_eq!(s.phase, Phase::Pending);
     assert_eq!(s.reason, "waiting for `db` (healthy)");
     let reason = "dependency `db` failed: exited with status 1 (restart = \"never\")";
     let (s, effects) = step(&p, &s, Input::DependencyFailed(reason.into()), now);
     assert_eq!(s.phase, Phase::Failed);
     assert_eq!(s.reason, reason);
-    assert_eq!(effects, vec![Effect::Emit(Emit::Failed { reason: reason.into() })]);
+    assert_eq!(
+        effects,
+        vec![Effect::Emit(Emit::Failed {
+            reason: reason.into()
+        })]
+    );
 }
 
 #[test]
 fn unhealthy_restarts_or_only_reports() {
     let now = Instant::now();
     let mut p = policy(RestartPolicy::OnFailure, None);
-    let (healthy, _) = run(&p, &State::new(), &[Input::Start, Input::Spawned { pid: 1 }], now);
-    let (s, _) = step(&p, &healthy, Input::Unhealthy("no heartbeat for 30s".into()), now);
-    assert_eq!((s.phase, s.after_stop.clone()), (Phase::Stopping, AfterStop::Restart));
+    let (healthy, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        now,
+    );
+    let (s, _) = step(
+        &p,
+        &healthy,
+        Input::Unhealthy("no heartbeat for 30s".into()),
+        now,
+    );
+    assert_eq!(
+        (s.phase, s.after_stop.clone()),
+        (Phase::Stopping, AfterStop::Restart)
+    );
     let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
     assert_eq!(s.phase, Phase::Starting);
     assert!(effects.contains(&Effect::Spawn));
     p.on_unhealthy = OnUnhealthy::Report;
-    let (s, _) = step(&p, &healthy, Input::Unhealthy("no heartbeat for 30s".into()), now);
+    let (s, _) = step(
+        &p,
+        &healthy,
+        Input::Unhealthy("no heartbeat for 30s".into()),
+        now,
+    );
     assert_eq!(s.phase, Phase::Unhealthy);
     assert_eq!(s.reason, "no heartbeat for 30s");
     let (s, _) = step(&p, &s, Input::Recovered, now);
@@ -357,7 +447,11 @@ fn stale_inputs_change_nothing() {
     let now = Instant::now();
     // Readiness before the spawn finished, an exit with no process, a probe timer after ready.
     let (starting, _) = step(&p, &State::new(), Input::Start, now);
-    for input in [Input::Ready("x".into()), Input::Exited(Exit::Code(1)), Input::Timer(Timer::Probe)] {
+    for input in [
+        Input::Ready("x".into()),
+        Input::Exited(Exit::Code(1)),
+        Input::Timer(Timer::Probe),
+    ] {
         assert_eq!(step(&p, &starting, input, now).0, starting);
     }
 }

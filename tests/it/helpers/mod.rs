@@ -1,6 +1,8 @@
 //! Running the `muster` binary with a deadline, and keeping its output stable for
 //! snapshots.
 
+pub mod up;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;

@@ -1,0 +1,246 @@
+//! A `muster up --json` running in the background for a test: its events as they come,
+//! waits with deadlines, and a guard that kills it and every process group it spawned.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::muster;
+
+/// How long any one wait in these tests may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A running `muster up`.
+pub struct Up {
+    child: Option<Child>,
+    /// The directory holding `muster.toml`, fixtures and the state directory.
+    pub dir: tempfile::TempDir,
+    lines: Receiver<Value>,
+    /// Every event received so far, in order.
+    pub events: Vec<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How `muster up` ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub code: i32,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Ended {
+    pub fn of(&self, service: &str, kind: &str) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| e["service"] == service && e["kind"] == kind)
+            .collect()
+    }
+}
+
+impl Up {
+    /// Writes `config` (with `{dir}` replaced by the temp dir) to `muster.toml` and runs
+    /// `muster up --json` on it with `args`.
+    pub fn start(config: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config, args)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str, args: &[&str]) -> Self {
+        let config = config.replace("{dir}", &dir.path().display().to_string());
+        let file = dir.path().join("muster.toml");
+        std::fs::write(&file, config).expect("write muster.toml");
+        let mut command = muster(&["up", "--json", "-f", file.to_str().expect("utf-8 path")]);
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().expect("spawn muster up");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let (sender, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON on stdout: {line:?}: {e}"));
+                if sender.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let collected = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Self {
+            child: Some(child),
+            dir,
+            lines,
+            events: Vec::new(),
+            stderr,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the first event (from the start) that matches.
+    pub fn wait_for(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.events.iter().find(|e| matches(e)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(event) => {
+                    self.events.push(event.clone());
+                    if matches(&event) {
+                        return event;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "no event {what} within {WAIT:?}; events: {:#?}\nstderr: {}",
+                        self.events,
+                        self.stderr.lock().unwrap()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits for the `count`-th event of `kind` for `service`.
+    pub fn wait_event(&mut self, service: &str, kind: &str) -> Value {
+        self.wait_for(&format!("{kind} of {service}"), |e| {
+            e["service"] == service && e["kind"] == kind
+        })
+    }
+
+    /// Sends SIGTERM and waits for `muster up` to finish.
+    pub fn stop(&mut self) -> Ended {
+        let pid = Pid::from_raw(self.pid() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits for `muster up` to exit by itself.
+    pub fn wait_exit(&mut self) -> Ended {
+        let mut child = self.child.take().expect("still running");
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "muster up did not exit within {WAIT:?}; events: {:#?}\nstderr: {}",
+                    self.events,
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        while let Ok(event) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.events.push(event);
+        }
+        Ended {
+            code: status.code().unwrap_or(-1),
+            events: self.events.clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+
+    fn spawned_pids(&self) -> Vec<i32> {
+        self.events
+            .iter()
+            .filter(|e| e["kind"] == "spawned")
+            .filter_map(|e| e["data"]["pid"].as_i64())
+            .map(|pid| pid as i32)
+            .collect()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // Only a muster that did not finish may have left process groups behind. After a
+        // clean exit their ids may already belong to other tests' processes.
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+        while let Ok(event) = self.lines.try_recv() {
+            self.events.push(event);
+        }
+        for pid in self.spawned_pids() {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A TCP port free right now on 127.0.0.1, from the OS.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind port 0")
+        .port()
+}
+
+/// Waits until `check` holds, polling every 10 ms, or panics after [`WAIT`].
+pub fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not true within {WAIT:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A nanosecond timestamp a fixture wrote to `path`.
+pub fn stamp(path: &Path) -> u128 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            !after.trim_start().starts_with('Z')
+        })
+        .unwrap_or(false)
+}
