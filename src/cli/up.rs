@@ -65,8 +65,7 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
     let colour = global.colour_on(std::io::stdout().is_terminal());
     console::set_colors_enabled(colour);
     console::set_colors_enabled_stderr(colour);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -73,7 +73,7 @@ pub(super) enum Message {
     },
     Notify {
         run: u64,
-        message: notify::Message,
+        message: Box<notify::Message>,
     },
 }
 
@@ -296,6 +296,9 @@ impl Actor {
         match effect {
             Effect::Spawn => return Some(self.spawn()),
             Effect::Probe => self.probe(now),
+            // Nothing to wait for: tokio's timers tick in whole milliseconds, so a zero
+            // delay armed as a timer would still cost up to one.
+            Effect::Arm(timer, delay) if delay.is_zero() => return Some(Input::Timer(timer)),
             Effect::Arm(timer, delay) => {
                 let delay = match timer {
                     // Jitter spreads restarts of services that failed together.
@@ -456,7 +459,10 @@ impl Actor {
             pid,
             Box::new(move |message| {
                 if let Some(sender) = myself.upgrade() {
-                    let _ = sender.send(Message::Notify { run, message });
+                    let _ = sender.send(Message::Notify {
+                        run,
+                        message: Box::new(message),
+                    });
                 }
             }),
         );

@@ -69,7 +69,7 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 #[derive(Debug, Clone)]
 pub struct EventBus {
     inner: Arc<Counters>,
-    sender: broadcast::Sender<Event>,
+    sender: broadcast::Sender<Arc<Event>>,
 }
 
 #[derive(Debug)]
@@ -79,8 +79,9 @@ struct Counters {
     next_run: AtomicU64,
 }
 
-/// How many events a subscriber may fall behind before it loses the oldest.
-const BACKLOG: usize = 4096;
+/// How many events a subscriber may fall behind before it loses the oldest. Slots
+/// are allocated up front, so events travel as `Arc`s: a slot is a pointer.
+const BACKLOG: usize = 1024;
 
 impl EventBus {
     pub fn new() -> Self {
@@ -94,7 +95,7 @@ impl EventBus {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
     }
 
@@ -127,7 +128,7 @@ impl EventBus {
         };
         *next += 1;
         // No subscriber is not an error: the status holds the outcome too.
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(Arc::new(event));
     }
 }
 
