@@ -19,7 +19,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, plural};
 use crate::config::{ServiceName, Spec};
-use crate::supervisor::{Event, EventKind, Phase, Supervisor, process};
+use crate::supervisor::{Event, EventKind, Input, Phase, Supervisor, process};
+
+/// A second SIGINT or SIGTERM sooner than this after the first is the same request.
+const DOUBLE_SIGNAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -118,6 +121,10 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         }
         if !booted && supervisor.booted() {
             booted = true;
+            // Events already published belong before the summary.
+            while let Ok(event) = events.try_recv() {
+                view.event(&event, false);
+            }
             view.booted(&supervisor);
         }
         if booted && supervisor.idle() {
@@ -149,13 +156,20 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     }
     let shutdown = supervisor.shutdown();
     tokio::pin!(shutdown);
+    let shutdown_began = Instant::now();
     let strays = loop {
         tokio::select! {
             strays = &mut shutdown => break strays,
             event = events.recv() => if let Ok(event) = event { view.event(&event, true) },
             name = interrupt.recv() => {
+                // Some tools signal both the process and its group: one press, two
+                // signals. Only a second signal a moment later means "hurry".
+                if ended_by.is_some() && shutdown_began.elapsed() < DOUBLE_SIGNAL {
+                    continue;
+                }
                 view.note(&format!("{name}: killing every service now"));
                 for handle in &handles {
+                    handle.send(Input::Stop);
                     if let Some(pid) = handle.status().pid {
                         let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                     }
@@ -341,10 +355,12 @@ impl View {
         }
         let took = self.began.elapsed();
         let statuses: Vec<_> = supervisor.selected().map(|h| h.status()).collect();
-        let failed: Vec<_> = statuses
+        let mut failed: Vec<_> = statuses
             .iter()
             .filter(|s| s.phase == Phase::Failed)
             .collect();
+        // Root causes first, then the services that failed through them.
+        failed.sort_by_key(|s| s.reason.starts_with("dependency `"));
         let up = statuses.len() - failed.len();
         if failed.is_empty() {
             self.note(&format!(
