@@ -9,9 +9,11 @@
 //! (orphaned grandchildren) are reaped and forgotten.
 //!
 //! Registration happens under the same lock as the spawn, so an exit cannot be reaped
-//! before its waiter is known.
+//! before its waiter is known. `waitpid` is process-wide, so the table of waiters is too:
+//! several supervisors in one process (tests, embedders) each run a reaper task, and
+//! whichever wakes first reaps for all of them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,19 +31,15 @@ use super::machine::Exit;
 /// Told how a registered child ended, from the reaper task.
 pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
 
-/// The one owner of `waitpid` in this process.
-pub struct Reaper {
-    waiters: Mutex<HashMap<i32, OnExit>>,
-    /// Woken after every round of reaping.
-    reaped: Notify,
-}
+/// Registered children of this process, by pid.
+static WAITERS: Mutex<BTreeMap<i32, OnExit>> = Mutex::new(BTreeMap::new());
+/// Woken after every round of reaping.
+static REAPED: Notify = Notify::const_new();
 
-impl std::fmt::Debug for Reaper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reaper")
-            .field("children", &self.lock().len())
-            .finish()
-    }
+/// A handle on the process's reaping; its task runs on the runtime that started it.
+#[derive(Debug)]
+pub struct Reaper {
+    _private: (),
 }
 
 impl Reaper {
@@ -49,15 +47,11 @@ impl Reaper {
     /// inside the runtime.
     pub fn start() -> io::Result<Arc<Self>> {
         nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
-        let reaper = Arc::new(Self {
-            waiters: Mutex::new(HashMap::new()),
-            reaped: Notify::new(),
-        });
+        let reaper = Arc::new(Self { _private: () });
         let mut sigchld = signal(SignalKind::child())?;
-        let task = Arc::clone(&reaper);
         tokio::spawn(async move {
             loop {
-                task.reap_all();
+                reap_all();
                 if sigchld.recv().await.is_none() {
                     break;
                 }
@@ -73,41 +67,10 @@ impl Reaper {
         command: &mut Command,
         on_exit: impl FnOnce(Exit) + Send + 'static,
     ) -> io::Result<Child> {
-        let mut waiters = self.lock();
+        let mut waiters = lock();
         let child = command.spawn()?;
         waiters.insert(child.id() as i32, Box::new(on_exit));
         Ok(child)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, OnExit>> {
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn reap_all(&self) {
-        loop {
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-            let (pid, exit) = match waitid(Id::All, flags) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal)),
-                // Nothing has exited (or no children at all).
-                Err(Errno::EINTR) => continue,
-                // Nothing has exited, no children at all, or a status not asked for.
-                _ => break,
-            };
-            let mut waiters = self.lock();
-            let waiter = waiters.remove(&pid.as_raw());
-            if waiter.is_some() {
-                // The leader is a zombie, so its group id is still its own: kill
-                // whatever the service left running in the group.
-                let _ = killpg(pid, Signal::SIGKILL);
-            }
-            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
-            drop(waiters);
-            if let Some(on_exit) = waiter {
-                on_exit(exit);
-            }
-        }
-        self.reaped.notify_waiters();
     }
 
     /// Kills every remaining child of this process (daemons that left their service's
@@ -115,25 +78,63 @@ impl Reaper {
     /// killed.
     pub async fn sweep(&self, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
-        let mut killed = 0;
+        let mut killed = std::collections::BTreeSet::new();
         loop {
-            let reaped = self.reaped.notified();
-            let children = children_of(std::process::id());
+            let reaped = REAPED.notified();
+            // Registered children belong to a live service (of another supervisor in
+            // this process, since this one has stopped all of its own).
+            let children: Vec<i32> = {
+                let waiters = lock();
+                children_of(std::process::id())
+                    .into_iter()
+                    .filter(|pid| !waiters.contains_key(pid))
+                    .collect()
+            };
             if children.is_empty() {
-                return killed;
+                return killed.len();
             }
             for pid in children {
-                let pid = Pid::from_raw(pid);
-                let _ = killpg(pid, Signal::SIGKILL);
-                if kill(pid, Signal::SIGKILL).is_ok() {
-                    killed += 1;
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                    killed.insert(pid);
                 }
             }
             if tokio::time::timeout_at(deadline, reaped).await.is_err() {
-                return killed;
+                return killed.len();
             }
         }
     }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, BTreeMap<i32, OnExit>> {
+    WAITERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reaps every exited child, telling registered waiters how theirs ended.
+fn reap_all() {
+    loop {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let (pid, exit) = match waitid(Id::All, flags) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal)),
+            Err(Errno::EINTR) => continue,
+            // Nothing has exited, no children at all, or a status not asked for.
+            _ => break,
+        };
+        let mut waiters = lock();
+        let waiter = waiters.remove(&pid.as_raw());
+        if waiter.is_some() {
+            // The leader is a zombie, so its group id is still its own: kill
+            // whatever the service left running in the group.
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        drop(waiters);
+        if let Some(on_exit) = waiter {
+            on_exit(exit);
+        }
+    }
+    REAPED.notify_waiters();
 }
 
 /// Sends `signal` to the process group led by `pid`. A group that is already gone is

@@ -10,4 +10,5 @@ mod check;
 mod cli;
 mod graph;
 mod helpers;
+mod supervisor;
 mod up;
