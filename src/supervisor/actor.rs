@@ -551,7 +551,7 @@ fn prepare(
                 .map(|(_, value)| std::ffi::OsString::from(value))
                 .or_else(|| std::env::var_os("PATH"));
             let program = executable::resolve(&argv[0], cwd, path_var.as_deref())
-                .map_err(|error| format!("cannot run {error}"))?;
+                .map_err(|error| format!("cannot spawn: {error}"))?;
             let mut command = Command::new(program);
             command.arg0(&argv[0]).args(&argv[1..]);
             command

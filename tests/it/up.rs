@@ -1,6 +1,7 @@
 //! `muster up` with real processes: bootstrap order, every probe kind, restarts,
 //! failure chains, shutdown order, stop timeouts, and nothing left behind.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -376,10 +377,13 @@ ready = {{ tcp = "127.0.0.1:{port}" }}
 }
 
 #[test]
-fn a_working_directory_that_vanished_fails_the_service_with_the_reason() {
+fn a_vanished_working_directory_or_program_fails_the_service_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
+    let program = dir.path().join("program.sh");
+    std::fs::write(&program, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut up = Up::start_in(
         dir,
         &config(
@@ -390,25 +394,42 @@ cwd = "{dir}/work"
 restart = "always"
 backoff = { initial = "0s" }
 
+[services.lost-program]
+command = ["{dir}/program.sh"]
+restart = "always"
+backoff = { initial = "0s" }
+
 [services.bystander]
 command = ["sleep", "1000"]
 "#,
         ),
         &[],
     );
+    let kill = |pid: i64| {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    };
     let pid = up.wait_event("victim", "spawned")["data"]["pid"]
         .as_i64()
         .unwrap();
     std::fs::remove_dir(&work).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(pid);
     let failed = up.wait_event("victim", "failed");
     assert_eq!(
         message(&failed),
         format!("working directory {} does not exist", work.display())
+    );
+    // A program that stopped being executable after `check` passed.
+    let program = up.path("program.sh");
+    let pid = up.wait_event("lost-program", "spawned")["data"]["pid"]
+        .as_i64()
+        .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o644)).unwrap();
+    kill(pid);
+    let failed = up.wait_event("lost-program", "failed");
+    assert_eq!(
+        message(&failed),
+        format!("cannot spawn: `{}` is not executable", program.display())
     );
     up.wait_event("bystander", "ready");
     let ended = up.stop();
