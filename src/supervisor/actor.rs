@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 
 use super::event::{EventBus, EventKind};
 use super::logs::{LineWatch, Log, SharedLog, Stream, pump};
-use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, State, Timer};
+use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, State, Timer};
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
 use super::process::{Reaper, signal_group};
@@ -49,6 +50,11 @@ pub struct Status {
     pub last_exit: Option<String>,
     /// The last `STATUS=` the service sent on the notify socket.
     pub notify_status: Option<String>,
+    /// What the service last said it is doing: `reloading` (`RELOADING=1`, until the
+    /// next `READY=1`) or `stopping` (`STOPPING=1`).
+    pub notify_state: Option<String>,
+    /// The main pid the service named with `MAINPID=`, when it is in its process group.
+    pub main_pid: Option<u32>,
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -65,6 +71,7 @@ pub(super) enum Message {
     },
     Probe {
         run: u64,
+        kind: ProbeKind,
         result: Result<String, String>,
     },
     Ready {
@@ -83,6 +90,15 @@ pub struct Shared {
     pub reaper: Arc<Reaper>,
     pub notify: Arc<NotifySocket>,
     pub bus: EventBus,
+    /// `state-dir/run`: heartbeat files.
+    pub run_dir: PathBuf,
+}
+
+impl Shared {
+    /// The file a service may touch instead of sending `WATCHDOG=1`.
+    pub fn heartbeat_file(&self, service: &ServiceName) -> PathBuf {
+        self.run_dir.join(format!("{service}.heartbeat"))
+    }
 }
 
 /// A cloneable handle to one service's actor.
@@ -132,6 +148,8 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         since: SystemTime::now(),
         last_exit: None,
         notify_status: None,
+        notify_state: None,
+        main_pid: None,
     });
     let actor = Actor {
         policy: Policy::of(&service),
@@ -140,7 +158,10 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         shared,
         myself: sender.downgrade(),
         status: status_sender,
-        timers: [None; 4],
+        timers: [None; Timer::ALL.len()],
+        pushed_ready: None,
+        notify_state: None,
+        main_pid: None,
         run_id: 0,
         exec: None,
         log: Arc::clone(&log),
@@ -165,7 +186,11 @@ struct Actor {
     /// handle ends the actor.
     myself: mpsc::WeakUnboundedSender<Message>,
     status: watch::Sender<Status>,
-    timers: [Option<Instant>; 4],
+    timers: [Option<Instant>; Timer::ALL.len()],
+    /// A pushed readiness signal (notify, log) that still waits for `wait-for-ports`.
+    pushed_ready: Option<String>,
+    notify_state: Option<String>,
+    main_pid: Option<u32>,
     run_id: u64,
     /// Where exec probes of the current run execute.
     exec: Option<Arc<ExecContext>>,
@@ -188,51 +213,157 @@ impl Actor {
                 Some((index, at)) => tokio::select! {
                     biased;
                     message = receiver.recv() => message,
-                    () = tokio::time::sleep_until(at) => {
+                                        () = tokio::time::sleep_until(at) => {
                         self.timers[index] = None;
-                        self.apply(Input::Timer(Timer::ALL[index]));
+                        let input = self.timer_fired(Timer::ALL[index]);
+                        self.apply(input);
                         continue;
                     }
                 },
                 None => receiver.recv().await,
             };
             let Some(message) = message else { break };
-            if let Some(input) = self.accept(message) {
+            for input in self.accept(message) {
                 self.apply(input);
             }
         }
     }
 
-    /// The input a message means for the current run, if any.
-    fn accept(&mut self, message: Message) -> Option<Input> {
+    /// The inputs a message means for the current run (none for an earlier run).
+    fn accept(&mut self, message: Message) -> Vec<Input> {
         let current = |run: u64| run == self.run_id && self.state.pid.is_some();
         match message {
-            Message::Input(input) => Some(input),
+            Message::Input(input) => vec![input],
             Message::Exited { run, exit } if current(run) => {
                 if let Some(pid) = self.state.pid {
                     self.shared.notify.unregister(pid);
                 }
                 Log::lock(&self.log).note(&exit.to_string());
-                Some(Input::Exited(exit))
+                vec![Input::Exited(exit)]
             }
-            Message::Probe { run, result } if current(run) => Some(match result {
-                Ok(how) => Input::Ready(how),
-                Err(failure) => Input::ProbeFailed(failure),
-            }),
-            Message::Ready { run, how } if current(run) => Some(Input::Ready(how)),
-            Message::Notify { run, message } if current(run) => {
-                if let Some(text) = message.status {
-                    self.notify_status = Some(text);
-                    self.publish_status();
-                }
-                let waits_for_notify = matches!(
-                    self.service.ready.as_ref().map(|r| &r.check),
-                    Some(Check::Notify)
-                );
-                (message.ready && waits_for_notify)
-                    .then(|| Input::Ready("READY=1 on the notify socket".to_owned()))
+            Message::Probe { run, kind, result } if current(run) => match (kind, result) {
+                (ProbeKind::Alive, result) => vec![Input::Alive(result)],
+                (ProbeKind::Ready, Err(failure)) => vec![Input::ProbeFailed(failure)],
+                (ProbeKind::Ready, Ok(how)) if !self.waits_for_push() => vec![Input::Ready(how)],
+                // The ports listen; readiness still needs the service's own signal.
+                (ProbeKind::Ready, Ok(ports)) => match self.pushed_ready.clone() {
+                    Some(how) => vec![Input::Ready(format!("{how}; {ports}"))],
+                    None => vec![Input::ProbeFailed(format!(
+                        "{ports}, but no {} yet",
+                        self.push_name()
+                    ))],
+                },
+            },
+            Message::Ready { run, how } if current(run) => self.pushed(how),
+            Message::Notify { run, message } if current(run) => self.notified(*message),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether readiness is pushed by the service (notify, log) rather than polled.
+    fn waits_for_push(&self) -> bool {
+        matches!(
+            self.service.ready.as_ref().map(|r| &r.check),
+            Some(Check::Notify | Check::Log(_))
+        )
+    }
+
+    fn push_name(&self) -> &'static str {
+        match self.service.ready.as_ref().map(|r| &r.check) {
+            Some(Check::Notify) => "READY=1",
+            _ => "matching log line",
+        }
+    }
+
+    /// A pushed readiness signal: ready now, or once the ports listen.
+    fn pushed(&mut self, how: String) -> Vec<Input> {
+        if self
+            .policy
+            .ready
+            .as_ref()
+            .is_some_and(|r| r.poll_every.is_some())
+        {
+            self.pushed_ready = Some(how);
+            Vec::new()
+        } else {
+            vec![Input::Ready(how)]
+        }
+    }
+
+    /// A notify message: every field the service may send.
+    fn notified(&mut self, message: notify::Message) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        let mut changed = false;
+        if let Some(text) = message.status {
+            self.notify_status = Some(text);
+            changed = true;
+        }
+        if message.reloading {
+            self.notify_state = Some("reloading".to_owned());
+            changed = true;
+        }
+        if message.stopping {
+            self.notify_state = Some("stopping".to_owned());
+            changed = true;
+        }
+        if let Some(pid) = message.main_pid
+            && let Some(group) = self.state.pid
+            && nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+                .is_ok_and(|pgid| pgid.as_raw() as u32 == group)
+        {
+            self.main_pid = Some(pid);
+            changed = true;
+        }
+        if message.ready {
+            if self.notify_state.as_deref() == Some("reloading") {
+                self.notify_state = None;
+                changed = true;
             }
-            _ => None,
+            if matches!(
+                self.service.ready.as_ref().map(|r| &r.check),
+                Some(Check::Notify)
+            ) {
+                inputs.extend(self.pushed("READY=1 on the notify socket".to_owned()));
+            }
+        }
+        if let Some(usec) = message.watchdog_usec {
+            inputs.push(Input::WatchdogChanged(
+                (usec > 0).then(|| Duration::from_micros(usec)),
+            ));
+        }
+        if let Some(usec) = message.extend_timeout_usec {
+            inputs.push(Input::ExtendTimeout(Duration::from_micros(usec)));
+        }
+        if message.watchdog {
+            inputs.push(Input::Heartbeat {
+                age: Duration::ZERO,
+            });
+        }
+        if message.watchdog_trigger {
+            inputs.push(Input::WatchdogTrigger);
+        }
+        if changed {
+            self.publish_status();
+        }
+        inputs
+    }
+
+    /// A timer's input. The watchdog first looks at the heartbeat file: a touch within
+    /// the deadline is a heartbeat, not a hang.
+    fn timer_fired(&self, timer: Timer) -> Input {
+        if timer != Timer::Watchdog {
+            return Input::Timer(timer);
+        }
+        let deadline = self.state.watchdog.unwrap_or_default();
+        let touched = std::fs::metadata(self.shared.heartbeat_file(&self.service.name))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok());
+        match touched {
+            Some(age) if age < deadline => Input::Heartbeat { age },
+            _ => Input::WatchdogExpired {
+                last_status: self.notify_status.clone(),
+            },
         }
     }
 
@@ -273,20 +404,13 @@ impl Actor {
                 since: status.since,
                 last_exit: state.last_exit.map(|e| e.to_string()),
                 notify_status: self.notify_status.clone(),
+                notify_state: self.notify_state.clone(),
+                main_pid: self.main_pid,
             };
-            let changed = (
-                next.phase,
-                &next.reason,
-                next.pid,
-                next.run_id,
-                &next.notify_status,
-            ) != (
-                status.phase,
-                &status.reason,
-                status.pid,
-                status.run_id,
-                &status.notify_status,
-            );
+            let changed = (next.phase, &next.reason, next.pid, next.run_id)
+                != (status.phase, &status.reason, status.pid, status.run_id)
+                || (&next.notify_status, &next.notify_state, next.main_pid)
+                    != (&status.notify_status, &status.notify_state, status.main_pid);
             *status = next;
             changed
         });
@@ -295,7 +419,14 @@ impl Actor {
     fn perform(&mut self, effect: Effect, now: Instant) -> Option<Input> {
         match effect {
             Effect::Spawn => return Some(self.spawn()),
-            Effect::Probe => self.probe(now),
+            Effect::Probe(kind) => self.probe(kind, now),
+            Effect::Extend(timer, by) => {
+                let at = now + by;
+                let slot = &mut self.timers[timer.index()];
+                if slot.is_some_and(|current| current < at) {
+                    *slot = Some(at);
+                }
+            }
             // Nothing to wait for: tokio's timers tick in whole milliseconds, so a zero
             // delay armed as a timer would still cost up to one.
             Effect::Arm(timer, delay) if delay.is_zero() => return Some(Input::Timer(timer)),
@@ -375,36 +506,60 @@ impl Actor {
         self.events.push((kind, message, data));
     }
 
-    fn probe(&self, now: Instant) {
-        let Some(ready) = &self.service.ready else {
-            return;
+    fn probe(&self, kind: ProbeKind, now: Instant) {
+        let (check, limit) = match kind {
+            ProbeKind::Ready => {
+                let Some(ready) = &self.policy.ready else {
+                    return;
+                };
+                let remaining = self.timers[Timer::StartDeadline.index()]
+                    .map_or(ready.deadline, |deadline| {
+                        deadline.saturating_duration_since(now)
+                    });
+                let check = self.service.ready.as_ref().map(|r| r.check.clone());
+                (
+                    check,
+                    ATTEMPT_LIMIT.min(remaining).max(Duration::from_millis(1)),
+                )
+            }
+            ProbeKind::Alive => {
+                let Some(alive) = &self.service.alive else {
+                    return;
+                };
+                (Some(alive.check.clone()), alive.timeout)
+            }
         };
-        let remaining = self.timers[Timer::StartDeadline.index()]
-            .map_or(ready.timeout, |deadline| {
-                deadline.saturating_duration_since(now)
-            });
-        let limit = ATTEMPT_LIMIT.min(remaining).max(Duration::from_millis(1));
-        let service = Arc::clone(&self.service);
+        // `wait-for-ports`: readiness also needs every declared port to listen.
+        let ports = match kind {
+            ProbeKind::Ready if self.service.wait_for_ports => self.service.ports.clone(),
+            _ => Vec::new(),
+        };
         let reaper = Arc::clone(&self.shared.reaper);
-        let exec = self.exec.clone();
+        let exec = self.exec.clone().unwrap_or_else(|| {
+            Arc::new(ExecContext {
+                cwd: self.service.cwd.clone(),
+                env: Vec::new(),
+            })
+        });
         let myself = self.myself.clone();
         let run = self.run_id;
         tokio::spawn(async move {
-            let Some(ready) = &service.ready else { return };
-            let fallback;
-            let exec = match &exec {
-                Some(exec) => exec.as_ref(),
-                None => {
-                    fallback = ExecContext {
-                        cwd: service.cwd.clone(),
-                        env: Vec::new(),
-                    };
-                    &fallback
+            let attempt = async {
+                let mut passed = Vec::new();
+                if !ports.is_empty() {
+                    passed.push(probe::ports_listening(&ports).await?);
                 }
+                if let Some(check) = check.as_ref().filter(|c| probe::polls(c)) {
+                    passed.push(probe::attempt(check, &reaper, &exec).await?);
+                }
+                Ok(passed.join("; "))
             };
-            let result = probe::attempt(&ready.check, limit, &reaper, exec).await;
+            let result = match tokio::time::timeout(limit, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {}", machine::human(limit))),
+            };
             if let Some(sender) = myself.upgrade() {
-                let _ = sender.send(Message::Probe { run, result });
+                let _ = sender.send(Message::Probe { run, kind, result });
             }
         });
     }
@@ -412,7 +567,7 @@ impl Actor {
     /// Spawns the next run; the answer is fed back into the machine.
     fn spawn(&mut self) -> Input {
         let run = self.shared.bus.next_run_id();
-        let (mut command, exec) = match prepare(&self.service, run, &self.shared.notify.address) {
+        let (mut command, exec) = match prepare(&self.service, run, &self.shared) {
             Ok(prepared) => prepared,
             Err(reason) => return self.spawn_failed(reason),
         };
@@ -434,6 +589,9 @@ impl Actor {
         self.run_id = run;
         self.exec = Some(Arc::new(exec));
         self.notify_status = None;
+        self.notify_state = None;
+        self.main_pid = None;
+        self.pushed_ready = None;
         let pipes = [
             (child.stdout.take().map(OwnedFd::from), Stream::Stdout),
             (child.stderr.take().map(OwnedFd::from), Stream::Stderr),
@@ -509,11 +667,7 @@ impl Actor {
 
 /// The command for one run of `service`, and the context its exec probes run in. Env
 /// files are read now, so an edit applies at the next start.
-fn prepare(
-    service: &Service,
-    run: u64,
-    notify_socket: &str,
-) -> Result<(Command, ExecContext), String> {
+fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, ExecContext), String> {
     let cwd = &service.cwd;
     if !cwd.is_dir() {
         return Err(format!(
@@ -521,6 +675,7 @@ fn prepare(
             cwd.display()
         ));
     }
+    super::ports::check_free(&service.ports)?;
     let mut env: Vec<(String, String)> = Vec::new();
     for file in &service.env_files {
         let text = std::fs::read_to_string(file).map_err(|error| {
@@ -541,7 +696,23 @@ fn prepare(
     };
     env.push(("MUSTER_SERVICE".to_owned(), service.name.to_string()));
     env.push(("MUSTER_RUN_ID".to_owned(), run.to_string()));
-    env.push(("NOTIFY_SOCKET".to_owned(), notify_socket.to_owned()));
+    env.push(("NOTIFY_SOCKET".to_owned(), shared.notify.address.clone()));
+    // The heartbeat file starts fresh at each spawn: its age is time since the spawn.
+    let heartbeat = shared.heartbeat_file(&service.name);
+    std::fs::File::create(&heartbeat).map_err(|error| {
+        format!(
+            "cannot create {}: {}",
+            heartbeat.display(),
+            probe::plain(&error)
+        )
+    })?;
+    env.push((
+        "MUSTER_HEARTBEAT_FILE".to_owned(),
+        heartbeat.display().to_string(),
+    ));
+    if let Some(deadline) = service.watchdog {
+        env.push(("WATCHDOG_USEC".to_owned(), deadline.as_micros().to_string()));
+    }
     let mut command = match &service.run {
         Run::Argv(argv) => {
             let path_var = env

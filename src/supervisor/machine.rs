@@ -157,14 +157,20 @@ pub enum Timer {
     Restart,
     /// `stop-timeout` after the stop signal: then SIGKILL.
     StopDeadline,
+    /// The next liveness attempt.
+    Alive,
+    /// The heartbeat deadline.
+    Watchdog,
 }
 
 impl Timer {
-    pub const ALL: [Timer; 4] = [
+    pub const ALL: [Timer; 6] = [
         Timer::Probe,
         Timer::StartDeadline,
         Timer::Restart,
         Timer::StopDeadline,
+        Timer::Alive,
+        Timer::Watchdog,
     ];
 
     pub fn index(self) -> usize {
@@ -173,8 +179,17 @@ impl Timer {
             Timer::StartDeadline => 1,
             Timer::Restart => 2,
             Timer::StopDeadline => 3,
+            Timer::Alive => 4,
+            Timer::Watchdog => 5,
         }
     }
+}
+
+/// Which probe an attempt is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Ready,
+    Alive,
 }
 
 /// What can happen to a service.
@@ -202,6 +217,22 @@ pub enum Input {
     Unhealthy(String),
     /// Liveness passed again.
     Recovered,
+    /// One liveness attempt's answer.
+    Alive(Result<String, String>),
+    /// A heartbeat (`WATCHDOG=1`, or the heartbeat file touched `age` ago).
+    Heartbeat {
+        age: Duration,
+    },
+    /// The heartbeat deadline passed; `last_status` is the service's last `STATUS=`.
+    WatchdogExpired {
+        last_status: Option<String>,
+    },
+    /// The service asked to be treated as hung (`WATCHDOG=trigger`).
+    WatchdogTrigger,
+    /// `WATCHDOG_USEC=`: a new heartbeat deadline (`None`: no watchdog).
+    WatchdogChanged(Option<Duration>),
+    /// `EXTEND_TIMEOUT_USEC=`: the start or stop deadline is at least this far away.
+    ExtendTimeout(Duration),
     Timer(Timer),
     /// The main process ended.
     Exited(Exit),
@@ -212,9 +243,11 @@ pub enum Input {
 pub enum Effect {
     /// Spawn the process, then feed back `Spawned` or `SpawnFailed`.
     Spawn,
-    /// Run one readiness attempt now.
-    Probe,
+    /// Run one probe attempt now.
+    Probe(ProbeKind),
     Arm(Timer, Duration),
+    /// Move the timer to at least this far from now.
+    Extend(Timer, Duration),
     Disarm(Timer),
     /// Send this signal to the process group.
     Signal(Signal),
@@ -247,6 +280,18 @@ pub struct Policy {
     pub stop_timeout: Duration,
     pub on_unhealthy: OnUnhealthy,
     pub ready: Option<Readiness>,
+    pub alive: Option<Liveness>,
+    pub watchdog: Option<Duration>,
+}
+
+/// How liveness is watched, as far as the machine cares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Liveness {
+    /// "liveness probe http http://127.0.0.1:8080/health".
+    pub describe: String,
+    pub interval: Duration,
+    pub failures: u32,
+    pub successes: u32,
 }
 
 /// How readiness is proven, as far as the machine cares.
@@ -269,12 +314,44 @@ impl Policy {
             stop_signal: service.stop_signal,
             stop_timeout: service.stop_timeout,
             on_unhealthy: service.on_unhealthy,
-            ready: service.ready.as_ref().map(|probe| Readiness {
-                describe: format!("readiness probe {}", super::probe::describe(&probe.check)),
-                poll_every: super::probe::polls(&probe.check).then_some(probe.interval),
-                deadline: probe.timeout,
+            ready: readiness(service),
+            alive: service.alive.as_ref().map(|probe| Liveness {
+                describe: format!("liveness probe {}", super::probe::describe(&probe.check)),
+                interval: probe.interval,
+                failures: probe.failures.max(1),
+                successes: probe.successes.max(1),
             }),
+            watchdog: service.watchdog,
         }
+    }
+}
+
+/// Readiness: the probe, and with `wait-for-ports` the declared ports listening too
+/// (muster then polls, even for a pushed probe, once the push has come).
+fn readiness(service: &Service) -> Option<Readiness> {
+    let ports = service.wait_for_ports && !service.ports.is_empty();
+    let ports_text = || {
+        let list: Vec<String> = service.ports.iter().map(|p| p.to_string()).collect();
+        format!("ports {} listening", list.join(", "))
+    };
+    match &service.ready {
+        Some(probe) => {
+            let mut describe = format!("readiness probe {}", super::probe::describe(&probe.check));
+            if ports {
+                describe = format!("{describe} and {}", ports_text());
+            }
+            Some(Readiness {
+                describe,
+                poll_every: (super::probe::polls(&probe.check) || ports).then_some(probe.interval),
+                deadline: probe.timeout,
+            })
+        }
+        None if ports => Some(Readiness {
+            describe: ports_text(),
+            poll_every: Some(crate::config::defaults::READY_INTERVAL),
+            deadline: crate::config::defaults::READY_TIMEOUT,
+        }),
+        None => None,
     }
 }
 
@@ -306,6 +383,12 @@ pub struct State {
     pub restart_times: VecDeque<Instant>,
     pub healthy_since: Option<Instant>,
     pub after_stop: AfterStop,
+    /// Consecutive liveness failures (while healthy) or successes (while unhealthy).
+    pub alive_streak: u32,
+    /// Unhealthy because heartbeats stopped (a heartbeat makes it healthy again).
+    pub hung: bool,
+    /// The heartbeat deadline in force: the config's, or the service's `WATCHDOG_USEC`.
+    pub watchdog: Option<Duration>,
 }
 
 impl State {
@@ -322,6 +405,9 @@ impl State {
             restart_times: VecDeque::new(),
             healthy_since: None,
             after_stop: AfterStop::Stopped,
+            alive_streak: 0,
+            hung: false,
+            watchdog: None,
         }
     }
 
@@ -404,11 +490,12 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
         (Starting, Input::Ready(how)) if state.pid.is_some() => {
             let mut next = state.to(Healthy, how.clone());
             next.healthy_since = Some(now);
-            let effects = vec![
+            let mut effects = vec![
                 Effect::Disarm(Timer::Probe),
                 Effect::Disarm(Timer::StartDeadline),
                 Effect::Emit(Emit::Ready { how }),
             ];
+            effects.extend(start_watching(policy, &next));
             (next, effects)
         }
         (Starting, Input::ProbeFailed(detail)) if state.pid.is_some() => {
@@ -421,8 +508,60 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             (next, effects)
         }
         (Starting, Input::Timer(Timer::Probe)) if state.pid.is_some() => {
-            (state.clone(), vec![Effect::Probe])
+            (state.clone(), vec![Effect::Probe(ProbeKind::Ready)])
         }
+        (Starting, Input::ExtendTimeout(by)) if state.pid.is_some() => (
+            state.clone(),
+            vec![Effect::Extend(Timer::StartDeadline, by)],
+        ),
+        (Stopping, Input::ExtendTimeout(by)) => {
+            (state.clone(), vec![Effect::Extend(Timer::StopDeadline, by)])
+        }
+        (Starting | Healthy | Unhealthy | Stopping, Input::WatchdogChanged(deadline)) => {
+            let mut next = state.clone();
+            next.watchdog = deadline;
+            let effects = match (state.phase, deadline) {
+                (Healthy | Unhealthy, Some(deadline)) => {
+                    vec![Effect::Arm(Timer::Watchdog, deadline)]
+                }
+                (Healthy | Unhealthy, None) => vec![Effect::Disarm(Timer::Watchdog)],
+                _ => vec![],
+            };
+            (next, effects)
+        }
+        (Healthy | Unhealthy, Input::Timer(Timer::Alive)) => {
+            (state.clone(), vec![Effect::Probe(ProbeKind::Alive)])
+        }
+        (Healthy | Unhealthy, Input::Alive(result)) => alive_result(policy, state, result, now),
+        (Healthy | Unhealthy, Input::Heartbeat { age }) => {
+            let Some(deadline) = state.watchdog else {
+                return unchanged;
+            };
+            let rearm = Effect::Arm(Timer::Watchdog, deadline.saturating_sub(age));
+            if state.phase == Unhealthy && state.hung {
+                let (next, mut effects) = recovered(state, "heartbeats again", now);
+                effects.push(rearm);
+                return (next, effects);
+            }
+            (state.clone(), vec![rearm])
+        }
+        (Healthy, Input::WatchdogExpired { last_status }) => {
+            let Some(deadline) = state.watchdog else {
+                return unchanged;
+            };
+            let mut reason = format!("no heartbeat for {}", human(deadline));
+            if let Some(text) = last_status {
+                reason.push_str(&format!(" (last: STATUS={text})"));
+            }
+            unhealthy(policy, state, reason, true)
+        }
+        (Healthy, Input::WatchdogTrigger) => unhealthy(
+            policy,
+            state,
+            "the service reported itself hung (WATCHDOG=trigger)".to_owned(),
+            true,
+        ),
+
         (Starting, Input::Timer(Timer::StartDeadline)) if state.pid.is_some() => {
             let (what, deadline) = match &policy.ready {
                 Some(ready) => (ready.describe.as_str(), ready.deadline),
@@ -432,37 +571,15 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             if let Some(last) = &state.last_probe_failure {
                 reason.push_str(&format!(" (last attempt: {last})"));
             }
-            stop(
-                policy,
-                state,
-                AfterStop::Fail(reason),
-                vec![Effect::Disarm(Timer::Probe)],
-            )
+            stop(policy, state, AfterStop::Fail(reason), cancel_running())
         }
-        (Healthy, Input::Unhealthy(reason)) => {
-            let mut next = state.to(Unhealthy, reason.clone());
-            next.healthy_since = None;
-            let mut effects = vec![Effect::Emit(Emit::Unhealthy {
-                reason: reason.clone(),
-            })];
-            if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never
-            {
-                let (stopping, more) = stop(policy, &next, AfterStop::Restart, vec![]);
-                effects.extend(more);
-                return (stopping, effects);
-            }
-            (next, effects)
-        }
-        (Unhealthy, Input::Recovered) => {
-            let mut next = state.to(Healthy, "liveness passed again");
-            next.healthy_since = Some(now);
-            (next, vec![Effect::Emit(Emit::Healthy)])
-        }
+        (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false),
+        (Unhealthy, Input::Recovered) => recovered(state, "liveness passed again", now),
         (Starting | Healthy | Unhealthy, Input::Stop) => {
-            stop(policy, state, AfterStop::Stopped, cancel_start())
+            stop(policy, state, AfterStop::Stopped, cancel_running())
         }
         (Starting | Healthy | Unhealthy, Input::Restart) => {
-            stop(policy, state, AfterStop::Restart, cancel_start())
+            stop(policy, state, AfterStop::Restart, cancel_running())
         }
         (Stopping, Input::Stop) => {
             let mut next = state.clone();
@@ -499,17 +616,108 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
     }
 }
 
-fn cancel_start() -> Vec<Effect> {
-    vec![
-        Effect::Disarm(Timer::Probe),
-        Effect::Disarm(Timer::StartDeadline),
+/// Disarms every timer that only means something while a process runs.
+fn cancel_running() -> Vec<Effect> {
+    [
+        Timer::Probe,
+        Timer::StartDeadline,
+        Timer::Alive,
+        Timer::Watchdog,
     ]
+    .map(Effect::Disarm)
+    .to_vec()
+}
+
+/// Liveness and heartbeat timers, armed when the service becomes healthy.
+fn start_watching(policy: &Policy, state: &State) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    if let Some(alive) = &policy.alive {
+        effects.push(Effect::Arm(Timer::Alive, alive.interval));
+    }
+    if let Some(deadline) = state.watchdog {
+        effects.push(Effect::Arm(Timer::Watchdog, deadline));
+    }
+    effects
+}
+
+/// Healthy to unhealthy: report it, then restart unless told only to report (or the
+/// policy never restarts).
+fn unhealthy(policy: &Policy, state: &State, reason: String, hung: bool) -> (State, Vec<Effect>) {
+    let mut next = state.to(Phase::Unhealthy, reason.clone());
+    next.healthy_since = None;
+    next.alive_streak = 0;
+    next.hung = hung;
+    let mut effects = vec![Effect::Emit(Emit::Unhealthy { reason })];
+    if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
+        let (stopping, more) = stop(policy, &next, AfterStop::Restart, cancel_running());
+        effects.extend(more);
+        return (stopping, effects);
+    }
+    if hung {
+        effects.push(Effect::Disarm(Timer::Watchdog));
+    }
+    (next, effects)
+}
+
+fn recovered(state: &State, reason: &str, now: Instant) -> (State, Vec<Effect>) {
+    let mut next = state.to(Phase::Healthy, reason);
+    next.healthy_since = Some(now);
+    next.alive_streak = 0;
+    next.hung = false;
+    (next, vec![Effect::Emit(Emit::Healthy)])
+}
+
+/// One liveness answer: `failures` in a row make a healthy service unhealthy,
+/// `successes` in a row make an unhealthy one healthy again.
+fn alive_result(
+    policy: &Policy,
+    state: &State,
+    result: Result<String, String>,
+    now: Instant,
+) -> (State, Vec<Effect>) {
+    let Some(alive) = &policy.alive else {
+        return (state.clone(), vec![]);
+    };
+    let again = Effect::Arm(Timer::Alive, alive.interval);
+    let mut next = state.clone();
+    match (state.phase, result) {
+        (Phase::Healthy, Ok(_)) => next.alive_streak = 0,
+        (Phase::Healthy, Err(failure)) => {
+            next.alive_streak += 1;
+            if next.alive_streak >= alive.failures {
+                let times = match alive.failures {
+                    1 => "once".to_owned(),
+                    n => format!("{n} times in a row"),
+                };
+                let reason = format!("{} failed {times} (last: {failure})", alive.describe);
+                let (next, mut effects) = unhealthy(policy, &next, reason, false);
+                if next.phase == Phase::Unhealthy {
+                    effects.push(again);
+                }
+                return (next, effects);
+            }
+        }
+        (Phase::Unhealthy, Ok(_)) if !state.hung => {
+            next.alive_streak += 1;
+            if next.alive_streak >= alive.successes {
+                let (next, mut effects) = recovered(&next, "liveness passed again", now);
+                effects.push(again);
+                return (next, effects);
+            }
+        }
+        (Phase::Unhealthy, _) => next.alive_streak = 0,
+        _ => {}
+    }
+    (next, vec![again])
 }
 
 fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {
     let mut next = state.clone();
     next.pid = Some(pid);
     next.runs += 1;
+    next.watchdog = policy.watchdog;
+    next.alive_streak = 0;
+    next.hung = false;
     let mut effects = vec![Effect::Emit(Emit::Spawned { pid })];
     match &policy.ready {
         None => {
@@ -519,12 +727,13 @@ fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Ve
             effects.push(Effect::Emit(Emit::Ready {
                 how: "spawned (no readiness probe)".to_owned(),
             }));
+            effects.extend(start_watching(policy, &next));
         }
         Some(ready) => {
             next.reason = format!("waiting for {}", ready.describe);
             effects.push(Effect::Arm(Timer::StartDeadline, ready.deadline));
             if ready.poll_every.is_some() {
-                effects.push(Effect::Probe);
+                effects.push(Effect::Probe(ProbeKind::Ready));
             }
         }
     }
@@ -547,6 +756,8 @@ fn stop(
     next.healthy_since = None;
     effects.extend([
         Effect::Signal(policy.stop_signal),
+        // A stopped (SIGSTOP) process cannot act on the stop signal until continued.
+        Effect::Signal(Signal::SIGCONT),
         Effect::Arm(Timer::StopDeadline, policy.stop_timeout),
         Effect::Emit(Emit::Stopping {
             signal: policy.stop_signal,
@@ -594,7 +805,7 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
         .healthy_since
         .map(|since| now.saturating_duration_since(since));
     next.healthy_since = None;
-    let mut effects = cancel_start();
+    let mut effects = cancel_running();
     effects.push(Effect::Emit(Emit::Exited { exit }));
 
     let restart = match policy.restart {

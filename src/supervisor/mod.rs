@@ -13,6 +13,7 @@ pub mod event;
 pub mod logs;
 pub mod machine;
 pub mod notify;
+pub mod ports;
 pub mod probe;
 pub mod process;
 
@@ -62,14 +63,18 @@ impl Supervisor {
     /// Subscribe to [`Self::bus`] now to see every event of the [`Self::boot`] to come.
     pub fn new(spec: Spec) -> Result<Self, StartError> {
         let logs_dir = spec.settings.state_dir.join("logs");
-        std::fs::create_dir_all(&logs_dir).map_err(|source| StartError::StateDir {
-            path: logs_dir.clone(),
-            source,
-        })?;
+        let run_dir = spec.settings.state_dir.join("run");
+        for dir in [&logs_dir, &run_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| StartError::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         let shared = Arc::new(actor::Shared {
             reaper: process::Reaper::start().map_err(StartError::Reaper)?,
             notify: notify::NotifySocket::start().map_err(StartError::Notify)?,
             bus: EventBus::new(),
+            run_dir,
         });
         let services: BTreeMap<_, _> = spec
             .services

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -19,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::machine::Exit;
 use super::process::{Reaper, signal_group};
-use crate::config::Check;
+use crate::config::{Check, Port};
 
 /// The longest an HTTP probe reads of a body when looking for a substring.
 const MAX_BODY: usize = 64 * 1024;
@@ -53,25 +52,37 @@ pub struct ExecContext {
     pub env: Vec<(String, String)>,
 }
 
-/// Runs one attempt of a polling check, bounded by `limit`.
+/// Runs one attempt of a polling check. The caller bounds it in time; dropping it
+/// kills an exec probe's processes.
 pub async fn attempt(
     check: &Check,
-    limit: Duration,
     reaper: &Arc<Reaper>,
     exec: &ExecContext,
 ) -> Result<String, String> {
-    let run = async {
-        match check {
-            Check::Tcp { host, port } => tcp(host, *port).await,
-            Check::Http { url, status, body } => http(url, *status, body.as_deref()).await,
-            Check::Exec(argv) => command(argv, reaper, &exec.cwd, &exec.env).await,
-            Check::Log(_) | Check::Notify => Err("not a polling probe".to_owned()),
-        }
-    };
-    match tokio::time::timeout(limit, run).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {}", super::machine::human(limit))),
+    match check {
+        Check::Tcp { host, port } => tcp(host, *port).await,
+        Check::Http { url, status, body } => http(url, *status, body.as_deref()).await,
+        Check::Exec(argv) => command(argv, reaper, &exec.cwd, &exec.env).await,
+        Check::Log(_) | Check::Notify => Err("not a polling probe".to_owned()),
     }
+}
+
+/// Whether every declared port accepts connections (`wait-for-ports`).
+pub async fn ports_listening(ports: &[Port]) -> Result<String, String> {
+    for port in ports {
+        let host = match port.ip {
+            Some(ip) if !ip.is_unspecified() => ip.to_string(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        if let Err(error) = TcpStream::connect((host.as_str(), port.port)).await {
+            return Err(format!(
+                "port {port} is not listening yet ({})",
+                plain(&error)
+            ));
+        }
+    }
+    let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
+    Ok(format!("ports {} listening", list.join(", ")))
 }
 
 async fn tcp(host: &str, port: u16) -> Result<String, String> {

@@ -18,7 +18,21 @@ fn policy(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
         stop_timeout: Duration::from_secs(10),
         on_unhealthy: OnUnhealthy::Restart,
         ready,
+        alive: None,
+        watchdog: None,
     }
+}
+
+fn watched(restart: RestartPolicy) -> Policy {
+    let mut p = policy(restart, None);
+    p.alive = Some(Liveness {
+        describe: "liveness probe http http://127.0.0.1:1/health".to_owned(),
+        interval: Duration::from_secs(1),
+        failures: 3,
+        successes: 2,
+    });
+    p.watchdog = Some(Duration::from_secs(30));
+    p
 }
 
 fn polling() -> Option<Readiness> {
@@ -48,7 +62,11 @@ fn policies() -> Vec<Policy> {
             for on_unhealthy in [OnUnhealthy::Restart, OnUnhealthy::Report] {
                 let mut p = policy(restart, ready.clone());
                 p.on_unhealthy = on_unhealthy;
-                all.push(p);
+                all.push(p.clone());
+                let mut w = watched(restart);
+                w.ready = ready.clone();
+                w.on_unhealthy = on_unhealthy;
+                all.push(w);
             }
         }
     }
@@ -78,6 +96,12 @@ fn states(now: Instant) -> Vec<State> {
         let mut spent = running.clone();
         spent.restart_times = (0..3).map(|_| now).collect();
         all.push(spent);
+        let mut watching = running.clone();
+        watching.watchdog = Some(Duration::from_secs(30));
+        watching.alive_streak = 2;
+        all.push(watching.clone());
+        watching.hung = true;
+        all.push(watching);
     }
     all
 }
@@ -95,6 +119,18 @@ fn inputs() -> Vec<Input> {
         Input::ProbeFailed("connection refused".into()),
         Input::Unhealthy("no heartbeat".into()),
         Input::Recovered,
+        Input::Alive(Ok("ok".into())),
+        Input::Alive(Err("refused".into())),
+        Input::Heartbeat {
+            age: Duration::ZERO,
+        },
+        Input::WatchdogExpired {
+            last_status: Some("busy".into()),
+        },
+        Input::WatchdogTrigger,
+        Input::WatchdogChanged(Some(Duration::from_secs(5))),
+        Input::WatchdogChanged(None),
+        Input::ExtendTimeout(Duration::from_secs(5)),
         Input::Exited(Exit::Code(0)),
         Input::Exited(Exit::Code(1)),
         Input::Exited(Exit::Signal(Signal::SIGKILL)),
@@ -202,14 +238,14 @@ fn a_polling_probe_retries_on_its_interval_until_ready() {
     );
     assert_eq!(s.phase, Phase::Starting);
     assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
-    assert!(effects.contains(&Effect::Probe));
+    assert!(effects.contains(&Effect::Probe(ProbeKind::Ready)));
     let (s, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
     assert_eq!(
         effects,
         vec![Effect::Arm(Timer::Probe, Duration::from_millis(100))]
     );
     let (s, effects) = step(&p, &s, Input::Timer(Timer::Probe), now);
-    assert_eq!(effects, vec![Effect::Probe]);
+    assert_eq!(effects, vec![Effect::Probe(ProbeKind::Ready)]);
     let (s, effects) = step(&p, &s, Input::Ready("tcp connected".into()), now);
     assert_eq!(s.phase, Phase::Healthy);
     assert!(effects.contains(&Effect::Disarm(Timer::StartDeadline)));
@@ -454,4 +490,171 @@ fn stale_inputs_change_nothing() {
     ] {
         assert_eq!(step(&p, &starting, input, now).0, starting);
     }
+}
+
+fn healthy(p: &Policy, now: Instant) -> State {
+    let (s, effects) = run(
+        p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Healthy);
+    assert!(effects.contains(&Effect::Arm(Timer::Watchdog, Duration::from_secs(30))));
+    assert!(effects.contains(&Effect::Arm(Timer::Alive, Duration::from_secs(1))));
+    s
+}
+
+#[test]
+fn a_missed_heartbeat_makes_the_service_unhealthy_and_restarts_it() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::OnFailure);
+    let s = healthy(&p, now);
+    let (s, effects) = step(
+        &p,
+        &s,
+        Input::Heartbeat {
+            age: Duration::from_secs(4),
+        },
+        now,
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Arm(Timer::Watchdog, Duration::from_secs(26))]
+    );
+    let expired = Input::WatchdogExpired {
+        last_status: Some("step 3/7".into()),
+    };
+    let (s, effects) = step(&p, &s, expired, now);
+    assert_eq!(s.phase, Phase::Stopping);
+    assert_eq!(s.after_stop, AfterStop::Restart);
+    assert!(effects.contains(&Effect::Emit(Emit::Unhealthy {
+        reason: "no heartbeat for 30s (last: STATUS=step 3/7)".into()
+    })));
+    assert!(
+        effects.contains(&Effect::Signal(Signal::SIGCONT)),
+        "a stopped process must get to act"
+    );
+}
+
+#[test]
+fn with_report_only_a_hung_service_heals_when_heartbeats_return() {
+    let now = Instant::now();
+    let mut p = watched(RestartPolicy::Always);
+    p.on_unhealthy = OnUnhealthy::Report;
+    let s = healthy(&p, now);
+    let (s, _) = step(&p, &s, Input::WatchdogTrigger, now);
+    assert_eq!((s.phase, s.hung), (Phase::Unhealthy, true));
+    // Liveness passing does not clear a hang; a heartbeat does.
+    let (s, _) = step(&p, &s, Input::Alive(Ok("fine".into())), now);
+    assert_eq!(s.phase, Phase::Unhealthy);
+    let (s, effects) = step(
+        &p,
+        &s,
+        Input::Heartbeat {
+            age: Duration::ZERO,
+        },
+        now,
+    );
+    assert_eq!(s.phase, Phase::Healthy);
+    assert!(effects.contains(&Effect::Arm(Timer::Watchdog, Duration::from_secs(30))));
+}
+
+#[test]
+fn liveness_needs_failures_in_a_row_and_flapping_is_tolerated() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::OnFailure);
+    let mut s = healthy(&p, now);
+    // fail, fail, pass, fail, fail: never three in a row.
+    for ok in [false, false, true, false, false] {
+        let result = if ok {
+            Ok("200".to_owned())
+        } else {
+            Err("503".to_owned())
+        };
+        let (next, effects) = step(&p, &s, Input::Alive(result), now);
+        assert_eq!(next.phase, Phase::Healthy);
+        assert_eq!(
+            effects,
+            vec![Effect::Arm(Timer::Alive, Duration::from_secs(1))]
+        );
+        s = next;
+    }
+    let (s, effects) = step(&p, &s, Input::Alive(Err("503".into())), now);
+    assert_eq!(s.phase, Phase::Stopping);
+    assert!(
+        effects.contains(&Effect::Emit(Emit::Unhealthy {
+            reason:
+                "liveness probe http http://127.0.0.1:1/health failed 3 times in a row (last: 503)"
+                    .into()
+        }))
+    );
+}
+
+#[test]
+fn an_unhealthy_service_needs_successes_in_a_row_to_be_healthy_again() {
+    let now = Instant::now();
+    let mut p = watched(RestartPolicy::OnFailure);
+    p.on_unhealthy = OnUnhealthy::Report;
+    let mut s = healthy(&p, now);
+    for _ in 0..3 {
+        s = step(&p, &s, Input::Alive(Err("503".into())), now).0;
+    }
+    assert_eq!(s.phase, Phase::Unhealthy);
+    for (ok, phase) in [
+        (true, Phase::Unhealthy),
+        (false, Phase::Unhealthy),
+        (true, Phase::Unhealthy),
+        (true, Phase::Healthy),
+    ] {
+        let result = if ok {
+            Ok("200".to_owned())
+        } else {
+            Err("503".to_owned())
+        };
+        s = step(&p, &s, Input::Alive(result), now).0;
+        assert_eq!(s.phase, phase);
+    }
+}
+
+#[test]
+fn the_service_may_move_its_deadlines() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::OnFailure);
+    let s = healthy(&p, now);
+    let (s, effects) = step(
+        &p,
+        &s,
+        Input::WatchdogChanged(Some(Duration::from_secs(5))),
+        now,
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Arm(Timer::Watchdog, Duration::from_secs(5))]
+    );
+    let (s, effects) = step(&p, &s, Input::WatchdogChanged(None), now);
+    assert_eq!(effects, vec![Effect::Disarm(Timer::Watchdog)]);
+    let (s, _) = step(&p, &s, Input::WatchdogExpired { last_status: None }, now);
+    assert_eq!(s.phase, Phase::Healthy, "no deadline, no hang");
+    let mut starting = policy(RestartPolicy::OnFailure, pushed());
+    starting.watchdog = None;
+    let (s, _) = run(
+        &starting,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        now,
+    );
+    let (_, effects) = step(
+        &starting,
+        &s,
+        Input::ExtendTimeout(Duration::from_secs(90)),
+        now,
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::Extend(
+            Timer::StartDeadline,
+            Duration::from_secs(90)
+        )]
+    );
 }
