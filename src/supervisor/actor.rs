@@ -488,7 +488,7 @@ impl Actor {
                 format!("sent {}", signal.as_str()),
                 json!({ "signal": signal.as_str() }),
             ),
-            Emit::Stopped => (EventKind::Stopped, self.state.reason.clone(), json!({})),
+            Emit::Stopped { how } => (EventKind::Stopped, how, json!({})),
             Emit::Completed => (
                 EventKind::Completed,
                 "exited with status 0".to_owned(),

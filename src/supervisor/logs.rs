@@ -5,7 +5,8 @@
 //! per service), a partial line capped at [`MAX_LINE`] bytes (a longer line, or output
 //! with no newline at all, is cut into pieces), and a tail of at most `tail_lines` lines
 //! of at most [`TAIL_LINE_MAX`] bytes each. Reading goes as fast as the disk takes the
-//! writes; tokio's cooperative budget makes a flooding child yield to everyone else.
+//! writes; after each read the pump yields, so a flooding child takes its turn with
+//! everyone else instead of holding the thread.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -285,7 +286,9 @@ pub async fn pump(
             Err(error) => Err(error),
         });
         match read {
-            Ok(true) => {}
+            // tokio's budget counts reads, not bytes: a child that always has 64 KiB
+            // ready would keep the thread for 128 of them. Yield after each one.
+            Ok(true) => tokio::task::yield_now().await,
             Ok(false) => break,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

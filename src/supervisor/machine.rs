@@ -265,7 +265,7 @@ pub enum Emit {
     Exited { exit: Exit },
     Restarting { delay: Duration, attempt: u32 },
     Stopping { signal: Signal },
-    Stopped,
+    Stopped { how: String },
     Completed,
     Failed { reason: String },
 }
@@ -478,7 +478,12 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
         (Pending, Input::Stop) => (state.to(Stopped, "stopped before it started"), vec![]),
         (Exited, Input::Stop) => (
             state.to(Stopped, "stopped while waiting to restart"),
-            vec![Effect::Disarm(Timer::Restart), Effect::Emit(Emit::Stopped)],
+            vec![
+                Effect::Disarm(Timer::Restart),
+                Effect::Emit(Emit::Stopped {
+                    how: "stopped while waiting to restart".to_owned(),
+                }),
+            ],
         ),
         (Starting, Input::Spawned { pid }) if state.pid.is_none() => {
             spawned(policy, state, pid, now)
@@ -776,13 +781,17 @@ fn stopped(state: &State, exit: Exit) -> (State, Vec<Effect>) {
         AfterStop::Stopped => {
             next.phase = Phase::Stopped;
             next.reason = format!("stopped ({exit})");
-            effects.push(Effect::Emit(Emit::Stopped));
+            effects.push(Effect::Emit(Emit::Stopped {
+                how: next.reason.clone(),
+            }));
         }
         AfterStop::Restart => {
             next.phase = Phase::Starting;
             next.reason = "spawning".to_owned();
             next.restarts += 1;
-            effects.push(Effect::Emit(Emit::Stopped));
+            effects.push(Effect::Emit(Emit::Stopped {
+                how: format!("stopped to restart ({exit})"),
+            }));
             effects.push(Effect::Spawn);
         }
         AfterStop::Fail(reason) => {
@@ -871,11 +880,7 @@ pub fn human(duration: Duration) -> String {
     if duration.is_zero() {
         return "0s".to_owned();
     }
-    let rounded = if duration >= Duration::from_secs(1) {
-        Duration::from_secs(duration.as_secs())
-    } else {
-        Duration::from_millis(duration.as_millis() as u64)
-    };
+    let rounded = Duration::from_millis(duration.as_millis() as u64);
     humantime::format_duration(rounded).to_string()
 }
 

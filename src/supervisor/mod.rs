@@ -215,7 +215,11 @@ impl Supervisor {
             )
             .await;
         }
-        self.shared.reaper.sweep(Duration::from_secs(5)).await
+        let marker = format!("NOTIFY_SOCKET={}", self.shared.notify.address);
+        self.shared
+            .reaper
+            .sweep(&marker, Duration::from_secs(5))
+            .await
     }
 }
 

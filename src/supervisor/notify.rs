@@ -52,6 +52,8 @@ pub enum ParseError {
     NotAssignment(usize),
     #[error("{key}={value} is not a number")]
     NotNumber { key: String, value: String },
+    #[error("longer than {MAX_DATAGRAM} bytes")]
+    TooLong,
 }
 
 /// Parses one datagram: newline-separated `KEY=VALUE` assignments.
@@ -151,7 +153,9 @@ impl NotifySocket {
             }
             let fd = socket.as_raw_fd();
             match socket.try_io(Interest::READABLE, || receive_one(fd, &mut buffer)) {
-                Ok(Some((pid, length))) => self.deliver(pid, &buffer[..length]),
+                Ok(Some((pid, length, truncated))) => {
+                    self.deliver(pid, &buffer[..length], truncated)
+                }
                 Ok(None) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => eprintln!("muster: notify socket: {error}"),
@@ -159,11 +163,22 @@ impl NotifySocket {
         }
     }
 
-    fn deliver(&self, pid: i32, datagram: &[u8]) {
-        let message = match parse(datagram) {
+    fn deliver(&self, pid: i32, datagram: &[u8], truncated: bool) {
+        let parsed = if truncated {
+            Err(ParseError::TooLong)
+        } else {
+            parse(datagram)
+        };
+        let message = match parsed {
             Ok(message) => message,
-            Err(_) => {
-                self.malformed.fetch_add(1, Ordering::Relaxed);
+            Err(error) => {
+                let count = self.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+                // Logged, but a sender that floods garbage cannot flood the log.
+                if count <= 10 || count.is_power_of_two() {
+                    eprintln!(
+                        "muster: notify socket: ignored a malformed datagram from pid {pid} ({error}); {count} so far"
+                    );
+                }
                 return;
             }
         };
@@ -176,14 +191,15 @@ impl NotifySocket {
     }
 }
 
-/// Reads one datagram: the sender's pid and the length, or `None` when it carried no
-/// credentials. Closes any file descriptors that came with it.
-fn receive_one(fd: RawFd, buffer: &mut [u8]) -> io::Result<Option<(i32, usize)>> {
+/// Reads one datagram: the sender's pid, the length and whether it was cut short, or
+/// `None` when it carried no credentials. Closes any file descriptors that came with it.
+fn receive_one(fd: RawFd, buffer: &mut [u8]) -> io::Result<Option<(i32, usize, bool)>> {
     let mut control = nix::cmsg_space!(UnixCredentials, [RawFd; 16]);
     let mut iov = [IoSliceMut::new(buffer)];
     let message = recvmsg::<()>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(io::Error::from)?;
     let length = message.bytes;
+    let truncated = message.flags.contains(MsgFlags::MSG_TRUNC);
     let mut sender = None;
     for cmsg in message.cmsgs().map_err(io::Error::from)? {
         match cmsg {
@@ -196,7 +212,7 @@ fn receive_one(fd: RawFd, buffer: &mut [u8]) -> io::Result<Option<(i32, usize)>>
             _ => {}
         }
     }
-    Ok(sender.map(|pid| (pid, length)))
+    Ok(sender.map(|pid| (pid, length, truncated)))
 }
 
 #[cfg(test)]

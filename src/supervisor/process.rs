@@ -73,10 +73,12 @@ impl Reaper {
         Ok(child)
     }
 
-    /// Kills every remaining child of this process (daemons that left their service's
-    /// process group) until none is left or `within` has passed. Returns how many were
-    /// killed.
-    pub async fn sweep(&self, within: Duration) -> usize {
+    /// Kills every remaining child of this process that carries `marker` in its
+    /// environment (daemons that left their service's process group but kept the
+    /// `NOTIFY_SOCKET=...` muster gave them) until none is left or `within` has passed.
+    /// Returns how many were killed. The marker keeps a process that embeds muster
+    /// from losing children of its own.
+    pub async fn sweep(&self, marker: &str, within: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + within;
         let mut killed = std::collections::BTreeSet::new();
         loop {
@@ -87,7 +89,7 @@ impl Reaper {
                 let waiters = lock();
                 children_of(std::process::id())
                     .into_iter()
-                    .filter(|pid| !waiters.contains_key(pid))
+                    .filter(|pid| !waiters.contains_key(pid) && carries(*pid, marker))
                     .collect()
             };
             if children.is_empty() {
@@ -144,6 +146,15 @@ pub fn signal_group(pid: u32, signal: Signal) -> io::Result<()> {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(errno) => Err(errno.into()),
     }
+}
+
+/// Whether `marker` is one of the `KEY=VALUE` entries of the process's environment.
+fn carries(pid: i32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+        environ
+            .split(|&b| b == 0)
+            .any(|entry| entry == marker.as_bytes())
+    })
 }
 
 /// The pids whose parent is `parent`, from `/proc`, not counting zombies.

@@ -9,6 +9,6 @@
 mod check;
 mod cli;
 mod graph;
+mod health;
 mod helpers;
-mod supervisor;
 mod up;

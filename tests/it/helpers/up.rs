@@ -125,7 +125,11 @@ impl Up {
                         return event;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                Err(error) => {
+                    if error == RecvTimeoutError::Disconnected {
+                        // muster ended: let the stderr reader catch its last words.
+                        thread::sleep(Duration::from_millis(300));
+                    }
                     panic!(
                         "no event {what} within {WAIT:?}; events: {:#?}\nstderr: {}",
                         self.events,

@@ -1,5 +1,10 @@
 //! The supervisor as a library, in-process, on tokio's paused clock: restart delays of
 //! tens of seconds pass in no real time, with real processes.
+//!
+//! A test binary of its own: a process running a supervisor becomes a subreaper and
+//! reaps every child it has, which would take the children of unrelated tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
