@@ -359,7 +359,10 @@ fn readiness(service: &Service) -> Option<Readiness> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStop {
     Stopped,
+    /// Start again: asked for, so the restart budget is not charged.
     Restart,
+    /// Start again because it was unhealthy: charged to the restart budget.
+    Heal,
     Fail(String),
 }
 
@@ -387,6 +390,8 @@ pub struct State {
     pub alive_streak: u32,
     /// Unhealthy because heartbeats stopped (a heartbeat makes it healthy again).
     pub hung: bool,
+    /// The reason of the last time it became unhealthy.
+    pub last_unhealthy: Option<String>,
     /// The heartbeat deadline in force: the config's, or the service's `WATCHDOG_USEC`.
     pub watchdog: Option<Duration>,
 }
@@ -407,8 +412,16 @@ impl State {
             after_stop: AfterStop::Stopped,
             alive_streak: 0,
             hung: false,
+            last_unhealthy: None,
             watchdog: None,
         }
+    }
+
+    /// Why the service was last unhealthy, for a give-up reason.
+    fn unhealthy_reason(&self) -> String {
+        self.last_unhealthy
+            .clone()
+            .unwrap_or_else(|| "unhealthy".to_owned())
     }
 
     fn to(&self, phase: Phase, reason: impl Into<String>) -> Self {
@@ -588,7 +601,7 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
         }
         (Stopping, Input::Stop) => {
             let mut next = state.clone();
-            if next.after_stop == AfterStop::Restart {
+            if matches!(next.after_stop, AfterStop::Restart | AfterStop::Heal) {
                 next.after_stop = AfterStop::Stopped;
             }
             (next, vec![])
@@ -602,7 +615,7 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             );
             (next, vec![Effect::Signal(Signal::SIGKILL)])
         }
-        (Stopping, Input::Exited(exit)) => stopped(state, exit),
+        (Stopping, Input::Exited(exit)) => stopped(policy, state, exit, now),
         (Starting | Healthy | Unhealthy, Input::Exited(exit)) if state.pid.is_some() => {
             exited(policy, state, exit, now)
         }
@@ -652,9 +665,10 @@ fn unhealthy(policy: &Policy, state: &State, reason: String, hung: bool) -> (Sta
     next.healthy_since = None;
     next.alive_streak = 0;
     next.hung = hung;
+    next.last_unhealthy = Some(reason.clone());
     let mut effects = vec![Effect::Emit(Emit::Unhealthy { reason })];
     if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
-        let (stopping, more) = stop(policy, &next, AfterStop::Restart, cancel_running());
+        let (stopping, more) = stop(policy, &next, AfterStop::Heal, cancel_running());
         effects.extend(more);
         return (stopping, effects);
     }
@@ -753,7 +767,7 @@ fn stop(
 ) -> (State, Vec<Effect>) {
     let reason = match &after {
         AfterStop::Stopped => "stopping".to_owned(),
-        AfterStop::Restart => "restarting".to_owned(),
+        AfterStop::Restart | AfterStop::Heal => "restarting".to_owned(),
         AfterStop::Fail(reason) => format!("stopping: {reason}"),
     };
     let mut next = state.to(Phase::Stopping, reason);
@@ -771,7 +785,7 @@ fn stop(
     (next, effects)
 }
 
-fn stopped(state: &State, exit: Exit) -> (State, Vec<Effect>) {
+fn stopped(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, Vec<Effect>) {
     let mut next = state.clone();
     next.pid = None;
     next.last_exit = Some(exit);
@@ -793,6 +807,25 @@ fn stopped(state: &State, exit: Exit) -> (State, Vec<Effect>) {
                 how: format!("stopped to restart ({exit})"),
             }));
             effects.push(Effect::Spawn);
+        }
+        AfterStop::Heal => {
+            effects.push(Effect::Emit(Emit::Stopped {
+                how: format!("stopped to restart ({exit})"),
+            }));
+            match charge_restart(policy, &mut next, now) {
+                Ok(()) => {
+                    next.phase = Phase::Starting;
+                    next.reason = "spawning".to_owned();
+                    next.restarts += 1;
+                    effects.push(Effect::Spawn);
+                }
+                Err(spent) => {
+                    let reason = format!("{}; {spent}", state.unhealthy_reason());
+                    next.phase = Phase::Failed;
+                    next.reason = reason.clone();
+                    effects.push(Effect::Emit(Emit::Failed { reason }));
+                }
+            }
         }
         AfterStop::Fail(reason) => {
             next.phase = Phase::Failed;
@@ -839,27 +872,13 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
         return (next, effects);
     }
 
-    // The restart budget: at most `count` restarts within the window.
-    let limit = policy.restart_limit;
-    while let Some(&oldest) = next.restart_times.front() {
-        if now.saturating_duration_since(oldest) >= limit.within {
-            next.restart_times.pop_front();
-        } else {
-            break;
-        }
-    }
-    if next.restart_times.len() >= limit.count as usize {
-        let reason = format!(
-            "{exit}; gave up after {} restarts within {} (restart-limit)",
-            next.restart_times.len(),
-            human(limit.within)
-        );
+    if let Err(spent) = charge_restart(policy, &mut next, now) {
+        let reason = format!("{exit}; {spent}");
         next.phase = Phase::Failed;
         next.reason = reason.clone();
         effects.push(Effect::Emit(Emit::Failed { reason }));
         return (next, effects);
     }
-    next.restart_times.push_back(now);
     if was_healthy_for.is_some_and(|healthy| healthy >= policy.backoff.reset_after) {
         next.attempt = 0;
     }
@@ -873,6 +892,28 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
     }));
     effects.push(Effect::Arm(Timer::Restart, delay));
     (next, effects)
+}
+
+/// Charges one restart to the budget (at most `count` within `within`), or says why
+/// the budget is spent.
+fn charge_restart(policy: &Policy, state: &mut State, now: Instant) -> Result<(), String> {
+    let limit = policy.restart_limit;
+    while let Some(&oldest) = state.restart_times.front() {
+        if now.saturating_duration_since(oldest) >= limit.within {
+            state.restart_times.pop_front();
+        } else {
+            break;
+        }
+    }
+    if state.restart_times.len() >= limit.count as usize {
+        return Err(format!(
+            "gave up after {} restarts within {} (restart-limit)",
+            state.restart_times.len(),
+            human(limit.within)
+        ));
+    }
+    state.restart_times.push_back(now);
+    Ok(())
 }
 
 /// A duration as people write it: "60s", "1m 30s", "250ms".

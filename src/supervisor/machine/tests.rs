@@ -87,6 +87,7 @@ fn states(now: Instant) -> Vec<State> {
         for after in [
             AfterStop::Stopped,
             AfterStop::Restart,
+            AfterStop::Heal,
             AfterStop::Fail("x".into()),
         ] {
             let mut s = running.clone();
@@ -459,7 +460,7 @@ fn unhealthy_restarts_or_only_reports() {
     );
     assert_eq!(
         (s.phase, s.after_stop.clone()),
-        (Phase::Stopping, AfterStop::Restart)
+        (Phase::Stopping, AfterStop::Heal)
     );
     let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
     assert_eq!(s.phase, Phase::Starting);
@@ -527,7 +528,7 @@ fn a_missed_heartbeat_makes_the_service_unhealthy_and_restarts_it() {
     };
     let (s, effects) = step(&p, &s, expired, now);
     assert_eq!(s.phase, Phase::Stopping);
-    assert_eq!(s.after_stop, AfterStop::Restart);
+    assert_eq!(s.after_stop, AfterStop::Heal);
     assert!(effects.contains(&Effect::Emit(Emit::Unhealthy {
         reason: "no heartbeat for 30s (last: STATUS=step 3/7)".into()
     })));
@@ -657,4 +658,30 @@ fn the_service_may_move_its_deadlines() {
             Duration::from_secs(90)
         )]
     );
+}
+
+#[test]
+fn restarts_for_health_are_charged_to_the_restart_budget() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::Always);
+    let mut s = healthy(&p, now);
+    for round in 0..4 {
+        let (stopping, _) = step(&p, &s, Input::WatchdogTrigger, now);
+        let (next, _) = step(
+            &p,
+            &stopping,
+            Input::Exited(Exit::Signal(Signal::SIGTERM)),
+            now,
+        );
+        if round < 3 {
+            assert_eq!(next.phase, Phase::Starting, "round {round}");
+            s = step(&p, &next, Input::Spawned { pid: 2 }, now).0;
+        } else {
+            assert_eq!(next.phase, Phase::Failed);
+            assert_eq!(
+                next.reason,
+                "the service reported itself hung (WATCHDOG=trigger); gave up after 3 restarts within 1m (restart-limit)"
+            );
+        }
+    }
 }
