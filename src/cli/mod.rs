@@ -5,7 +5,9 @@
 //! one rule everywhere: 0 done, 1 the operation failed, 2 bad usage or bad config.
 
 mod check;
+mod control;
 mod graph;
+mod status;
 mod up;
 
 use std::io::{IsTerminal, Write};
@@ -70,6 +72,18 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Start the services in dependency order and supervise them until Ctrl-C
     Up(up::UpArgs),
+    /// Show the state of every service of the running supervisor
+    Status(status::StatusArgs),
+    /// Make a service healthy (starting it and its dependencies if needed) and wait
+    Ensure(control::EnsureArgs),
+    /// Start a service and what it depends on, without waiting
+    Start(control::NameArgs),
+    /// Stop a service
+    Stop(control::NameArgs),
+    /// Restart a service
+    Restart(control::NameArgs),
+    /// Stop every service and the supervisor, and wait until it has exited
+    Down(control::DownArgs),
 }
 
 /// Runs the parsed command line.
@@ -78,6 +92,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Graph(args) => graph::run(&cli.global, &args),
         Command::Up(args) => up::run(&cli.global, &args),
+        Command::Status(args) => status::run(&cli.global, &args),
+        Command::Ensure(args) => control::ensure(&cli.global, &args),
+        Command::Start(args) => control::command(&cli.global, &args, "start"),
+        Command::Stop(args) => control::command(&cli.global, &args, "stop"),
+        Command::Restart(args) => control::command(&cli.global, &args, "restart"),
+        Command::Down(args) => control::down(&cli.global, &args),
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -18,7 +19,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, plural};
+use crate::api;
 use crate::config::{ServiceName, Spec};
+use crate::supervisor::lock::{LockError, StateLock};
 use crate::supervisor::{Event, EventKind, Input, Phase, Supervisor, process};
 
 /// A second SIGINT or SIGTERM sooner than this after the first is the same request.
@@ -97,6 +100,32 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    let state_dir = spec.settings.state_dir.clone();
+    let file = spec.path.clone();
+    // One supervisor per state directory, for the whole life of this one.
+    let _lock = match StateLock::acquire(&state_dir) {
+        Ok(lock) => lock,
+        Err(error @ LockError::Held { .. }) => {
+            eprintln!(
+                "muster: {error}; stop it with `muster down -f {}`",
+                file.display()
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(error) => {
+            eprintln!("muster: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let socket = api::socket_path(&state_dir);
+    let listener = match api::bind(&socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("muster: cannot listen on {}: {error}", socket.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let on_demand = spec.services.values().any(|s| !s.autostart);
     let mut supervisor = match Supervisor::new(spec) {
         Ok(supervisor) => supervisor,
         Err(error) => {
@@ -106,12 +135,16 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     };
     let mut events = supervisor.bus().subscribe();
     supervisor.boot(&only);
+    let supervisor = Arc::new(supervisor);
+    let server =
+        tokio::spawn(axum::serve(listener, api::router(Arc::clone(&supervisor))).into_future());
     let mut view = View::new(&supervisor, json, progress, began);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut booted = false;
     let ended_by = loop {
         tokio::select! {
-            name = interrupt.recv() => break Some(name),
+                        name = interrupt.recv() => break Some(name),
+            () = supervisor.shutdown_asked() => break Some("shutdown asked through the API"),
             event = events.recv() => match event {
                 Ok(event) => view.event(&event, booted),
                 Err(RecvError::Lagged(missed)) => view.note(&format!("{missed} events were not shown (output too slow)")),
@@ -127,7 +160,8 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             }
             view.booted(&supervisor);
         }
-        if booted && supervisor.idle() {
+        // With on-demand services, an idle graph still has work to wait for.
+        if booted && !on_demand && supervisor.idle() {
             break None;
         }
     };
@@ -186,6 +220,8 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             plural(strays, "process")
         ));
     }
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
     view.note("all services stopped");
     if ended_by.is_none() && !failed.is_empty() {
         return ExitCode::from(EXIT_FAILED);

@@ -12,7 +12,7 @@ mod raw;
 mod recover;
 mod spec;
 mod validate;
-mod values;
+pub(crate) mod values;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

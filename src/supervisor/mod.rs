@@ -10,6 +10,7 @@
 
 pub mod actor;
 pub mod event;
+pub mod lock;
 pub mod logs;
 pub mod machine;
 pub mod notify;
@@ -55,7 +56,9 @@ pub struct Supervisor {
     shared: Arc<actor::Shared>,
     /// The services this bootstrap starts.
     selected: BTreeSet<ServiceName>,
-    gates: Vec<JoinHandle<()>>,
+    gates: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Woken when a client asks the supervisor to shut down.
+    shutdown_asked: tokio::sync::Notify,
 }
 
 impl Supervisor {
@@ -93,7 +96,8 @@ impl Supervisor {
             services,
             shared,
             selected: BTreeSet::new(),
-            gates: Vec::new(),
+            gates: std::sync::Mutex::new(Vec::new()),
+            shutdown_asked: tokio::sync::Notify::new(),
         })
     }
 
@@ -102,8 +106,18 @@ impl Supervisor {
     /// not in the spec are ignored.
     pub fn boot(&mut self, only: &[ServiceName]) {
         self.selected = selection(&self.spec, only);
-        for name in &self.selected {
+        self.launch(&self.selected);
+    }
+
+    /// Starts every service in `names` that is stopped or failed, each once its own
+    /// dependencies meet their conditions. One already starting or running is left
+    /// alone, so concurrent callers share one start.
+    fn launch(&self, names: &BTreeSet<ServiceName>) {
+        for name in names {
             let handle = &self.services[name];
+            if !matches!(handle.status().phase, Phase::Stopped | Phase::Failed) {
+                continue;
+            }
             let deps: Vec<_> = handle
                 .service
                 .depends_on
@@ -126,8 +140,115 @@ impl Supervisor {
                 .collect::<Vec<_>>()
                 .join(", ");
             handle.send(Input::Await(waiting));
-            self.gates.push(tokio::spawn(gate(handle.clone(), deps)));
+            let gate = tokio::spawn(gate(handle.clone(), deps));
+            self.gates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(gate);
         }
+    }
+
+    /// Makes `name` healthy: at once if it is; joining the start in progress if there is
+    /// one; otherwise starting it with whatever it depends on. Waits up to `timeout`.
+    pub async fn ensure(&self, name: &str, timeout: Duration) -> Result<Status, Failure> {
+        let handle = self
+            .services
+            .get(name)
+            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        let asked = std::time::SystemTime::now();
+        let mut status = handle.watch();
+        match status.borrow_and_update().phase {
+            Phase::Healthy => return Ok(handle.status()),
+            // A one-shot that finished is not something to wait for.
+            Phase::Completed => return Err(Failure::NotHealthy(self.explain(handle.status()))),
+            _ => {}
+        }
+        self.launch(&selection(
+            &self.spec,
+            std::slice::from_ref(&handle.service.name),
+        ));
+        // An outcome of this start: healthy, or settled after the ask (an old failure
+        // does not count).
+        let outcome = status
+            .wait_for(|s| s.phase == Phase::Healthy || (s.phase.is_settled() && s.since >= asked));
+        match tokio::time::timeout(timeout, outcome).await {
+            Ok(Ok(status)) if status.phase == Phase::Healthy => Ok(status.clone()),
+            Ok(Ok(status)) => {
+                let status = status.clone();
+                Err(Failure::NotHealthy(self.explain(status)))
+            }
+            Ok(Err(_)) => Err(Failure::NotHealthy(self.explain(handle.status()))),
+            Err(_) => Err(Failure::Timeout {
+                after: timeout,
+                explanation: self.explain(handle.status()),
+            }),
+        }
+    }
+
+    /// The cause chain of a service's state, down to the service that failed by itself,
+    /// with the last lines of that one's log.
+    pub fn explain(&self, status: Status) -> Box<Explanation> {
+        let mut cause = vec![format!(
+            "{}: {} ({})",
+            status.service, status.phase, status.reason
+        )];
+        let mut root = status.service.clone();
+        let mut reason = status.reason.clone();
+        while let Some(rest) = reason.strip_prefix("dependency `") {
+            let Some(dep) = rest.split('`').next().and_then(|d| self.services.get(d)) else {
+                break;
+            };
+            let dep_status = dep.status();
+            cause.push(format!(
+                "{}: {} ({})",
+                dep_status.service, dep_status.phase, dep_status.reason
+            ));
+            root = dep_status.service.clone();
+            reason = dep_status.reason.clone();
+        }
+        let log_tail = self.services[&root]
+            .log()
+            .lock()
+            .map(|log| log.tail(20).into_iter().map(|line| line.text).collect())
+            .unwrap_or_default();
+        Box::new(Explanation {
+            status,
+            cause,
+            log_tail,
+        })
+    }
+
+    /// Starts `name` (with its dependencies) without waiting.
+    pub fn start(&self, name: &str) -> Result<Status, Failure> {
+        let handle = self
+            .services
+            .get(name)
+            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        self.launch(&selection(
+            &self.spec,
+            std::slice::from_ref(&handle.service.name),
+        ));
+        Ok(handle.status())
+    }
+
+    /// Sends `input` (stop, restart) to `name`.
+    pub fn command(&self, name: &str, input: Input) -> Result<Status, Failure> {
+        let handle = self
+            .services
+            .get(name)
+            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        handle.send(input);
+        Ok(handle.status())
+    }
+
+    /// Asks whoever runs the supervisor to shut it down (see [`Self::shutdown_asked`]).
+    pub fn ask_shutdown(&self) {
+        self.shutdown_asked.notify_one();
+    }
+
+    /// Resolves when a client has asked for a shutdown.
+    pub async fn shutdown_asked(&self) {
+        self.shutdown_asked.notified().await;
     }
 
     pub fn spec(&self) -> &Spec {
@@ -171,8 +292,14 @@ impl Supervisor {
     /// once all its dependents have stopped; independent branches stop in parallel.
     /// Whatever is still alive after `shutdown-timeout` is killed, and so is any process
     /// that left its service's process group. Returns how many such stragglers there were.
-    pub async fn shutdown(mut self) -> usize {
-        for gate in self.gates.drain(..) {
+    pub async fn shutdown(&self) -> usize {
+        let gates = std::mem::take(
+            &mut *self
+                .gates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for gate in gates {
             gate.abort();
         }
         let mut dependents: BTreeMap<&ServiceName, Vec<watch::Receiver<Status>>> = BTreeMap::new();
@@ -248,6 +375,26 @@ fn selection(spec: &Spec, only: &[ServiceName]) -> BTreeSet<ServiceName> {
         }
     }
     selected
+}
+
+/// Why a service could not be made healthy, or was not found.
+#[derive(Debug)]
+pub enum Failure {
+    Unknown(String),
+    NotHealthy(Box<Explanation>),
+    Timeout {
+        after: Duration,
+        explanation: Box<Explanation>,
+    },
+}
+
+/// A service's state with its cause chain and the root cause's last log lines.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub status: Status,
+    /// `service: phase (reason)`, from the service asked about to the root cause.
+    pub cause: Vec<String>,
+    pub log_tail: Vec<String>,
 }
 
 /// Whether a dependency's status meets a condition.

@@ -8,6 +8,7 @@
 
 mod check;
 mod cli;
+mod control;
 mod graph;
 mod health;
 mod helpers;

@@ -1,0 +1,226 @@
+//! The commands that talk to a running supervisor over its socket: `ensure`, `start`,
+//! `stop`, `restart` and `down`. Each is one request; the answer is printed for people
+//! or, with `--json`, as the API's JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hyper::Method;
+
+use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
+use crate::api::client::{self, Answer, ClientError};
+
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// The service to make healthy
+    pub name: String,
+    /// How long to wait for it, such as "30s" or "5m"
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Print the API's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The service
+    pub name: String,
+    /// Print the API's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {}
+
+/// Where the supervisor of this config listens: `--state-dir`, or the config's.
+pub fn socket(global: &GlobalArgs) -> Result<(PathBuf, PathBuf), ExitCode> {
+    let state_dir = match global.state_dir() {
+        Some(dir) => dir,
+        None => global.load(false)?.spec.settings.state_dir,
+    };
+    Ok((crate::api::socket_path(&state_dir), state_dir))
+}
+
+/// Sends one request; a missing supervisor is one line saying how to start one.
+pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, ExitCode> {
+    let (socket, _) = socket(global)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("muster: cannot start the runtime: {error}");
+            ExitCode::from(EXIT_FAILED)
+        })?;
+    runtime
+        .block_on(client::request(&socket, method, path))
+        .map_err(|error| {
+            match error {
+                ClientError::NotRunning { .. } => eprintln!(
+                    "muster: {error}; start one with `muster up -f {}`",
+                    global.file.display()
+                ),
+                ClientError::Broken { .. } => eprintln!("muster: {error}"),
+            }
+            ExitCode::from(EXIT_FAILED)
+        })
+}
+
+/// The one-line message of an error answer.
+pub fn error_message(answer: &Answer) -> String {
+    answer.body["error"]["message"]
+        .as_str()
+        .map_or_else(|| answer.body.to_string(), str::to_owned)
+}
+
+fn print_json(answer: &Answer) {
+    super::print_json(&answer.body);
+}
+
+pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
+    if crate::config::values::duration(&args.timeout).is_err() {
+        eprintln!(
+            "muster: --timeout {:?} is not a duration; write it with a unit, such as \"30s\"",
+            args.timeout
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let path = format!(
+        "/v1/services/{}/ensure?timeout={}",
+        args.name,
+        encode(&args.timeout)
+    );
+    let answer = match call(global, Method::POST, &path) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&answer);
+    }
+    if answer.status.is_success() {
+        if !args.json {
+            let body = &answer.body;
+            let ports: Vec<&str> = body["ports"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let mut line = format!("{} is healthy", args.name);
+            if let Some(pid) = body["pid"].as_u64() {
+                line.push_str(&format!(" (pid {pid})"));
+            }
+            if !ports.is_empty() {
+                line.push_str(&format!(" on {}", ports.join(", ")));
+            }
+            println!("{line}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !args.json {
+        report_failure(&answer);
+    }
+    code_for(&answer)
+}
+
+/// An error answer for people: the message, the cause chain, the log tail.
+fn report_failure(answer: &Answer) {
+    eprintln!("muster: {}", error_message(answer));
+    let error = &answer.body["error"];
+    if let Some(cause) = error["cause"].as_array().filter(|c| c.len() > 1) {
+        eprintln!("because:");
+        for step in cause.iter().skip(1).filter_map(|c| c.as_str()) {
+            eprintln!("  {step}");
+        }
+    }
+    if let Some(tail) = error["log_tail"].as_array().filter(|t| !t.is_empty()) {
+        eprintln!("last lines of its log:");
+        for line in tail.iter().filter_map(|l| l.as_str()) {
+            eprintln!("  | {line}");
+        }
+    }
+}
+
+/// 2 for a name that does not exist (a usage error), 1 for anything else that failed.
+fn code_for(answer: &Answer) -> ExitCode {
+    if answer.status == hyper::StatusCode::NOT_FOUND {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// `start`, `stop` or `restart`.
+pub fn command(global: &GlobalArgs, args: &NameArgs, verb: &str) -> ExitCode {
+    let answer = match call(
+        global,
+        Method::POST,
+        &format!("/v1/services/{}/{verb}", args.name),
+    ) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&answer);
+    }
+    if !answer.status.is_success() {
+        if !args.json {
+            report_failure(&answer);
+        }
+        return code_for(&answer);
+    }
+    if !args.json {
+        let state = answer.body["state"].as_str().unwrap_or("?");
+        println!("{verb}: {} (now {state})", args.name);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `down`: asks for a graceful shutdown and waits until the supervisor is gone.
+pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
+    let answer = match call(global, Method::POST, "/v1/shutdown") {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if !answer.status.is_success() {
+        report_failure(&answer);
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let Ok((_, state_dir)) = socket(global) else {
+        return ExitCode::from(EXIT_FAILED);
+    };
+    // The lock is held until the supervisor has stopped everything and exited.
+    eprintln!("muster: stopping; waiting for the supervisor to exit");
+    let began = Instant::now();
+    loop {
+        match crate::supervisor::lock::StateLock::acquire(&state_dir) {
+            Ok(_) => {
+                eprintln!("muster: the supervisor has exited");
+                return ExitCode::SUCCESS;
+            }
+            Err(crate::supervisor::lock::LockError::Held { .. }) => {}
+            Err(error) => {
+                eprintln!("muster: {error}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+        if began.elapsed() > Duration::from_secs(600) {
+            eprintln!("muster: the supervisor is still running after 10 minutes");
+            return ExitCode::from(EXIT_FAILED);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,218 @@
+//! The control plane against a real `muster up`: single-flight `ensure` under 1,000
+//! concurrent callers, one supervisor per state directory, the socket's mode, and the
+//! CLI commands that talk to it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use hyper::{Method, StatusCode};
+use muster::api::client::{Answer, request};
+
+use crate::helpers::up::{Up, eventually};
+use crate::helpers::{muster, run};
+
+const STATE: &str = "[settings]\nstate-dir = \"{dir}/state\"\n";
+
+fn config(services: &str) -> String {
+    format!("{STATE}\n{services}")
+}
+
+/// `count` concurrent requests, each on its own connection.
+fn concurrently(socket: &Path, count: usize, path: &str) -> Vec<Answer> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let calls: Vec<_> = (0..count)
+            .map(|_| {
+                let socket = socket.to_path_buf();
+                let path = path.to_owned();
+                tokio::spawn(async move { request(&socket, Method::POST, &path).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap().expect("an answer"));
+        }
+        answers
+    })
+}
+
+/// An on-demand service that appends a line to `starts` at each start and is ready
+/// (or exits 1, with `fail`) about a second later.
+fn slow_service(fail: bool) -> String {
+    let then = if fail {
+        "exit 1"
+    } else {
+        "echo ready; exec sleep 1000"
+    };
+    config(&format!(
+        r#"
+[services.model]
+shell = 'echo started >> {{dir}}/starts; sleep 1; {then}'
+autostart = false
+restart = "never"
+ready = {{ log = "^ready$", timeout = "30s" }}
+"#
+    ))
+}
+
+#[test]
+fn a_thousand_concurrent_ensures_start_the_service_once() {
+    let mut up = Up::start(&slow_service(false), &[]);
+    let socket = up.path("state/muster.sock");
+    eventually("the socket is there", || socket.exists());
+    let answers = concurrently(&socket, 1000, "/v1/services/model/ensure?timeout=30s");
+    let healthy = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK && a.body["state"] == "healthy")
+        .count();
+    assert_eq!(
+        healthy,
+        1000,
+        "{:?}",
+        answers.iter().find(|a| a.status != StatusCode::OK)
+    );
+    let starts = std::fs::read_to_string(up.path("starts")).unwrap();
+    assert_eq!(starts.lines().count(), 1, "{starts}");
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    assert_eq!(ended.of("model", "spawned").len(), 1);
+}
+
+#[test]
+fn concurrent_ensures_of_a_failing_service_share_one_attempt_and_one_error() {
+    let mut up = Up::start(&slow_service(true), &[]);
+    let socket = up.path("state/muster.sock");
+    eventually("the socket is there", || socket.exists());
+    let answers = concurrently(&socket, 200, "/v1/services/model/ensure?timeout=30s");
+    let starts = std::fs::read_to_string(up.path("starts")).unwrap();
+    assert_eq!(starts.lines().count(), 1, "{starts}");
+    let first = &answers[0];
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.body["error"]["kind"], "not-healthy");
+    assert_eq!(
+        first.body["error"]["message"],
+        "`model` is failed: exited with status 1 while starting (restart = \"never\")"
+    );
+    let tail = first.body["error"]["log_tail"].to_string();
+    assert!(tail.contains("exited with status 1"), "{tail}");
+    for answer in &answers {
+        assert_eq!(answer.status, first.status);
+        assert_eq!(
+            answer.body["error"]["message"],
+            first.body["error"]["message"]
+        );
+    }
+    let _ = up.stop();
+}
+
+#[test]
+fn one_supervisor_per_state_directory_and_a_private_socket() {
+    let mut up = Up::start(
+        &config("[services.a]\ncommand = [\"sleep\", \"1000\"]\n"),
+        &[],
+    );
+    up.wait_event("a", "ready");
+    let socket = up.path("state/muster.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let second = run(&mut muster(&[
+        "up",
+        "-f",
+        up.path("muster.toml").to_str().unwrap(),
+    ]));
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    let expected = format!("another supervisor (pid {}) is running on", up.pid());
+    assert!(second.stderr.contains(&expected), "{}", second.stderr);
+    let ended = up.stop();
+    assert_eq!(ended.code, 0);
+    assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn the_cli_shows_status_drives_services_and_brings_the_supervisor_down() {
+    let mut up = Up::start(
+        &config(
+            r#"
+[services.db]
+command = ["sleep", "1000"]
+
+[services.api]
+command = ["sleep", "1000"]
+depends-on = ["db"]
+
+[services.report]
+command = ["sleep", "1000"]
+autostart = false
+"#,
+        ),
+        &[],
+    );
+    up.wait_event("api", "ready");
+    let file = up.path("muster.toml");
+    let file = file.to_str().unwrap();
+    let cli = |args: &[&str]| run(muster(args).args(["-f", file]));
+
+    let status = cli(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.starts_with("3 services: "),
+        "{}",
+        status.stdout
+    );
+    let report = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("report "))
+        .unwrap();
+    assert!(
+        report.split_whitespace().nth(1) == Some("stopped"),
+        "{}",
+        status.stdout
+    );
+
+    let ensure = cli(&["ensure", "report"]);
+    assert_eq!(ensure.code, 0, "{}", ensure.stderr);
+    assert!(
+        ensure.stdout.starts_with("report is healthy (pid "),
+        "{}",
+        ensure.stdout
+    );
+
+    let unknown = cli(&["ensure", "reprot"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("did you mean `report`?"),
+        "{}",
+        unknown.stderr
+    );
+
+    let stop = cli(&["stop", "api"]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    assert_eq!(stop.stdout.trim(), "stop: api (now stopped)");
+
+    let json = cli(&["status", "api", "--json"]);
+    let detail: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(detail["state"], "stopped");
+
+    let down = cli(&["down"]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    let ended = up.wait_exit();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+
+    let after = cli(&["status"]);
+    assert_eq!(after.code, 1);
+    assert!(
+        after.stderr.contains("no supervisor is running"),
+        "{}",
+        after.stderr
+    );
+    assert!(
+        after.stderr.contains("start one with `muster up -f"),
+        "{}",
+        after.stderr
+    );
+}
