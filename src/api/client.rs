@@ -27,10 +27,66 @@ pub struct Answer {
 
 /// Sends one request to the supervisor listening on `socket`.
 pub async fn request(socket: &Path, method: Method, path: &str) -> Result<Answer, ClientError> {
-    let broken = |message: String| ClientError::Broken {
+    let (status, body) = send(socket, method, path).await?;
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| broken(socket, e.to_string()))?
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::json!({ "error": { "kind": "not-json", "message": String::from_utf8_lossy(&bytes) } })
+    });
+    Ok(Answer { status, body })
+}
+
+/// A GET whose answer streams: `line` is called with each line as it arrives, until
+/// the server ends the answer. An error answer is returned whole instead.
+pub async fn each_line(
+    socket: &Path,
+    path: &str,
+    mut line: impl FnMut(&str),
+) -> Result<Option<Answer>, ClientError> {
+    let (status, mut body) = send(socket, Method::GET, path).await?;
+    if !status.is_success() {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| broken(socket, e.to_string()))?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        return Ok(Some(Answer { status, body }));
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| broken(socket, e.to_string()))?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let text: Vec<u8> = pending.drain(..=end).collect();
+            line(String::from_utf8_lossy(&text[..end]).trim_end_matches('\r'));
+        }
+    }
+    if !pending.is_empty() {
+        line(&String::from_utf8_lossy(&pending));
+    }
+    Ok(None)
+}
+
+fn broken(socket: &Path, message: String) -> ClientError {
+    ClientError::Broken {
         socket: socket.to_path_buf(),
         message,
-    };
+    }
+}
+
+async fn send(
+    socket: &Path,
+    method: Method,
+    path: &str,
+) -> Result<(StatusCode, hyper::body::Incoming), ClientError> {
+    let broken = |message: String| broken(socket, message);
     let stream = match UnixStream::connect(socket).await {
         Ok(stream) => stream,
         Err(error)
@@ -59,16 +115,7 @@ pub async fn request(socket: &Path, method: Method, path: &str) -> Result<Answer
         .send_request(request)
         .await
         .map_err(|e| broken(e.to_string()))?;
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| broken(e.to_string()))?
-        .to_bytes();
-    driver.abort();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        serde_json::json!({ "error": { "kind": "not-json", "message": String::from_utf8_lossy(&bytes) } })
-    });
-    Ok(Answer { status, body })
+    // The connection task ends by itself once the body has been read.
+    drop(driver);
+    Ok((response.status(), response.into_body()))
 }

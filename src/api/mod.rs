@@ -7,6 +7,7 @@
 //! 4xx with a message, never a 500.
 
 pub mod client;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/services/{name}/start", post(start))
         .route("/v1/services/{name}/stop", post(stop))
         .route("/v1/services/{name}/restart", post(restart))
+        .route("/v1/services/{name}/logs", get(stream::service_logs))
+        .route("/v1/logs", get(stream::all_logs))
+        .route("/v1/events", get(stream::events))
         .route("/v1/shutdown", post(shutdown))
         .fallback(not_found)
         .with_state(supervisor)
@@ -71,7 +75,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -161,7 +165,7 @@ fn unknown_near(supervisor: &Supervisor, name: String) -> ApiError {
     error
 }
 
-fn known(supervisor: &Supervisor, name: String) -> Result<String, ApiError> {
+pub(crate) fn known(supervisor: &Supervisor, name: String) -> Result<String, ApiError> {
     if supervisor.service(&name).is_some() {
         Ok(name)
     } else {

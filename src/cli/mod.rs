@@ -6,7 +6,9 @@
 
 mod check;
 mod control;
+mod events;
 mod graph;
+mod logs;
 mod status;
 mod up;
 
@@ -84,6 +86,10 @@ pub enum Command {
     Restart(control::NameArgs),
     /// Stop every service and the supervisor, and wait until it has exited
     Down(control::DownArgs),
+    /// Print the last lines of a service's output (or all services'), and follow
+    Logs(logs::LogsArgs),
+    /// Print what happened: spawns, readiness, exits, restarts, failures
+    Events(events::EventsArgs),
 }
 
 /// Runs the parsed command line.
@@ -98,6 +104,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => control::command(&cli.global, &args, "stop"),
         Command::Restart(args) => control::command(&cli.global, &args, "restart"),
         Command::Down(args) => control::down(&cli.global, &args),
+        Command::Logs(args) => logs::run(&cli.global, &args),
+        Command::Events(args) => events::run(&cli.global, &args),
     }
 }
 

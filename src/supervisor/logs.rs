@@ -72,6 +72,9 @@ pub struct Log {
     tail: VecDeque<Line>,
     /// The last write error, reported once until a write succeeds again.
     failing: Option<String>,
+    /// Live readers (`logs --follow`); made on first use, so a service nobody follows
+    /// costs nothing.
+    followers: Option<tokio::sync::broadcast::Sender<Line>>,
 }
 
 pub type SharedLog = Arc<Mutex<Log>>;
@@ -85,7 +88,15 @@ impl Log {
             settings,
             tail: VecDeque::new(),
             failing: None,
+            followers: None,
         }
+    }
+
+    /// A receiver of every line appended from now on.
+    pub fn follow(&mut self) -> tokio::sync::broadcast::Receiver<Line> {
+        self.followers
+            .get_or_insert_with(|| tokio::sync::broadcast::channel(1024).0)
+            .subscribe()
     }
 
     pub fn shared(path: PathBuf, settings: LogSettings) -> SharedLog {
@@ -105,8 +116,20 @@ impl Log {
         let time = SystemTime::now();
         let stamp = humantime::format_rfc3339_millis(time).to_string();
         let mut block = String::new();
+        let followers = self
+            .followers
+            .as_ref()
+            .filter(|f| f.receiver_count() > 0)
+            .cloned();
         for text in lines {
             let _ = writeln!(block, "{stamp} {} {text}", stream.label());
+            if let Some(followers) = &followers {
+                let _ = followers.send(Line {
+                    time,
+                    stream,
+                    text: truncate(text, MAX_LINE).to_owned(),
+                });
+            }
             if self.settings.tail_lines > 0 {
                 if self.tail.len() == self.settings.tail_lines {
                     self.tail.pop_front();

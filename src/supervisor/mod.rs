@@ -59,7 +59,12 @@ pub struct Supervisor {
     gates: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Woken when a client asks the supervisor to shut down.
     shutdown_asked: tokio::sync::Notify,
+    /// The most recent events, for `events --since` (the durable history is the store's).
+    history: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<Event>>>>,
 }
+
+/// How many recent events the supervisor keeps in memory.
+pub const HISTORY_IN_MEMORY: usize = 10_000;
 
 impl Supervisor {
     /// Starts the actors, every service stopped. Must run inside a tokio runtime.
@@ -91,7 +96,28 @@ impl Supervisor {
                 (service.name.clone(), handle)
             })
             .collect();
+        let history = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let mut feed = shared.bus.subscribe();
+        let keeper = Arc::clone(&history);
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(event) => {
+                        let mut history = keeper
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if history.len() == HISTORY_IN_MEMORY {
+                            history.pop_front();
+                        }
+                        history.push_back(event);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
         Ok(Self {
+            history,
             spec: Arc::new(spec),
             services,
             shared,
@@ -239,6 +265,15 @@ impl Supervisor {
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
         handle.send(input);
         Ok(handle.status())
+    }
+
+    /// The kept events with an id above `since`, oldest first.
+    pub fn events_since(&self, since: u64) -> Vec<Arc<Event>> {
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        history.iter().filter(|e| e.id > since).cloned().collect()
     }
 
     /// Asks whoever runs the supervisor to shut it down (see [`Self::shutdown_asked`]).

@@ -216,3 +216,82 @@ autostart = false
         after.stderr
     );
 }
+
+#[test]
+fn logs_and_events_are_served_and_followed() {
+    let mut up = Up::start(
+        &config(
+            r#"
+[services.talker]
+shell = 'echo "hello from $MUSTER_SERVICE"; echo "to stderr" >&2; exec sleep 1000'
+ready = { log = "^hello" }
+"#,
+        ),
+        &[],
+    );
+    up.wait_event("talker", "ready");
+    let file = up.path("muster.toml");
+    let file = file.to_str().unwrap();
+    let cli = |args: &[&str]| run(muster(args).args(["-f", file]));
+
+    let logs = cli(&["logs", "talker", "-n", "10"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(
+        logs.stdout.contains("hello from talker\n"),
+        "{}",
+        logs.stdout
+    );
+    assert!(logs.stdout.contains("to stderr\n"), "{}", logs.stdout);
+
+    let events = cli(&["events", "--kind", "ready", "--json"]);
+    assert_eq!(events.code, 0, "{}", events.stderr);
+    let ready: Vec<serde_json::Value> = events
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0]["service"], "talker");
+    assert_eq!(ready[0]["message"], "log line matched /^hello/");
+
+    let bad = cli(&["events", "--kind", "exploded"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("`exploded` is not an event kind"),
+        "{}",
+        bad.stderr
+    );
+
+    // Following: a restart shows up live, after everything already there.
+    let mut follower = muster(&["events", "-F", "--json", "-f", file])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.recv_timeout(crate::helpers::up::WAIT).unwrap()).unwrap();
+    assert_eq!(first["id"], 1, "the kept events come first");
+    assert_eq!(cli(&["restart", "talker"]).code, 0);
+    let deadline = std::time::Instant::now() + crate::helpers::up::WAIT;
+    assert_eq!(first["kind"], "spawned");
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).expect("a live event");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["kind"] == "spawned" && event["run_id"] != first["run_id"] {
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}

@@ -1,0 +1,179 @@
+//! The streaming endpoints: logs (tail, then follow) as JSON Lines, and events (since an
+//! id, then follow) as a JSON document or server-sent events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::{ApiError, known};
+use crate::supervisor::logs::{Line, Log};
+use crate::supervisor::{Event, Supervisor};
+
+/// The most lines a tail may ask for (the kept tail is shorter anyway).
+const MAX_TAIL: usize = 100_000;
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        rejection.body_text(),
+    )
+}
+
+/// `GET /v1/services/{name}/logs`: one service's lines.
+pub async fn service_logs(
+    State(supervisor): State<Arc<Supervisor>>,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let name = known(&supervisor, name)?;
+    Ok(logs(&supervisor, Some(&name), &query))
+}
+
+/// `GET /v1/logs`: every service's lines, by time.
+pub async fn all_logs(
+    State(supervisor): State<Arc<Supervisor>>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    Ok(logs(&supervisor, None, &query))
+}
+
+fn logs(supervisor: &Supervisor, only: Option<&str>, query: &LogsQuery) -> Response {
+    let tail = query.tail.unwrap_or(100).min(MAX_TAIL);
+    let mut past: Vec<(String, Line)> = Vec::new();
+    let mut live: Vec<BoxStream<'static, (String, Line)>> = Vec::new();
+    for handle in supervisor.services() {
+        let name = handle.name().to_string();
+        if only.is_some_and(|only| only != name) {
+            continue;
+        }
+        let mut log = Log::lock(handle.log());
+        past.extend(log.tail(tail).into_iter().map(|line| (name.clone(), line)));
+        if query.follow {
+            live.push(follow(name, log.follow()));
+        }
+    }
+    past.sort_by_key(|(_, line)| line.time);
+    let skip = past.len().saturating_sub(tail);
+    let past = stream::iter(past.into_iter().skip(skip));
+    let lines = past.chain(stream::select_all(live)).map(|(service, line)| {
+        let mut text = serde_json::to_string(&json!({
+            "service": service,
+            "time": humantime::format_rfc3339_millis(line.time).to_string(),
+            "stream": line.stream,
+            "text": line.text,
+        }))
+        .unwrap_or_default();
+        text.push('\n');
+        Ok::<_, Infallible>(Bytes::from(text))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+fn follow(
+    service: String,
+    receiver: broadcast::Receiver<Line>,
+) -> BoxStream<'static, (String, Line)> {
+    stream::unfold((service, receiver), |(service, mut receiver)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(line) => return Some(((service.clone(), line), (service, receiver))),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    follow: bool,
+    service: Option<String>,
+    kind: Option<String>,
+}
+
+/// `GET /v1/events`: events after `since`, filtered; with `follow`, server-sent events.
+pub async fn events(
+    State(supervisor): State<Arc<Supervisor>>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    if let Some(kind) = &query.kind
+        && !crate::config::EVENT_KINDS.contains(&kind.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "`{kind}` is not an event kind; one of: {}",
+                crate::config::EVENT_KINDS.join(", ")
+            ),
+        ));
+    }
+    let keep = move |event: &Event| {
+        query
+            .service
+            .as_deref()
+            .is_none_or(|s| event.service.as_str() == s)
+            && query
+                .kind
+                .as_deref()
+                .is_none_or(|k| event.kind.as_str() == k)
+    };
+    // Subscribe before reading the kept ones, so nothing falls between the two.
+    let live = supervisor.bus().subscribe();
+    let past: Vec<Arc<Event>> = supervisor.events_since(query.since);
+    if !query.follow {
+        let events: Vec<&Event> = past.iter().map(AsRef::as_ref).filter(|e| keep(e)).collect();
+        return Ok(axum::Json(json!({ "events": events })).into_response());
+    }
+    let last = past.last().map_or(query.since, |e| e.id);
+    let past = stream::iter(past);
+    let live = stream::unfold(live, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(event) => return Some((event, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |e| std::future::ready(e.id > last));
+    let events = past
+        .chain(live)
+        .filter(move |e| std::future::ready(keep(e)))
+        .map(|event| {
+            let data = serde_json::to_string(event.as_ref()).unwrap_or_default();
+            Ok::<_, Infallible>(SseEvent::default().id(event.id.to_string()).data(data))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
