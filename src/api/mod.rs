@@ -6,6 +6,7 @@
 //! `{"error": {"kind", "message", "service", "cause", "log_tail"}}`, and bad input is a
 //! 4xx with a message, never a 500.
 
+pub mod auth;
 pub mod client;
 mod stream;
 
@@ -40,8 +41,17 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/logs", get(stream::all_logs))
         .route("/v1/events", get(stream::events))
         .route("/v1/shutdown", post(shutdown))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(supervisor)
+}
+
+/// The routes behind bearer tokens, for the TCP listener.
+pub fn router_with_tokens(supervisor: Arc<Supervisor>, tokens: auth::Tokens) -> Router {
+    router(supervisor).layer(axum::middleware::from_fn_with_state(
+        Arc::new(tokens),
+        auth::authorize,
+    ))
 }
 
 /// Binds the socket at `path` with mode 0600 (a stale socket file from a supervisor
@@ -174,8 +184,15 @@ pub(crate) fn known(supervisor: &Supervisor, name: String) -> Result<String, Api
 }
 
 async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<serde_json::Value> {
-    let services: Vec<_> = supervisor.services().map(describe).collect();
-    Json(json!({ "services": services }))
+    let services: Vec<_> = supervisor
+        .services()
+        .map(|handle| {
+            let mut service = describe(handle);
+            service["selected"] = json!(supervisor.is_selected(handle.name()));
+            service
+        })
+        .collect();
+    Json(json!({ "booted": supervisor.booted(), "services": services }))
 }
 
 async fn detail(
@@ -316,5 +333,83 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         "not-found",
         format!("no route {}", uri.path()),
+    )
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let statuses: Vec<_> = supervisor.services().map(|h| h.status()).collect();
+    let _ = writeln!(
+        out,
+        "# HELP muster_services Services by state.\n# TYPE muster_services gauge"
+    );
+    for phase in crate::supervisor::Phase::ALL {
+        let count = statuses.iter().filter(|s| s.phase == phase).count();
+        let _ = writeln!(out, "muster_services{{state=\"{phase}\"}} {count}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP muster_service_up 1 when the service is healthy.\n# TYPE muster_service_up gauge"
+    );
+    for s in &statuses {
+        let up = u8::from(s.phase == crate::supervisor::Phase::Healthy);
+        let _ = writeln!(out, "muster_service_up{{service=\"{}\"}} {up}", s.service);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP muster_restarts_total Restarts of each service.\n# TYPE muster_restarts_total counter"
+    );
+    for s in &statuses {
+        let _ = writeln!(
+            out,
+            "muster_restarts_total{{service=\"{}\"}} {}",
+            s.service, s.restarts
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP muster_probe_failures_total Failed probe attempts of each service.\n# TYPE muster_probe_failures_total counter"
+    );
+    for s in &statuses {
+        let _ = writeln!(
+            out,
+            "muster_probe_failures_total{{service=\"{}\"}} {}",
+            s.service, s.probe_failures
+        );
+    }
+    let counters = &supervisor.counters;
+    let _ = writeln!(
+        out,
+        "# HELP muster_ensure_calls_total ensure requests answered.\n# TYPE muster_ensure_calls_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "muster_ensure_calls_total {}",
+        counters.ensure_calls.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muster_ensure_failures_total ensure requests that did not end healthy.\n# TYPE muster_ensure_failures_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "muster_ensure_failures_total {}",
+        counters.ensure_failures.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muster_ensure_wait_seconds_total Time callers spent waiting in ensure.\n# TYPE muster_ensure_wait_seconds_total counter"
+    );
+    let seconds = counters.ensure_wait_micros.load(Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "muster_ensure_wait_seconds_total {seconds}");
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
     )
 }

@@ -57,7 +57,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
 }
 
 /// "5 services: 4 healthy, 1 failed".
-fn summary(services: &[serde_json::Value]) -> String {
+pub(super) fn summary(services: &[serde_json::Value]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for service in services {
         let state = service["state"].as_str().unwrap_or("?").to_owned();
@@ -74,7 +74,7 @@ fn summary(services: &[serde_json::Value]) -> String {
     )
 }
 
-fn table(services: &[serde_json::Value]) -> String {
+pub(super) fn table(services: &[serde_json::Value]) -> String {
     let width = services
         .iter()
         .filter_map(|s| s["name"].as_str())

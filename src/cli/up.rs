@@ -4,7 +4,8 @@
 //! what it waits for); anything else gets one plain line per event. Then one line per
 //! event until Ctrl-C or SIGTERM, which stops everything in reverse dependency order.
 //! `up` also returns by itself when nothing is left to supervise (every service
-//! completed, failed or stopped): 0 if none failed, 1 otherwise.
+//! completed, failed or stopped, none on demand, and no client has used the API): 0 if
+//! none failed, 1 otherwise.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -41,6 +42,11 @@ pub struct UpArgs {
     /// Plain event lines even on a terminal, no live progress view
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Run the supervisor in the background: wait until the bootstrap has settled,
+    /// print the status, and exit (0 if every started service is healthy)
+    #[arg(short, long)]
+    pub detach: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
@@ -71,6 +77,9 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
     let colour = global.colour_on(std::io::stdout().is_terminal());
     console::set_colors_enabled(colour);
     console::set_colors_enabled_stderr(colour);
+    if args.detach {
+        return detach(global, args, &spec);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,6 +134,31 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    let tcp = match &spec.settings.api {
+        None => None,
+        Some(settings) => {
+            let tokens = match api::auth::Tokens::load(
+                settings.token_file.as_deref(),
+                settings.read_token_file.as_deref(),
+            ) {
+                Ok(tokens) => tokens,
+                Err(error) => {
+                    eprintln!("muster: {error}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match tokio::net::TcpListener::bind(settings.listen).await {
+                Ok(listener) => Some((listener, tokens)),
+                Err(error) => {
+                    eprintln!(
+                        "muster: cannot listen on {} (settings.api.listen): {error}",
+                        settings.listen
+                    );
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            }
+        }
+    };
     let on_demand = spec.services.values().any(|s| !s.autostart);
     let mut supervisor = match Supervisor::new(spec) {
         Ok(supervisor) => supervisor,
@@ -138,6 +172,10 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     let supervisor = Arc::new(supervisor);
     let server =
         tokio::spawn(axum::serve(listener, api::router(Arc::clone(&supervisor))).into_future());
+    let tcp_server = tcp.map(|(listener, tokens)| {
+        let router = api::router_with_tokens(Arc::clone(&supervisor), tokens);
+        tokio::spawn(axum::serve(listener, router).into_future())
+    });
     let mut view = View::new(&supervisor, json, progress, began);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut booted = false;
@@ -160,8 +198,9 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             }
             view.booted(&supervisor);
         }
-        // With on-demand services, an idle graph still has work to wait for.
-        if booted && !on_demand && supervisor.idle() {
+        // With on-demand services, or once a client has taken control, an idle graph
+        // still has work to wait for.
+        if booted && !on_demand && !supervisor.controlled() && supervisor.idle() {
             break None;
         }
     };
@@ -221,6 +260,9 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         ));
     }
     server.abort();
+    if let Some(tcp_server) = tcp_server {
+        tcp_server.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     view.note("all services stopped");
     if ended_by.is_none() && !failed.is_empty() {
@@ -457,5 +499,140 @@ fn seconds(duration: Duration) -> String {
         format!("{}ms", duration.as_millis())
     } else {
         format!("{:.2}s", duration.as_secs_f64())
+    }
+}
+
+/// `up --detach`: the same supervisor as a background process of its own (its own
+/// process group, so the terminal's Ctrl-C does not reach it), its output in
+/// `state-dir/muster.log`. Returns once the bootstrap has settled.
+fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
+    let state_dir = &spec.settings.state_dir;
+    // Refuse here, in the foreground, rather than in a log file nobody reads.
+    match StateLock::acquire(state_dir) {
+        Ok(lock) => drop(lock),
+        Err(error @ LockError::Held { .. }) => {
+            eprintln!(
+                "muster: {error}; stop it with `muster down -f {}`",
+                spec.path.display()
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(error) => {
+            eprintln!("muster: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    let log_path = state_dir.join("muster.log");
+    let open_log = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+    };
+    let (log, log2) = match (open_log(), open_log()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("muster: cannot open {}: {error}", log_path.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => {
+            eprintln!("muster: cannot find the muster binary: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("up")
+        .arg("--no-progress")
+        .arg("-f")
+        .arg(&spec.path)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(&args.services)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("muster: cannot start the supervisor: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    eprintln!(
+        "muster: supervisor started in the background (pid {}); its output goes to {}",
+        child.id(),
+        log_path.display()
+    );
+    // Long enough for the slowest start deadline, with room for the dependencies.
+    let patience = spec
+        .services
+        .values()
+        .filter_map(|s| s.ready.as_ref().map(|r| r.timeout))
+        .sum::<Duration>()
+        + Duration::from_secs(30);
+    let socket = api::socket_path(state_dir);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("muster: cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let began = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            eprintln!(
+                "muster: the supervisor exited ({status}); the end of {}:",
+                log_path.display()
+            );
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                eprintln!("  | {line}");
+            }
+            return ExitCode::from(EXIT_FAILED);
+        }
+        let answer = runtime.block_on(api::client::request(
+            &socket,
+            hyper::Method::GET,
+            "/v1/services",
+        ));
+        if let Ok(answer) = answer
+            && answer.body["booted"] == true
+        {
+            let services = answer.body["services"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            println!("{}", super::status::summary(&services));
+            print!("{}", super::status::table(&services));
+            let all_up = services.iter().all(|s| {
+                s["selected"] != true
+                    || matches!(s["state"].as_str(), Some("healthy" | "completed"))
+            });
+            return if all_up {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            };
+        }
+        if began.elapsed() > patience {
+            eprintln!(
+                "muster: the bootstrap has not settled after {}; see `muster status -f {}`",
+                crate::supervisor::machine::human(patience),
+                global.file.display()
+            );
+            return ExitCode::from(EXIT_FAILED);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -55,6 +55,8 @@ pub struct Status {
     pub notify_state: Option<String>,
     /// The main pid the service named with `MAINPID=`, when it is in its process group.
     pub main_pid: Option<u32>,
+    /// Failed probe attempts (readiness and liveness) since the supervisor started.
+    pub probe_failures: u64,
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -150,6 +152,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         notify_status: None,
         notify_state: None,
         main_pid: None,
+        probe_failures: 0,
     });
     let actor = Actor {
         policy: Policy::of(&service),
@@ -162,6 +165,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         pushed_ready: None,
         notify_state: None,
         main_pid: None,
+        probe_failures: 0,
         run_id: 0,
         exec: None,
         log: Arc::clone(&log),
@@ -191,6 +195,7 @@ struct Actor {
     pushed_ready: Option<String>,
     notify_state: Option<String>,
     main_pid: Option<u32>,
+    probe_failures: u64,
     run_id: u64,
     /// Where exec probes of the current run execute.
     exec: Option<Arc<ExecContext>>,
@@ -241,19 +246,26 @@ impl Actor {
                 Log::lock(&self.log).note(&exit.to_string());
                 vec![Input::Exited(exit)]
             }
-            Message::Probe { run, kind, result } if current(run) => match (kind, result) {
-                (ProbeKind::Alive, result) => vec![Input::Alive(result)],
-                (ProbeKind::Ready, Err(failure)) => vec![Input::ProbeFailed(failure)],
-                (ProbeKind::Ready, Ok(how)) if !self.waits_for_push() => vec![Input::Ready(how)],
-                // The ports listen; readiness still needs the service's own signal.
-                (ProbeKind::Ready, Ok(ports)) => match self.pushed_ready.clone() {
-                    Some(how) => vec![Input::Ready(format!("{how}; {ports}"))],
-                    None => vec![Input::ProbeFailed(format!(
-                        "{ports}, but no {} yet",
-                        self.push_name()
-                    ))],
-                },
-            },
+            Message::Probe { run, kind, result } if current(run) => {
+                if result.is_err() {
+                    self.probe_failures += 1;
+                }
+                match (kind, result) {
+                    (ProbeKind::Alive, result) => vec![Input::Alive(result)],
+                    (ProbeKind::Ready, Err(failure)) => vec![Input::ProbeFailed(failure)],
+                    (ProbeKind::Ready, Ok(how)) if !self.waits_for_push() => {
+                        vec![Input::Ready(how)]
+                    }
+                    // The ports listen; readiness still needs the service's own signal.
+                    (ProbeKind::Ready, Ok(ports)) => match self.pushed_ready.clone() {
+                        Some(how) => vec![Input::Ready(format!("{how}; {ports}"))],
+                        None => vec![Input::ProbeFailed(format!(
+                            "{ports}, but no {} yet",
+                            self.push_name()
+                        ))],
+                    },
+                }
+            }
             Message::Ready { run, how } if current(run) => self.pushed(how),
             Message::Notify { run, message } if current(run) => self.notified(*message),
             _ => Vec::new(),
@@ -406,11 +418,13 @@ impl Actor {
                 notify_status: self.notify_status.clone(),
                 notify_state: self.notify_state.clone(),
                 main_pid: self.main_pid,
+                probe_failures: self.probe_failures,
             };
             let changed = (next.phase, &next.reason, next.pid, next.run_id)
                 != (status.phase, &status.reason, status.pid, status.run_id)
                 || (&next.notify_status, &next.notify_state, next.main_pid)
-                    != (&status.notify_status, &status.notify_state, status.main_pid);
+                    != (&status.notify_status, &status.notify_state, status.main_pid)
+                || next.probe_failures != status.probe_failures;
             *status = next;
             changed
         });
@@ -441,6 +455,11 @@ impl Actor {
             Effect::Disarm(timer) => self.timers[timer.index()] = None,
             Effect::Signal(signal) => {
                 if let Some(pid) = self.state.pid {
+                    if signal == nix::sys::signal::Signal::SIGCONT {
+                        // Only a safety net for stopped processes; not worth a log line.
+                        let _ = signal_group(pid, signal);
+                        return None;
+                    }
                     let note = match signal_group(pid, signal) {
                         Ok(()) => format!("sent {} to process group {pid}", signal.as_str()),
                         Err(error) => format!("cannot signal process group {pid}: {error}"),

@@ -61,6 +61,18 @@ pub struct Supervisor {
     shutdown_asked: tokio::sync::Notify,
     /// The most recent events, for `events --since` (the durable history is the store's).
     history: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<Event>>>>,
+    pub counters: Counters,
+    /// Set once a client has started, stopped or ensured a service.
+    controlled: std::sync::atomic::AtomicBool,
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub ensure_calls: std::sync::atomic::AtomicU64,
+    pub ensure_failures: std::sync::atomic::AtomicU64,
+    /// Total time callers waited in `ensure`, in microseconds.
+    pub ensure_wait_micros: std::sync::atomic::AtomicU64,
 }
 
 /// How many recent events the supervisor keeps in memory.
@@ -117,6 +129,8 @@ impl Supervisor {
             }
         });
         Ok(Self {
+            controlled: std::sync::atomic::AtomicBool::new(false),
+            counters: Counters::default(),
             history,
             spec: Arc::new(spec),
             services,
@@ -177,6 +191,20 @@ impl Supervisor {
     /// Makes `name` healthy: at once if it is; joining the start in progress if there is
     /// one; otherwise starting it with whatever it depends on. Waits up to `timeout`.
     pub async fn ensure(&self, name: &str, timeout: Duration) -> Result<Status, Failure> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let began = tokio::time::Instant::now();
+        let result = self.ensure_inner(name, timeout).await;
+        self.counters.ensure_calls.fetch_add(1, Relaxed);
+        if result.is_err() {
+            self.counters.ensure_failures.fetch_add(1, Relaxed);
+        }
+        let waited = began.elapsed().as_micros() as u64;
+        self.counters.ensure_wait_micros.fetch_add(waited, Relaxed);
+        result
+    }
+
+    async fn ensure_inner(&self, name: &str, timeout: Duration) -> Result<Status, Failure> {
+        self.mark_controlled();
         let handle = self
             .services
             .get(name)
@@ -244,8 +272,19 @@ impl Supervisor {
         })
     }
 
+    /// Whether a client has controlled a service (so an idle graph is not the end).
+    pub fn controlled(&self) -> bool {
+        self.controlled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_controlled(&self) {
+        self.controlled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts `name` (with its dependencies) without waiting.
     pub fn start(&self, name: &str) -> Result<Status, Failure> {
+        self.mark_controlled();
         let handle = self
             .services
             .get(name)
@@ -259,6 +298,7 @@ impl Supervisor {
 
     /// Sends `input` (stop, restart) to `name`.
     pub fn command(&self, name: &str, input: Input) -> Result<Status, Failure> {
+        self.mark_controlled();
         let handle = self
             .services
             .get(name)
@@ -300,6 +340,11 @@ impl Supervisor {
 
     pub fn service(&self, name: &str) -> Option<&ServiceHandle> {
         self.services.get(name)
+    }
+
+    /// Whether the bootstrap started (or will start) this service.
+    pub fn is_selected(&self, name: &ServiceName) -> bool {
+        self.selected.contains(name)
     }
 
     /// The services the bootstrap starts, in name order.

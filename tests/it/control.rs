@@ -295,3 +295,84 @@ ready = { log = "^hello" }
     let ended = up.stop();
     assert_eq!(ended.code, 0, "{}", ended.stderr);
 }
+
+/// One HTTP/1.1 request over TCP; the status code and the body.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(crate::helpers::up::WAIT))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: muster\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    // The server may reset the connection right after answering: keep what came.
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (code, body)
+}
+
+#[test]
+fn over_tcp_every_request_needs_a_token_and_the_read_token_only_reads() {
+    let port = crate::helpers::up::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("control.token"), "c0ntrol-secret\n").unwrap();
+    std::fs::write(dir.path().join("read.token"), "read-secret\n").unwrap();
+    let mut up = Up::start_in(
+        dir,
+        &format!(
+            "{STATE}\n[settings.api]\nlisten = \"127.0.0.1:{port}\"\ntoken-file = \"control.token\"\nread-token-file = \"read.token\"\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n"
+        ),
+        &[],
+    );
+    up.wait_event("a", "ready");
+    assert_eq!(http(port, "GET", "/v1/services", None).0, 401);
+    assert_eq!(http(port, "GET", "/v1/services", Some("guess")).0, 401);
+    let (code, body) = http(port, "GET", "/v1/services/a", Some("read-secret"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"state\":\"healthy\""), "{body}");
+    assert_eq!(
+        http(port, "POST", "/v1/services/a/stop", Some("read-secret")).0,
+        403
+    );
+    let (code, metrics) = http(port, "GET", "/metrics", Some("read-secret"));
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("muster_services{state=\"healthy\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("muster_service_up{service=\"a\"} 1"),
+        "{metrics}"
+    );
+    let (code, body) = http(port, "POST", "/v1/services/a/stop", Some("c0ntrol-secret"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"state\":\"stopped\""), "{body}");
+    // Bad input is a 4xx with the error shape, never a 500.
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/services/a/ensure?timeout=soon",
+        Some("c0ntrol-secret"),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"kind\":\"bad-request\""), "{body}");
+    let (code, body) = http(port, "GET", "/v1/nothing-here", Some("read-secret"));
+    assert_eq!(code, 404, "{body}");
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
