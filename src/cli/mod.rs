@@ -7,6 +7,7 @@
 mod check;
 mod control;
 mod events;
+mod generate;
 mod graph;
 mod logs;
 mod status;
@@ -90,6 +91,10 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Print what happened: spawns, readiness, exits, restarts, failures
     Events(events::EventsArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff)
+    Man(generate::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -106,6 +111,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Down(args) => control::down(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
+        Command::Completions(args) => generate::completions(&args),
+        Command::Man(args) => generate::man(&args),
     }
 }
 
