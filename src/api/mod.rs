@@ -41,6 +41,7 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/logs", get(stream::all_logs))
         .route("/v1/events", get(stream::events))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/reload", post(reload))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(supervisor)
@@ -166,7 +167,8 @@ fn unknown(name: String) -> ApiError {
 
 /// A 404 naming the nearest service, when one is near.
 fn unknown_near(supervisor: &Supervisor, name: String) -> ApiError {
-    let names: Vec<&str> = supervisor.services().map(|h| h.name().as_str()).collect();
+    let services = supervisor.services();
+    let names: Vec<&str> = services.iter().map(|h| h.name().as_str()).collect();
     let near = crate::suggest::nearest(&name, names.iter().copied()).map(str::to_owned);
     let mut error = unknown(name);
     if let Some(near) = near {
@@ -186,8 +188,9 @@ pub(crate) fn known(supervisor: &Supervisor, name: String) -> Result<String, Api
 async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<serde_json::Value> {
     let services: Vec<_> = supervisor
         .services()
+        .into_iter()
         .map(|handle| {
-            let mut service = describe(handle);
+            let mut service = describe(&handle);
             service["selected"] = json!(supervisor.is_selected(handle.name()));
             service
         })
@@ -203,7 +206,7 @@ async fn detail(
     let handle = supervisor
         .service(&name)
         .ok_or_else(|| unknown(name.clone()))?;
-    Ok(Json(describe(handle)))
+    Ok(Json(describe(&handle)))
 }
 
 /// A service as the API shows it: its status plus what the config declares.
@@ -267,7 +270,7 @@ async fn ensure(
     let handle = supervisor
         .service(&name)
         .ok_or_else(|| unknown(name.clone()))?;
-    Ok(Json(describe(handle)))
+    Ok(Json(describe(&handle)))
 }
 
 async fn start(
@@ -294,7 +297,7 @@ async fn stop(
     let handle = supervisor
         .service(&name)
         .ok_or_else(|| unknown(name.clone()))?;
-    Ok((StatusCode::OK, Json(describe(handle))))
+    Ok((StatusCode::OK, Json(describe(&handle))))
 }
 
 async fn restart(
@@ -318,7 +321,7 @@ fn accepted(
     let handle = supervisor
         .service(name)
         .ok_or_else(|| unknown(name.to_owned()))?;
-    Ok((StatusCode::ACCEPTED, Json(describe(handle))))
+    Ok((StatusCode::ACCEPTED, Json(describe(&handle))))
 }
 
 async fn shutdown(
@@ -341,7 +344,11 @@ async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::new();
-    let statuses: Vec<_> = supervisor.services().map(|h| h.status()).collect();
+    let statuses: Vec<_> = supervisor
+        .services()
+        .into_iter()
+        .map(|h| h.status())
+        .collect();
     let _ = writeln!(
         out,
         "# HELP muster_services Services by state.\n# TYPE muster_services gauge"
@@ -412,4 +419,31 @@ async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse
         )],
         out,
     )
+}
+
+/// `POST /v1/reload`: re-read the config; if it is invalid change nothing and answer
+/// 422 with the diagnostics, else apply the difference.
+async fn reload(State(supervisor): State<Arc<Supervisor>>) -> Response {
+    let path = supervisor.spec().path.clone();
+    match crate::config::load(&path) {
+        Ok(loaded) => {
+            let report = supervisor.reload(loaded.spec).await;
+            Json(json!({ "reloaded": report })).into_response()
+        }
+        Err(error) => {
+            let report = error.into_report();
+            let body = json!({
+                "error": {
+                    "kind": "invalid-config",
+                    "message": format!("{} is not valid; nothing was changed", path.display()),
+                    "service": null,
+                    "cause": [],
+                    "log_tail": [],
+                    "report": report.render_plain(),
+                    "diagnostics": report.to_json(),
+                }
+            });
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+    }
 }

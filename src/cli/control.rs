@@ -36,11 +36,16 @@ pub struct NameArgs {
 #[derive(Debug, Args)]
 pub struct DownArgs {}
 
-/// Where the supervisor of this config listens: `--state-dir`, or the config's.
+/// Where the supervisor of this config listens: `--state-dir`, or the config's. A
+/// config being edited may be invalid while its supervisor runs, so this needs only
+/// `settings.state-dir` (default `.muster` beside the file), not a valid file.
 pub fn socket(global: &GlobalArgs) -> Result<(PathBuf, PathBuf), ExitCode> {
     let state_dir = match global.state_dir() {
         Some(dir) => dir,
-        None => global.load(false)?.spec.settings.state_dir,
+        None => crate::config::state_dir_of(&global.file).map_err(|error| {
+            eprintln!("muster: {error}");
+            ExitCode::from(EXIT_USAGE)
+        })?,
     };
     Ok((crate::api::socket_path(&state_dir), state_dir))
 }
@@ -223,4 +228,65 @@ fn encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Print the API's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `reload`: apply the edited config, restarting only what changed.
+pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
+    let answer = match call(global, Method::POST, "/v1/reload") {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&answer);
+    }
+    if answer.status == hyper::StatusCode::UNPROCESSABLE_ENTITY {
+        if !args.json {
+            eprint!(
+                "{}",
+                answer.body["error"]["report"].as_str().unwrap_or_default()
+            );
+            eprintln!("muster: {}", error_message(&answer));
+        }
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if !answer.status.is_success() {
+        if !args.json {
+            report_failure(&answer);
+        }
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if !args.json {
+        let report = &answer.body["reloaded"];
+        let list = |key: &str| -> Vec<String> {
+            report[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut parts = Vec::new();
+        for (key, verb) in [
+            ("restarted", "restarted"),
+            ("added", "added"),
+            ("removed", "removed"),
+        ] {
+            let names = list(key);
+            if !names.is_empty() {
+                parts.push(format!("{verb} {}", names.join(", ")));
+            }
+        }
+        parts.push(format!("{} unchanged", list("unchanged").len()));
+        println!("reloaded: {}", parts.join("; "));
+    }
+    ExitCode::SUCCESS
 }

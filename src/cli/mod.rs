@@ -87,6 +87,8 @@ pub enum Command {
     Restart(control::NameArgs),
     /// Stop every service and the supervisor, and wait until it has exited
     Down(control::DownArgs),
+    /// Apply the edited config: restart only the services whose definition changed
+    Reload(control::ReloadArgs),
     /// Print the last lines of a service's output (or all services'), and follow
     Logs(logs::LogsArgs),
     /// Print what happened: spawns, readiness, exits, restarts, failures
@@ -109,6 +111,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => control::command(&cli.global, &args, "stop"),
         Command::Restart(args) => control::command(&cli.global, &args, "restart"),
         Command::Down(args) => control::down(&cli.global, &args),
+        Command::Reload(args) => control::reload(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
         Command::Completions(args) => generate::completions(&args),

@@ -210,10 +210,11 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     }
     let failed: Vec<_> = supervisor
         .services()
+        .into_iter()
         .filter(|handle| handle.status().phase == Phase::Failed)
         .map(|handle| handle.name().clone())
         .collect();
-    let handles: Vec<_> = supervisor.services().cloned().collect();
+    let handles: Vec<_> = supervisor.services();
     match ended_by {
         Some(signal) => view.note(&format!(
             "{signal}: stopping {} in reverse dependency order (again to kill them now)",
@@ -307,7 +308,11 @@ impl View {
             let style = ProgressStyle::with_template("{spinner:.cyan} {prefix} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             // Start order: by wave, then by name.
-            let mut order: Vec<_> = supervisor.selected().map(|h| h.name().clone()).collect();
+            let mut order: Vec<_> = supervisor
+                .selected()
+                .into_iter()
+                .map(|h| h.name().clone())
+                .collect();
             order.sort_by_key(|name| (supervisor.spec().wave_of(name.as_str()), name.clone()));
             let bars = order
                 .into_iter()
@@ -432,7 +437,11 @@ impl View {
             drop(multi);
         }
         let took = self.began.elapsed();
-        let statuses: Vec<_> = supervisor.selected().map(|h| h.status()).collect();
+        let statuses: Vec<_> = supervisor
+            .selected()
+            .into_iter()
+            .map(|h| h.status())
+            .collect();
         let mut failed: Vec<_> = statuses
             .iter()
             .filter(|s| s.phase == Phase::Failed)

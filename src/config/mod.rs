@@ -176,3 +176,30 @@ pub fn from_source(path: &Path, absolute: &Path, source: String) -> Result<Loade
         }
     }
 }
+
+/// The state directory a config file names, read leniently: only `settings.state-dir`
+/// matters (default `.muster`), relative to the file's directory, so a config with
+/// mistakes elsewhere still leads to its running supervisor.
+pub fn state_dir_of(path: &Path) -> Result<PathBuf, String> {
+    let path = if path.is_dir() {
+        path.join(DEFAULT_FILE_NAME)
+    } else {
+        path.to_path_buf()
+    };
+    let absolute = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&absolute)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let named = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|table| {
+            table
+                .get("settings")?
+                .get("state-dir")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| defaults::STATE_DIR.to_owned());
+    let dir = absolute.parent().unwrap_or(Path::new("/"));
+    Ok(dir.join(named))
+}

@@ -27,6 +27,7 @@ pub enum EventKind {
     Stopped,
     Completed,
     Failed,
+    Reloaded,
 }
 
 impl EventKind {
@@ -42,6 +43,7 @@ impl EventKind {
             EventKind::Stopped => "stopped",
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
+            EventKind::Reloaded => "reloaded",
         }
     }
 }

@@ -51,8 +51,11 @@ pub enum StartError {
 /// A running supervisor.
 #[derive(Debug)]
 pub struct Supervisor {
-    spec: Arc<Spec>,
-    services: BTreeMap<ServiceName, ServiceHandle>,
+    /// The config in force; replaced by a reload.
+    spec: std::sync::RwLock<Arc<Spec>>,
+    /// One handle per service; a reload adds, replaces and removes entries. Never held
+    /// across an `.await`: readers take clones of the handles.
+    services: std::sync::RwLock<BTreeMap<ServiceName, ServiceHandle>>,
     shared: Arc<actor::Shared>,
     /// The services this bootstrap starts.
     selected: BTreeSet<ServiceName>,
@@ -132,8 +135,8 @@ impl Supervisor {
             controlled: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             history,
-            spec: Arc::new(spec),
-            services,
+            spec: std::sync::RwLock::new(Arc::new(spec)),
+            services: std::sync::RwLock::new(services),
             shared,
             selected: BTreeSet::new(),
             gates: std::sync::Mutex::new(Vec::new()),
@@ -145,7 +148,7 @@ impl Supervisor {
     /// `only` is empty, each as soon as its dependencies meet their conditions. Names
     /// not in the spec are ignored.
     pub fn boot(&mut self, only: &[ServiceName]) {
-        self.selected = selection(&self.spec, only);
+        self.selected = selection(&self.services(), only);
         self.launch(&self.selected);
     }
 
@@ -153,8 +156,11 @@ impl Supervisor {
     /// dependencies meet their conditions. One already starting or running is left
     /// alone, so concurrent callers share one start.
     fn launch(&self, names: &BTreeSet<ServiceName>) {
+        let services = self.map();
         for name in names {
-            let handle = &self.services[name];
+            let Some(handle) = services.get(name) else {
+                continue;
+            };
             if !matches!(handle.status().phase, Phase::Stopped | Phase::Failed) {
                 continue;
             }
@@ -166,7 +172,7 @@ impl Supervisor {
                     (
                         dep.service.clone(),
                         dep.condition,
-                        self.services[&dep.service].watch(),
+                        services[&dep.service].watch(),
                     )
                 })
                 .collect();
@@ -206,8 +212,7 @@ impl Supervisor {
     async fn ensure_inner(&self, name: &str, timeout: Duration) -> Result<Status, Failure> {
         self.mark_controlled();
         let handle = self
-            .services
-            .get(name)
+            .service(name)
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
         let asked = std::time::SystemTime::now();
         let mut status = handle.watch();
@@ -218,7 +223,7 @@ impl Supervisor {
             _ => {}
         }
         self.launch(&selection(
-            &self.spec,
+            &self.services(),
             std::slice::from_ref(&handle.service.name),
         ));
         // An outcome of this start: healthy, or settled after the ask (an old failure
@@ -249,7 +254,7 @@ impl Supervisor {
         let mut root = status.service.clone();
         let mut reason = status.reason.clone();
         while let Some(rest) = reason.strip_prefix("dependency `") {
-            let Some(dep) = rest.split('`').next().and_then(|d| self.services.get(d)) else {
+            let Some(dep) = rest.split('`').next().and_then(|d| self.service(d)) else {
                 break;
             };
             let dep_status = dep.status();
@@ -260,16 +265,114 @@ impl Supervisor {
             root = dep_status.service.clone();
             reason = dep_status.reason.clone();
         }
-        let log_tail = self.services[&root]
-            .log()
-            .lock()
-            .map(|log| log.tail(20).into_iter().map(|line| line.text).collect())
-            .unwrap_or_default();
+        let log_tail = match self.service(root.as_str()) {
+            Some(handle) => Log::lock(handle.log())
+                .tail(20)
+                .into_iter()
+                .map(|line| line.text)
+                .collect(),
+            None => Vec::new(),
+        };
         Box::new(Explanation {
             status,
             cause,
             log_tail,
         })
+    }
+
+    /// Applies a new config: services whose definition changed are stopped and started
+    /// again with it (if they were running), new ones are added (and started with
+    /// `autostart`), removed ones are stopped and dropped; the rest is not touched.
+    /// Settings keep their running values (the state directory above all).
+    pub async fn reload(&self, mut new: Spec) -> ReloadReport {
+        self.mark_controlled();
+        let old = self.spec();
+        new.settings = old.settings.clone();
+        let mut report = ReloadReport::default();
+        let mut to_stop = Vec::new();
+        let mut was_active = BTreeSet::new();
+        for handle in self.services() {
+            let name = handle.name().clone();
+            match new.services.get(&name) {
+                None => {
+                    report.removed.push(name);
+                    to_stop.push(handle);
+                }
+                Some(service) if *service != *handle.service => {
+                    if handle.status().phase != Phase::Stopped {
+                        was_active.insert(name.clone());
+                    }
+                    report.restarted.push(name);
+                    to_stop.push(handle);
+                }
+                Some(_) => report.unchanged.push(name),
+            }
+        }
+        let stopping = to_stop.iter().map(|handle| async move {
+            handle.send(Input::Stop);
+            let patience = handle.service.stop_timeout + Duration::from_secs(5);
+            let mut status = handle.watch();
+            let _ = tokio::time::timeout(patience, status.wait_for(|s| s.phase.is_settled())).await;
+        });
+        futures_util::future::join_all(stopping).await;
+        report.added = new
+            .services
+            .keys()
+            .filter(|name| !report.unchanged.contains(name) && !report.restarted.contains(name))
+            .cloned()
+            .collect();
+        let logs_dir = new.settings.state_dir.join("logs");
+        {
+            let mut services = self
+                .services
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for name in &report.removed {
+                services.remove(name);
+            }
+            for name in report.restarted.iter().chain(&report.added) {
+                let service = new.services[name].clone();
+                let log = Log::shared(
+                    logs_dir.join(format!("{name}.log")),
+                    new.settings.logs.clone(),
+                );
+                services.insert(
+                    name.clone(),
+                    actor::start(service, Arc::clone(&self.shared), log),
+                );
+            }
+        }
+        let mut start: Vec<ServiceName> = was_active.into_iter().collect();
+        start.extend(
+            report
+                .added
+                .iter()
+                .filter(|name| new.services[*name].autostart)
+                .cloned(),
+        );
+        *self
+            .spec
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
+        for name in &start {
+            self.launch(&selection(&self.services(), std::slice::from_ref(name)));
+        }
+        for (names, what) in [
+            (&report.restarted, "definition changed"),
+            (&report.added, "added"),
+            (&report.removed, "removed"),
+        ] {
+            for name in names {
+                self.shared.bus.publish(
+                    name,
+                    0,
+                    EventKind::Reloaded,
+                    what.to_owned(),
+                    serde_json::json!({ "change": what }),
+                );
+            }
+        }
+        report
     }
 
     /// Whether a client has controlled a service (so an idle graph is not the end).
@@ -286,11 +389,10 @@ impl Supervisor {
     pub fn start(&self, name: &str) -> Result<Status, Failure> {
         self.mark_controlled();
         let handle = self
-            .services
-            .get(name)
+            .service(name)
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
         self.launch(&selection(
-            &self.spec,
+            &self.services(),
             std::slice::from_ref(&handle.service.name),
         ));
         Ok(handle.status())
@@ -300,8 +402,7 @@ impl Supervisor {
     pub fn command(&self, name: &str, input: Input) -> Result<Status, Failure> {
         self.mark_controlled();
         let handle = self
-            .services
-            .get(name)
+            .service(name)
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
         handle.send(input);
         Ok(handle.status())
@@ -326,20 +427,33 @@ impl Supervisor {
         self.shutdown_asked.notified().await;
     }
 
-    pub fn spec(&self) -> &Spec {
-        &self.spec
+    /// The config in force.
+    pub fn spec(&self) -> Arc<Spec> {
+        Arc::clone(
+            &self
+                .spec
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub fn bus(&self) -> &EventBus {
         &self.shared.bus
     }
 
-    pub fn services(&self) -> impl Iterator<Item = &ServiceHandle> {
-        self.services.values()
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ServiceName, ServiceHandle>> {
+        self.services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceHandle> {
-        self.services.get(name)
+    /// Every service, in name order.
+    pub fn services(&self) -> Vec<ServiceHandle> {
+        self.map().values().cloned().collect()
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceHandle> {
+        self.map().get(name).cloned()
     }
 
     /// Whether the bootstrap started (or will start) this service.
@@ -348,14 +462,18 @@ impl Supervisor {
     }
 
     /// The services the bootstrap starts, in name order.
-    pub fn selected(&self) -> impl Iterator<Item = &ServiceHandle> {
-        self.selected.iter().map(|name| &self.services[name])
+    pub fn selected(&self) -> Vec<ServiceHandle> {
+        let services = self.map();
+        self.selected
+            .iter()
+            .filter_map(|name| services.get(name).cloned())
+            .collect()
     }
 
     /// Whether every selected service has reached where the bootstrap leaves it:
     /// healthy, completed, or failed.
     pub fn booted(&self) -> bool {
-        self.selected().all(|handle| {
+        self.selected().iter().all(|handle| {
             let phase = handle.status().phase;
             matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
         })
@@ -365,6 +483,7 @@ impl Supervisor {
     /// failed.
     pub fn idle(&self) -> bool {
         self.services()
+            .iter()
             .all(|handle| handle.status().phase.is_settled())
     }
 
@@ -382,8 +501,9 @@ impl Supervisor {
         for gate in gates {
             gate.abort();
         }
+        let services = self.services();
         let mut dependents: BTreeMap<&ServiceName, Vec<watch::Receiver<Status>>> = BTreeMap::new();
-        for handle in self.services.values() {
+        for handle in &services {
             for dep in &handle.service.depends_on {
                 dependents
                     .entry(&dep.service)
@@ -392,7 +512,7 @@ impl Supervisor {
             }
         }
         let mut stoppers = Vec::new();
-        for handle in self.services.values() {
+        for handle in &services {
             let dependents = dependents.remove(handle.name()).unwrap_or_default();
             let handle = handle.clone();
             stoppers.push(tokio::spawn(async move {
@@ -404,16 +524,16 @@ impl Supervisor {
             }));
         }
         let all_stopped = futures_util::future::join_all(stoppers);
-        if tokio::time::timeout(self.spec.settings.shutdown_timeout, all_stopped)
+        if tokio::time::timeout(self.spec().settings.shutdown_timeout, all_stopped)
             .await
             .is_err()
         {
-            for handle in self.services.values() {
+            for handle in &services {
                 if let Some(pid) = handle.status().pid {
                     let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
                 }
             }
-            let everyone = self.services.values().map(|handle| async {
+            let everyone = services.iter().map(|handle| async {
                 let _ = handle.watch().wait_for(|s| is_down(s.phase)).await;
             });
             let _ = tokio::time::timeout(
@@ -436,25 +556,41 @@ fn is_down(phase: Phase) -> bool {
 }
 
 /// `only` and everything it depends on; or every autostart service and its dependencies.
-fn selection(spec: &Spec, only: &[ServiceName]) -> BTreeSet<ServiceName> {
+fn selection(services: &[ServiceHandle], only: &[ServiceName]) -> BTreeSet<ServiceName> {
+    let find = |name: &ServiceName| services.iter().find(|h| h.name() == name);
     let mut todo: Vec<ServiceName> = if only.is_empty() {
-        spec.services
-            .values()
-            .filter(|service| service.autostart)
-            .map(|service| service.name.clone())
+        services
+            .iter()
+            .filter(|h| h.service.autostart)
+            .map(|h| h.name().clone())
             .collect()
     } else {
         only.to_vec()
     };
     let mut selected = BTreeSet::new();
     while let Some(name) = todo.pop() {
-        if let Some(service) = spec.service(name.as_str())
+        if let Some(handle) = find(&name)
             && selected.insert(name.clone())
         {
-            todo.extend(service.depends_on.iter().map(|dep| dep.service.clone()));
+            todo.extend(
+                handle
+                    .service
+                    .depends_on
+                    .iter()
+                    .map(|dep| dep.service.clone()),
+            );
         }
     }
     selected
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub restarted: Vec<ServiceName>,
+    pub added: Vec<ServiceName>,
+    pub removed: Vec<ServiceName>,
+    pub unchanged: Vec<ServiceName>,
 }
 
 /// Why a service could not be made healthy, or was not found.

@@ -376,3 +376,82 @@ fn over_tcp_every_request_needs_a_token_and_the_read_token_only_reads() {
     let ended = up.stop();
     assert_eq!(ended.code, 0, "{}", ended.stderr);
 }
+
+#[test]
+fn reload_restarts_exactly_what_changed_and_an_invalid_edit_changes_nothing() {
+    let services = |api_arg: &str| {
+        config(&format!(
+            r#"
+[services.db]
+command = ["sleep", "1000"]
+
+[services.api]
+command = ["sleep", "{api_arg}"]
+depends-on = ["db"]
+
+[services.cache]
+command = ["sleep", "1000"]
+"#
+        ))
+    };
+    let mut up = Up::start(&services("1000"), &[]);
+    for name in ["db", "api", "cache"] {
+        up.wait_event(name, "ready");
+    }
+    let file = up.path("muster.toml");
+    let file_arg = file.to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| run(muster(args).args(["-f", &file_arg]));
+    let pids = || -> std::collections::BTreeMap<String, serde_json::Value> {
+        let status = cli(&["status", "--json"]);
+        let body: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        body["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_owned(), s["pid"].clone()))
+            .collect()
+    };
+    let before = pids();
+
+    // An invalid edit: nothing changes, the diagnostics come back.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("depends-on = [\"db\"]", "depends-on = [\"dbb\"]"),
+    )
+    .unwrap();
+    let invalid = cli(&["reload"]);
+    assert_eq!(invalid.code, 2, "{}", invalid.stderr);
+    assert!(invalid.stderr.contains("dbb"), "{}", invalid.stderr);
+    assert!(
+        invalid.stderr.contains("nothing was changed"),
+        "{}",
+        invalid.stderr
+    );
+    assert_eq!(pids(), before);
+
+    // One service edited, one added: only those move.
+    std::fs::write(
+        &file,
+        services("999").replace("{dir}", up.dir.path().to_str().unwrap())
+            + "\n[services.extra]\ncommand = [\"sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    let reload = cli(&["reload"]);
+    assert_eq!(reload.code, 0, "{}", reload.stderr);
+    assert_eq!(
+        reload.stdout.trim(),
+        "reloaded: restarted api; added extra; 2 unchanged"
+    );
+    up.wait_for("api running again", |e| {
+        e["service"] == "api" && e["kind"] == "spawned" && e["data"]["pid"] != before["api"]
+    });
+    up.wait_event("extra", "ready");
+    let after = pids();
+    assert_eq!(after["db"], before["db"]);
+    assert_eq!(after["cache"], before["cache"]);
+    assert_ne!(after["api"], before["api"]);
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    assert_eq!(ended.of("api", "reloaded").len(), 1);
+}
