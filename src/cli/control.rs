@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::Args;
 use hyper::Method;
@@ -50,28 +49,53 @@ pub fn socket(global: &GlobalArgs) -> Result<(PathBuf, PathBuf), ExitCode> {
     Ok((crate::api::socket_path(&state_dir), state_dir))
 }
 
-/// Sends one request; a missing supervisor is one line saying how to start one.
-pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, ExitCode> {
-    let (socket, _) = socket(global)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A runtime for one command, or the exit code after saying why there is none.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| {
             eprintln!("muster: cannot start the runtime: {error}");
             ExitCode::from(EXIT_FAILED)
-        })?;
-    runtime
-        .block_on(client::request(&socket, method, path))
-        .map_err(|error| {
-            match error {
-                ClientError::NotRunning { .. } => eprintln!(
-                    "muster: {error}; start one with `muster up -f {}`",
-                    global.file.display()
-                ),
-                ClientError::Broken { .. } => eprintln!("muster: {error}"),
-            }
-            ExitCode::from(EXIT_FAILED)
         })
+}
+
+/// Says why a request got no answer (a missing supervisor: how to start one).
+fn no_answer(global: &GlobalArgs, error: &ClientError) -> ExitCode {
+    match error {
+        ClientError::NotRunning { .. } => eprintln!(
+            "muster: {error}; start one with `muster up -f {}`",
+            global.file.display()
+        ),
+        ClientError::Broken { .. } => eprintln!("muster: {error}"),
+    }
+    ExitCode::from(EXIT_FAILED)
+}
+
+/// Sends one request; a missing supervisor is one line saying how to start one.
+pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, ExitCode> {
+    let (socket, _) = socket(global)?;
+    runtime()?
+        .block_on(client::request(&socket, method, path))
+        .map_err(|error| no_answer(global, &error))
+}
+
+/// A GET whose answer is read line by line into `on_line` until it ends. An error
+/// answer is reported (exit 2 for a request the user got wrong, 1 otherwise).
+pub fn stream(global: &GlobalArgs, path: &str, on_line: impl FnMut(&str)) -> Result<(), ExitCode> {
+    let (socket, _) = socket(global)?;
+    match runtime()?.block_on(client::each_line(&socket, path, on_line)) {
+        Ok(None) => Ok(()),
+        Ok(Some(answer)) => {
+            eprintln!("muster: {}", error_message(&answer));
+            Err(ExitCode::from(if answer.status.is_client_error() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            }))
+        }
+        Err(error) => Err(no_answer(global, &error)),
+    }
 }
 
 /// The one-line message of an error answer.
@@ -195,26 +219,18 @@ pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
     let Ok((_, state_dir)) = socket(global) else {
         return ExitCode::from(EXIT_FAILED);
     };
-    // The lock is held until the supervisor has stopped everything and exited.
+    // The lock is held until the supervisor has stopped everything and exited; its own
+    // shutdown-timeout bounds the wait.
     eprintln!("muster: stopping; waiting for the supervisor to exit");
-    let began = Instant::now();
-    loop {
-        match crate::supervisor::lock::StateLock::acquire(&state_dir) {
-            Ok(_) => {
-                eprintln!("muster: the supervisor has exited");
-                return ExitCode::SUCCESS;
-            }
-            Err(crate::supervisor::lock::LockError::Held { .. }) => {}
-            Err(error) => {
-                eprintln!("muster: {error}");
-                return ExitCode::from(EXIT_FAILED);
-            }
+    match crate::supervisor::lock::StateLock::wait(&state_dir) {
+        Ok(_) => {
+            eprintln!("muster: the supervisor has exited");
+            ExitCode::SUCCESS
         }
-        if began.elapsed() > Duration::from_secs(600) {
-            eprintln!("muster: the supervisor is still running after 10 minutes");
-            return ExitCode::from(EXIT_FAILED);
+        Err(error) => {
+            eprintln!("muster: {error}");
+            ExitCode::from(EXIT_FAILED)
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::control::{error_message, socket};
-use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
-use crate::api::client::{self, ClientError};
+use super::GlobalArgs;
+use super::control::stream;
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -30,10 +29,6 @@ pub struct EventsArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
-    let (socket, _) = match socket(global) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
     let mut path = format!("/v1/events?since={}&follow={}", args.since, args.follow);
     if let Some(service) = &args.service {
         path.push_str(&format!("&service={service}"));
@@ -71,45 +66,14 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             document.push_str(line);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("muster: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let answer = runtime.block_on(client::each_line(&socket, &path, on_line));
-    match answer {
-        Ok(None) => {
-            if !follow {
-                let value: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
-                for event in value["events"].as_array().into_iter().flatten() {
-                    print(event);
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(Some(answer)) => {
-            eprintln!("muster: {}", error_message(&answer));
-            ExitCode::from(if answer.status.is_client_error() {
-                EXIT_USAGE
-            } else {
-                EXIT_FAILED
-            })
-        }
-        Err(error @ ClientError::NotRunning { .. }) => {
-            eprintln!(
-                "muster: {error}; start one with `muster up -f {}`",
-                global.file.display()
-            );
-            ExitCode::from(EXIT_FAILED)
-        }
-        Err(error) => {
-            eprintln!("muster: {error}");
-            ExitCode::from(EXIT_FAILED)
+    if let Err(code) = stream(global, &path, on_line) {
+        return code;
+    }
+    if !follow {
+        let value: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
+        for event in value["events"].as_array().into_iter().flatten() {
+            print(event);
         }
     }
+    ExitCode::SUCCESS
 }

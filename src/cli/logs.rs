@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 use console::style;
 
-use super::control::{error_message, socket};
-use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
-use crate::api::client::{self, ClientError};
+use super::GlobalArgs;
+use super::control::stream;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -27,10 +26,6 @@ pub struct LogsArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
-    let (socket, _) = match socket(global) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
     let path = match &args.name {
         Some(name) => format!(
             "/v1/services/{name}/logs?tail={}&follow={}",
@@ -65,36 +60,8 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
             println!("{text}");
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("muster: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    match runtime.block_on(client::each_line(&socket, &path, print)) {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(answer)) => {
-            eprintln!("muster: {}", error_message(&answer));
-            ExitCode::from(if answer.status == hyper::StatusCode::NOT_FOUND {
-                EXIT_USAGE
-            } else {
-                EXIT_FAILED
-            })
-        }
-        Err(error @ ClientError::NotRunning { .. }) => {
-            eprintln!(
-                "muster: {error}; start one with `muster up -f {}`",
-                global.file.display()
-            );
-            ExitCode::from(EXIT_FAILED)
-        }
-        Err(error) => {
-            eprintln!("muster: {error}");
-            ExitCode::from(EXIT_FAILED)
-        }
+    match stream(global, &path, print) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
 }

@@ -80,15 +80,9 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
     if args.detach {
         return detach(global, args, &spec);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::control::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("muster: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let progress = !args.json && !args.no_progress && std::io::stderr().is_terminal();
     runtime.block_on(up(spec, only, args.json, progress))
@@ -586,15 +580,9 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
         .sum::<Duration>()
         + Duration::from_secs(30);
     let socket = api::socket_path(state_dir);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::control::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("muster: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let began = Instant::now();
     loop {

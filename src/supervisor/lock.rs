@@ -29,7 +29,17 @@ pub enum LockError {
 }
 
 impl StateLock {
+    /// Takes the lock now, or says who holds it.
     pub fn acquire(state_dir: &Path) -> Result<Self, LockError> {
+        Self::take(state_dir, FlockArg::LockExclusiveNonblock)
+    }
+
+    /// Blocks until the holder (if any) has let go: a supervisor has exited.
+    pub fn wait(state_dir: &Path) -> Result<Self, LockError> {
+        Self::take(state_dir, FlockArg::LockExclusive)
+    }
+
+    fn take(state_dir: &Path, how: FlockArg) -> Result<Self, LockError> {
         let path = state_dir.join("lock");
         let io = |source| LockError::Io {
             path: path.clone(),
@@ -43,7 +53,7 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let mut lock = match Flock::lock(file, how) {
             Ok(lock) => lock,
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut pid = String::new();
