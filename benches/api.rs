@@ -9,17 +9,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
 use muster::api::client::request;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
-const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
+mod support;
+
+use support::{stop, up, wait_for_ready};
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,26 +31,8 @@ fn main() {
     }
     let file = dir.path().join("api.toml");
     std::fs::write(&file, config).unwrap();
-    let mut child = Command::new(MUSTER)
-        .args(["up", "--json", "-f"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ready = 0;
-    while ready < 20 {
-        if lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .contains("\"kind\":\"ready\"")
-        {
-            ready += 1;
-        }
-    }
+    let (mut child, mut lines) = up(&file);
+    wait_for_ready(&mut lines, 20);
     let socket = dir.path().join("state/muster.sock");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,8 +85,7 @@ fn main() {
         }
         total
     });
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    child.wait().unwrap();
+    stop(&mut child);
 
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];

@@ -10,16 +10,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+mod support;
 
-const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
+use support::{stop, up};
 const ROUNDS: usize = 20;
 const WATCHDOG_MS: u64 = 200;
 
@@ -53,15 +50,8 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(MUSTER)
-        .args(["up", "--json", "-f"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, lines) = up(&config);
+    let mut lines = lines.lines();
     let mut ready = Vec::new();
     let mut hang = Vec::new();
     while hang.len() < ROUNDS {
@@ -78,8 +68,7 @@ fn main() {
             _ => {}
         }
     }
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    child.wait().unwrap();
+    stop(&mut child);
 
     println!("muster health benchmark ({ROUNDS} rounds, watchdog {WATCHDOG_MS} ms)");
     println!();

@@ -13,16 +13,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const MUSTER: &str = env!("CARGO_BIN_EXE_muster");
+mod support;
+
+use support::{stop, up, wait_for_ready};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -113,39 +113,6 @@ fn boot_config(dir: &Path, count: usize) -> PathBuf {
     let path = dir.join("boot.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn up(config: &Path) -> (Child, BufReader<ChildStdout>) {
-    let mut child = Command::new(MUSTER)
-        .args(["up", "--json", "-f"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap());
-    (child, lines)
-}
-
-fn wait_for_ready(lines: &mut BufReader<ChildStdout>, count: usize) {
-    let mut ready = 0;
-    let mut line = String::new();
-    while ready < count {
-        line.clear();
-        assert!(
-            lines.read_line(&mut line).unwrap() > 0,
-            "muster up ended early"
-        );
-        if line.contains("\"kind\":\"ready\"") {
-            ready += 1;
-        }
-    }
-}
-
-fn stop(child: &mut Child) {
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    child.wait().unwrap();
 }
 
 fn rss_kib(pid: u32) -> u64 {

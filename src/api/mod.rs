@@ -341,77 +341,75 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse {
-    use std::fmt::Write as _;
+    use crate::supervisor::Phase;
     use std::sync::atomic::Ordering::Relaxed;
-    let mut out = String::new();
     let statuses: Vec<_> = supervisor
         .services()
         .into_iter()
         .map(|h| h.status())
         .collect();
-    let _ = writeln!(
-        out,
-        "# HELP muster_services Services by state.\n# TYPE muster_services gauge"
-    );
-    for phase in crate::supervisor::Phase::ALL {
-        let count = statuses.iter().filter(|s| s.phase == phase).count();
-        let _ = writeln!(out, "muster_services{{state=\"{phase}\"}} {count}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP muster_service_up 1 when the service is healthy.\n# TYPE muster_service_up gauge"
-    );
-    for s in &statuses {
-        let up = u8::from(s.phase == crate::supervisor::Phase::Healthy);
-        let _ = writeln!(out, "muster_service_up{{service=\"{}\"}} {up}", s.service);
-    }
-    let _ = writeln!(
-        out,
-        "# HELP muster_restarts_total Restarts of each service.\n# TYPE muster_restarts_total counter"
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "muster_restarts_total{{service=\"{}\"}} {}",
-            s.service, s.restarts
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP muster_probe_failures_total Failed probe attempts of each service.\n# TYPE muster_probe_failures_total counter"
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "muster_probe_failures_total{{service=\"{}\"}} {}",
-            s.service, s.probe_failures
-        );
-    }
+    let per_service =
+        |value: &dyn Fn(&crate::supervisor::Status) -> String| -> Vec<(String, String)> {
+            statuses
+                .iter()
+                .map(|s| (format!("{{service=\"{}\"}}", s.service), value(s)))
+                .collect()
+        };
+    let by_state: Vec<(String, String)> = Phase::ALL
+        .iter()
+        .map(|&phase| {
+            let count = statuses.iter().filter(|s| s.phase == phase).count();
+            (format!("{{state=\"{phase}\"}}"), count.to_string())
+        })
+        .collect();
     let counters = &supervisor.counters;
-    let _ = writeln!(
-        out,
-        "# HELP muster_ensure_calls_total ensure requests answered.\n# TYPE muster_ensure_calls_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "muster_ensure_calls_total {}",
-        counters.ensure_calls.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP muster_ensure_failures_total ensure requests that did not end healthy.\n# TYPE muster_ensure_failures_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "muster_ensure_failures_total {}",
-        counters.ensure_failures.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP muster_ensure_wait_seconds_total Time callers spent waiting in ensure.\n# TYPE muster_ensure_wait_seconds_total counter"
-    );
-    let seconds = counters.ensure_wait_micros.load(Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "muster_ensure_wait_seconds_total {seconds}");
+    let single = |value: String| vec![(String::new(), value)];
+    let families = [
+        ("muster_services", "gauge", "Services by state.", by_state),
+        (
+            "muster_service_up",
+            "gauge",
+            "1 when the service is healthy.",
+            per_service(&|s| u8::from(s.phase == Phase::Healthy).to_string()),
+        ),
+        (
+            "muster_restarts_total",
+            "counter",
+            "Restarts of each service.",
+            per_service(&|s| s.restarts.to_string()),
+        ),
+        (
+            "muster_probe_failures_total",
+            "counter",
+            "Failed probe attempts of each service.",
+            per_service(&|s| s.probe_failures.to_string()),
+        ),
+        (
+            "muster_ensure_calls_total",
+            "counter",
+            "ensure requests answered.",
+            single(counters.ensure_calls.load(Relaxed).to_string()),
+        ),
+        (
+            "muster_ensure_failures_total",
+            "counter",
+            "ensure requests that did not end healthy.",
+            single(counters.ensure_failures.load(Relaxed).to_string()),
+        ),
+        (
+            "muster_ensure_wait_seconds_total",
+            "counter",
+            "Time callers spent waiting in ensure.",
+            single((counters.ensure_wait_micros.load(Relaxed) as f64 / 1e6).to_string()),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, samples) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
