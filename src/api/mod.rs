@@ -4,46 +4,56 @@
 //! Every handler is a thin translation: parse the request, call the supervisor, answer
 //! with a status code that says what happened. Errors share one shape,
 //! `{"error": {"kind", "message", "service", "cause", "log_tail"}}`, and bad input is a
-//! 4xx with a message, never a 500.
+//! 4xx with a message, never a 500. The answers are the types in [`model`], and
+//! `GET /v1/openapi.json` is generated from them and from the handlers' annotations.
 
 pub mod auth;
 pub mod client;
+mod metrics;
+pub mod model;
+pub mod serve;
+mod services;
 mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use utoipa::OpenApi;
 
-use crate::supervisor::{Explanation, Failure, Input, Supervisor};
+use crate::supervisor::{Explanation, Failure, Supervisor};
+use model::{ErrorBody, ErrorDetail, Reloaded, ShuttingDown};
+pub use services::DEFAULT_ENSURE_TIMEOUT;
 
-/// How long `ensure` waits when the caller does not say.
-pub const DEFAULT_ENSURE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest request body accepted. No endpoint reads one; the cap keeps a client
+/// from making the server swallow an upload it will never use.
+pub const MAX_BODY: u64 = 64 * 1024;
 
 /// The API's routes over a running supervisor.
 pub fn router(supervisor: Arc<Supervisor>) -> Router {
     Router::new()
-        .route("/v1/services", get(list))
-        .route("/v1/services/{name}", get(detail))
-        .route("/v1/services/{name}/ensure", post(ensure))
-        .route("/v1/services/{name}/start", post(start))
-        .route("/v1/services/{name}/stop", post(stop))
-        .route("/v1/services/{name}/restart", post(restart))
+        .route("/v1/services", get(services::list))
+        .route("/v1/services/{name}", get(services::detail))
+        .route("/v1/services/{name}/ensure", post(services::ensure))
+        .route("/v1/services/{name}/start", post(services::start))
+        .route("/v1/services/{name}/stop", post(services::stop))
+        .route("/v1/services/{name}/restart", post(services::restart))
         .route("/v1/services/{name}/logs", get(stream::service_logs))
         .route("/v1/logs", get(stream::all_logs))
         .route("/v1/events", get(stream::events))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/reload", post(reload))
-        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(limit_body))
         .with_state(supervisor)
 }
 
@@ -54,6 +64,30 @@ pub fn router_with_tokens(supervisor: Arc<Supervisor>, tokens: auth::Tokens) -> 
         auth::authorize,
     ))
 }
+
+/// The OpenAPI document of the routes above.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "muster",
+        description = "The control API of a muster supervisor: HTTP/1.1 and JSON on \
+            `state-dir/muster.sock` (mode 0600, no token), or on the optional TCP listener \
+            where every request carries `Authorization: Bearer <token>` (the read token \
+            may only GET).",
+    ),
+    paths(
+        services::list, services::detail, services::ensure, services::start,
+        services::stop, services::restart, stream::service_logs, stream::all_logs,
+        stream::events, reload, shutdown, openapi, metrics::metrics,
+    ),
+    tags(
+        (name = "services", description = "Each service's state, and making it run"),
+        (name = "logs", description = "Services' output"),
+        (name = "events", description = "What happened, numbered"),
+        (name = "supervisor", description = "The supervisor itself"),
+    ),
+)]
+pub struct ApiDoc;
 
 /// Binds the socket at `path` with mode 0600 (a stale socket file from a supervisor
 /// that died is replaced; the state lock says no live one owns it).
@@ -103,15 +137,17 @@ impl IntoResponse for ApiError {
             Some(e) => (e.cause.clone(), e.log_tail.clone()),
             None => (Vec::new(), Vec::new()),
         };
-        let body = json!({
-            "error": {
-                "kind": self.kind,
-                "message": self.message,
-                "service": self.service,
-                "cause": cause,
-                "log_tail": log_tail,
-            }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_owned(),
+                message: self.message,
+                service: self.service,
+                cause,
+                log_tail,
+                report: None,
+                diagnostics: None,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -125,10 +161,12 @@ impl From<Failure> for ApiError {
                 let mut error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not-healthy",
-                    format!(
-                        "`{}` is {}: {}",
-                        status.service, status.phase, status.reason
-                    ),
+                    match status.phase {
+                        crate::supervisor::Phase::Failed => {
+                            format!("`{}` failed: {}", status.service, status.reason)
+                        }
+                        phase => format!("`{}` is {phase}: {}", status.service, status.reason),
+                    },
                 );
                 error.service = Some(status.service.to_string());
                 error.explanation = Some(explanation);
@@ -155,7 +193,7 @@ impl From<Failure> for ApiError {
     }
 }
 
-fn unknown(name: String) -> ApiError {
+pub(crate) fn unknown(name: String) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown-service",
@@ -185,262 +223,100 @@ pub(crate) fn known(supervisor: &Supervisor, name: String) -> Result<String, Api
     }
 }
 
-async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<serde_json::Value> {
-    let services: Vec<_> = supervisor
-        .services()
-        .into_iter()
-        .map(|handle| {
-            let mut service = describe(&handle);
-            service["selected"] = json!(supervisor.is_selected(handle.name()));
-            service
-        })
-        .collect();
-    Json(json!({ "booted": supervisor.booted(), "services": services }))
+/// A bad query string: 400 with what was wrong.
+pub(crate) fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        rejection.body_text(),
+    )
 }
 
-async fn detail(
-    State(supervisor): State<Arc<Supervisor>>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let name = known(&supervisor, name)?;
-    let handle = supervisor
-        .service(&name)
-        .ok_or_else(|| unknown(name.clone()))?;
-    Ok(Json(describe(&handle)))
-}
-
-/// A service as the API shows it: its status plus what the config declares.
-fn describe(handle: &crate::supervisor::ServiceHandle) -> serde_json::Value {
-    let status = handle.status();
-    let ports: Vec<String> = handle
-        .service
-        .ports
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let uptime = match status.phase {
-        crate::supervisor::Phase::Healthy | crate::supervisor::Phase::Unhealthy => {
-            status.since.elapsed().ok().map(|d| d.as_secs_f64())
-        }
-        _ => None,
-    };
-    json!({
-        "name": status.service,
-        "description": handle.service.description,
-        "state": status.phase,
-        "reason": status.reason,
-        "pid": status.pid,
-        "run_id": status.run_id,
-        "since": humantime::format_rfc3339_millis(status.since).to_string(),
-        "uptime_seconds": uptime,
-        "restarts": status.restarts,
-        "last_exit": status.last_exit,
-        "notify_status": status.notify_status,
-        "notify_state": status.notify_state,
-        "main_pid": status.main_pid,
-        "ports": ports,
-        "autostart": handle.service.autostart,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-struct EnsureQuery {
-    timeout: Option<String>,
-}
-
-async fn ensure(
-    State(supervisor): State<Arc<Supervisor>>,
-    UrlPath(name): UrlPath<String>,
-    query: Result<Query<EnsureQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-request", e.body_text()))?;
-    let timeout = match query.timeout.as_deref() {
-        None => DEFAULT_ENSURE_TIMEOUT,
-        Some(text) => crate::config::values::duration(text).map_err(|problem| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!("timeout: {}", problem.message),
-            )
-        })?,
-    };
-    let name = known(&supervisor, name)?;
-    supervisor.ensure(&name, timeout).await?;
-    let handle = supervisor
-        .service(&name)
-        .ok_or_else(|| unknown(name.clone()))?;
-    Ok(Json(describe(&handle)))
-}
-
-async fn start(
-    State(supervisor): State<Arc<Supervisor>>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = known(&supervisor, name)?;
-    supervisor.start(&name)?;
-    accepted(&supervisor, &name)
-}
-
-async fn stop(
-    State(supervisor): State<Arc<Supervisor>>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = known(&supervisor, name)?;
-    supervisor.command(&name, Input::Stop)?;
-    // Answer once it is down, so `muster stop x && ...` can rely on it.
-    if let Some(handle) = supervisor.service(&name) {
-        let patience = handle.service.stop_timeout + Duration::from_secs(5);
-        let mut status = handle.watch();
-        let _ = tokio::time::timeout(patience, status.wait_for(|s| s.phase.is_settled())).await;
+/// Refuses a declared body over [`MAX_BODY`] before any handler runs.
+async fn limit_body(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("request bodies are limited to {MAX_BODY} bytes; no endpoint reads one"),
+        )
+        .into_response();
     }
-    let handle = supervisor
-        .service(&name)
-        .ok_or_else(|| unknown(name.clone()))?;
-    Ok((StatusCode::OK, Json(describe(&handle))))
+    next.run(request).await
 }
 
-async fn restart(
-    State(supervisor): State<Arc<Supervisor>>,
-    UrlPath(name): UrlPath<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let name = known(&supervisor, name)?;
-    let phase = supervisor.service(&name).map(|h| h.status().phase);
-    if phase.is_some_and(|p| p == crate::supervisor::Phase::Pending) {
-        supervisor.start(&name)?;
-    } else {
-        supervisor.command(&name, Input::Restart)?;
-    }
-    accepted(&supervisor, &name)
-}
-
-fn accepted(
-    supervisor: &Supervisor,
-    name: &str,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let handle = supervisor
-        .service(name)
-        .ok_or_else(|| unknown(name.to_owned()))?;
-    Ok((StatusCode::ACCEPTED, Json(describe(&handle))))
-}
-
-async fn shutdown(
-    State(supervisor): State<Arc<Supervisor>>,
-) -> (StatusCode, Json<serde_json::Value>) {
+/// Asks the supervisor to stop every service (in reverse order) and exit.
+#[utoipa::path(post, path = "/v1/shutdown", tag = "supervisor",
+    responses((status = 202, description = "Shutting down", body = ShuttingDown)))]
+async fn shutdown(State(supervisor): State<Arc<Supervisor>>) -> (StatusCode, Json<ShuttingDown>) {
     supervisor.ask_shutdown();
-    (StatusCode::ACCEPTED, Json(json!({ "shutting_down": true })))
+    (
+        StatusCode::ACCEPTED,
+        Json(ShuttingDown {
+            shutting_down: true,
+        }),
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "supervisor",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not-found",
-        format!("no route {}", uri.path()),
+        format!("no route {}; GET /v1/openapi.json lists them", uri.path()),
     )
 }
 
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse {
-    use crate::supervisor::Phase;
-    use std::sync::atomic::Ordering::Relaxed;
-    let statuses: Vec<_> = supervisor
-        .services()
-        .into_iter()
-        .map(|h| h.status())
-        .collect();
-    let per_service =
-        |value: &dyn Fn(&crate::supervisor::Status) -> String| -> Vec<(String, String)> {
-            statuses
-                .iter()
-                .map(|s| (format!("{{service=\"{}\"}}", s.service), value(s)))
-                .collect()
-        };
-    let by_state: Vec<(String, String)> = Phase::ALL
-        .iter()
-        .map(|&phase| {
-            let count = statuses.iter().filter(|s| s.phase == phase).count();
-            (format!("{{state=\"{phase}\"}}"), count.to_string())
-        })
-        .collect();
-    let counters = &supervisor.counters;
-    let single = |value: String| vec![(String::new(), value)];
-    let families = [
-        ("muster_services", "gauge", "Services by state.", by_state),
-        (
-            "muster_service_up",
-            "gauge",
-            "1 when the service is healthy.",
-            per_service(&|s| u8::from(s.phase == Phase::Healthy).to_string()),
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!(
+            "{} does not take {method}; GET /v1/openapi.json lists the routes",
+            uri.path()
         ),
-        (
-            "muster_restarts_total",
-            "counter",
-            "Restarts of each service.",
-            per_service(&|s| s.restarts.to_string()),
-        ),
-        (
-            "muster_probe_failures_total",
-            "counter",
-            "Failed probe attempts of each service.",
-            per_service(&|s| s.probe_failures.to_string()),
-        ),
-        (
-            "muster_ensure_calls_total",
-            "counter",
-            "ensure requests answered.",
-            single(counters.ensure_calls.load(Relaxed).to_string()),
-        ),
-        (
-            "muster_ensure_failures_total",
-            "counter",
-            "ensure requests that did not end healthy.",
-            single(counters.ensure_failures.load(Relaxed).to_string()),
-        ),
-        (
-            "muster_ensure_wait_seconds_total",
-            "counter",
-            "Time callers spent waiting in ensure.",
-            single((counters.ensure_wait_micros.load(Relaxed) as f64 / 1e6).to_string()),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, samples) in families {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            out.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
     )
 }
 
-/// `POST /v1/reload`: re-read the config; if it is invalid change nothing and answer
-/// 422 with the diagnostics, else apply the difference.
+/// Re-reads the config. If it is invalid nothing changes and the answer is 422 with the
+/// diagnostics; otherwise services whose definition changed are restarted, new ones
+/// started, removed ones stopped, and the rest left alone.
+#[utoipa::path(post, path = "/v1/reload", tag = "supervisor",
+    responses(
+        (status = 200, description = "What changed", body = Reloaded),
+        (status = 422, description = "The config is invalid; nothing was changed", body = ErrorBody),
+    ))]
 async fn reload(State(supervisor): State<Arc<Supervisor>>) -> Response {
     let path = supervisor.spec().path.clone();
     match crate::config::load(&path) {
         Ok(loaded) => {
-            let report = supervisor.reload(loaded.spec).await;
-            Json(json!({ "reloaded": report })).into_response()
+            let reloaded = supervisor.reload(loaded.spec).await;
+            Json(Reloaded { reloaded }).into_response()
         }
         Err(error) => {
             let report = error.into_report();
-            let body = json!({
-                "error": {
-                    "kind": "invalid-config",
-                    "message": format!("{} is not valid; nothing was changed", path.display()),
-                    "service": null,
-                    "cause": [],
-                    "log_tail": [],
-                    "report": report.render_plain(),
-                    "diagnostics": report.to_json(),
-                }
-            });
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    kind: "invalid-config".to_owned(),
+                    message: format!("{} is not valid; nothing was changed", path.display()),
+                    service: None,
+                    cause: Vec::new(),
+                    log_tail: Vec::new(),
+                    report: Some(report.render_plain()),
+                    diagnostics: Some(report.to_json()),
+                },
+            };
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
     }

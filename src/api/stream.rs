@@ -12,32 +12,36 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::{ApiError, known};
+use utoipa::IntoParams;
+
+use super::model::{ErrorBody, EventList, LogLine};
+use super::{ApiError, bad_query, known};
 use crate::supervisor::logs::{Line, Log};
 use crate::supervisor::{Event, Supervisor};
 
 /// The most lines a tail may ask for (the kept tail is shorter anyway).
 const MAX_TAIL: usize = 100_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// How many past lines to send first (default 100).
     tail: Option<usize>,
+    /// Keep the answer open and send new lines as they come.
     #[serde(default)]
     follow: bool,
 }
 
-fn bad_query(rejection: QueryRejection) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad-request",
-        rejection.body_text(),
-    )
-}
-
-/// `GET /v1/services/{name}/logs`: one service's lines.
+/// One service's output as JSON Lines: the last lines, then (with `follow`) new ones.
+#[utoipa::path(get, path = "/v1/services/{name}/logs", tag = "logs",
+    params(("name" = String, Path, description = "The service"), LogsQuery),
+    responses(
+        (status = 200, description = "One JSON object per line", body = LogLine, content_type = "application/x-ndjson"),
+        (status = 400, description = "A malformed query", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
 pub async fn service_logs(
     State(supervisor): State<Arc<Supervisor>>,
     UrlPath(name): UrlPath<String>,
@@ -48,7 +52,13 @@ pub async fn service_logs(
     Ok(logs(&supervisor, Some(&name), &query))
 }
 
-/// `GET /v1/logs`: every service's lines, by time.
+/// Every service's output as JSON Lines, by time.
+#[utoipa::path(get, path = "/v1/logs", tag = "logs",
+    params(LogsQuery),
+    responses(
+        (status = 200, description = "One JSON object per line", body = LogLine, content_type = "application/x-ndjson"),
+        (status = 400, description = "A malformed query", body = ErrorBody),
+    ))]
 pub async fn all_logs(
     State(supervisor): State<Arc<Supervisor>>,
     query: Result<Query<LogsQuery>, QueryRejection>,
@@ -76,12 +86,12 @@ fn logs(supervisor: &Supervisor, only: Option<&str>, query: &LogsQuery) -> Respo
     let skip = past.len().saturating_sub(tail);
     let past = stream::iter(past.into_iter().skip(skip));
     let lines = past.chain(stream::select_all(live)).map(|(service, line)| {
-        let mut text = serde_json::to_string(&json!({
-            "service": service,
-            "time": humantime::format_rfc3339_millis(line.time).to_string(),
-            "stream": line.stream,
-            "text": line.text,
-        }))
+        let mut text = serde_json::to_string(&LogLine {
+            service,
+            time: humantime::format_rfc3339_millis(line.time).to_string(),
+            stream: line.stream,
+            text: line.text,
+        })
         .unwrap_or_default();
         text.push('\n');
         Ok::<_, Infallible>(Bytes::from(text))
@@ -109,17 +119,29 @@ fn follow(
     .boxed()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only events after this id.
     #[serde(default)]
     since: u64,
+    /// Keep the answer open as server-sent events (each with its id).
     #[serde(default)]
     follow: bool,
+    /// Only this service's events.
     service: Option<String>,
+    /// Only events of this kind, such as `failed`.
     kind: Option<String>,
 }
 
-/// `GET /v1/events`: events after `since`, filtered; with `follow`, server-sent events.
+/// Events after `since` (the supervisor keeps the last 10,000), filtered by service and
+/// kind; with `follow`, server-sent events that go on as events happen.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "The events; with follow, a text/event-stream whose data are events", body = EventList),
+        (status = 400, description = "A malformed query or an unknown kind", body = ErrorBody),
+    ))]
 pub async fn events(
     State(supervisor): State<Arc<Supervisor>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -151,8 +173,13 @@ pub async fn events(
     let live = supervisor.bus().subscribe();
     let past: Vec<Arc<Event>> = supervisor.events_since(query.since);
     if !query.follow {
-        let events: Vec<&Event> = past.iter().map(AsRef::as_ref).filter(|e| keep(e)).collect();
-        return Ok(axum::Json(json!({ "events": events })).into_response());
+        let events: Vec<Event> = past
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|e| keep(e))
+            .cloned()
+            .collect();
+        return Ok(axum::Json(EventList { events }).into_response());
     }
     let last = past.last().map_or(query.since, |e| e.id);
     let past = stream::iter(past);

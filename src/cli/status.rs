@@ -50,28 +50,88 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
             .unwrap_or_default(),
     };
     if args.name.is_none() {
-        println!("{}", summary(&services));
+        println!("{}", summary(answer.body["booted"] == true, &services));
     }
     print!("{}", table(&services));
+    if let Some(service) = services.first().filter(|_| args.name.is_some()) {
+        print!("{}", detail(service));
+    }
     ExitCode::SUCCESS
 }
 
-/// "5 services: 4 healthy, 1 failed".
-pub(super) fn summary(services: &[serde_json::Value]) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
+/// "bootstrap complete: 4/5 healthy, 1 failed" (or "bootstrapping: ..." before the
+/// bootstrap has settled).
+pub(super) fn summary(booted: bool, services: &[serde_json::Value]) -> String {
+    let mut others: Vec<(String, usize)> = Vec::new();
+    let mut healthy = 0;
     for service in services {
-        let state = service["state"].as_str().unwrap_or("?").to_owned();
-        match counts.iter_mut().find(|(s, _)| *s == state) {
+        let state = service["state"].as_str().unwrap_or("?");
+        if state == "healthy" {
+            healthy += 1;
+            continue;
+        }
+        match others.iter_mut().find(|(s, _)| s == state) {
             Some((_, n)) => *n += 1,
-            None => counts.push((state, 1)),
+            None => others.push((state.to_owned(), 1)),
         }
     }
-    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    format!(
-        "{}: {}",
-        super::plural(services.len(), "service"),
-        parts.join(", ")
-    )
+    let mut line = format!(
+        "{}: {healthy}/{} healthy",
+        if booted {
+            "bootstrap complete"
+        } else {
+            "bootstrapping"
+        },
+        services.len()
+    );
+    for (state, n) in others {
+        line.push_str(&format!(", {n} {state}"));
+    }
+    line
+}
+
+/// The lines `status NAME` adds under the table: what the list leaves out.
+fn detail(service: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mut field = |label: &str, value: String| out.push_str(&format!("  {label:<12} {value}\n"));
+    if let Some(text) = service["description"].as_str() {
+        field("description", text.to_owned());
+    }
+    if let Some(ports) = service["ports"].as_array().filter(|p| !p.is_empty()) {
+        let ports: Vec<&str> = ports.iter().filter_map(|p| p.as_str()).collect();
+        field("ports", ports.join(", "));
+    }
+    let probe = &service["last_probe"];
+    if let (Some(kind), Some(message)) = (probe["kind"].as_str(), probe["message"].as_str()) {
+        let verdict = if probe["ok"] == true {
+            "passed"
+        } else {
+            "failed"
+        };
+        let kind = if kind == "ready" {
+            "readiness"
+        } else {
+            "liveness"
+        };
+        field("last probe", format!("{kind} {verdict}: {message}"));
+    }
+    let failures = service["probe_failures"].as_u64().unwrap_or(0);
+    if failures > 0 {
+        field("probe fails", failures.to_string());
+    }
+    if let Some(exit) = service["last_exit"].as_str() {
+        field("last exit", exit.to_owned());
+    }
+    if let Some(main) = service["main_pid"].as_u64() {
+        field("main pid", main.to_string());
+    }
+    if service["autostart"] == false {
+        field(
+            "on demand",
+            "started by `muster ensure` or the API".to_owned(),
+        );
+    }
+    out
 }
 
 pub(super) fn table(services: &[serde_json::Value]) -> String {

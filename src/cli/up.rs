@@ -164,18 +164,20 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     let mut events = supervisor.bus().subscribe();
     supervisor.boot(&only);
     let supervisor = Arc::new(supervisor);
-    let server =
-        tokio::spawn(axum::serve(listener, api::router(Arc::clone(&supervisor))).into_future());
+    let server = tokio::spawn(api::serve::serve(
+        listener,
+        api::router(Arc::clone(&supervisor)),
+    ));
     let tcp_server = tcp.map(|(listener, tokens)| {
         let router = api::router_with_tokens(Arc::clone(&supervisor), tokens);
-        tokio::spawn(axum::serve(listener, router).into_future())
+        tokio::spawn(api::serve::serve(listener, router))
     });
     let mut view = View::new(&supervisor, json, progress, began);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut booted = false;
     let ended_by = loop {
         tokio::select! {
-                        name = interrupt.recv() => break Some(name),
+            name = interrupt.recv() => break Some(name),
             () = supervisor.shutdown_asked() => break Some("shutdown asked through the API"),
             event = events.recv() => match event {
                 Ok(event) => view.event(&event, booted),
@@ -610,7 +612,7 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            println!("{}", super::status::summary(&services));
+            println!("{}", super::status::summary(true, &services));
             print!("{}", super::status::table(&services));
             let all_up = services.iter().all(|s| {
                 s["selected"] != true

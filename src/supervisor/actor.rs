@@ -57,6 +57,20 @@ pub struct Status {
     pub main_pid: Option<u32>,
     /// Failed probe attempts (readiness and liveness) since the supervisor started.
     pub probe_failures: u64,
+    /// The last readiness or liveness attempt of the current (or last) run.
+    pub last_probe: Option<ProbeOutcome>,
+}
+
+/// One probe attempt's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeOutcome {
+    /// `ready` or `alive`.
+    pub kind: &'static str,
+    pub ok: bool,
+    /// What it saw: "tcp 127.0.0.1:8080 accepted", or why it failed.
+    pub message: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -153,6 +167,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         notify_state: None,
         main_pid: None,
         probe_failures: 0,
+        last_probe: None,
     });
     let actor = Actor {
         policy: Policy::of(&service),
@@ -166,6 +181,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         notify_state: None,
         main_pid: None,
         probe_failures: 0,
+        last_probe: None,
         run_id: 0,
         exec: None,
         log: Arc::clone(&log),
@@ -196,6 +212,7 @@ struct Actor {
     notify_state: Option<String>,
     main_pid: Option<u32>,
     probe_failures: u64,
+    last_probe: Option<ProbeOutcome>,
     run_id: u64,
     /// Where exec probes of the current run execute.
     exec: Option<Arc<ExecContext>>,
@@ -250,6 +267,19 @@ impl Actor {
                 if result.is_err() {
                     self.probe_failures += 1;
                 }
+                let (ok, message) = match &result {
+                    Ok(how) => (true, how.clone()),
+                    Err(why) => (false, why.clone()),
+                };
+                self.last_probe = Some(ProbeOutcome {
+                    kind: match kind {
+                        ProbeKind::Ready => "ready",
+                        ProbeKind::Alive => "alive",
+                    },
+                    ok,
+                    message,
+                    time: SystemTime::now(),
+                });
                 match (kind, result) {
                     (ProbeKind::Alive, result) => vec![Input::Alive(result)],
                     (ProbeKind::Ready, Err(failure)) => vec![Input::ProbeFailed(failure)],
@@ -419,12 +449,21 @@ impl Actor {
                 notify_state: self.notify_state.clone(),
                 main_pid: self.main_pid,
                 probe_failures: self.probe_failures,
+                last_probe: self.last_probe.clone(),
+            };
+            // A repeated result only refreshes its time; observers are woken by news.
+            let probe_news = match (&next.last_probe, &status.last_probe) {
+                (Some(new), Some(old)) => {
+                    (new.kind, new.ok, &new.message) != (old.kind, old.ok, &old.message)
+                }
+                (new, old) => new.is_some() != old.is_some(),
             };
             let changed = (next.phase, &next.reason, next.pid, next.run_id)
                 != (status.phase, &status.reason, status.pid, status.run_id)
                 || (&next.notify_status, &next.notify_state, next.main_pid)
                     != (&status.notify_status, &status.notify_state, status.main_pid)
-                || next.probe_failures != status.probe_failures;
+                || next.probe_failures != status.probe_failures
+                || probe_news;
             *status = next;
             changed
         });
@@ -606,6 +645,7 @@ impl Actor {
         };
         let pid = child.id();
         self.run_id = run;
+        self.last_probe = None;
         self.exec = Some(Arc::new(exec));
         self.notify_status = None;
         self.notify_state = None;

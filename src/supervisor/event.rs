@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use crate::config::ServiceName;
 
 /// The stable event kinds (the JSON field `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     Spawned,
@@ -49,11 +49,14 @@ impl EventKind {
 }
 
 /// One event: `{"id", "time", "service", "run_id", "kind", "message", "data"}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: u64,
+    /// RFC 3339.
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub time: SystemTime,
+    #[schema(value_type = String)]
     pub service: ServiceName,
     /// The run (one spawn) it concerns; 0 when there was none.
     pub run_id: u64,

@@ -585,11 +585,15 @@ fn selection(services: &[ServiceHandle], only: &[ServiceName]) -> BTreeSet<Servi
 }
 
 /// What a reload changed.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
+    #[schema(value_type = Vec<String>)]
     pub restarted: Vec<ServiceName>,
+    #[schema(value_type = Vec<String>)]
     pub added: Vec<ServiceName>,
+    #[schema(value_type = Vec<String>)]
     pub removed: Vec<ServiceName>,
+    #[schema(value_type = Vec<String>)]
     pub unchanged: Vec<ServiceName>,
 }
 

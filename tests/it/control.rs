@@ -95,7 +95,7 @@ fn concurrent_ensures_of_a_failing_service_share_one_attempt_and_one_error() {
     assert_eq!(first.body["error"]["kind"], "not-healthy");
     assert_eq!(
         first.body["error"]["message"],
-        "`model` is failed: exited with status 1 while starting (restart = \"never\")"
+        "`model` failed: exited with status 1 while starting (restart = \"never\")"
     );
     let tail = first.body["error"]["log_tail"].to_string();
     assert!(tail.contains("exited with status 1"), "{tail}");
@@ -159,7 +159,7 @@ autostart = false
     let status = cli(&["status"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
     assert!(
-        status.stdout.starts_with("3 services: "),
+        status.stdout.contains(": 2/3 healthy, 1 stopped\n"),
         "{}",
         status.stdout
     );

@@ -6,6 +6,7 @@
 // Tests unwrap freely: a panic is exactly how a test reports a broken assumption.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod check;
 mod cli;
 mod control;

@@ -1,0 +1,90 @@
+//! `GET /metrics`: the supervisor's numbers in Prometheus text format, written from one
+//! table of metric families.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+
+use crate::supervisor::{Phase, Status, Supervisor};
+
+/// Services by state, per-service health, restarts and probe failures, ensure calls and
+/// the time callers waited in them.
+#[utoipa::path(get, path = "/metrics", tag = "supervisor",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse {
+    let statuses: Vec<_> = supervisor
+        .services()
+        .into_iter()
+        .map(|h| h.status())
+        .collect();
+    let per_service = |value: &dyn Fn(&Status) -> String| -> Vec<(String, String)> {
+        statuses
+            .iter()
+            .map(|s| (format!("{{service=\"{}\"}}", s.service), value(s)))
+            .collect()
+    };
+    let by_state: Vec<(String, String)> = Phase::ALL
+        .iter()
+        .map(|&phase| {
+            let count = statuses.iter().filter(|s| s.phase == phase).count();
+            (format!("{{state=\"{phase}\"}}"), count.to_string())
+        })
+        .collect();
+    let counters = &supervisor.counters;
+    let single = |value: String| vec![(String::new(), value)];
+    let families = [
+        ("muster_services", "gauge", "Services by state.", by_state),
+        (
+            "muster_service_up",
+            "gauge",
+            "1 when the service is healthy.",
+            per_service(&|s| u8::from(s.phase == Phase::Healthy).to_string()),
+        ),
+        (
+            "muster_restarts_total",
+            "counter",
+            "Restarts of each service.",
+            per_service(&|s| s.restarts.to_string()),
+        ),
+        (
+            "muster_probe_failures_total",
+            "counter",
+            "Failed probe attempts of each service.",
+            per_service(&|s| s.probe_failures.to_string()),
+        ),
+        (
+            "muster_ensure_calls_total",
+            "counter",
+            "ensure requests answered.",
+            single(counters.ensure_calls.load(Relaxed).to_string()),
+        ),
+        (
+            "muster_ensure_failures_total",
+            "counter",
+            "ensure requests that did not end healthy.",
+            single(counters.ensure_failures.load(Relaxed).to_string()),
+        ),
+        (
+            "muster_ensure_wait_seconds_total",
+            "counter",
+            "Time callers spent waiting in ensure.",
+            single((counters.ensure_wait_micros.load(Relaxed) as f64 / 1e6).to_string()),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, samples) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+}

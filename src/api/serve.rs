@@ -1,0 +1,72 @@
+//! Serving the router on a listener (the unix socket, or TCP): one task per connection,
+//! so a slow or abandoned client holds only its own, and a deadline for each request's
+//! head, so a client that connects and says nothing is closed rather than kept forever.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long a client may take to send a request's line and headers.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Something that hands out connections.
+pub trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self)
+            .await
+            .map(|(io, _)| io)
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        let (io, _) = tokio::net::TcpListener::accept(self).await?;
+        // Answers are small and written whole; do not hold them back.
+        let _ = io.set_nodelay(true);
+        Ok(io)
+    }
+}
+
+/// Serves `router` on `listener` until the task is dropped.
+pub async fn serve<L: Accept>(mut listener: L, router: Router) {
+    loop {
+        let io = match listener.accept().await {
+            Ok(io) => io,
+            Err(error) => {
+                // Out of descriptors or a connection reset before it was accepted: the
+                // listener itself is fine; pause so a full table is not spun on.
+                report_accept_error(&error);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(io), service);
+            // A client that goes away mid-answer is its own business.
+            let _ = connection.await;
+        });
+    }
+}
+
+fn report_accept_error(error: &std::io::Error) {
+    if !matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+    ) {
+        eprintln!("muster: the API could not accept a connection: {error}");
+    }
+}
