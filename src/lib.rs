@@ -12,5 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod diagnostic;
 pub mod graph;
+pub mod proxy;
 pub mod suggest;
 pub mod supervisor;

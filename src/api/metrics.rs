@@ -7,18 +7,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::State;
 use axum::response::IntoResponse;
 
-use crate::supervisor::{Phase, Status, Supervisor};
+use crate::supervisor::{Phase, ServiceHandle, Status, Supervisor};
 
 /// Services by state, per-service health, restarts and probe failures, ensure calls and
 /// the time callers waited in them.
 #[utoipa::path(get, path = "/metrics", tag = "supervisor",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse {
-    let statuses: Vec<_> = supervisor
-        .services()
-        .into_iter()
-        .map(|h| h.status())
-        .collect();
+    let handles = supervisor.services();
+    let statuses: Vec<_> = handles.iter().map(|h| h.status()).collect();
     let per_service = |value: &dyn Fn(&Status) -> String| -> Vec<(String, String)> {
         statuses
             .iter()
@@ -30,6 +27,34 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
         .map(|&phase| {
             let count = statuses.iter().filter(|s| s.phase == phase).count();
             (format!("{{state=\"{phase}\"}}"), count.to_string())
+        })
+        .collect();
+    // Proxies: one sample per proxied service (two for bytes, one per direction).
+    let proxied: Vec<_> = handles
+        .iter()
+        .filter(|h| h.service.proxy.is_some())
+        .collect();
+    let per_proxy = |value: &dyn Fn(&ServiceHandle) -> String| -> Vec<(String, String)> {
+        proxied
+            .iter()
+            .map(|h| (format!("{{service=\"{}\"}}", h.name()), value(h)))
+            .collect()
+    };
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Relaxed).to_string();
+    let bytes: Vec<(String, String)> = proxied
+        .iter()
+        .flat_map(|h| {
+            let counters = &h.usage.proxy;
+            [
+                (
+                    format!("{{service=\"{}\",direction=\"in\"}}", h.name()),
+                    load(&counters.bytes_in),
+                ),
+                (
+                    format!("{{service=\"{}\",direction=\"out\"}}", h.name()),
+                    load(&counters.bytes_out),
+                ),
+            ]
         })
         .collect();
     let counters = &supervisor.counters;
@@ -71,6 +96,42 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
             "counter",
             "Time callers spent waiting in ensure.",
             single((counters.ensure_wait_micros.load(Relaxed) as f64 / 1e6).to_string()),
+        ),
+        (
+            "muster_proxy_connections_open",
+            "gauge",
+            "Proxied connections open now, waiting or forwarded.",
+            per_proxy(&|h| h.usage.activity().open.to_string()),
+        ),
+        (
+            "muster_proxy_connections_waiting",
+            "gauge",
+            "Proxied connections waiting for a start now.",
+            per_proxy(&|h| load(&h.usage.proxy.waiting)),
+        ),
+        (
+            "muster_proxy_connections_total",
+            "counter",
+            "Proxied connections forwarded to the service.",
+            per_proxy(&|h| load(&h.usage.proxy.served)),
+        ),
+        (
+            "muster_proxy_refused_total",
+            "counter",
+            "Proxied connections turned away: start failed or timed out, or too many waiting.",
+            per_proxy(&|h| load(&h.usage.proxy.refused)),
+        ),
+        (
+            "muster_proxy_bytes_total",
+            "counter",
+            "Bytes through each proxy, by direction (in: to the service).",
+            bytes,
+        ),
+        (
+            "muster_proxy_start_wait_seconds_total",
+            "counter",
+            "Time proxied connections spent waiting for starts.",
+            per_proxy(&|h| (h.usage.proxy.wait_micros.load(Relaxed) as f64 / 1e6).to_string()),
         ),
     ];
     let mut out = String::new();

@@ -50,9 +50,54 @@ pub struct ServiceView {
     pub ports: Vec<String>,
     /// Whether it starts with the graph (false: on demand, through `ensure`).
     pub autostart: bool,
+    /// With `idle-stop`: stopped after this many seconds without use.
+    pub idle_stop_seconds: Option<f64>,
+    pub proxy: Option<ProxyView>,
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
+}
+
+/// The proxy in front of a service, and its numbers since the supervisor started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProxyView {
+    /// Where clients connect.
+    pub listen: String,
+    /// Where the service listens.
+    pub upstream: String,
+    /// Connections open now (waiting or forwarded).
+    pub open_connections: u64,
+    /// Connections waiting for a start now.
+    pub waiting: u64,
+    /// Connections forwarded to the service.
+    pub served: u64,
+    /// Connections turned away (start failed, timed out, or too many waiting).
+    pub refused: u64,
+    /// Bytes from clients to the service.
+    pub bytes_in: u64,
+    /// Bytes from the service to clients.
+    pub bytes_out: u64,
+    /// Time connections spent waiting for starts, summed.
+    pub wait_seconds: f64,
+}
+
+impl ProxyView {
+    fn of(handle: &ServiceHandle) -> Option<Self> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let proxy = handle.service.proxy.as_ref()?;
+        let counters = &handle.usage.proxy;
+        Some(Self {
+            listen: proxy.listen.to_string(),
+            upstream: proxy.upstream.to_string(),
+            open_connections: handle.usage.activity().open,
+            waiting: counters.waiting.load(Relaxed),
+            served: counters.served.load(Relaxed),
+            refused: counters.refused.load(Relaxed),
+            bytes_in: counters.bytes_in.load(Relaxed),
+            bytes_out: counters.bytes_out.load(Relaxed),
+            wait_seconds: counters.wait_micros.load(Relaxed) as f64 / 1e6,
+        })
+    }
 }
 
 /// The last probe attempt.
@@ -110,6 +155,8 @@ impl ServiceView {
                 .map(ToString::to_string)
                 .collect(),
             autostart: handle.service.autostart,
+            idle_stop_seconds: handle.service.idle_stop.map(|d| d.as_secs_f64()),
+            proxy: ProxyView::of(handle),
             selected: None,
         }
     }

@@ -90,6 +90,15 @@ pub(super) fn summary(booted: bool, services: &[serde_json::Value]) -> String {
     line
 }
 
+/// "12.5 KiB".
+fn bytes(count: u64) -> String {
+    match count {
+        0..1024 => format!("{count} B"),
+        1024..1_048_576 => format!("{:.1} KiB", count as f64 / 1024.0),
+        _ => format!("{:.1} MiB", count as f64 / 1_048_576.0),
+    }
+}
+
 /// The lines `status NAME` adds under the table: what the list leaves out.
 fn detail(service: &serde_json::Value) -> String {
     let mut out = String::new();
@@ -124,6 +133,32 @@ fn detail(service: &serde_json::Value) -> String {
     }
     if let Some(main) = service["main_pid"].as_u64() {
         field("main pid", main.to_string());
+    }
+    let proxy = &service["proxy"];
+    if let (Some(listen), Some(upstream)) = (proxy["listen"].as_str(), proxy["upstream"].as_str()) {
+        field("proxy", format!("{listen} -> {upstream}"));
+        let number = |key: &str| proxy[key].as_u64().unwrap_or(0);
+        field(
+            "connections",
+            format!(
+                "{} open ({} waiting), {} served, {} refused; {} in, {} out",
+                number("open_connections"),
+                number("waiting"),
+                number("served"),
+                number("refused"),
+                bytes(number("bytes_in")),
+                bytes(number("bytes_out")),
+            ),
+        );
+    }
+    if let Some(idle) = service["idle_stop_seconds"].as_f64() {
+        field(
+            "idle stop",
+            format!(
+                "after {} without use",
+                crate::supervisor::machine::human(std::time::Duration::from_secs_f64(idle))
+            ),
+        );
     }
     if service["autostart"] == false {
         field(

@@ -153,7 +153,19 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             }
         }
     };
-    let on_demand = spec.services.values().any(|s| !s.autostart);
+    let proxies = match crate::proxy::bind(&spec).await {
+        Ok(proxies) => proxies,
+        Err(error) => {
+            eprintln!("muster: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    // Services that clients start (on demand, behind a proxy, stopped when idle) give
+    // an idle graph work to wait for.
+    let on_demand = spec
+        .services
+        .values()
+        .any(|s| !s.autostart || s.proxy.is_some() || s.idle_stop.is_some());
     let mut supervisor = match Supervisor::new(spec) {
         Ok(supervisor) => supervisor,
         Err(error) => {
@@ -172,6 +184,12 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         let router = api::router_with_tokens(Arc::clone(&supervisor), tokens);
         tokio::spawn(api::serve::serve(listener, router))
     });
+    let proxy_servers: Vec<_> = proxies
+        .into_iter()
+        .map(|(name, listener)| {
+            tokio::spawn(crate::proxy::serve(listener, Arc::clone(&supervisor), name))
+        })
+        .collect();
     let mut view = View::new(&supervisor, json, progress, began);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut booted = false;
@@ -200,6 +218,10 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             break None;
         }
     };
+    // No new client may start a service that is being stopped.
+    for proxy in &proxy_servers {
+        proxy.abort();
+    }
     if !booted {
         view.tick(&supervisor);
         view.finish_progress();
@@ -266,6 +288,23 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         return ExitCode::from(EXIT_FAILED);
     }
     ExitCode::SUCCESS
+}
+
+/// ", 1 on demand (model at 127.0.0.1:8080)": the services that start when asked.
+fn on_demand(supervisor: &Supervisor) -> String {
+    let waiting: Vec<String> = supervisor
+        .services()
+        .iter()
+        .filter(|h| !supervisor.is_selected(h.name()))
+        .map(|h| match &h.service.proxy {
+            Some(proxy) => format!("{} at {}", h.name(), proxy.listen),
+            None => h.name().to_string(),
+        })
+        .collect();
+    if waiting.is_empty() {
+        return String::new();
+    }
+    format!(", {} on demand ({})", waiting.len(), waiting.join(", "))
 }
 
 struct Signals {
@@ -447,9 +486,10 @@ impl View {
         let up = statuses.len() - failed.len();
         if failed.is_empty() {
             self.note(&format!(
-                "{} up in {}; Ctrl-C stops them",
+                "{} up in {}{}; Ctrl-C stops them",
                 plural(up, "service"),
-                seconds(took)
+                seconds(took),
+                on_demand(supervisor)
             ));
             return;
         }

@@ -29,6 +29,7 @@ use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, 
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
 use super::process::{Reaper, signal_group};
+use super::usage::Usage;
 use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
 
 /// The longest one readiness attempt may take (less if the start deadline is nearer).
@@ -124,6 +125,7 @@ pub struct ServiceHandle {
     sender: mpsc::UnboundedSender<Message>,
     status: watch::Receiver<Status>,
     log: SharedLog,
+    pub usage: Arc<Usage>,
 }
 
 impl ServiceHandle {
@@ -188,12 +190,24 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         notify_status: None,
         events: Vec::new(),
     };
+    let usage = Arc::new(Usage::default());
+    if let Some(idle) = service.idle_stop {
+        tokio::spawn(super::usage::idle_stop(
+            service.name.clone(),
+            idle,
+            Arc::clone(&usage),
+            status.clone(),
+            sender.downgrade(),
+            actor.shared.bus.clone(),
+        ));
+    }
     tokio::spawn(actor.run(receiver));
     ServiceHandle {
         service,
         sender,
         status,
         log,
+        usage,
     }
 }
 

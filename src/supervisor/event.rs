@@ -27,6 +27,7 @@ pub enum EventKind {
     Stopped,
     Completed,
     Failed,
+    IdleStopped,
     Reloaded,
 }
 
@@ -43,6 +44,7 @@ impl EventKind {
             EventKind::Stopped => "stopped",
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
+            EventKind::IdleStopped => "idle-stopped",
             EventKind::Reloaded => "reloaded",
         }
     }

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -214,6 +215,7 @@ impl Supervisor {
         let handle = self
             .service(name)
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        handle.usage.touch();
         let asked = std::time::SystemTime::now();
         let mut status = handle.watch();
         match status.borrow_and_update().phase {

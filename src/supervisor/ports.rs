@@ -26,7 +26,7 @@ pub fn check_free(ports: &[Port]) -> Result<(), String> {
     Ok(())
 }
 
-fn in_use(port: &Port) -> String {
+pub fn in_use(port: &Port) -> String {
     match holder(port.port) {
         Some(holder) => {
             let mut text = format!(

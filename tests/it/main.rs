@@ -13,4 +13,5 @@ mod control;
 mod graph;
 mod health;
 mod helpers;
+mod proxy;
 mod up;

@@ -1,0 +1,161 @@
+//! How clients use each service: proxied connections open now, the last `ensure` or
+//! connection, and the proxy's counters. `idle-stop` measures this; status, the API
+//! and `/metrics` show it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::actor::{Message, Status};
+use super::event::{EventBus, EventKind};
+use super::machine::{Input, Phase, human};
+use crate::config::ServiceName;
+
+/// Clients' use of one service.
+#[derive(Debug)]
+pub struct Usage {
+    activity: watch::Sender<Activity>,
+    pub proxy: ProxyCounters,
+}
+
+/// What idle-stop looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity {
+    /// Proxied connections open now (waiting for a start or forwarded).
+    pub open: u64,
+    /// When a connection last closed or an `ensure` was last made.
+    pub last: Instant,
+}
+
+/// A proxy's numbers since the supervisor started.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Connections handed to the upstream.
+    pub served: AtomicU64,
+    /// Connections waiting for a start now.
+    pub waiting: AtomicU64,
+    /// Connections refused: too many waiting, or the start failed.
+    pub refused: AtomicU64,
+    /// Bytes from clients to the service.
+    pub bytes_in: AtomicU64,
+    /// Bytes from the service to clients.
+    pub bytes_out: AtomicU64,
+    /// Time connections spent waiting for starts, in microseconds.
+    pub wait_micros: AtomicU64,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self {
+            activity: watch::Sender::new(Activity {
+                open: 0,
+                last: Instant::now(),
+            }),
+            proxy: ProxyCounters::default(),
+        }
+    }
+}
+
+impl Usage {
+    pub fn activity(&self) -> Activity {
+        *self.activity.borrow()
+    }
+
+    /// An `ensure` was made: the service is in use now.
+    pub fn touch(&self) {
+        self.activity.send_modify(|a| a.last = Instant::now());
+    }
+
+    /// A connection opened; it counts as use until the guard is dropped.
+    pub fn connection(self: &Arc<Self>) -> InUse {
+        self.activity.send_modify(|a| a.open += 1);
+        InUse(Arc::clone(self))
+    }
+
+    pub fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Relaxed);
+    }
+}
+
+/// An open connection; dropping it ends the use.
+#[derive(Debug)]
+pub struct InUse(Arc<Usage>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.activity.send_modify(|a| {
+            a.open = a.open.saturating_sub(1);
+            a.last = Instant::now();
+        });
+    }
+}
+
+/// Stops the service gracefully once it has been healthy and unused for `idle`: no
+/// connection open, no `ensure`. Ends when the actor does.
+pub(super) async fn idle_stop(
+    name: ServiceName,
+    idle: Duration,
+    usage: Arc<Usage>,
+    mut status: watch::Receiver<Status>,
+    actor: mpsc::WeakUnboundedSender<Message>,
+    bus: EventBus,
+) {
+    let mut activity = usage.activity.subscribe();
+    loop {
+        if status
+            .wait_for(|s| s.phase == Phase::Healthy)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let healthy_since = Instant::now();
+        loop {
+            let now = *activity.borrow_and_update();
+            let (phase, run) = {
+                let status = status.borrow_and_update();
+                (status.phase, status.run_id)
+            };
+            if phase != Phase::Healthy {
+                break;
+            }
+            let deadline = now.last.max(healthy_since) + idle;
+            if now.open == 0 && Instant::now() >= deadline {
+                bus.publish(
+                    &name,
+                    run,
+                    EventKind::IdleStopped,
+                    format!("not used for {}; stopping", human(idle)),
+                    json!({ "idle_seconds": idle.as_secs_f64() }),
+                );
+                let Some(actor) = actor.upgrade() else { return };
+                let _ = actor.send(Message::Input(Input::Stop));
+                if status
+                    .wait_for(|s| s.phase != Phase::Healthy)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                break;
+            }
+            // Wake at the deadline, or when use or the state changes.
+            let sleep = async {
+                if now.open == 0 {
+                    tokio::time::sleep_until(deadline).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                changed = activity.changed() => if changed.is_err() { return },
+                changed = status.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! On-demand services behind muster's proxy, against a real `muster up` and a real
+//! Python HTTP server: one start for many clients, idle-stop, failed starts, request
+//! timeouts, a crash mid-stream, and the bound on waiting connections.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use muster::api::client::request;
+
+use crate::helpers::repo;
+use crate::helpers::up::{Up, WAIT, free_port};
+
+/// The example's stand-in model server, `load` seconds to start, counting its starts in
+/// `{dir}/starts`.
+fn model(listen: u16, upstream: u16, load: f64, extra: &str) -> String {
+    let server = repo().join("examples/llm-gateway/model_server.py");
+    format!(
+        r#"
+[settings]
+state-dir = "{{dir}}/state"
+
+[services.model]
+command = ["python3", "{server}", "--port", "{upstream}", "--load-seconds", "{load}", "--starts", "{{dir}}/starts"]
+ports = ["127.0.0.1:{upstream}"]
+autostart = false
+ready = {{ http = "http://127.0.0.1:{upstream}/health", interval = "50ms", timeout = "20s" }}
+proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}"{extra} }}
+"#,
+        server = server.display()
+    )
+}
+
+/// One HTTP exchange through `port`: the whole answer (the server closes).
+fn post(port: u16, body: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(WAIT))?;
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: model\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+fn starts(up: &Up) -> usize {
+    std::fs::read_to_string(up.path("starts"))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn service(up: &Up) -> serde_json::Value {
+    let socket = up.path("state/muster.sock");
+    runtime()
+        .block_on(request(&socket, Method::GET, "/v1/services/model"))
+        .unwrap()
+        .body
+}
+
+#[test]
+fn two_hundred_clients_on_a_cold_service_share_one_start() {
+    let listen = free_port();
+    let mut up = Up::start(&model(listen, free_port(), 1.0, ""), &[]);
+    crate::helpers::up::eventually("the socket is there", || {
+        up.path("state/muster.sock").exists()
+    });
+    let clients: Vec<_> = (0..200)
+        .map(|i| thread::spawn(move || post(listen, &format!("question {i}"))))
+        .collect();
+    let answers: Vec<String> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap().expect("an answer"))
+        .collect();
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{i}: {answer}");
+        assert!(
+            answer.contains(&format!("an answer to 'question {i}'")),
+            "{i}: {answer}"
+        );
+    }
+    assert_eq!(starts(&up), 1);
+    let proxy = &service(&up)["proxy"];
+    assert_eq!(proxy["served"], 200, "{proxy}");
+    assert_eq!(proxy["refused"], 0, "{proxy}");
+    assert!(proxy["bytes_out"].as_u64().unwrap() > 200 * 100, "{proxy}");
+    up.wait_event("model", "ready");
+    assert_eq!(
+        up.events.iter().filter(|e| e["kind"] == "spawned").count(),
+        1
+    );
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
+
+#[test]
+fn idle_stop_waits_for_open_connections_then_fires_and_the_next_client_restarts_it() {
+    let listen = free_port();
+    let config = model(listen, free_port(), 0.0, "")
+        .replace("autostart = false", "autostart = false\nidle-stop = \"1s\"");
+    let mut up = Up::start(&config, &[]);
+    crate::helpers::up::eventually("the socket is there", || {
+        up.path("state/muster.sock").exists()
+    });
+    // A long connection: opened (the service starts), then held.
+    let mut held = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+    held.write_all(b"GET /").unwrap();
+    up.wait_event("model", "ready");
+    // Held for three idle periods: the service must still be up. (A wait for something
+    // that must not happen can only be a fixed time.)
+    thread::sleep(Duration::from_secs(3));
+    let now = service(&up);
+    assert_eq!(now["state"], "healthy", "{now}");
+    assert_eq!(now["proxy"]["open_connections"], 1, "{now}");
+    assert!(up.events.iter().all(|e| e["kind"] != "idle-stopped"));
+
+    let closed = Instant::now();
+    drop(held);
+    up.wait_event("model", "idle-stopped");
+    let after = closed.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "stopped {after:?} after the close"
+    );
+    up.wait_event("model", "stopped");
+
+    // The next client starts it again.
+    let answer = post(listen, "again").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(starts(&up), 2);
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
+
+#[test]
+fn a_failed_start_answers_every_waiting_client_at_once() {
+    let listen = free_port();
+    let config = format!(
+        r#"
+[settings]
+state-dir = "{{dir}}/state"
+
+[services.model]
+shell = 'echo "CUDA out of memory" >&2; sleep 0.5; exit 1'
+autostart = false
+restart = "never"
+ready = {{ tcp = "127.0.0.1:{upstream}", timeout = "20s" }}
+proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}", http = true }}
+"#,
+        upstream = free_port()
+    );
+    let mut up = Up::start(&config, &[]);
+    crate::helpers::up::eventually("the socket is there", || {
+        up.path("state/muster.sock").exists()
+    });
+    let began = Instant::now();
+    let clients: Vec<_> = (0..20)
+        .map(|_| thread::spawn(move || post(listen, "question")))
+        .collect();
+    for client in clients {
+        let answer = client.join().unwrap().expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["kind"], "not-healthy", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("exited with status 1"), "{message}");
+        assert!(
+            body["error"]["log_tail"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l == "CUDA out of memory"),
+            "{body}"
+        );
+    }
+    // Well within the start deadline (20 s): as soon as the start failed.
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    up.wait_event("model", "failed");
+    assert_eq!(service(&up)["proxy"]["refused"], 20);
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
+
+#[test]
+fn a_request_with_no_answer_gets_504_after_the_request_timeout() {
+    let listen = free_port();
+    let upstream = free_port();
+    // Accepts, reads, never answers.
+    let silent = format!(
+        "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',{upstream}))\ns.listen(64)\nheld=[]\nwhile True:\n    c,_=s.accept()\n    held.append(c)\n"
+    );
+    let config = format!(
+        r#"
+[settings]
+state-dir = "{{dir}}/state"
+
+[services.model]
+command = ["python3", "-c", '''{silent}''']
+autostart = false
+ready = {{ tcp = "127.0.0.1:{upstream}", interval = "50ms", timeout = "20s" }}
+proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}", http = true, request-timeout = "1s" }}
+"#
+    );
+    let mut up = Up::start(&config, &[]);
+    crate::helpers::up::eventually("the socket is there", || {
+        up.path("state/muster.sock").exists()
+    });
+    let began = Instant::now();
+    let answer = post(listen, "question").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+    assert!(answer.contains("proxy.request-timeout"), "{answer}");
+    // The start (python's own) plus one second, not the client's 30 s.
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
+
+#[test]
+fn a_crash_mid_stream_closes_the_connection_and_the_next_client_waits_for_the_restart() {
+    let listen = free_port();
+    let config = model(listen, free_port(), 0.0, "").replace(
+        "autostart = false",
+        "autostart = false\nrestart = \"always\"\nbackoff = { initial = \"200ms\" }",
+    );
+    let mut up = Up::start(&config, &[]);
+    crate::helpers::up::eventually("the socket is there", || {
+        up.path("state/muster.sock").exists()
+    });
+    let mut open = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+    open.write_all(
+        b"POST /v1/completions HTTP/1.1\r\nHost: model\r\nContent-Length: 100\r\n\r\nhalf",
+    )
+    .unwrap();
+    let spawned = up.wait_event("model", "spawned");
+    up.wait_event("model", "ready");
+    let pid = spawned["data"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    open.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    let began = Instant::now();
+    let _ = open.read_to_end(&mut rest);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+
+    let answer = post(listen, "after the crash").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert_eq!(starts(&up), 2);
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
+
+#[test]
+fn past_max_pending_connections_are_refused_at_once() {
+    let listen = free_port();
+    let mut up = Up::start(
+        &model(listen, free_port(), 3.0, ", http = true, max-pending = 2"),
+        &[],
+    );
+    crate::helpers::up::eventually("the socket is there", || {
+        up.path("state/muster.sock").exists()
+    });
+    let waiting: Vec<_> = (0..2)
+        .map(|_| thread::spawn(move || post(listen, "patient")))
+        .collect();
+    crate::helpers::up::eventually("two connections wait", || {
+        service(&up)["proxy"]["waiting"] == 2
+    });
+    let began = Instant::now();
+    let refused = post(listen, "one too many").unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(refused.contains("proxy.max-pending"), "{refused}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    for client in waiting {
+        let answer = client.join().unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+    up.wait_event("model", "ready");
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
