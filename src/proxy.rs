@@ -23,7 +23,7 @@ use crate::supervisor::{Failure, Phase, Supervisor};
 /// How long a connection may wait for a service with no readiness probe (and so no
 /// start deadline of its own).
 const DEFAULT_START_WAIT: Duration = Duration::from_secs(60);
-const BUFFER: usize = 64 * 1024;
+const BUFFER: usize = 256 * 1024;
 
 /// The proxies of a config, bound: every `listen` address is taken before any service
 /// starts, so a clash is known at once.
