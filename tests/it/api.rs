@@ -12,7 +12,7 @@ use hyper::Method;
 use muster::api::client::{Answer, each_line, request};
 
 use crate::helpers::up::{Up, free_port};
-use crate::helpers::{muster, run};
+use crate::helpers::{muster, run, runtime};
 
 /// A chain (db → api → broken) so events come in one order, plus an on-demand worker.
 const CONFIG: &str = r#"
@@ -63,13 +63,6 @@ fn settings(dir: &Path, port: Option<u16>) -> insta::Settings {
     );
     settings.add_filter(r#""version": "[^"]+""#, r#""version": "[version]""#);
     settings
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// `STATUS\nPRETTY-JSON`, the form every JSON snapshot takes.

@@ -8,7 +8,7 @@ use std::path::Path;
 use hyper::{Method, StatusCode};
 use muster::api::client::{Answer, request};
 
-use crate::helpers::up::{Up, eventually};
+use crate::helpers::up::Up;
 use crate::helpers::{muster, run};
 
 const STATE: &str = "[settings]\nstate-dir = \"{dir}/state\"\n";
@@ -62,8 +62,7 @@ ready = {{ log = "^ready$", timeout = "30s" }}
 #[test]
 fn a_thousand_concurrent_ensures_start_the_service_once() {
     let mut up = Up::start(&slow_service(false), &[]);
-    let socket = up.path("state/muster.sock");
-    eventually("the socket is there", || socket.exists());
+    let socket = up.socket();
     let answers = concurrently(&socket, 1000, "/v1/services/model/ensure?timeout=30s");
     let healthy = answers
         .iter()
@@ -85,8 +84,7 @@ fn a_thousand_concurrent_ensures_start_the_service_once() {
 #[test]
 fn concurrent_ensures_of_a_failing_service_share_one_attempt_and_one_error() {
     let mut up = Up::start(&slow_service(true), &[]);
-    let socket = up.path("state/muster.sock");
-    eventually("the socket is there", || socket.exists());
+    let socket = up.socket();
     let answers = concurrently(&socket, 200, "/v1/services/model/ensure?timeout=30s");
     let starts = std::fs::read_to_string(up.path("starts")).unwrap();
     assert_eq!(starts.lines().count(), 1, "{starts}");

@@ -8,7 +8,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hyper::Method;
-use muster::api::client::request;
 
 use crate::helpers::repo;
 use crate::helpers::up::{Up, WAIT, free_port};
@@ -53,28 +52,15 @@ fn starts(up: &Up) -> usize {
         .unwrap_or(0)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn service(up: &Up) -> serde_json::Value {
-    let socket = up.path("state/muster.sock");
-    runtime()
-        .block_on(request(&socket, Method::GET, "/v1/services/model"))
-        .unwrap()
-        .body
+    up.call(Method::GET, "/v1/services/model").body
 }
 
 #[test]
 fn two_hundred_clients_on_a_cold_service_share_one_start() {
     let listen = free_port();
     let mut up = Up::start(&model(listen, free_port(), 1.0, ""), &[]);
-    crate::helpers::up::eventually("the socket is there", || {
-        up.path("state/muster.sock").exists()
-    });
+    up.socket();
     let clients: Vec<_> = (0..200)
         .map(|i| thread::spawn(move || post(listen, &format!("question {i}"))))
         .collect();
@@ -109,9 +95,7 @@ fn idle_stop_waits_for_open_connections_then_fires_and_the_next_client_restarts_
     let config = model(listen, free_port(), 0.0, "")
         .replace("autostart = false", "autostart = false\nidle-stop = \"1s\"");
     let mut up = Up::start(&config, &[]);
-    crate::helpers::up::eventually("the socket is there", || {
-        up.path("state/muster.sock").exists()
-    });
+    up.socket();
     // A long connection: opened (the service starts), then held.
     let mut held = TcpStream::connect(("127.0.0.1", listen)).unwrap();
     held.write_all(b"GET /").unwrap();
@@ -160,9 +144,7 @@ proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}", htt
         upstream = free_port()
     );
     let mut up = Up::start(&config, &[]);
-    crate::helpers::up::eventually("the socket is there", || {
-        up.path("state/muster.sock").exists()
-    });
+    up.socket();
     let began = Instant::now();
     let clients: Vec<_> = (0..20)
         .map(|_| thread::spawn(move || post(listen, "question")))
@@ -217,9 +199,7 @@ proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}", htt
 "#
     );
     let mut up = Up::start(&config, &[]);
-    crate::helpers::up::eventually("the socket is there", || {
-        up.path("state/muster.sock").exists()
-    });
+    up.socket();
     let began = Instant::now();
     let answer = post(listen, "question").unwrap();
     assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
@@ -242,9 +222,7 @@ fn a_crash_mid_stream_closes_the_connection_and_the_next_client_waits_for_the_re
         "autostart = false\nrestart = \"always\"\nbackoff = { initial = \"200ms\" }",
     );
     let mut up = Up::start(&config, &[]);
-    crate::helpers::up::eventually("the socket is there", || {
-        up.path("state/muster.sock").exists()
-    });
+    up.socket();
     let mut open = TcpStream::connect(("127.0.0.1", listen)).unwrap();
     open.write_all(
         b"POST /v1/completions HTTP/1.1\r\nHost: model\r\nContent-Length: 100\r\n\r\nhalf",
@@ -283,9 +261,7 @@ fn past_max_pending_connections_are_refused_at_once() {
         &model(listen, free_port(), 3.0, ", http = true, max-pending = 2"),
         &[],
     );
-    crate::helpers::up::eventually("the socket is there", || {
-        up.path("state/muster.sock").exists()
-    });
+    up.socket();
     let waiting: Vec<_> = (0..2)
         .map(|_| thread::spawn(move || post(listen, "patient")))
         .collect();

@@ -82,6 +82,14 @@ pub fn check_source(source: &[u8], beside: &[(&str, &str)]) -> Run {
     muster_run(&["check", "-f", path.to_str().expect("utf-8 temp path")])
 }
 
+/// A single-threaded runtime for calling the API from a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Replaces machine-specific paths so snapshots hold on any checkout.
 pub fn stable(text: &str, extra: &[&Path]) -> String {
     let mut text = text.replace(&repo().display().to_string(), "[repo]");

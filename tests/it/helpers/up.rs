@@ -106,6 +106,21 @@ impl Up {
         self.dir.path().join(name)
     }
 
+    /// The API socket, once `muster up` has bound it.
+    pub fn socket(&self) -> PathBuf {
+        let socket = self.path("state/muster.sock");
+        eventually("the socket is there", || socket.exists());
+        socket
+    }
+
+    /// One API request, answered.
+    pub fn call(&self, method: hyper::Method, path: &str) -> muster::api::client::Answer {
+        let socket = self.socket();
+        super::runtime()
+            .block_on(muster::api::client::request(&socket, method, path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
