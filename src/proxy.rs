@@ -53,18 +53,10 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
 }
 
 /// Accepts connections for `name` until the task is dropped.
-pub async fn serve(listener: TcpListener, supervisor: Arc<Supervisor>, name: ServiceName) {
+pub async fn serve(mut listener: TcpListener, supervisor: Arc<Supervisor>, name: ServiceName) {
+    let what = format!("the proxy of `{name}`");
     loop {
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
-            Err(_) => {
-                // Out of descriptors, or a client gone before it was accepted; the
-                // listener is fine. Pause so a full table is not spun on.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = client.set_nodelay(true);
+        let client = crate::api::serve::next(&mut listener, &what).await;
         tokio::spawn(connection(client, Arc::clone(&supervisor), name.clone()));
     }
 }
@@ -97,13 +89,14 @@ async fn connection(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Se
         }
         match TcpStream::connect(proxy.upstream).await {
             Ok(upstream) => break upstream,
-            // Healthy a moment ago, refused now: it crashed or is restarting. Wait for
-            // the next healthy run, within the same deadline.
-            Err(error) if Instant::now() < deadline => {
-                if handle.status().phase == Phase::Healthy {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+            // Healthy a moment ago, refused now: it crashed or is restarting. Wait
+            // until muster notices (the state changes) or a moment passes, then go
+            // round: the next healthy run, within the same deadline.
+            Err(_) if Instant::now() < deadline => {
+                let mut status = handle.watch();
+                if status.borrow_and_update().phase == Phase::Healthy {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), status.changed()).await;
                 }
-                let _ = error;
             }
             Err(error) => {
                 Usage::add(&counters.refused, 1);

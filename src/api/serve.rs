@@ -37,19 +37,25 @@ impl Accept for tokio::net::TcpListener {
     }
 }
 
+/// The next connection. A failed accept (out of descriptors, or a client gone before it
+/// was accepted) leaves the listener fine: it is reported, and accepting pauses a
+/// moment so a full descriptor table is not spun on.
+pub async fn next<L: Accept>(listener: &mut L, what: &str) -> L::Io {
+    loop {
+        match listener.accept().await {
+            Ok(io) => return io,
+            Err(error) => {
+                report_accept_error(&error, what);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until the task is dropped.
 pub async fn serve<L: Accept>(mut listener: L, router: Router) {
     loop {
-        let io = match listener.accept().await {
-            Ok(io) => io,
-            Err(error) => {
-                // Out of descriptors or a connection reset before it was accepted: the
-                // listener itself is fine; pause so a full table is not spun on.
-                report_accept_error(&error);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let io = next(&mut listener, "the API").await;
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -62,11 +68,11 @@ pub async fn serve<L: Accept>(mut listener: L, router: Router) {
     }
 }
 
-fn report_accept_error(error: &std::io::Error) {
+fn report_accept_error(error: &std::io::Error, what: &str) {
     if !matches!(
         error.kind(),
         std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
     ) {
-        eprintln!("muster: the API could not accept a connection: {error}");
+        eprintln!("muster: {what} could not accept a connection: {error}");
     }
 }
