@@ -13,5 +13,6 @@ pub mod config;
 pub mod diagnostic;
 pub mod graph;
 pub mod proxy;
+pub mod store;
 pub mod suggest;
 pub mod supervisor;

@@ -38,7 +38,7 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
                 crate::supervisor::ports::in_use(&crate::config::Port {
                     ip: Some(proxy.listen.ip()),
                     port: proxy.listen.port(),
-                })
+                }, &|_| None)
             } else {
                 error.to_string()
             };

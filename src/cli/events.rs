@@ -1,12 +1,16 @@
-//! `muster events [-F] [--since ID] [--service S] [--kind K] [--json]`: what happened,
-//! one line per event (JSON Lines with `--json`), then, with `-f`, as it happens.
+//! `muster events [-F] [--since ID] [--service S] [--kind K] [-n N] [--json]`: what
+//! happened, one line per event (JSON Lines with `--json`), read from the state
+//! directory's database, with or without a supervisor running; then, with `-F`, what
+//! happens next, from the running supervisor.
 
 use std::process::ExitCode;
 
 use clap::Args;
 
-use super::GlobalArgs;
 use super::control::stream;
+use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
+use crate::config::EVENT_KINDS;
+use crate::store::EventFilter;
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -23,18 +27,26 @@ pub struct EventsArgs {
     /// Only events of this kind (spawned, ready, exited, failed, ...)
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
+    /// Only the last N matching events
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    pub last: Option<usize>,
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
-    let mut path = format!("/v1/events?since={}&follow={}", args.since, args.follow);
-    if let Some(service) = &args.service {
-        path.push_str(&format!("&service={service}"));
-    }
-    if let Some(kind) = &args.kind {
-        path.push_str(&format!("&kind={kind}"));
+    if let Some(kind) = &args.kind
+        && !EVENT_KINDS.contains(&kind.as_str())
+    {
+        let hint = crate::suggest::nearest(kind, EVENT_KINDS.iter().copied())
+            .map(|near| format!("did you mean `{near}`? "))
+            .unwrap_or_default();
+        eprintln!(
+            "muster: --kind {kind:?} is not an event kind; {hint}kinds: {}",
+            EVENT_KINDS.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
     }
     let json = args.json;
     let print = |event: &serde_json::Value| {
@@ -51,29 +63,53 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             );
         }
     };
-    let follow = args.follow;
-    // Following, the answer is server-sent events: the JSON is on `data:` lines.
-    // Otherwise it is one document holding them all.
-    let mut document = String::new();
-    let on_line = |line: &str| {
-        if follow {
-            if let Some(data) = line.strip_prefix("data:")
-                && let Ok(event) = serde_json::from_str(data.trim_start())
-            {
-                print(&event);
+    // What is recorded first; following picks up after the last event printed.
+    let mut since = args.since;
+    match super::history::open(global) {
+        Ok(store) => {
+            let filter = EventFilter {
+                since: args.since,
+                service: args.service.clone(),
+                kind: args.kind.clone(),
+            };
+            let events = match store.events(&filter, args.last) {
+                Ok(events) => events,
+                Err(error) => {
+                    eprintln!("muster: cannot read {}: {error}", store.path().display());
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            };
+            for event in &events {
+                print(&serde_json::to_value(event).unwrap_or_default());
             }
-        } else {
-            document.push_str(line);
+            // Later events of other services or kinds were filtered out, not missed.
+            let last = store.events(&EventFilter::default(), Some(1));
+            since = last.ok().and_then(|e| e.first().map(|e| e.id)).unwrap_or(since).max(since);
+        }
+        Err(code) if !args.follow => return code,
+        // Following still works when the history cannot be read.
+        Err(_) => {}
+    }
+    if !args.follow {
+        return ExitCode::SUCCESS;
+    }
+    let mut path = format!("/v1/events?since={since}&follow=true");
+    if let Some(service) = &args.service {
+        path.push_str(&format!("&service={service}"));
+    }
+    if let Some(kind) = &args.kind {
+        path.push_str(&format!("&kind={kind}"));
+    }
+    // The answer is server-sent events: the JSON is on `data:` lines.
+    let on_line = |line: &str| {
+        if let Some(data) = line.strip_prefix("data:")
+            && let Ok(event) = serde_json::from_str(data.trim_start())
+        {
+            print(&event);
         }
     };
-    if let Err(code) = stream(global, &path, on_line) {
-        return code;
+    match stream(global, &path, on_line) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
-    if !follow {
-        let value: serde_json::Value = serde_json::from_str(&document).unwrap_or_default();
-        for event in value["events"].as_array().into_iter().flatten() {
-            print(event);
-        }
-    }
-    ExitCode::SUCCESS
 }

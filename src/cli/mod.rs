@@ -9,6 +9,7 @@ mod control;
 mod events;
 mod generate;
 mod graph;
+mod history;
 mod logs;
 mod status;
 mod up;
@@ -93,6 +94,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Print what happened: spawns, readiness, exits, restarts, failures
     Events(events::EventsArgs),
+    /// Print every recorded run of a service: start, end, exit, why it ended
+    History(history::HistoryArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(generate::CompletionsArgs),
     /// Print the man page (roff)
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(args) => control::reload(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
+        Command::History(args) => history::run(&cli.global, &args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),
     }

@@ -173,7 +173,12 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    for notice in supervisor.notices() {
+        eprintln!("muster: {notice}");
+    }
     let mut events = supervisor.bus().subscribe();
+    // Nothing starts before what an earlier supervisor left running has stopped.
+    supervisor.recover().await;
     supervisor.boot(&only);
     let supervisor = Arc::new(supervisor);
     let server = tokio::spawn(api::serve::serve(
@@ -283,6 +288,9 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         tcp_server.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(problem) = supervisor.history_problem() {
+        eprintln!("muster: {problem}");
+    }
     view.note("all services stopped");
     if ended_by.is_none() && !failed.is_empty() {
         return ExitCode::from(EXIT_FAILED);

@@ -23,13 +23,15 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::event::{EventBus, EventKind};
+use super::event::{Draft, EventBus, EventKind};
 use super::logs::{LineWatch, Log, SharedLog, Stream, pump};
 use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, State, Timer};
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
 use super::process::{Reaper, signal_group};
+use super::procfs;
 use super::usage::Usage;
+use crate::store::{RunEnd, RunStart};
 use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
 
 /// The longest one readiness attempt may take (less if the start deadline is nearer).
@@ -109,9 +111,27 @@ pub struct Shared {
     pub bus: EventBus,
     /// `state-dir/run`: heartbeat files.
     pub run_dir: PathBuf,
+    /// Processes an earlier supervisor left that would not stop: their ports stay
+    /// taken, and services that need them wait, told why.
+    pub leftovers: std::sync::Mutex<Vec<super::orphans::Leftover>>,
 }
 
 impl Shared {
+    /// What a process is, if it is a leftover that would not stop.
+    pub fn leftover(&self, pid: u32) -> Option<String> {
+        let leftovers = self
+            .leftovers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        leftovers.iter().find(|l| l.pid == pid).map(|l| {
+            format!(
+                "it was left by run {} of `{}` under a supervisor that ended without \
+                 stopping it, and it did not stop on SIGKILL; the start waits until it is gone",
+                l.run_id, l.service
+            )
+        })
+    }
+
     /// The file a service may touch instead of sending `WATCHDOG=1`.
     pub fn heartbeat_file(&self, service: &ServiceName) -> PathBuf {
         self.run_dir.join(format!("{service}.heartbeat"))
@@ -188,7 +208,8 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         exec: None,
         log: Arc::clone(&log),
         notify_status: None,
-        events: Vec::new(),
+        drafts: Vec::new(),
+        ended: None,
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -232,8 +253,12 @@ struct Actor {
     exec: Option<Arc<ExecContext>>,
     log: SharedLog,
     notify_status: Option<String>,
-    /// Events of the current step, published after the status.
-    events: Vec<(EventKind, String, serde_json::Value)>,
+    /// Events and run records of the current step, queued after the status is
+    /// published.
+    drafts: Vec<Draft>,
+    /// The exit of the current run, when this step handles it: recorded with the
+    /// reason the step leaves.
+    ended: Option<(u64, Exit, SystemTime)>,
 }
 
 impl Actor {
@@ -275,6 +300,7 @@ impl Actor {
                     self.shared.notify.unregister(pid);
                 }
                 Log::lock(&self.log).note(&exit.to_string());
+                self.ended = Some((run, exit, SystemTime::now()));
                 vec![Input::Exited(exit)]
             }
             Message::Probe { run, kind, result } if current(run) => {
@@ -439,12 +465,25 @@ impl Actor {
                 }
             }
         }
-        self.publish_status();
-        for (kind, message, data) in self.events.drain(..) {
-            self.shared
-                .bus
-                .publish(&self.service.name, self.run_id, kind, message, data);
+        if let Some((run_id, exit, ended_at)) = self.ended.take() {
+            let (exit_code, signal) = match exit {
+                Exit::Code(code) => (Some(code), None),
+                Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
+            };
+            self.drafts.push(Draft::RunEnded(RunEnd {
+                run_id,
+                ended_at,
+                exit_code,
+                signal,
+                reason: self.state.reason.clone(),
+            }));
         }
+        let drafts = std::mem::take(&mut self.drafts);
+        self.shared
+            .bus
+            .publish_step(&self.service.name, self.run_id, drafts, || {
+                self.publish_status()
+            });
     }
 
     fn publish_status(&self) {
@@ -575,7 +614,11 @@ impl Actor {
                 )
             }
         };
-        self.events.push((kind, message, data));
+        self.drafts.push(Draft::Event {
+            kind,
+            message,
+            data,
+        });
     }
 
     fn probe(&self, kind: ProbeKind, now: Instant) {
@@ -658,6 +701,18 @@ impl Actor {
             }
         };
         let pid = child.id();
+        // Recorded before anything else: a supervisor killed from here on leaves a
+        // row the next one finds, with what tells this process from a later one
+        // given the same pid.
+        self.drafts.push(Draft::RunStarted(RunStart {
+            run_id: run,
+            service: self.service.name.clone(),
+            pid,
+            start_ticks: procfs::start_ticks(pid),
+            boot_id: procfs::boot_id(),
+            instance: self.shared.notify.address.clone(),
+            started_at: SystemTime::now(),
+        }));
         self.run_id = run;
         self.last_probe = None;
         self.exec = Some(Arc::new(exec));
@@ -748,7 +803,7 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
             cwd.display()
         ));
     }
-    super::ports::check_free(&service.ports)?;
+    super::ports::check_free(&service.ports, &|pid| shared.leftover(pid))?;
     let mut env: Vec<(String, String)> = Vec::new();
     for file in &service.env_files {
         let text = std::fs::read_to_string(file).map_err(|error| {

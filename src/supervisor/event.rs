@@ -1,17 +1,21 @@
 //! Events: past-tense facts about services, numbered and broadcast to every observer.
 //!
-//! The bus hands out event ids and run ids; the actors publish, the CLI (and later the
-//! API and the store) subscribe. A slow subscriber loses the oldest events (it is told
-//! how many), never slows the actors down.
+//! The bus hands out event ids and run ids, continuing from the history's. Actors and
+//! the supervisor publish; every entry goes through the history writer, which writes it
+//! to the database and only then broadcasts it to subscribers (the API, `muster up`,
+//! hooks). A slow subscriber loses the oldest events (it is told how many), never slows
+//! the actors down.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use crate::config::ServiceName;
+use crate::config::{HistorySettings, ServiceName};
+use crate::store::writer::{self, Outlets};
+use crate::store::{Entry, LastIds, RunEnd, RunStart, Store};
 
 /// The stable event kinds (the JSON field `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
@@ -27,7 +31,9 @@ pub enum EventKind {
     Stopped,
     Completed,
     Failed,
+    OrphanStopped,
     IdleStopped,
+    HookFailed,
     Reloaded,
 }
 
@@ -44,7 +50,9 @@ impl EventKind {
             EventKind::Stopped => "stopped",
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
+            EventKind::OrphanStopped => "orphan-stopped",
             EventKind::IdleStopped => "idle-stopped",
+            EventKind::HookFailed => "hook-failed",
             EventKind::Reloaded => "reloaded",
         }
     }
@@ -75,15 +83,39 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 /// Where events are published.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    inner: Arc<Counters>,
-    sender: broadcast::Sender<Arc<Event>>,
+    inner: Arc<Inner>,
+    /// Only the writer sends on it, after the events are written.
+    events: broadcast::Sender<Arc<Event>>,
 }
 
 #[derive(Debug)]
-struct Counters {
-    /// Held while an event is numbered and sent, so ids reach subscribers in order.
-    next_event: Mutex<u64>,
+struct Inner {
+    /// Held while entries are numbered and queued, so they reach the writer in order.
+    queue: Mutex<Queue>,
     next_run: AtomicU64,
+    /// How many queued entries the writer has handled.
+    released: watch::Receiver<u64>,
+    problem: watch::Receiver<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    next_event: u64,
+    /// How many entries have been queued.
+    sent: u64,
+    writer: std::sync::mpsc::Sender<Entry>,
+}
+
+/// Something to record about a service, before it is numbered.
+#[derive(Debug, Clone)]
+pub enum Draft {
+    Event {
+        kind: EventKind,
+        message: String,
+        data: serde_json::Value,
+    },
+    RunStarted(RunStart),
+    RunEnded(RunEnd),
 }
 
 /// How many events a subscriber may fall behind before it loses the oldest. Slots
@@ -91,22 +123,46 @@ struct Counters {
 const BACKLOG: usize = 1024;
 
 impl EventBus {
-    pub fn new() -> Self {
-        let (sender, _) = broadcast::channel(BACKLOG);
-        Self {
-            inner: Arc::new(Counters {
-                next_event: Mutex::new(1),
-                next_run: AtomicU64::new(1),
+    /// Starts the history writer on `store` (none: events are only released, in
+    /// order). Event and run ids continue from the highest the store holds.
+    pub fn start(store: Option<Store>, retention: HistorySettings) -> std::io::Result<Self> {
+        let last = match &store {
+            Some(store) => store.last_ids().unwrap_or_default(),
+            None => LastIds::default(),
+        };
+        let (events, _) = broadcast::channel(BACKLOG);
+        let (released_sender, released) = watch::channel(0);
+        let (problem_sender, problem) = watch::channel(None);
+        let writer = writer::start(
+            store,
+            retention,
+            Outlets {
+                events: events.clone(),
+                released: released_sender,
+                problem: problem_sender,
+            },
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(Queue {
+                    next_event: last.event + 1,
+                    sent: 0,
+                    writer,
+                }),
+                next_run: AtomicU64::new(last.run + 1),
+                released,
+                problem,
             }),
-            sender,
-        }
+            events,
+        })
     }
 
+    /// Events as they are released: after they are written to the history.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.sender.subscribe()
+        self.events.subscribe()
     }
 
-    /// A run id no other spawn of this supervisor has.
+    /// A run id no other spawn has had in this state directory.
     pub fn next_run_id(&self) -> u64 {
         self.inner.next_run.fetch_add(1, Ordering::Relaxed)
     }
@@ -119,28 +175,75 @@ impl EventBus {
         message: String,
         data: serde_json::Value,
     ) {
-        let mut next = self
-            .inner
-            .next_event
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let event = Event {
-            id: *next,
-            time: SystemTime::now(),
-            service: service.clone(),
-            run_id,
+        let draft = Draft::Event {
             kind,
             message,
             data,
         };
-        *next += 1;
-        // No subscriber is not an error: the status holds the outcome too.
-        let _ = self.sender.send(Arc::new(event));
+        self.publish_step(service, run_id, vec![draft], || {});
     }
-}
 
-impl Default for EventBus {
-    fn default() -> Self {
-        Self::new()
+    /// Numbers and queues `drafts` for the writer, calling `publish_status` first
+    /// under the same lock: whoever sees the new status and then calls [`Self::flush`]
+    /// waits for these entries too, and whoever receives the events sees the status.
+    pub fn publish_step(
+        &self,
+        service: &ServiceName,
+        run_id: u64,
+        drafts: Vec<Draft>,
+        publish_status: impl FnOnce(),
+    ) {
+        let mut queue = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        publish_status();
+        for draft in drafts {
+            let entry = match draft {
+                Draft::Event {
+                    kind,
+                    message,
+                    data,
+                } => {
+                    let event = Event {
+                        id: queue.next_event,
+                        time: SystemTime::now(),
+                        service: service.clone(),
+                        run_id,
+                        kind,
+                        message,
+                        data,
+                    };
+                    queue.next_event += 1;
+                    Entry::Event(Arc::new(event))
+                }
+                Draft::RunStarted(run) => Entry::RunStarted(run),
+                Draft::RunEnded(end) => Entry::RunEnded(end),
+            };
+            // The writer only stops with the process; an entry it cannot take is not
+            // counted, so `flush` does not wait for it.
+            if queue.writer.send(entry).is_ok() {
+                queue.sent += 1;
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is written (or, with the database
+    /// failing, kept for later) and released.
+    pub async fn flush(&self) {
+        let target = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sent;
+        let mut released = self.inner.released.clone();
+        let _ = released.wait_for(|handled| *handled >= target).await;
+    }
+
+    /// Why the history cannot be written, while it cannot.
+    pub fn problem(&self) -> Option<String> {
+        self.inner.problem.borrow().clone()
     }
 }

@@ -10,13 +10,16 @@
 
 pub mod actor;
 pub mod event;
+pub mod hooks;
 pub mod lock;
 pub mod logs;
 pub mod machine;
 pub mod notify;
+pub mod orphans;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod procfs;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,10 +32,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use actor::{ServiceHandle, Status};
-pub use event::{Event, EventBus, EventKind};
+pub use event::{Draft, Event, EventBus, EventKind};
 pub use machine::{Input, Phase};
 
 use crate::config::{Condition, ServiceName, Spec};
+use crate::store::Store;
 use logs::Log;
 
 /// Why the supervisor could not start.
@@ -47,6 +51,12 @@ pub enum StartError {
     Reaper(std::io::Error),
     #[error("cannot open the notify socket: {0}")]
     Notify(std::io::Error),
+    #[error("{0}")]
+    History(#[from] crate::store::OpenError),
+    #[error("cannot read the history: {0}")]
+    HistoryQuery(#[from] rusqlite::Error),
+    #[error("cannot start the history writer: {0}")]
+    Writer(std::io::Error),
 }
 
 /// A running supervisor.
@@ -68,6 +78,11 @@ pub struct Supervisor {
     pub counters: Counters,
     /// Set once a client has started, stopped or ensured a service.
     controlled: std::sync::atomic::AtomicBool,
+    /// Runs an earlier supervisor recorded no end for; taken by [`Self::recover`].
+    unfinished: std::sync::Mutex<Vec<crate::store::Run>>,
+    /// Things the user should know about how the supervisor started.
+    notices: Vec<String>,
+    hooks: hooks::Hooks,
 }
 
 /// Counts for `/metrics`.
@@ -94,11 +109,24 @@ impl Supervisor {
                 source,
             })?;
         }
+        let mut notices = Vec::new();
+        let (store, moved) = Store::open_or_replace(&crate::store::path_in(&spec.settings.state_dir))?;
+        if let Some(aside) = moved {
+            notices.push(format!(
+                "{} could not be read as a database; it was moved to {} and a new history begins",
+                store.path().display(),
+                aside.display()
+            ));
+        }
+        let unfinished = store.open_runs()?;
+        let bus = EventBus::start(Some(store), spec.settings.history.clone())
+            .map_err(StartError::Writer)?;
         let shared = Arc::new(actor::Shared {
             reaper: process::Reaper::start().map_err(StartError::Reaper)?,
             notify: notify::NotifySocket::start().map_err(StartError::Notify)?,
-            bus: EventBus::new(),
+            bus,
             run_dir,
+            leftovers: std::sync::Mutex::new(Vec::new()),
         });
         let services: BTreeMap<_, _> = spec
             .services
@@ -112,6 +140,19 @@ impl Supervisor {
                 (service.name.clone(), handle)
             })
             .collect();
+        let hooks: hooks::Hooks = Arc::new(std::sync::RwLock::new(spec.hooks.clone().into()));
+        hooks::start(
+            Arc::clone(&hooks),
+            hooks::Context {
+                dir: spec
+                    .path
+                    .parent()
+                    .map_or_else(|| PathBuf::from("/"), PathBuf::from),
+                output: spec.settings.state_dir.join("hooks.log"),
+                bus: shared.bus.clone(),
+                reaper: Arc::clone(&shared.reaper),
+            },
+        );
         let history = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let mut feed = shared.bus.subscribe();
         let keeper = Arc::clone(&history);
@@ -133,6 +174,9 @@ impl Supervisor {
             }
         });
         Ok(Self {
+            hooks,
+            unfinished: std::sync::Mutex::new(unfinished),
+            notices,
             controlled: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             history,
@@ -143,6 +187,37 @@ impl Supervisor {
             gates: std::sync::Mutex::new(Vec::new()),
             shutdown_asked: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Stops whatever an earlier supervisor of this state directory left running (see
+    /// [`orphans`]) and closes its unfinished runs. Call before [`Self::boot`]. Returns
+    /// how many runs were found unfinished.
+    pub async fn recover(&self) -> usize {
+        let unfinished = std::mem::take(
+            &mut *self
+                .unfinished
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let count = unfinished.len();
+        let leftovers = orphans::recover(unfinished, &self.spec(), &self.shared.bus).await;
+        *self
+            .shared
+            .leftovers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = leftovers;
+        self.shared.bus.flush().await;
+        count
+    }
+
+    /// What the user should be told about the start (a history moved aside, say).
+    pub fn notices(&self) -> &[String] {
+        &self.notices
+    }
+
+    /// Why the history cannot be written, while it cannot.
+    pub fn history_problem(&self) -> Option<String> {
+        self.shared.bus.problem()
     }
 
     /// Starts `only` (with their dependencies), or every service with `autostart` when
@@ -230,14 +305,20 @@ impl Supervisor {
         ));
         // An outcome of this start: healthy, or settled after the ask (an old failure
         // does not count).
-        let outcome = status
-            .wait_for(|s| s.phase == Phase::Healthy || (s.phase.is_settled() && s.since >= asked));
+        let outcome = async {
+            let outcome = status
+                .wait_for(|s| {
+                    s.phase == Phase::Healthy || (s.phase.is_settled() && s.since >= asked)
+                })
+                .await
+                .map(|status| status.clone());
+            // The answer rests on events (ready, failed): they are written first.
+            self.shared.bus.flush().await;
+            outcome
+        };
         match tokio::time::timeout(timeout, outcome).await {
-            Ok(Ok(status)) if status.phase == Phase::Healthy => Ok(status.clone()),
-            Ok(Ok(status)) => {
-                let status = status.clone();
-                Err(Failure::NotHealthy(self.explain(status)))
-            }
+            Ok(Ok(status)) if status.phase == Phase::Healthy => Ok(status),
+            Ok(Ok(status)) => Err(Failure::NotHealthy(self.explain(status))),
             Ok(Err(_)) => Err(Failure::NotHealthy(self.explain(handle.status()))),
             Err(_) => Err(Failure::Timeout {
                 after: timeout,
@@ -352,6 +433,10 @@ impl Supervisor {
                 .filter(|name| new.services[*name].autostart)
                 .cloned(),
         );
+        *self
+            .hooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new.hooks.clone().into();
         *self
             .spec
             .write()
@@ -545,10 +630,14 @@ impl Supervisor {
             .await;
         }
         let marker = format!("NOTIFY_SOCKET={}", self.shared.notify.address);
-        self.shared
+        let strays = self
+            .shared
             .reaper
             .sweep(&marker, Duration::from_secs(5))
-            .await
+            .await;
+        // Every exit is in the history before the supervisor says it is done.
+        self.shared.bus.flush().await;
+        strays
     }
 }
 

@@ -8,15 +8,17 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::time::Duration;
 
+use super::procfs;
 use crate::config::Port;
 
-/// `Ok` when every port can be bound now; otherwise why not, naming the holder.
-pub fn check_free(ports: &[Port]) -> Result<(), String> {
+/// `Ok` when every port can be bound now; otherwise why not, naming the holder and
+/// adding what `known` says of it (a leftover of an earlier supervisor, say).
+pub fn check_free(ports: &[Port], known: &dyn Fn(u32) -> Option<String>) -> Result<(), String> {
     for port in ports {
         let ip = port.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         match TcpListener::bind((ip, port.port)) {
             Ok(listener) => drop(listener),
-            Err(error) if error.kind() == ErrorKind::AddrInUse => return Err(in_use(port)),
+            Err(error) if error.kind() == ErrorKind::AddrInUse => return Err(in_use(port, known)),
             Err(error) if error.kind() == ErrorKind::AddrNotAvailable => {
                 return Err(format!("port {port}: {ip} is not an address of this host"));
             }
@@ -26,7 +28,7 @@ pub fn check_free(ports: &[Port]) -> Result<(), String> {
     Ok(())
 }
 
-pub fn in_use(port: &Port) -> String {
+pub fn in_use(port: &Port, known: &dyn Fn(u32) -> Option<String>) -> String {
     match holder(port.port) {
         Some(holder) => {
             let mut text = format!(
@@ -35,6 +37,10 @@ pub fn in_use(port: &Port) -> String {
             );
             if let Some(age) = holder.age {
                 text.push_str(&format!(", started {} ago", coarse(age)));
+            }
+            if let Some(note) = known(holder.pid) {
+                text.push_str("; ");
+                text.push_str(&note);
             }
             text
         }
@@ -89,8 +95,8 @@ pub fn holder(port: u16) -> Option<Holder> {
         if holds {
             return Some(Holder {
                 pid,
-                command: command_line(pid),
-                age: age(pid),
+                command: procfs::command_line(pid),
+                age: procfs::age(pid),
             });
         }
     }
@@ -112,42 +118,6 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
             (*state == LISTEN && local_port == port && inode != 0).then_some(inode)
         })
         .collect()
-}
-
-fn command_line(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let words: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
-    let mut text = words.join(" ");
-    if text.is_empty() {
-        text = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-    }
-    if text.chars().count() > 100 {
-        text = text.chars().take(99).collect::<String>() + "…";
-    }
-    text
-}
-
-/// How long the process has run: system uptime less its start time (in clock ticks of
-/// 10 ms, field 22 of `/proc/PID/stat`).
-fn age(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let start_ticks: u64 = after_name.split(' ').nth(19)?.parse().ok()?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let started = start_ticks as f64 / 100.0;
-    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
 }
 
 /// "3h", "12m", "40s": the largest unit only.
@@ -183,14 +153,14 @@ mod tests {
             ip: Some("127.0.0.1".parse().unwrap()),
             port,
         };
-        let reason = check_free(&[declared]).unwrap_err();
+        let reason = check_free(&[declared], &|_| None).unwrap_err();
         let expected = format!(
             "port 127.0.0.1:{port} is in use by pid {} (`",
             std::process::id()
         );
         assert!(reason.starts_with(&expected), "{reason}");
         drop(listener);
-        assert_eq!(check_free(&[declared]), Ok(()));
+        assert_eq!(check_free(&[declared], &|_| None), Ok(()));
     }
 
     #[test]

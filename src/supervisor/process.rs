@@ -27,6 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
 use super::machine::Exit;
+use super::procfs;
 
 /// Told how a registered child ended, from the reaper task.
 pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
@@ -87,9 +88,12 @@ impl Reaper {
             // this process, since this one has stopped all of its own).
             let children: Vec<i32> = {
                 let waiters = lock();
-                children_of(std::process::id())
+                procfs::children_of(std::process::id())
                     .into_iter()
-                    .filter(|pid| !waiters.contains_key(pid) && carries(*pid, marker))
+                    .map(|pid| pid as i32)
+                    .filter(|pid| {
+                        !waiters.contains_key(pid) && procfs::environ_has(*pid as u32, &[marker])
+                    })
                     .collect()
             };
             if children.is_empty() {
@@ -145,54 +149,5 @@ pub fn signal_group(pid: u32, signal: Signal) -> io::Result<()> {
     match killpg(Pid::from_raw(pid as i32), signal) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(errno) => Err(errno.into()),
-    }
-}
-
-/// Whether `marker` is one of the `KEY=VALUE` entries of the process's environment.
-fn carries(pid: i32, marker: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
-        environ
-            .split(|&b| b == 0)
-            .any(|entry| entry == marker.as_bytes())
-    })
-}
-
-/// The pids whose parent is `parent`, from `/proc`, not counting zombies.
-pub fn children_of(parent: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| parse_stat(&stat))
-                .is_some_and(|(state, ppid)| ppid == parent && state != 'Z')
-        })
-        .collect()
-}
-
-/// The state and parent pid from a `/proc/PID/stat` line. The command name may hold
-/// spaces and parentheses, so fields are counted from the last `)`.
-fn parse_stat(stat: &str) -> Option<(char, u32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines_are_read_from_the_last_parenthesis() {
-        assert_eq!(
-            parse_stat("123 (a) b) c) S 45 123 123 0 -1"),
-            Some(('S', 45))
-        );
-        assert_eq!(parse_stat("garbage"), None);
     }
 }

@@ -1,0 +1,117 @@
+//! `muster history NAME [-n N] [--json]`: every recorded run of a service (start, end,
+//! duration, exit, why it ended), read from the state directory's database, with or
+//! without a supervisor running.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
+use crate::store::{self, Run, Store};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The service
+    pub name: String,
+    /// Only the last N runs
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    pub last: Option<usize>,
+    /// One JSON document: {"service", "runs": [...]}
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
+    let store = match open(global) {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let runs = match store.runs(&args.name, args.last) {
+        Ok(runs) => runs,
+        Err(error) => {
+            eprintln!("muster: cannot read {}: {error}", store.path().display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if runs.is_empty() && !known(global, &args.name) {
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if args.json {
+        super::print_json(&serde_json::json!({ "service": args.name, "runs": runs }));
+        return ExitCode::SUCCESS;
+    }
+    if runs.is_empty() {
+        println!("no runs of `{}` recorded yet", args.name);
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:>6}  {:>7}  {:<20}  {:>9}  {:<22}  REASON",
+        "RUN", "PID", "STARTED", "RAN", "EXIT"
+    );
+    for run in &runs {
+        println!(
+            "{:>6}  {:>7}  {:<20}  {:>9}  {:<22}  {}",
+            run.run_id,
+            run.pid,
+            humantime::format_rfc3339_seconds(run.started_at).to_string(),
+            ran(run),
+            exit(run),
+            run.reason.as_deref().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Opens the state directory's history, or says why it cannot.
+pub fn open(global: &GlobalArgs) -> Result<Store, ExitCode> {
+    let (_, state_dir) = super::control::socket(global)?;
+    Store::open_existing(&store::path_in(&state_dir)).map_err(|error| {
+        eprintln!("muster: {error}");
+        ExitCode::from(match error {
+            store::OpenError::Missing { .. } => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        })
+    })
+}
+
+/// Whether `name` is a service of the config; if not, says so with the nearest name.
+fn known(global: &GlobalArgs, name: &str) -> bool {
+    let Ok(loaded) = crate::config::load(&global.file) else {
+        // No valid config to compare with: an empty history is answer enough.
+        return true;
+    };
+    if loaded.spec.services.contains_key(name) {
+        return true;
+    }
+    let names = loaded.spec.services.keys().map(|n| n.as_str());
+    let hint = crate::suggest::nearest(name, names)
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default();
+    eprintln!(
+        "muster: no service named `{name}` in {} and no runs recorded for it{hint}",
+        loaded.spec.path.display()
+    );
+    false
+}
+
+/// How long it ran: "3m 12s", or "running" for a run with no end yet.
+fn ran(run: &Run) -> String {
+    let end = match run.ended_at {
+        Some(end) => end,
+        None => return "running".to_owned(),
+    };
+    let took = end
+        .duration_since(run.started_at)
+        .unwrap_or_default()
+        .as_secs();
+    crate::supervisor::machine::human(std::time::Duration::from_secs(took))
+}
+
+fn exit(run: &Run) -> String {
+    match (run.exit_code, &run.signal, run.ended_at) {
+        (Some(code), _, _) => format!("status {code}"),
+        (None, Some(signal), _) => signal.clone(),
+        (None, None, Some(_)) => "-".to_owned(),
+        (None, None, None) => String::new(),
+    }
+}

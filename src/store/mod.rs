@@ -1,0 +1,508 @@
+//! The durable history: `state-dir/state.db`, SQLite in WAL mode.
+//!
+//! Two tables: `events` (every event the bus carries) and `runs` (one row per spawn:
+//! pid, process group, the process's start time from `/proc`, when it ended and how).
+//! The schema is versioned with `PRAGMA user_version` and grows by [`MIGRATIONS`] only;
+//! a database made by a newer muster is refused, never rewritten. One connection writes
+//! (the [`writer`] thread of a running supervisor); the CLI reads with its own
+//! connection, with or without a supervisor running.
+
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
+use serde::Serialize;
+
+use crate::config::ServiceName;
+use crate::supervisor::Event;
+
+/// The database's file name in the state directory.
+pub const FILE_NAME: &str = "state.db";
+
+/// Schema steps; `user_version` is how many have been applied. Append only: a step
+/// that shipped is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: events and runs.
+    "CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_by_service ON events(service, id);
+    CREATE INDEX events_by_time ON events(time);
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        pgid INTEGER NOT NULL,
+        start_ticks INTEGER,
+        boot_id TEXT,
+        instance TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        exit_code INTEGER,
+        signal TEXT,
+        reason TEXT
+    );
+    CREATE INDEX runs_by_service ON runs(service, run_id);
+    CREATE INDEX runs_open ON runs(run_id) WHERE ended_at IS NULL;",
+];
+
+/// The schema version this muster writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a statement waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "{} was written by a newer muster (schema {found}; this one knows {SCHEMA_VERSION}); \
+         upgrade muster, or move the file away to start a new history",
+        path.display()
+    )]
+    Newer { path: PathBuf, found: u32 },
+    #[error("no history at {}: no supervisor has run with this state directory", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot open {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot move the unreadable {} aside: {source}", path.display())]
+    MoveAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One connection to a history database.
+#[derive(Debug)]
+pub struct Store {
+    connection: Connection,
+    path: PathBuf,
+}
+
+/// What the writer stores, in the order the supervisor produced it.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Event(Arc<Event>),
+    RunStarted(RunStart),
+    RunEnded(RunEnd),
+}
+
+/// A spawn, recorded before anything else uses its pid.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub run_id: u64,
+    pub service: ServiceName,
+    /// Also the process group id: every service leads its own group.
+    pub pid: u32,
+    /// Field 22 of `/proc/PID/stat`: with the boot id, tells this process from a later
+    /// one that got the same pid.
+    pub start_ticks: Option<u64>,
+    pub boot_id: Option<String>,
+    /// The supervisor that spawned it (its notify socket address, which every child
+    /// carries in `NOTIFY_SOCKET`).
+    pub instance: String,
+    pub started_at: SystemTime,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub run_id: u64,
+    pub ended_at: SystemTime,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: String,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub run_id: u64,
+    pub service: String,
+    pub pid: u32,
+    pub pgid: u32,
+    pub start_ticks: Option<u64>,
+    pub boot_id: Option<String>,
+    pub instance: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: SystemTime,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub ended_at: Option<SystemTime>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// An event as stored; serializes like a live [`Event`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub id: u64,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub service: String,
+    pub run_id: u64,
+    pub kind: String,
+    pub message: String,
+    pub data: serde_json::Value,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events with an id above this.
+    pub since: u64,
+    pub service: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// The highest event and run ids stored, so a new supervisor continues the numbering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastIds {
+    pub event: u64,
+    pub run: u64,
+}
+
+impl Store {
+    /// Opens (creating it if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let sqlite = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(sqlite)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        // WAL: readers never block the writer; NORMAL: a commit survives a crash of
+        // the process (not necessarily a power cut), without an fsync per batch.
+        connection
+            .pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            .map_err(sqlite)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        let mut store = Self {
+            connection,
+            path: path.to_owned(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens the database at `path`; one that is not a database or is corrupt is moved
+    /// aside (`state.db.unreadable-<unix time>`) and a new one created. Returns where
+    /// the old file went, if it was moved.
+    pub fn open_or_replace(path: &Path) -> Result<(Self, Option<PathBuf>), OpenError> {
+        match Self::open(path) {
+            Ok(store) => Ok((store, None)),
+            Err(OpenError::Sqlite { source, .. }) if is_unreadable(&source) => {
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let aside = path.with_file_name(format!("{FILE_NAME}.unreadable-{stamp}"));
+                std::fs::rename(path, &aside).map_err(|source| OpenError::MoveAside {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                for suffix in ["-wal", "-shm"] {
+                    let companion = PathBuf::from(format!("{}{suffix}", path.display()));
+                    let moved = PathBuf::from(format!("{}{suffix}", aside.display()));
+                    let _ = std::fs::rename(companion, moved);
+                }
+                Ok((Self::open(path)?, Some(aside)))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Opens an existing database to read it (the CLI); never creates or migrates.
+    pub fn open_existing(path: &Path) -> Result<Self, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let sqlite = |source| OpenError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(sqlite)?;
+        let found = user_version(&connection).map_err(sqlite)?;
+        if found > SCHEMA_VERSION {
+            return Err(OpenError::Newer {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        Ok(Self {
+            connection,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), OpenError> {
+        let sqlite = |source| OpenError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let found = user_version(&self.connection).map_err(sqlite)?;
+        if found > SCHEMA_VERSION {
+            return Err(OpenError::Newer {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        for (index, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let transaction = self.connection.transaction().map_err(sqlite)?;
+            transaction.execute_batch(step).map_err(sqlite)?;
+            transaction
+                .pragma_update(None, "user_version", index as u32 + 1)
+                .map_err(sqlite)?;
+            transaction.commit().map_err(sqlite)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `entries` in one transaction: all of them or none.
+    pub fn write<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> rusqlite::Result<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut event = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO events (id, time, service, run_id, kind, message, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut started = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO runs
+                 (run_id, service, pid, pgid, start_ticks, boot_id, instance, started_at)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut ended = transaction.prepare_cached(
+                "UPDATE runs SET ended_at = ?2, exit_code = ?3, signal = ?4, reason = ?5
+                 WHERE run_id = ?1",
+            )?;
+            for entry in entries {
+                match entry {
+                    Entry::Event(e) => {
+                        event.execute(params![
+                            e.id as i64,
+                            millis(e.time),
+                            e.service.as_str(),
+                            e.run_id as i64,
+                            e.kind.as_str(),
+                            e.message,
+                            e.data.to_string(),
+                        ])?;
+                    }
+                    Entry::RunStarted(run) => {
+                        started.execute(params![
+                            run.run_id as i64,
+                            run.service.as_str(),
+                            run.pid,
+                            run.start_ticks.map(|t| t as i64),
+                            run.boot_id,
+                            run.instance,
+                            millis(run.started_at),
+                        ])?;
+                    }
+                    Entry::RunEnded(end) => {
+                        ended.execute(params![
+                            end.run_id as i64,
+                            millis(end.ended_at),
+                            end.exit_code,
+                            end.signal,
+                            end.reason,
+                        ])?;
+                    }
+                }
+            }
+        }
+        transaction.commit()
+    }
+
+    /// Deletes events beyond the newest `max_events` or older than `max_age`, and
+    /// ended runs by the same rules. Returns how many rows went.
+    pub fn prune(
+        &mut self,
+        max_events: u64,
+        max_age: Duration,
+        now: SystemTime,
+    ) -> rusqlite::Result<usize> {
+        let cutoff = millis(now.checked_sub(max_age).unwrap_or(UNIX_EPOCH));
+        let keep = max_events.min(i64::MAX as u64) as i64;
+        let transaction = self.connection.transaction()?;
+        let mut removed = transaction.execute(
+            "DELETE FROM events WHERE time < ?1
+             OR id <= (SELECT MAX(id) FROM events) - ?2",
+            params![cutoff, keep],
+        )?;
+        removed += transaction.execute(
+            "DELETE FROM runs WHERE ended_at IS NOT NULL AND (ended_at < ?1
+             OR run_id <= (SELECT MAX(run_id) FROM runs) - ?2)",
+            params![cutoff, keep],
+        )?;
+        transaction.commit()?;
+        Ok(removed)
+    }
+
+    pub fn last_ids(&self) -> rusqlite::Result<LastIds> {
+        self.connection.query_row(
+            "SELECT (SELECT IFNULL(MAX(id), 0) FROM events),
+                    (SELECT IFNULL(MAX(run_id), 0) FROM runs)",
+            [],
+            |row| {
+                Ok(LastIds {
+                    event: row.get::<_, i64>(0)? as u64,
+                    run: row.get::<_, i64>(1)? as u64,
+                })
+            },
+        )
+    }
+
+    /// Runs with no recorded end: what a supervisor that died may have left running.
+    pub fn open_runs(&self) -> rusqlite::Result<Vec<Run>> {
+        self.select_runs("WHERE ended_at IS NULL ORDER BY run_id", params![])
+    }
+
+    /// The runs of `service`, oldest first; the last `limit` when given.
+    pub fn runs(&self, service: &str, limit: Option<usize>) -> rusqlite::Result<Vec<Run>> {
+        let limit = limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+        let mut runs = self.select_runs(
+            "WHERE service = ?1 ORDER BY run_id DESC LIMIT ?2",
+            params![service, limit],
+        )?;
+        runs.reverse();
+        Ok(runs)
+    }
+
+    pub fn run(&self, run_id: u64) -> rusqlite::Result<Option<Run>> {
+        Ok(self
+            .select_runs("WHERE run_id = ?1", params![run_id as i64])?
+            .pop())
+    }
+
+    fn select_runs(&self, tail: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Run>> {
+        let sql = format!(
+            "SELECT run_id, service, pid, pgid, start_ticks, boot_id, instance, started_at,
+                    ended_at, exit_code, signal, reason FROM runs {tail}"
+        );
+        let mut statement = self.connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params, |row| {
+            Ok(Run {
+                run_id: row.get::<_, i64>(0)? as u64,
+                service: row.get(1)?,
+                pid: row.get(2)?,
+                pgid: row.get(3)?,
+                start_ticks: row.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                boot_id: row.get(5)?,
+                instance: row.get(6)?,
+                started_at: from_millis(row.get(7)?),
+                ended_at: row.get::<_, Option<i64>>(8)?.map(from_millis),
+                exit_code: row.get(9)?,
+                signal: row.get(10)?,
+                reason: row.get(11)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Events matching `filter`, oldest first; the last `limit` when given.
+    pub fn events(
+        &self,
+        filter: &EventFilter,
+        limit: Option<usize>,
+    ) -> rusqlite::Result<Vec<StoredEvent>> {
+        let limit = limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, time, service, run_id, kind, message, data FROM events
+             WHERE id > ?1 AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR kind = ?3)
+             ORDER BY id DESC LIMIT ?4",
+        )?;
+        let rows = statement.query_map(
+            params![
+                filter.since.min(i64::MAX as u64) as i64,
+                filter.service,
+                filter.kind,
+                limit
+            ],
+            |row| {
+                let data: String = row.get(6)?;
+                Ok(StoredEvent {
+                    id: row.get::<_, i64>(0)? as u64,
+                    time: from_millis(row.get(1)?),
+                    service: row.get(2)?,
+                    run_id: row.get::<_, i64>(3)? as u64,
+                    kind: row.get(4)?,
+                    message: row.get(5)?,
+                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                })
+            },
+        )?;
+        let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(events)
+    }
+}
+
+/// The database file of a state directory.
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+fn user_version(connection: &Connection) -> rusqlite::Result<u32> {
+    connection.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Whether opening failed because the file is not a usable database (as opposed to,
+/// say, a permission problem, which moving the file would not fix).
+fn is_unreadable(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Milliseconds since the Unix epoch, as SQLite stores integers.
+fn millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+fn rfc3339_opt<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => rfc3339(time, serializer),
+        None => serializer.serialize_none(),
+    }
+}

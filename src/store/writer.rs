@@ -1,0 +1,189 @@
+//! The history writer: one thread that owns the database connection.
+//!
+//! The event bus hands it every entry (events and run records) in the order they were
+//! numbered. It takes whatever has queued up, writes it in one transaction, and only
+//! then releases it: the `released` count moves on (so `ensure` answers and
+//! `EventBus::flush` return) and the events go out to subscribers (the API's stream,
+//! `muster up`'s output, hooks). Supervision never waits on it: the queue is unbounded.
+//!
+//! When the database fails (a full disk, a lock held by another program, corruption)
+//! the entries are released anyway and kept in memory (up to [`MAX_WAITING`]) to be
+//! written once it works again; the problem is published for `status` and printed once
+//! on stderr. Old events are pruned in the background by the retention settings.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{broadcast, watch};
+
+use super::{Entry, Store};
+use crate::config::HistorySettings;
+use crate::supervisor::Event;
+
+/// Entries written per transaction at most.
+const MAX_BATCH: usize = 4096;
+/// Entries kept in memory while the database cannot be written; older ones are lost
+/// beyond this (and counted).
+pub const MAX_WAITING: usize = 100_000;
+/// How often writing is tried again while the database fails.
+const RETRY: Duration = Duration::from_secs(1);
+/// Retention runs at least this often, and after every [`PRUNE_AFTER`] entries.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_AFTER: usize = 10_000;
+
+/// Where the writer releases what it has written.
+#[derive(Debug)]
+pub struct Outlets {
+    pub events: broadcast::Sender<Arc<Event>>,
+    /// How many entries have been handled (written, or kept for later when the
+    /// database fails), counting from the first sent.
+    pub released: watch::Sender<u64>,
+    /// Why the history cannot be written at the moment.
+    pub problem: watch::Sender<Option<String>>,
+}
+
+/// Starts the writer thread. Without a store it only releases, in order.
+pub fn start(
+    store: Option<Store>,
+    retention: HistorySettings,
+    outlets: Outlets,
+) -> std::io::Result<Sender<Entry>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mut writer = Writer {
+        store,
+        retention,
+        outlets,
+        waiting: VecDeque::new(),
+        lost: 0,
+        handled: 0,
+        since_prune: 0,
+        last_prune: Instant::now(),
+    };
+    std::thread::Builder::new()
+        .name("muster-history".to_owned())
+        .spawn(move || writer.run(receiver))?;
+    Ok(sender)
+}
+
+struct Writer {
+    store: Option<Store>,
+    retention: HistorySettings,
+    outlets: Outlets,
+    /// Released but not yet written: the database failed.
+    waiting: VecDeque<Entry>,
+    /// Entries dropped from `waiting` because it was full.
+    lost: u64,
+    handled: u64,
+    since_prune: usize,
+    last_prune: Instant,
+}
+
+impl Writer {
+    fn run(&mut self, receiver: Receiver<Entry>) {
+        self.prune();
+        loop {
+            let patience = if self.waiting.is_empty() {
+                PRUNE_EVERY.saturating_sub(self.last_prune.elapsed())
+            } else {
+                RETRY
+            };
+            let mut batch = Vec::new();
+            match receiver.recv_timeout(patience.max(Duration::from_millis(1))) {
+                Ok(entry) => batch.push(entry),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.write(&[]);
+                    return;
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(entry) => batch.push(entry),
+                    Err(_) => break,
+                }
+            }
+            self.write(&batch);
+            self.release(batch);
+            if self.since_prune >= PRUNE_AFTER || self.last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune();
+            }
+        }
+    }
+
+    /// Writes what waits from earlier failures and `batch`, in one transaction.
+    fn write(&mut self, batch: &[Entry]) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if batch.is_empty() && self.waiting.is_empty() {
+            return;
+        }
+        match store.write(self.waiting.iter().chain(batch)) {
+            Ok(()) => {
+                if self.outlets.problem.borrow().is_some() {
+                    let mut text = format!(
+                        "muster: the history is written to {} again",
+                        store.path().display()
+                    );
+                    if self.lost > 0 {
+                        text.push_str(&format!(
+                            "; {} entries were lost while it could not be",
+                            self.lost
+                        ));
+                    }
+                    eprintln!("{text}");
+                    self.outlets.problem.send_replace(None);
+                }
+                self.waiting.clear();
+                self.lost = 0;
+            }
+            Err(error) => {
+                self.waiting.extend(batch.iter().cloned());
+                while self.waiting.len() > MAX_WAITING {
+                    self.waiting.pop_front();
+                    self.lost += 1;
+                }
+                let text = format!(
+                    "cannot write the history to {}: {error}; {} entries wait in memory, \
+                     supervision goes on",
+                    store.path().display(),
+                    self.waiting.len()
+                );
+                if self.outlets.problem.borrow().is_none() {
+                    eprintln!("muster: {text}");
+                }
+                self.outlets.problem.send_replace(Some(text));
+            }
+        }
+    }
+
+    fn release(&mut self, batch: Vec<Entry>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.handled += batch.len() as u64;
+        self.since_prune += batch.len();
+        self.outlets.released.send_replace(self.handled);
+        for entry in batch {
+            if let Entry::Event(event) = entry {
+                // No subscriber is not an error: the database and statuses hold it.
+                let _ = self.outlets.events.send(event);
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        self.since_prune = 0;
+        self.last_prune = Instant::now();
+        if let Some(store) = self.store.as_mut() {
+            // A failure here shows up in the next write, which reports it.
+            let _ = store.prune(
+                self.retention.max_events,
+                self.retention.max_age,
+                SystemTime::now(),
+            );
+        }
+    }
+}

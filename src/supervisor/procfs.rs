@@ -1,0 +1,151 @@
+//! What `/proc` says about processes: parent, process group, state, start time,
+//! environment and command line.
+//!
+//! A pid alone does not name a process for long: it is reused. A pid together with its
+//! start time (field 22 of `/proc/PID/stat`, in clock ticks since boot) and the boot id
+//! does, which is what lets the next supervisor tell its predecessor's orphans from
+//! strangers that got the same pid.
+
+use std::time::Duration;
+
+/// Clock ticks per second in `/proc/PID/stat` (`USER_HZ`, 100 on every Linux port).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The fields of `/proc/PID/stat` muster uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `D`, `Z`, `T`, ...
+    pub state: char,
+    pub ppid: u32,
+    pub pgrp: u32,
+    /// When it started, in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+impl Stat {
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses a `/proc/PID/stat` line. The command name may hold spaces and parentheses,
+/// so fields are counted from the last `)`.
+fn parse_stat(line: &str) -> Option<Stat> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state (field 3), ppid (4), pgrp (5), ..., starttime (22).
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat(pid).map(|stat| stat.start_ticks)
+}
+
+/// This boot's id: start times only compare within one boot.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_owned())
+}
+
+/// Every process visible in `/proc` with its stat, zombies included.
+pub fn processes() -> Vec<(u32, Stat)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat(pid)?)))
+        .collect()
+}
+
+/// The pids whose parent is `parent`, not counting zombies.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, stat)| stat.ppid == parent && !stat.is_zombie())
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Whether every one of `entries` (`KEY=VALUE`) is in the process's environment.
+pub fn environ_has(pid: u32, entries: &[&str]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+        let present: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        entries
+            .iter()
+            .all(|entry| present.contains(&entry.as_bytes()))
+    })
+}
+
+/// The command line, shortened to 100 characters; the command name when there is none.
+pub fn command_line(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    let mut text = words.join(" ");
+    if text.is_empty() {
+        text = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+    }
+    if text.chars().count() > 100 {
+        text = text.chars().take(99).collect::<String>() + "…";
+    }
+    text
+}
+
+/// How long the process has run: system uptime less its start time.
+pub fn age(pid: u32) -> Option<Duration> {
+    let started = start_ticks(pid)? as f64 / TICKS_PER_SECOND;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_are_read_from_the_last_parenthesis() {
+        let line = "123 (a) b) c) S 45 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                state: 'S',
+                ppid: 45,
+                pgrp: 123,
+                start_ticks: 98765
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_seen_with_its_start_time() {
+        let me = std::process::id();
+        let stat = stat(me).unwrap();
+        assert_eq!(start_ticks(me), Some(stat.start_ticks));
+        assert!(processes().iter().any(|(pid, _)| *pid == me));
+        assert!(boot_id().is_some_and(|id| id.len() == 36));
+        assert!(!command_line(me).is_empty());
+    }
+}
