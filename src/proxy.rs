@@ -35,10 +35,13 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
         };
         let listener = TcpListener::bind(proxy.listen).await.map_err(|error| {
             let why = if error.kind() == std::io::ErrorKind::AddrInUse {
-                crate::supervisor::ports::in_use(&crate::config::Port {
-                    ip: Some(proxy.listen.ip()),
-                    port: proxy.listen.port(),
-                }, &|_| None)
+                crate::supervisor::ports::in_use(
+                    &crate::config::Port {
+                        ip: Some(proxy.listen.ip()),
+                        port: proxy.listen.port(),
+                    },
+                    &|_| None,
+                )
             } else {
                 error.to_string()
             };

@@ -70,7 +70,7 @@ restart-limit = { count = 3, within = "10m" }
     let mut events = supervisor.bus().subscribe();
     let began = tokio::time::Instant::now();
     let real_began = Instant::now();
-    supervisor.boot(&[]);
+    supervisor.boot(&[]).await;
     let mut delays = Vec::new();
     let reason = loop {
         let event = events.recv().await.unwrap();

@@ -16,6 +16,10 @@ pub struct ServiceList {
     /// failed, or waits on one that failed.
     pub booted: bool,
     pub services: Vec<ServiceView>,
+    /// Why events cannot be written to the history database at the moment (they are
+    /// kept in memory and supervision goes on); absent when all is well.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_problem: Option<String>,
 }
 
 /// A service: its live status and what the config declares.

@@ -32,6 +32,7 @@ pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<ServiceList
     Json(ServiceList {
         booted: supervisor.booted(),
         services,
+        history_problem: supervisor.history_problem(),
     })
 }
 

@@ -43,7 +43,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             .map(|near| format!("did you mean `{near}`? "))
             .unwrap_or_default();
         eprintln!(
-            "muster: --kind {kind:?} is not an event kind; {hint}kinds: {}",
+            "muster: `{kind}` is not an event kind; {hint}one of: {}",
             EVENT_KINDS.join(", ")
         );
         return ExitCode::from(EXIT_USAGE);
@@ -84,7 +84,11 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             }
             // Later events of other services or kinds were filtered out, not missed.
             let last = store.events(&EventFilter::default(), Some(1));
-            since = last.ok().and_then(|e| e.first().map(|e| e.id)).unwrap_or(since).max(since);
+            since = last
+                .ok()
+                .and_then(|e| e.first().map(|e| e.id))
+                .unwrap_or(since)
+                .max(since);
         }
         Err(code) if !args.follow => return code,
         // Following still works when the history cannot be read.

@@ -51,6 +51,9 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     };
     if args.name.is_none() {
         println!("{}", summary(answer.body["booted"] == true, &services));
+        if let Some(problem) = answer.body["history_problem"].as_str() {
+            println!("history: {problem}");
+        }
     }
     print!("{}", table(&services));
     if let Some(service) = services.first().filter(|_| args.name.is_some()) {

@@ -179,7 +179,7 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     let mut events = supervisor.bus().subscribe();
     // Nothing starts before what an earlier supervisor left running has stopped.
     supervisor.recover().await;
-    supervisor.boot(&only);
+    supervisor.boot(&only).await;
     let supervisor = Arc::new(supervisor);
     let server = tokio::spawn(api::serve::serve(
         listener,

@@ -402,7 +402,11 @@ impl Store {
             .pop())
     }
 
-    fn select_runs(&self, tail: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Run>> {
+    fn select_runs(
+        &self,
+        tail: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> rusqlite::Result<Vec<Run>> {
         let sql = format!(
             "SELECT run_id, service, pid, pgid, start_ticks, boot_id, instance, started_at,
                     ended_at, exit_code, signal, reason FROM runs {tail}"

@@ -31,8 +31,8 @@ use super::probe::{self, ExecContext};
 use super::process::{Reaper, signal_group};
 use super::procfs;
 use super::usage::Usage;
-use crate::store::{RunEnd, RunStart};
 use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
+use crate::store::{RunEnd, RunStart};
 
 /// The longest one readiness attempt may take (less if the start deadline is nearer).
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);

@@ -61,8 +61,16 @@ pub fn start(hooks: Hooks, context: Context) {
                 }
                 Err(RecvError::Closed) => return,
             };
-            let hooks = Arc::clone(&hooks.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-            for (index, hook) in hooks.iter().enumerate().filter(|(_, hook)| matches(hook, &event)) {
+            let hooks = Arc::clone(
+                &hooks
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for (index, hook) in hooks
+                .iter()
+                .enumerate()
+                .filter(|(_, hook)| matches(hook, &event))
+            {
                 if running.fetch_add(1, Ordering::Relaxed) >= MAX_RUNNING {
                     running.fetch_sub(1, Ordering::Relaxed);
                     failed(
@@ -165,8 +173,8 @@ fn append(path: &Path) -> Result<std::fs::File, String> {
 /// Records a failed hook run as a `hook-failed` event (only logged when the hook ran for
 /// a `hook-failed` event itself).
 fn failed(context: &Context, index: usize, hook: &Hook, event: &Event, why: String) {
-    let argv = shlex::try_join(hook.run.iter().map(String::as_str))
-        .unwrap_or_else(|_| hook.run.join(" "));
+    let argv =
+        shlex::try_join(hook.run.iter().map(String::as_str)).unwrap_or_else(|_| hook.run.join(" "));
     let message = format!(
         "hooks[{index}] (`{argv}`) for {} event {}: {why}",
         event.kind.as_str(),

@@ -110,7 +110,8 @@ impl Supervisor {
             })?;
         }
         let mut notices = Vec::new();
-        let (store, moved) = Store::open_or_replace(&crate::store::path_in(&spec.settings.state_dir))?;
+        let (store, moved) =
+            Store::open_or_replace(&crate::store::path_in(&spec.settings.state_dir))?;
         if let Some(aside) = moved {
             notices.push(format!(
                 "{} could not be read as a database; it was moved to {} and a new history begins",
@@ -223,9 +224,22 @@ impl Supervisor {
     /// Starts `only` (with their dependencies), or every service with `autostart` when
     /// `only` is empty, each as soon as its dependencies meet their conditions. Names
     /// not in the spec are ignored.
-    pub fn boot(&mut self, only: &[ServiceName]) {
+    ///
+    /// Returns once every service started has taken its first step (it starts, or waits
+    /// for its dependencies), so [`Self::booted`] and [`Self::idle`] never mistake a
+    /// service about to start for one that is stopped.
+    pub async fn boot(&mut self, only: &[ServiceName]) {
         self.selected = selection(&self.services(), only);
         self.launch(&self.selected);
+        let stepped = self.selected().into_iter().map(|handle| async move {
+            let _ = handle.watch().wait_for(|s| s.phase != Phase::Stopped).await;
+        });
+        // An actor takes its first input at once; the bound only guards against a bug.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(stepped),
+        )
+        .await;
     }
 
     /// Starts every service in `names` that is stopped or failed, each once its own

@@ -117,7 +117,10 @@ fn members(
     {
         return Members::None("the host restarted since".to_owned());
     }
-    let leader = table.iter().find(|(pid, _)| *pid == run.pid).map(|(_, s)| s);
+    let leader = table
+        .iter()
+        .find(|(pid, _)| *pid == run.pid)
+        .map(|(_, s)| s);
     let leader_is_ours = leader.is_some_and(|stat| {
         !stat.is_zombie() && run.start_ticks == Some(stat.start_ticks) && stat.pgrp == run.pgid
     });
@@ -308,7 +311,12 @@ mod tests {
     #[test]
     fn a_pid_with_another_start_time_is_never_a_member() {
         let table = vec![(100, stat(100, 5000)), (101, stat(100, 5001))];
-        let found = members(&run(100, 4000), procfs::boot_id().as_deref(), &table, &BTreeMap::new());
+        let found = members(
+            &run(100, 4000),
+            procfs::boot_id().as_deref(),
+            &table,
+            &BTreeMap::new(),
+        );
         assert!(
             matches!(&found, Members::None(reason) if reason.contains("pid 100 now belongs to another process")),
             "{found:?}"
@@ -334,7 +342,11 @@ mod tests {
 
     #[test]
     fn without_its_leader_a_run_keeps_only_processes_carrying_its_marks() {
-        let table = vec![(101, stat(100, 4001)), (102, stat(102, 4002)), (103, stat(100, 3000))];
+        let table = vec![
+            (101, stat(100, 4001)),
+            (102, stat(102, 4002)),
+            (103, stat(100, 3000)),
+        ];
         // 101 carries the run, 103 claims to but is older than the run: not it.
         let carriers = BTreeMap::from([(101, 7), (103, 7), (102, 8)]);
         let found = members(&run(100, 4000), None, &table, &carriers);

@@ -13,5 +13,6 @@ mod control;
 mod graph;
 mod health;
 mod helpers;
+mod history;
 mod proxy;
 mod up;

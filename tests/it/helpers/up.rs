@@ -197,6 +197,24 @@ impl Up {
         }
     }
 
+    /// SIGKILLs `muster up` alone, as a crash would, and returns its directory and the
+    /// events seen. What it supervised keeps running: the caller owns those processes.
+    pub fn kill_supervisor(mut self) -> (tempfile::TempDir, Vec<Value>) {
+        let mut child = self.child.take().expect("still running");
+        let _ = child.kill();
+        let _ = child.wait();
+        while let Ok(event) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.events.push(event);
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        (dir, std::mem::take(&mut self.events))
+    }
+
+    /// The stderr `muster up` has written so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     fn spawned_pids(&self) -> Vec<i32> {
         self.events
             .iter()
