@@ -510,3 +510,179 @@ fn rfc3339_opt<S: serde::Serializer>(
         None => serializer.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::EventKind;
+
+    fn event(id: u64, service: &str, kind: EventKind, time: SystemTime) -> Entry {
+        Entry::Event(Arc::new(Event {
+            id,
+            time,
+            service: ServiceName::new(service).unwrap(),
+            run_id: 1,
+            kind,
+            message: format!("event {id}"),
+            data: serde_json::json!({ "n": id }),
+        }))
+    }
+
+    fn fresh() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(FILE_NAME)).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_new_database_gets_the_latest_schema_and_reopening_changes_nothing() {
+        let (dir, store) = fresh();
+        assert_eq!(user_version(&store.connection).unwrap(), SCHEMA_VERSION);
+        drop(store);
+        let again = Store::open(&dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(user_version(&again.connection).unwrap(), SCHEMA_VERSION);
+        let mode: String = again
+            .connection
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn events_and_runs_read_back_as_written() {
+        let (_dir, mut store) = fresh();
+        let now = SystemTime::now();
+        let start = RunStart {
+            run_id: 4,
+            service: ServiceName::new("db").unwrap(),
+            pid: 4242,
+            start_ticks: Some(77),
+            boot_id: Some("boot".into()),
+            instance: "@muster-1".into(),
+            started_at: now,
+        };
+        let entries = [
+            Entry::RunStarted(start),
+            event(1, "db", EventKind::Spawned, now),
+            event(2, "api", EventKind::Ready, now),
+            event(3, "db", EventKind::Exited, now),
+        ];
+        store.write(&entries).unwrap();
+        assert_eq!(store.last_ids().unwrap(), LastIds { event: 3, run: 4 });
+        assert_eq!(store.open_runs().unwrap().len(), 1);
+        store
+            .write(&[Entry::RunEnded(RunEnd {
+                run_id: 4,
+                ended_at: now,
+                exit_code: None,
+                signal: Some("SIGKILL".into()),
+                reason: "killed".into(),
+            })])
+            .unwrap();
+        assert!(store.open_runs().unwrap().is_empty());
+        let run = store.run(4).unwrap().unwrap();
+        assert_eq!((run.pid, run.pgid, run.start_ticks), (4242, 4242, Some(77)));
+        assert_eq!(run.signal.as_deref(), Some("SIGKILL"));
+
+        let db_only = EventFilter {
+            service: Some("db".into()),
+            ..EventFilter::default()
+        };
+        let ids = |events: Vec<StoredEvent>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.events(&db_only, None).unwrap()), [1, 3]);
+        assert_eq!(ids(store.events(&db_only, Some(1)).unwrap()), [3]);
+        let since = EventFilter {
+            since: 1,
+            kind: Some("ready".into()),
+            ..EventFilter::default()
+        };
+        let ready = store.events(&since, None).unwrap();
+        assert_eq!(ids(ready.clone()), [2]);
+        assert_eq!(ready[0].data["n"], 2);
+        assert_eq!(ready[0].message, "event 2");
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_events_and_nothing_too_old() {
+        let (_dir, mut store) = fresh();
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(3 * 86400);
+        let entries: Vec<Entry> = (1..=10)
+            .map(|id| {
+                let time = if id <= 2 { old } else { now };
+                event(id, "db", EventKind::Spawned, time)
+            })
+            .collect();
+        store.write(&entries).unwrap();
+        // By age: the two old ones go.
+        store.prune(100, Duration::from_secs(86400), now).unwrap();
+        let left = |store: &Store| {
+            store
+                .events(&EventFilter::default(), None)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(left(&store), (3..=10).collect::<Vec<_>>());
+        // By count: the newest five stay.
+        store.prune(5, Duration::from_secs(86400), now).unwrap();
+        assert_eq!(left(&store), (6..=10).collect::<Vec<_>>());
+        // Numbering goes on from the highest id kept.
+        assert_eq!(store.last_ids().unwrap().event, 10);
+    }
+
+    #[test]
+    fn garbage_is_moved_aside_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, "not a database at all\n".repeat(100)).unwrap();
+        let (store, aside) = Store::open_or_replace(&path).unwrap();
+        let aside = aside.expect("moved aside");
+        assert!(
+            std::fs::read_to_string(&aside)
+                .unwrap()
+                .starts_with("not a database")
+        );
+        assert_eq!(store.last_ids().unwrap(), LastIds::default());
+        store
+            .connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(store);
+        for result in [
+            Store::open_or_replace(&path).map(|_| ()),
+            Store::open_existing(&path).map(|_| ()),
+        ] {
+            assert!(
+                matches!(result, Err(OpenError::Newer { found, .. }) if found == SCHEMA_VERSION + 1)
+            );
+        }
+        let missing = Store::open_existing(&dir.path().join("nothing.db"));
+        assert!(matches!(missing, Err(OpenError::Missing { .. })));
+    }
+
+    /// A database made by schema version 1, kept as it was written: every later
+    /// muster must open it, migrate it and read it.
+    #[test]
+    fn a_version_1_database_opens_and_reads() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v1.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::copy(&fixture, &path).unwrap();
+        let (store, aside) = Store::open_or_replace(&path).unwrap();
+        assert!(aside.is_none());
+        assert_eq!(user_version(&store.connection).unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.last_ids().unwrap(), LastIds { event: 16, run: 4 });
+        let job = store.runs("job", None).unwrap();
+        assert_eq!(job.len(), 3);
+        assert!(job.iter().all(|run| run.exit_code == Some(3)));
+        let failed = EventFilter {
+            kind: Some("failed".into()),
+            ..EventFilter::default()
+        };
+        let failed = store.events(&failed, None).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].service, "job");
+    }
+}

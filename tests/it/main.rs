@@ -14,5 +14,6 @@ mod graph;
 mod health;
 mod helpers;
 mod history;
+mod hooks;
 mod proxy;
 mod up;
