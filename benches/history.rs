@@ -100,7 +100,10 @@ fn write_rate() -> (f64, u64) {
 fn crash_loop_rate() -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("crash.toml");
-    let mut text = format!("[settings]\nstate-dir = \"{}/state\"\n", dir.path().display());
+    let mut text = format!(
+        "[settings]\nstate-dir = \"{}/state\"\n",
+        dir.path().display()
+    );
     for i in 0..SERVICES {
         text.push_str(&format!(
             "\n[services.crash-{i}]\ncommand = [\"false\"]\nrestart = \"always\"\n\

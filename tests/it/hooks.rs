@@ -97,9 +97,7 @@ run = ["sh", "-c", "echo failing on purpose >&2; exit 7"]
     let failures: Vec<Value> = (0..2)
         .map(|n| {
             up.wait_for(&format!("hook failure {n}"), |e| {
-                e["kind"] == "hook-failed"
-                    && e["data"]["hook"] == n
-                    && e["service"] == "first"
+                e["kind"] == "hook-failed" && e["data"]["hook"] == n && e["service"] == "first"
             })
         })
         .collect();
