@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use super::{Entry, Store};
 use crate::config::HistorySettings;
@@ -44,12 +44,21 @@ pub struct Outlets {
     pub problem: watch::Sender<Option<String>>,
 }
 
+/// What the writer is sent.
+#[derive(Debug)]
+pub enum Message {
+    Entry(Entry),
+    /// Write what is left, fold the WAL into the database, close it and stop; then
+    /// answer.
+    Close(oneshot::Sender<()>),
+}
+
 /// Starts the writer thread. Without a store it only releases, in order.
 pub fn start(
     store: Option<Store>,
     retention: HistorySettings,
     outlets: Outlets,
-) -> std::io::Result<Sender<Entry>> {
+) -> std::io::Result<Sender<Message>> {
     let (sender, receiver) = std::sync::mpsc::channel();
     let mut writer = Writer {
         store,
@@ -81,7 +90,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, receiver: Receiver<Entry>) {
+    fn run(&mut self, receiver: Receiver<Message>) {
         self.prune();
         loop {
             let patience = if self.waiting.is_empty() {
@@ -90,26 +99,49 @@ impl Writer {
                 RETRY
             };
             let mut batch = Vec::new();
+            let mut closing = None;
             match receiver.recv_timeout(patience.max(Duration::from_millis(1))) {
-                Ok(entry) => batch.push(entry),
+                Ok(Message::Entry(entry)) => batch.push(entry),
+                Ok(Message::Close(done)) => closing = Some(done),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write(&[]);
                     return;
                 }
             }
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && closing.is_none() {
                 match receiver.try_recv() {
-                    Ok(entry) => batch.push(entry),
+                    Ok(Message::Entry(entry)) => batch.push(entry),
+                    Ok(Message::Close(done)) => closing = Some(done),
                     Err(_) => break,
                 }
             }
             self.write(&batch);
             self.release(batch);
+            if let Some(done) = closing {
+                self.close();
+                let _ = done.send(());
+                return;
+            }
             if self.since_prune >= PRUNE_AFTER || self.last_prune.elapsed() >= PRUNE_EVERY {
                 self.prune();
             }
         }
+    }
+
+    /// Closes the database cleanly, so the next start need not replay the WAL.
+    fn close(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        if !self.waiting.is_empty() {
+            eprintln!(
+                "muster: {} history entries could not be written to {}",
+                self.waiting.len(),
+                store.path().display()
+            );
+        }
+        store.close();
     }
 
     /// Writes what waits from earlier failures and `batch`, in one transaction.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::{HistorySettings, ServiceName};
-use crate::store::writer::{self, Outlets};
+use crate::store::writer::{self, Message, Outlets};
 use crate::store::{Entry, LastIds, RunEnd, RunStart, Store};
 
 /// The stable event kinds (the JSON field `kind`).
@@ -103,7 +103,7 @@ struct Queue {
     next_event: u64,
     /// How many entries have been queued.
     sent: u64,
-    writer: std::sync::mpsc::Sender<Entry>,
+    writer: std::sync::mpsc::Sender<Message>,
 }
 
 /// Something to record about a service, before it is numbered.
@@ -223,7 +223,7 @@ impl EventBus {
             };
             // The writer only stops with the process; an entry it cannot take is not
             // counted, so `flush` does not wait for it.
-            if queue.writer.send(entry).is_ok() {
+            if queue.writer.send(Message::Entry(entry)).is_ok() {
                 queue.sent += 1;
             }
         }
@@ -240,6 +240,23 @@ impl EventBus {
             .sent;
         let mut released = self.inner.released.clone();
         let _ = released.wait_for(|handled| *handled >= target).await;
+    }
+
+    /// Writes and releases everything queued, then closes the history cleanly. Entries
+    /// published afterwards are dropped: call it last.
+    pub async fn close(&self) {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let sent = self
+            .inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .writer
+            .send(Message::Close(done))
+            .is_ok();
+        if sent {
+            let _ = closed.await;
+        }
     }
 
     /// Why the history cannot be written, while it cannot.

@@ -592,6 +592,7 @@ impl Supervisor {
     /// once all its dependents have stopped; independent branches stop in parallel.
     /// Whatever is still alive after `shutdown-timeout` is killed, and so is any process
     /// that left its service's process group. Returns how many such stragglers there were.
+    /// The history is closed last: the supervisor records nothing after this.
     pub async fn shutdown(&self) -> usize {
         let gates = std::mem::take(
             &mut *self
@@ -649,8 +650,9 @@ impl Supervisor {
             .reaper
             .sweep(&marker, Duration::from_secs(5))
             .await;
-        // Every exit is in the history before the supervisor says it is done.
-        self.shared.bus.flush().await;
+        // Every exit is in the history, and the history closed, before the supervisor
+        // says it is done.
+        self.shared.bus.close().await;
         strays
     }
 }
