@@ -9,7 +9,8 @@
 //! it runs. A hook that fails, cannot start, or is still running at its `timeout` (then
 //! its group is killed) gives a `hook-failed` event for the service of the event that
 //! triggered it. A hook run for a `hook-failed` event that fails is only logged, so
-//! failures cannot feed on themselves.
+//! failures cannot feed on themselves. At shutdown, hooks still running get a short
+//! grace, then their groups are killed: nothing muster started outlives it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +37,43 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 /// The hooks in force; a reload replaces them.
 pub type Hooks = Arc<std::sync::RwLock<Arc<[Hook]>>>;
 
+/// The hook processes running now.
+#[derive(Debug, Default)]
+pub struct Runs {
+    /// Runs under way or about to start (a slot is taken before the spawn).
+    slots: AtomicUsize,
+    pids: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    ended: tokio::sync::Notify,
+}
+
+impl Runs {
+    fn pids(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u32>> {
+        self.pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits up to `grace` for running hooks to end, then kills the groups of those
+    /// that have not. Returns how many were killed.
+    pub async fn stop_all(&self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let ended = self.ended.notified();
+            if self.pids().is_empty() {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break;
+            }
+        }
+        let pids = self.pids().clone();
+        for &pid in &pids {
+            let _ = signal_group(pid, Signal::SIGKILL);
+        }
+        pids.len()
+    }
+}
+
 /// Where hooks run and what they use.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -45,12 +83,12 @@ pub struct Context {
     pub output: PathBuf,
     pub bus: EventBus,
     pub reaper: Arc<Reaper>,
+    pub runs: Arc<Runs>,
 }
 
 /// Starts following the events for `hooks`.
 pub fn start(hooks: Hooks, context: Context) {
     let mut events = context.bus.subscribe();
-    let running = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let event = match events.recv().await {
@@ -71,8 +109,8 @@ pub fn start(hooks: Hooks, context: Context) {
                 .enumerate()
                 .filter(|(_, hook)| matches(hook, &event))
             {
-                if running.fetch_add(1, Ordering::Relaxed) >= MAX_RUNNING {
-                    running.fetch_sub(1, Ordering::Relaxed);
+                if context.runs.slots.fetch_add(1, Ordering::Relaxed) >= MAX_RUNNING {
+                    context.runs.slots.fetch_sub(1, Ordering::Relaxed);
                     failed(
                         &context,
                         index,
@@ -82,17 +120,12 @@ pub fn start(hooks: Hooks, context: Context) {
                     );
                     continue;
                 }
-                let (context, hook, event, running) = (
-                    context.clone(),
-                    hook.clone(),
-                    Arc::clone(&event),
-                    Arc::clone(&running),
-                );
+                let (context, hook, event) = (context.clone(), hook.clone(), Arc::clone(&event));
                 tokio::spawn(async move {
                     if let Err(why) = run(&context, &hook, &event).await {
                         failed(&context, index, &hook, &event, why);
                     }
-                    running.fetch_sub(1, Ordering::Relaxed);
+                    context.runs.slots.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         }
@@ -119,6 +152,15 @@ async fn run(context: &Context, hook: &Hook, event: &Event) -> Result<(), String
         .map_err(|error| format!("cannot start: {error}"))?;
     let pid = child.id();
     drop(child);
+    context.runs.pids().insert(pid);
+    let outcome = wait(hook, pid, exited).await;
+    context.runs.pids().remove(&pid);
+    context.runs.ended.notify_waiters();
+    outcome
+}
+
+/// Waits for a hook's exit, killing its group at the timeout.
+async fn wait(hook: &Hook, pid: u32, exited: oneshot::Receiver<Exit>) -> Result<(), String> {
     let mut exited = exited;
     match tokio::time::timeout(hook.timeout, &mut exited).await {
         Ok(Ok(Exit::Code(0))) => Ok(()),

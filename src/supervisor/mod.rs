@@ -83,6 +83,7 @@ pub struct Supervisor {
     /// Things the user should know about how the supervisor started.
     notices: Vec<String>,
     hooks: hooks::Hooks,
+    hook_runs: Arc<hooks::Runs>,
 }
 
 /// Counts for `/metrics`.
@@ -93,6 +94,9 @@ pub struct Counters {
     /// Total time callers waited in `ensure`, in microseconds.
     pub ensure_wait_micros: std::sync::atomic::AtomicU64,
 }
+
+/// How long hooks still running at shutdown may take before they are killed.
+const HOOK_GRACE: Duration = Duration::from_secs(2);
 
 /// How many recent events the supervisor keeps in memory.
 pub const HISTORY_IN_MEMORY: usize = 10_000;
@@ -142,6 +146,7 @@ impl Supervisor {
             })
             .collect();
         let hooks: hooks::Hooks = Arc::new(std::sync::RwLock::new(spec.hooks.clone().into()));
+        let hook_runs = Arc::new(hooks::Runs::default());
         hooks::start(
             Arc::clone(&hooks),
             hooks::Context {
@@ -152,6 +157,7 @@ impl Supervisor {
                 output: spec.settings.state_dir.join("hooks.log"),
                 bus: shared.bus.clone(),
                 reaper: Arc::clone(&shared.reaper),
+                runs: Arc::clone(&hook_runs),
             },
         );
         let history = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
@@ -176,6 +182,7 @@ impl Supervisor {
         });
         Ok(Self {
             hooks,
+            hook_runs,
             unfinished: std::sync::Mutex::new(unfinished),
             notices,
             controlled: std::sync::atomic::AtomicBool::new(false),
@@ -650,6 +657,8 @@ impl Supervisor {
             .reaper
             .sweep(&marker, Duration::from_secs(5))
             .await;
+        // Hooks the last events started get a moment to finish.
+        self.hook_runs.stop_all(HOOK_GRACE).await;
         // Every exit is in the history, and the history closed, before the supervisor
         // says it is done.
         self.shared.bus.close().await;

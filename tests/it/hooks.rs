@@ -142,3 +142,35 @@ run = ["sh", "-c", "echo failing on purpose >&2; exit 7"]
         2
     );
 }
+
+#[test]
+fn a_hook_still_running_at_shutdown_does_not_outlive_muster() {
+    let mut up = Up::start(
+        &format!(
+            r#"{STATE}
+[services.svc]
+command = ["sleep", "600"]
+
+[[hooks]]
+on = ["ready"]
+run = ["sh", "-c", "echo $$ > {{dir}}/hook.pid; exec sleep 600"]
+timeout = "10m"
+"#
+        ),
+        &[],
+    );
+    up.wait_event("svc", "ready");
+    let pid_file = up.path("hook.pid");
+    eventually("the hook is running", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    eventually("the hook is gone with muster", || !alive(pid));
+}
