@@ -73,6 +73,8 @@ fn report_accept_error(error: &std::io::Error, what: &str) {
         error.kind(),
         std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
     ) {
-        eprintln!("muster: {what} could not accept a connection: {error}");
+        crate::supervisor::warn(format_args!(
+            "{what} could not accept a connection: {error}"
+        ));
     }
 }

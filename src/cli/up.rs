@@ -174,11 +174,26 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         }
     };
     for notice in supervisor.notices() {
-        eprintln!("muster: {notice}");
+        crate::supervisor::warn(notice);
     }
     let mut events = supervisor.bus().subscribe();
     // Nothing starts before what an earlier supervisor left running has stopped.
-    supervisor.recover().await;
+    let recovery = supervisor.recover().await;
+    if recovery.stopped > 0 && !json {
+        say(format_args!(
+            "{} stopped {} left running by a supervisor that ended without stopping {} \
+             (`muster events --kind orphan-stopped`)",
+            style("muster:").bold(),
+            plural(recovery.stopped, "process group"),
+            if recovery.stopped == 1 { "it" } else { "them" }
+        ));
+    }
+    for leftover in &recovery.leftovers {
+        crate::supervisor::warn(format_args!(
+            "pid {} (run {} of `{}`) did not stop on SIGKILL; its ports stay taken",
+            leftover.pid, leftover.run_id, leftover.service
+        ));
+    }
     supervisor.boot(&only).await;
     let supervisor = Arc::new(supervisor);
     let server = tokio::spawn(api::serve::serve(
@@ -289,13 +304,20 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     }
     let _ = std::fs::remove_file(&socket);
     if let Some(problem) = supervisor.history_problem() {
-        eprintln!("muster: {problem}");
+        crate::supervisor::warn(problem);
     }
     view.note("all services stopped");
     if ended_by.is_none() && !failed.is_empty() {
         return ExitCode::from(EXIT_FAILED);
     }
     ExitCode::SUCCESS
+}
+
+/// Writes a line on stdout. A reader that went away (`muster up | head`) must not end
+/// the supervision: a failed write is ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// ", 1 on demand (model at 127.0.0.1:8080)": the services that start when asked.
@@ -432,7 +454,7 @@ impl View {
     fn event(&mut self, event: &Event, booted: bool) {
         if self.json {
             if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
+                say(format_args!("{line}"));
             }
             return;
         }
@@ -443,28 +465,30 @@ impl View {
         let kind = event.kind.as_str();
         let kind = match event.kind {
             EventKind::Failed => style(kind).red().bold(),
-            EventKind::Exited | EventKind::Unhealthy | EventKind::Restarting => {
-                style(kind).yellow()
-            }
+            EventKind::Exited
+            | EventKind::Unhealthy
+            | EventKind::Restarting
+            | EventKind::OrphanStopped
+            | EventKind::HookFailed => style(kind).yellow(),
             EventKind::Ready | EventKind::Healthy | EventKind::Completed => style(kind).green(),
             _ => style(kind).dim(),
         };
-        println!(
+        say(format_args!(
             "{:>8.3}s {:<width$} {:<10} {}",
             elapsed,
             event.service,
             kind,
             event.message,
             width = self.width
-        );
+        ));
     }
 
     /// A line from muster itself: to stderr in JSON mode, so stdout stays parseable.
     fn note(&self, text: &str) {
         if self.json {
-            eprintln!("muster: {text}");
+            crate::supervisor::warn(text);
         } else {
-            println!("{} {text}", style("muster:").bold());
+            say(format_args!("{} {text}", style("muster:").bold()));
         }
     }
 

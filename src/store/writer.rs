@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use super::{Entry, Store};
 use crate::config::HistorySettings;
-use crate::supervisor::Event;
+use crate::supervisor::{Event, warn};
 
 /// Entries written per transaction at most.
 const MAX_BATCH: usize = 4096;
@@ -135,11 +135,11 @@ impl Writer {
             return;
         };
         if !self.waiting.is_empty() {
-            eprintln!(
-                "muster: {} history entries could not be written to {}",
+            warn(format_args!(
+                "{} history entries could not be written to {}",
                 self.waiting.len(),
                 store.path().display()
-            );
+            ));
         }
         store.close();
     }
@@ -155,17 +155,15 @@ impl Writer {
         match store.write(self.waiting.iter().chain(batch)) {
             Ok(()) => {
                 if self.outlets.problem.borrow().is_some() {
-                    let mut text = format!(
-                        "muster: the history is written to {} again",
-                        store.path().display()
-                    );
+                    let mut text =
+                        format!("the history is written to {} again", store.path().display());
                     if self.lost > 0 {
                         text.push_str(&format!(
                             "; {} entries were lost while it could not be",
                             self.lost
                         ));
                     }
-                    eprintln!("{text}");
+                    warn(&text);
                     self.outlets.problem.send_replace(None);
                 }
                 self.waiting.clear();
@@ -184,7 +182,7 @@ impl Writer {
                     self.waiting.len()
                 );
                 if self.outlets.problem.borrow().is_none() {
-                    eprintln!("muster: {text}");
+                    warn(&text);
                 }
                 self.outlets.problem.send_replace(Some(text));
             }

@@ -94,7 +94,9 @@ pub fn start(hooks: Hooks, context: Context) {
             let event = match events.recv().await {
                 Ok(event) => event,
                 Err(RecvError::Lagged(missed)) => {
-                    eprintln!("muster: hooks missed {missed} events (too many at once)");
+                    super::warn(format_args!(
+                        "hooks missed {missed} events (too many at once)"
+                    ));
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -223,7 +225,7 @@ fn failed(context: &Context, index: usize, hook: &Hook, event: &Event, why: Stri
         event.id
     );
     if event.kind == EventKind::HookFailed {
-        eprintln!("muster: {message}");
+        super::warn(&message);
         return;
     }
     context.bus.publish(

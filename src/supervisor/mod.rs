@@ -95,6 +95,13 @@ pub struct Counters {
     pub ensure_wait_micros: std::sync::atomic::AtomicU64,
 }
 
+/// Writes `muster: <text>` on stderr. A closed stderr (whoever read it went away) is
+/// not a reason to stop supervising, so a failed write is ignored.
+pub fn warn(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "muster: {text}");
+}
+
 /// How long hooks still running at shutdown may take before they are killed.
 const HOOK_GRACE: Duration = Duration::from_secs(2);
 
@@ -198,24 +205,22 @@ impl Supervisor {
     }
 
     /// Stops whatever an earlier supervisor of this state directory left running (see
-    /// [`orphans`]) and closes its unfinished runs. Call before [`Self::boot`]. Returns
-    /// how many runs were found unfinished.
-    pub async fn recover(&self) -> usize {
+    /// [`orphans`]) and closes its unfinished runs. Call before [`Self::boot`].
+    pub async fn recover(&self) -> orphans::Recovery {
         let unfinished = std::mem::take(
             &mut *self
                 .unfinished
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let count = unfinished.len();
-        let leftovers = orphans::recover(unfinished, &self.spec(), &self.shared.bus).await;
-        *self
-            .shared
+        let recovery = orphans::recover(unfinished, &self.spec(), &self.shared.bus).await;
+        self.shared
             .leftovers
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = leftovers;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(&recovery.leftovers);
         self.shared.bus.flush().await;
-        count
+        recovery
     }
 
     /// What the user should be told about the start (a history moved aside, say).

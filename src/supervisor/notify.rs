@@ -158,7 +158,7 @@ impl NotifySocket {
                 }
                 Ok(None) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => eprintln!("muster: notify socket: {error}"),
+                Err(error) => super::warn(format_args!("notify socket: {error}")),
             }
         }
     }
@@ -175,9 +175,9 @@ impl NotifySocket {
                 let count = self.malformed.fetch_add(1, Ordering::Relaxed) + 1;
                 // Logged, but a sender that floods garbage cannot flood the log.
                 if count <= 10 || count.is_power_of_two() {
-                    eprintln!(
-                        "muster: notify socket: ignored a malformed datagram from pid {pid} ({error}); {count} so far"
-                    );
+                    super::warn(format_args!(
+                        "notify socket: ignored a malformed datagram from pid {pid} ({error}); {count} so far"
+                    ));
                 }
                 return;
             }

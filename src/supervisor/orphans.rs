@@ -44,11 +44,20 @@ pub struct Leftover {
     pub run_id: u64,
 }
 
+/// What a recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Runs whose processes were found and stopped (one `orphan-stopped` each).
+    pub stopped: usize,
+    /// Processes that would not stop.
+    pub leftovers: Vec<Leftover>,
+}
+
 /// Closes every run in `open`: stops the processes still running, records how each
-/// ended. Returns the processes that would not stop.
-pub async fn recover(open: Vec<Run>, spec: &Spec, bus: &EventBus) -> Vec<Leftover> {
+/// ended.
+pub async fn recover(open: Vec<Run>, spec: &Spec, bus: &EventBus) -> Recovery {
     if open.is_empty() {
-        return Vec::new();
+        return Recovery::default();
     }
     let boot = procfs::boot_id();
     let table = procfs::processes();
@@ -59,17 +68,21 @@ pub async fn recover(open: Vec<Run>, spec: &Spec, bus: &EventBus) -> Vec<Leftove
             match members {
                 Members::None(reason) => {
                     close(bus, &run, reason, None);
-                    Vec::new()
+                    None
                 }
-                Members::Found { group, pids } => stop(spec, bus, run, group, pids).await,
+                Members::Found { group, pids } => Some(stop(spec, bus, run, group, pids).await),
             }
         }
     });
-    futures_util::future::join_all(stops)
+    let stopped: Vec<Vec<Leftover>> = futures_util::future::join_all(stops)
         .await
         .into_iter()
         .flatten()
-        .collect()
+        .collect();
+    Recovery {
+        stopped: stopped.len(),
+        leftovers: stopped.into_iter().flatten().collect(),
+    }
 }
 
 /// Who belongs to a run.
@@ -173,15 +186,16 @@ async fn stop(spec: &Spec, bus: &EventBus, run: Run, group: bool, pids: Vec<u32>
     } else {
         format!("{count} processes")
     };
+    let them = if count == 1 { "it" } else { "them" };
     let mut message = format!(
         "stopped {processes} of run {} (pid {}) left running by a supervisor that ended \
-         without stopping them: {}",
+         without stopping {them}: {}",
         run.run_id,
         run.pid,
         used.as_str()
     );
     if used != signal {
-        message.push_str(&format!(" after {} did not stop them", signal.as_str()));
+        message.push_str(&format!(" after {} did not stop {them}", signal.as_str()));
     }
     if !alive.is_empty() {
         message.push_str(&format!(

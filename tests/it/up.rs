@@ -513,3 +513,65 @@ fn plain_output_names_each_event_and_says_when_everything_is_up() {
     let log = std::fs::read_to_string(dir.path().join("state/logs/once.log")).unwrap();
     assert!(log.contains(" stdout hello\n"), "{log}");
 }
+
+/// Kills a `muster up` started by hand, with its process group, unless it has exited.
+struct Supervisor(std::process::Child);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_does_not_end_the_supervision() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("muster.toml");
+    let text = config(
+        "[services.first]\nshell = 'sleep 0.5; echo up; exec sleep 600'\nready = { log = \"^up$\" }\n\n\
+         [services.second]\ncommand = [\"sleep\", \"600\"]\ndepends-on = [\"first\"]\n\
+         ready = { log = \"^never$\", timeout = \"1m\" }\n",
+    )
+    .replace("{dir}", dir.path().to_str().unwrap());
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap();
+    let mut child = muster(&["up", "--no-progress", "-f", file]);
+    child
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut up = Supervisor(child.spawn().unwrap());
+    let mut stdout = std::io::BufReader::new(up.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // `muster up | head -1`: the reader is gone; every later line hits a closed pipe.
+    drop(stdout);
+    let running = |name: &str| {
+        let status = run(&mut muster(&["status", name, "--json", "-f", file]));
+        serde_json::from_str::<Value>(&status.stdout)
+            .is_ok_and(|s| s["pid"].is_number() && s["state"] == "starting")
+    };
+    // `first` became ready half a second later and `second` was started after it: both
+    // events were written to the closed pipe, and supervision went on.
+    eventually("second is spawned and supervised", || running("second"));
+    let first_pid = run(&mut muster(&["status", "first", "--json", "-f", file])).stdout;
+    let first_pid = serde_json::from_str::<Value>(&first_pid).unwrap()["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = up.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!alive(first_pid), "the shutdown stopped everything");
+}
