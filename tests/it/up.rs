@@ -514,17 +514,40 @@ fn plain_output_names_each_event_and_says_when_everything_is_up() {
     assert!(log.contains(" stdout hello\n"), "{log}");
 }
 
-/// Kills a `muster up` started by hand, with its process group, unless it has exited.
-struct Supervisor(std::process::Child);
+/// A `muster up` started by hand. On drop, unless it exited by itself, it is killed with
+/// its process group, and so is each service that wrote its pid to `<dir>/<name>.pid`
+/// (a muster that died leaves them running) and still carries `MUSTER_SERVICE=<name>`.
+struct Supervisor {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    services: &'static [&'static str],
+}
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let kill = |pid: i32| {
             let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            let _ = self.0.wait();
+        };
+        kill(self.child.id() as i32);
+        let _ = self.child.wait();
+        for name in self.services {
+            let pid = std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok());
+            if let Some(pid) = pid
+                && muster::supervisor::procfs::environ_has(
+                    pid,
+                    &[&format!("MUSTER_SERVICE={name}")],
+                )
+            {
+                kill(pid as i32);
+            }
         }
     }
 }
@@ -536,8 +559,9 @@ fn a_reader_that_goes_away_does_not_end_the_supervision() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("muster.toml");
     let text = config(
-        "[services.first]\nshell = 'sleep 0.5; echo up; exec sleep 600'\nready = { log = \"^up$\" }\n\n\
-         [services.second]\ncommand = [\"sleep\", \"600\"]\ndepends-on = [\"first\"]\n\
+        "[services.first]\nshell = 'echo $$ > {dir}/first.pid; sleep 0.5; echo up; exec sleep 600'\n\
+         ready = { log = \"^up$\" }\n\n\
+         [services.second]\nshell = 'echo $$ > {dir}/second.pid; exec sleep 600'\ndepends-on = [\"first\"]\n\
          ready = { log = \"^never$\", timeout = \"1m\" }\n",
     )
     .replace("{dir}", dir.path().to_str().unwrap());
@@ -548,8 +572,12 @@ fn a_reader_that_goes_away_does_not_end_the_supervision() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    let mut up = Supervisor(child.spawn().unwrap());
-    let mut stdout = std::io::BufReader::new(up.0.stdout.take().unwrap());
+    let mut up = Supervisor {
+        child: child.spawn().unwrap(),
+        dir: dir.path().to_owned(),
+        services: &["first", "second"],
+    };
+    let mut stdout = std::io::BufReader::new(up.child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     // `muster up | head -1`: the reader is gone; every later line hits a closed pipe.
@@ -567,11 +595,11 @@ fn a_reader_that_goes_away_does_not_end_the_supervision() {
         .as_i64()
         .unwrap() as i32;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.0.id() as i32),
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = up.0.wait().unwrap();
+    let status = up.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(!alive(first_pid), "the shutdown stopped everything");
 }
