@@ -514,9 +514,9 @@ fn plain_output_names_each_event_and_says_when_everything_is_up() {
     assert!(log.contains(" stdout hello\n"), "{log}");
 }
 
-/// A `muster up` started by hand. On drop, unless it exited by itself, it is killed with
-/// its process group, and so is each service that wrote its pid to `<dir>/<name>.pid`
-/// (a muster that died leaves them running) and still carries `MUSTER_SERVICE=<name>`.
+/// A `muster up` started by hand. On drop it is killed with its process group, unless it
+/// has exited, and so is each service that wrote its pid to `<dir>/<name>.pid` and still
+/// carries `MUSTER_SERVICE=<name>` (a muster that died leaves them running).
 struct Supervisor {
     child: std::process::Child,
     dir: std::path::PathBuf,
@@ -525,17 +525,16 @@ struct Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
         let kill = |pid: i32| {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         };
-        kill(self.child.id() as i32);
-        let _ = self.child.wait();
+        if self.child.try_wait().ok().flatten().is_none() {
+            kill(self.child.id() as i32);
+            let _ = self.child.wait();
+        }
         for name in self.services {
             let pid = std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
                 .ok()
