@@ -82,13 +82,9 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             for event in &events {
                 print(&serde_json::to_value(event).unwrap_or_default());
             }
-            // Later events of other services or kinds were filtered out, not missed.
-            let last = store.events(&EventFilter::default(), Some(1));
-            since = last
-                .ok()
-                .and_then(|e| e.first().map(|e| e.id))
-                .unwrap_or(since)
-                .max(since);
+            // Following goes on after the last event stored (later ones of other services
+            // or kinds were filtered out, not missed).
+            since = store.last_ids().map_or(since, |last| last.event.max(since));
         }
         Err(code) if !args.follow => return code,
         // Following still works when the history cannot be read.

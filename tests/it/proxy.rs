@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 
 use crate::helpers::repo;
-use crate::helpers::up::{Up, WAIT, free_port};
+use crate::helpers::up::{Up, WAIT, eventually, free_port};
 
 /// The example's stand-in model server, `load` seconds to start, counting its starts in
 /// `{dir}/starts`.
@@ -230,6 +230,10 @@ fn a_crash_mid_stream_closes_the_connection_and_the_next_client_waits_for_the_re
     .unwrap();
     let spawned = up.wait_event("model", "spawned");
     up.wait_event("model", "ready");
+    // Killed once the waiting connection is through to this run, not merely ready.
+    eventually("the connection is forwarded", || {
+        service(&up)["proxy"]["served"] == 1
+    });
     let pid = spawned["data"]["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
