@@ -410,12 +410,8 @@ class Pm2(Tool):
         super().stop()
 
 
-class S6(Tool):
-    name = "s6"
-    status_how = "each service's `supervise/status` (what `s6-svstat` reads): a pid"
-
-    def missing(self):
-        return None if shutil.which("s6-svscan") else "not installed"
+class ScanDirectory(Tool):
+    """s6 and runit: a directory of service directories, each with a `run` script."""
 
     def configure(self, services):
         self.dirs = []
@@ -427,6 +423,14 @@ class S6(Tool):
                 f.write("#!/bin/sh\nexec " + " ".join(argv) + "\n")
             os.chmod(script, 0o755)
             self.dirs.append(directory)
+
+
+class S6(ScanDirectory):
+    name = "s6"
+    status_how = "each service's `supervise/status` (what `s6-svstat` reads): a pid"
+
+    def missing(self):
+        return None if shutil.which("s6-svscan") else "not installed"
 
     def launch(self):
         self.spawn(["s6-svscan", os.path.join(self.work, "scan")])
@@ -450,23 +454,12 @@ class S6(Tool):
         super().stop()
 
 
-class Runit(Tool):
+class Runit(ScanDirectory):
     name = "runit"
     status_how = "`sv status` on every service: `run:`"
 
     def missing(self):
         return None if shutil.which("runsvdir") else "not installed"
-
-    def configure(self, services):
-        self.dirs = []
-        for name, argv in services:
-            directory = os.path.join(self.work, "scan", name)
-            os.makedirs(directory)
-            script = os.path.join(directory, "run")
-            with open(script, "w") as f:
-                f.write("#!/bin/sh\nexec " + " ".join(argv) + "\n")
-            os.chmod(script, 0o755)
-            self.dirs.append(directory)
 
     def launch(self):
         self.spawn(["runsvdir", "-P", os.path.join(self.work, "scan")])
@@ -661,6 +654,9 @@ def main():
         print(f"| {tool.name} | {boot_text} | {respawn_text} | {foot_text} | {cpu_text} |")
     for name, reason in skipped.items():
         print(f"| {name} | skipped: {reason} | | | |")
+    print()
+    print("Running, by each tool's own status: " + "; ".join(
+        f"{tool.name}: {tool.status_how}" for tool in tools) + ".")
     print()
     print("Physical floor (bench/floor.c, same run): " + ", ".join(
         f"{name} {value:g} {unit}" for name, (value, unit) in floors.items()))
