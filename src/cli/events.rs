@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::control::stream;
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::config::EVENT_KINDS;
 use crate::store::EventFilter;
@@ -59,7 +60,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
                 event["time"].as_str().unwrap_or(""),
                 event["service"].as_str().unwrap_or(""),
                 event["kind"].as_str().unwrap_or(""),
-                event["message"].as_str().unwrap_or("")
+                printable(event["message"].as_str().unwrap_or(""))
             );
         }
     };

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::store::{self, Run, Store};
 
@@ -56,7 +57,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
             humantime::format_rfc3339_seconds(run.started_at).to_string(),
             ran(run),
             exit(run),
-            run.reason.as_deref().unwrap_or("")
+            printable(run.reason.as_deref().unwrap_or(""))
         );
     }
     ExitCode::SUCCESS

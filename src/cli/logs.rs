@@ -8,6 +8,7 @@ use console::style;
 
 use super::GlobalArgs;
 use super::control::stream;
+use super::printable::printable;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -23,6 +24,10 @@ pub struct LogsArgs {
     /// Print each line as a JSON object
     #[arg(long)]
     pub json: bool,
+    /// Print lines exactly as the service wrote them, terminal escape sequences
+    /// included (by default control characters are shown as `\x1b`)
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
@@ -37,6 +42,7 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     console::set_colors_enabled(colour);
     let prefix = args.name.is_none();
     let json = args.json;
+    let raw = args.raw;
     let print = move |line: &str| {
         if json {
             println!("{line}");
@@ -46,10 +52,15 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
             return;
         };
         let text = value["text"].as_str().unwrap_or_default();
+        let text = if raw {
+            text.into()
+        } else {
+            printable(text)
+        };
         let text = match value["stream"].as_str() {
             Some("stderr") => style(text).red().to_string(),
             Some("muster") => style(text).dim().to_string(),
-            _ => text.to_owned(),
+            _ => text.into_owned(),
         };
         if prefix {
             println!(

@@ -11,6 +11,7 @@ mod generate;
 mod graph;
 mod history;
 mod logs;
+mod printable;
 mod status;
 mod up;
 

@@ -8,6 +8,7 @@ use console::style;
 use hyper::Method;
 
 use super::control::{call, error_message};
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, print_json};
 
 #[derive(Debug, Args)]
@@ -125,7 +126,10 @@ fn detail(service: &serde_json::Value) -> String {
         } else {
             "liveness"
         };
-        field("last probe", format!("{kind} {verdict}: {message}"));
+        field(
+            "last probe",
+            format!("{kind} {verdict}: {}", printable(message)),
+        );
     }
     let failures = service["probe_failures"].as_u64().unwrap_or(0);
     if failures > 0 {
@@ -200,9 +204,9 @@ pub(super) fn table(services: &[serde_json::Value]) -> String {
             .map_or("-".to_owned(), |secs| {
                 crate::supervisor::machine::human(std::time::Duration::from_secs(secs as u64))
             });
-        let mut reason = service["reason"].as_str().unwrap_or("").to_owned();
+        let mut reason = printable(service["reason"].as_str().unwrap_or("")).into_owned();
         if let Some(text) = service["notify_status"].as_str() {
-            reason.push_str(&format!(" [STATUS={text}]"));
+            reason.push_str(&format!(" [STATUS={}]", printable(text)));
         }
         out.push_str(&format!(
             "{:<width$}  {painted}  {pid:>7}  {uptime:>8}  {:>8}  {reason}\n",

@@ -19,6 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, plural};
 use crate::api;
 use crate::config::{ServiceName, Spec};
@@ -413,7 +414,7 @@ impl View {
                 "{} {:>5.1}s  {}",
                 paint_phase(status.phase),
                 elapsed.as_secs_f64(),
-                status.notify_status.as_deref().unwrap_or(&status.reason)
+                printable(status.notify_status.as_deref().unwrap_or(&status.reason))
             );
             match status.phase {
                 Phase::Healthy | Phase::Completed => {
@@ -421,7 +422,7 @@ impl View {
                     bar.finish_with_message(format!(
                         "{} {}",
                         paint_phase(status.phase),
-                        status.reason
+                        printable(&status.reason)
                     ));
                 }
                 Phase::Failed => {
@@ -429,7 +430,7 @@ impl View {
                     bar.finish_with_message(format!(
                         "{} {}",
                         paint_phase(status.phase),
-                        status.reason
+                        printable(&status.reason)
                     ));
                 }
                 _ => {
@@ -478,7 +479,7 @@ impl View {
             elapsed,
             event.service,
             kind,
-            event.message,
+            printable(&event.message),
             width = self.width
         ));
     }
@@ -532,7 +533,11 @@ impl View {
             failed.len()
         ));
         for status in &failed {
-            self.note(&format!("  ✗ {}: {}", status.service, status.reason));
+            self.note(&format!(
+                "  ✗ {}: {}",
+                status.service,
+                printable(&status.reason)
+            ));
         }
         // The services that failed by themselves (not through a dependency): their logs.
         for status in failed

@@ -45,7 +45,7 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        super::private_dir(state_dir).map_err(io)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

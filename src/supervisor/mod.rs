@@ -23,7 +23,7 @@ pub mod procfs;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +95,17 @@ pub struct Counters {
     pub ensure_wait_micros: std::sync::atomic::AtomicU64,
 }
 
+/// Creates `dir` and its missing parents readable by the owner only: the state
+/// directory holds the services' logs (which may print secrets), the history and the
+/// control socket. A directory that already exists keeps its mode: the user chose it.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// Writes `muster: <text>` on stderr. A closed stderr (whoever read it went away) is
 /// not a reason to stop supervising, so a failed write is ignored.
 pub fn warn(text: impl std::fmt::Display) {
@@ -115,7 +126,7 @@ impl Supervisor {
         let logs_dir = spec.settings.state_dir.join("logs");
         let run_dir = spec.settings.state_dir.join("run");
         for dir in [&logs_dir, &run_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| StartError::StateDir {
+            private_dir(dir).map_err(|source| StartError::StateDir {
                 path: dir.clone(),
                 source,
             })?;
