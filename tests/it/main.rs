@@ -16,4 +16,5 @@ mod helpers;
 mod history;
 mod hooks;
 mod proxy;
+mod security;
 mod up;
