@@ -52,11 +52,7 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
             return;
         };
         let text = value["text"].as_str().unwrap_or_default();
-        let text = if raw {
-            text.into()
-        } else {
-            printable(text)
-        };
+        let text = if raw { text.into() } else { printable(text) };
         let text = match value["stream"].as_str() {
             Some("stderr") => style(text).red().to_string(),
             Some("muster") => style(text).dim().to_string(),

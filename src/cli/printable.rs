@@ -40,7 +40,10 @@ mod tests {
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {
-        assert!(matches!(printable("ready on :8080\tok ✓"), Cow::Borrowed(_)));
+        assert!(matches!(
+            printable("ready on :8080\tok ✓"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
