@@ -1,32 +1,43 @@
 #!/usr/bin/env python3
 """muster beside the supervisors people use today, on the same workloads, in one run.
 
-    python3 bench/peers.py [--reps N] [--idle SECONDS] [--only TOOL,...] [--no-install]
+    python3 bench/peers.py [--reps N] [--idle SECONDS] [--only TOOL,...]
+                           [--workloads WORKLOAD,...] [--no-install] [--no-build]
 
 Installs what it can (supervisor, honcho and circus from PyPI into bench/.peers/venv,
 pm2 from npm into bench/.peers/npm, horust with `cargo install` into bench/.peers/cargo,
-s6 and runit from Debian with apt-get when run as root), builds muster (release) and two
-small C programs (the respawn fixture and the physical floor), then runs each workload
-on each tool, alternating tools within each repetition, and prints a markdown table of
+s6 and runit from Debian with apt-get when run as root), builds muster (release) and
+four small C programs (the fixtures and the physical floor), then runs each workload
+on each tool, alternating tools within each repetition, and prints markdown tables of
 medians with the range and the ratio to muster. A tool that cannot be installed or run
-is reported as skipped, with the reason.
+is reported as skipped, with the reason; a workload a tool has no means for, as n/a or
+never, with the reason.
 
 Workloads (see bench/README.md for how each tool is configured and measured):
-  boot-100   launch to the tool's own status reporting 100 `sleep` services running
+  boot       launch to the tool's own status reporting 100 `sleep` services running
   respawn    SIGKILL of a supervised process to its replacement's start stamp
   footprint  RSS of the supervisor and its helper processes with 100 services, and CPU
              used by them over an idle period
+  chain      10 services, each depending on the one before and listening 50 ms after
+             it starts: launch to the tool's own status reporting the last one ready
+  hang       a process that stops heartbeating but stays alive: its last heartbeat to
+             its replacement's start stamp, with the same deadline for every tool
+  fan-in     100 clients connecting at once to one on-demand service not yet started:
+             how many times it is started, and the time until every client is answered
 """
 
 import argparse
+import collections
 import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xmlrpc.client
 
@@ -38,6 +49,20 @@ NPM = os.path.join(PEERS, "npm")
 CARGO = os.path.join(PEERS, "cargo")
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 DEADLINE = 60.0
+WORKLOADS = ("boot", "respawn", "footprint", "chain", "hang", "fan-in")
+CHAIN_LINKS = 10
+CHAIN_DELAY_MS = 50
+HANG_DEADLINE = 2      # seconds without a heartbeat before a tool acts, for every tool
+HANG_AFTER = 3         # seconds the fixture heartbeats before it hangs
+HANG_WAIT = 30         # seconds after the last heartbeat; no replacement by then: never
+FAN_IN_CLIENTS = 100
+# The workloads a tool has no means for, and why: a cell that reads "n/a" or "never".
+NO_DEPENDENCIES = "n/a: no dependencies between services"
+NO_LIVENESS = "never: no liveness check"
+NO_ON_DEMAND = "n/a: starts nothing on a first connection"
+
+# One service of chain-10-ready: listens on `port`, once `after` (a name, or None) is ready.
+Link = collections.namedtuple("Link", "name argv port after")
 
 
 def log(text):
@@ -103,21 +128,28 @@ def install(skip, wanted):
     return missing
 
 
-def build(work):
-    log("building muster (release) and the C fixtures")
-    got = run(["cargo", "build", "--release", "--quiet"], cwd=REPO)
-    if got.returncode != 0:
-        sys.exit("cargo build --release failed:\n" + got.stderr)
-    stamp = os.path.join(work, "stamp")
-    floor = os.path.join(work, "floor")
-    for source, binary, flags in (("stamp.c", stamp, ["-static"]), ("floor.c", floor, [])):
-        path = os.path.join(HERE, source)
+def build(work, cargo):
+    """Builds muster unless `cargo` is false (then the last release build is used), and
+    compiles the C programs into `work`; returns muster's path and {program: path}."""
+    muster = os.path.join(REPO, "target", "release", "muster")
+    if cargo:
+        log("building muster (release) and the C fixtures")
+        got = run(["cargo", "build", "--release", "--quiet"], cwd=REPO)
+        if got.returncode != 0:
+            sys.exit("cargo build --release failed:\n" + got.stderr)
+    elif not os.path.exists(muster):
+        sys.exit(f"--no-build: {muster} does not exist")
+    programs = {}
+    for name, flags in (("stamp", ["-static"]), ("hang", ["-static"]), ("listen", ["-static"]),
+                        ("floor", [])):
+        path = os.path.join(HERE, name + ".c")
+        binary = programs[name] = os.path.join(work, name)
         built = run(["cc", "-O2"] + flags + ["-o", binary, path])
         if built.returncode != 0 and flags:
             built = run(["cc", "-O2", "-o", binary, path])
         if built.returncode != 0:
-            sys.exit(f"cc {source} failed:\n{built.stderr}")
-    return os.path.join(REPO, "target", "release", "muster"), stamp, floor
+            sys.exit(f"cc {name}.c failed:\n{built.stderr}")
+    return muster, programs
 
 
 # ---------------------------------------------------------------- processes
@@ -213,6 +245,11 @@ class Tool:
 
     name = ""
     status_how = ""
+    ready_how = ""
+    # {workload: the cell it gets, with the reason} for the workloads the tool has no
+    # means for. The others need configure_chain and ready, configure_hang, or
+    # configure_fan_in.
+    cannot = {}
 
     def __init__(self, work):
         self.work = os.path.join(work, self.name)
@@ -221,10 +258,14 @@ class Tool:
     def missing(self):
         return None
 
-    def prepare(self, services):
-        """`services`: [(name, argv)]; writes the tool's configuration."""
+    def fresh(self):
+        """An empty working directory: nothing from the previous run is read again."""
         shutil.rmtree(self.work, ignore_errors=True)
         os.makedirs(self.work)
+
+    def prepare(self, services):
+        """`services`: [(name, argv)]; writes the tool's configuration."""
+        self.fresh()
         self.configure(services)
 
     def launch(self):
@@ -234,17 +275,19 @@ class Tool:
         """How many services the tool's own status reports running."""
         raise NotImplementedError
 
+    def ready(self, name):
+        """chain-10-ready: whether the tool's own status reports `name` ready."""
+        raise NotImplementedError
+
     def roots(self):
         return [self.process.pid] if self.process else []
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_tree(self.roots())
+        # The tree as it was before the tool was asked: a supervisor that exits at once
+        # (runsvdir on SIGTERM) leaves its children to init, no longer its descendants.
+        tree = descendants(self.roots())
+        self.terminate()
+        kill_tree(tree)
         if self.process:
             try:
                 self.process.wait(timeout=5)
@@ -252,42 +295,90 @@ class Tool:
                 pass
         self.process = None
 
+    def terminate(self):
+        """Asks the tool to stop everything: SIGTERM, unless it documents another way."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
     def spawn(self, argv, **kwargs):
         self.process = subprocess.Popen(argv, cwd=self.work, stdin=subprocess.DEVNULL,
                                         stdout=kwargs.pop("stdout", subprocess.DEVNULL),
-                                        stderr=subprocess.DEVNULL, start_new_session=True,
-                                        **kwargs)
+                                        stderr=kwargs.pop("stderr", subprocess.DEVNULL),
+                                        start_new_session=True, **kwargs)
 
 
 class Muster(Tool):
     name = "muster"
     status_how = "`muster status --json`: services in state healthy"
+    ready_how = "`muster status --json`: state healthy"
+    # Restarted at once, however often: what the respawn and hang workloads measure.
+    restart = ['restart = "always"', 'backoff = { initial = "0s", max = "0s" }',
+               'restart-limit = { count = 1000000, within = "1s" }']
 
     def __init__(self, work, binary):
         super().__init__(work)
         self.binary = binary
 
-    def configure(self, services):
+    def write(self, services):
+        """`services`: [(name, [TOML line, ...])], the `command` line first."""
         with open(os.path.join(self.work, "muster.toml"), "w") as f:
             f.write('[settings]\nstate-dir = "state"\n')
-            for name, argv in services:
-                f.write(f"\n[services.{name}]\ncommand = {json.dumps(argv)}\n"
-                        'restart = "always"\nbackoff = { initial = "0s", max = "0s" }\n'
-                        'restart-limit = { count = 1000000, within = "1s" }\n')
+            for name, lines in services:
+                f.write(f"\n[services.{name}]\n" + "".join(line + "\n" for line in lines))
+
+    def configure(self, services):
+        self.write([(name, [f"command = {json.dumps(argv)}"] + self.restart)
+                    for name, argv in services])
+
+    def configure_chain(self, links):
+        # The readiness probe at its default interval (100 ms), as a user would write it.
+        self.write([(link.name, [f"command = {json.dumps(link.argv)}",
+                                 f'ready = {{ tcp = "127.0.0.1:{link.port}" }}']
+                     + ([f'depends-on = ["{link.after}"]'] if link.after else []))
+                    for link in links])
+
+    def configure_hang(self, argv):
+        self.write([("hang", [f"command = {json.dumps(argv)}",
+                              f'watchdog = "{HANG_DEADLINE}s"'] + self.restart)])
+
+    def configure_fan_in(self, argv, upstream, listen):
+        self.write([("upstream", [
+            f"command = {json.dumps(argv)}",
+            f'ports = ["127.0.0.1:{upstream}"]',
+            "autostart = false",
+            f'ready = {{ tcp = "127.0.0.1:{upstream}" }}',
+            f'proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}" }}'])])
 
     def launch(self):
         self.spawn([self.binary, "up", "--no-progress", "-f", "muster.toml"])
 
-    def running(self):
+    def states(self):
+        """{service: state}, as `muster status --json` reports them."""
         got = run([self.binary, "status", "--json", "-f", "muster.toml"], cwd=self.work)
         if got.returncode != 0:
-            return 0
-        return sum(1 for s in json.loads(got.stdout)["services"] if s["state"] == "healthy")
+            return {}
+        return {s["name"]: s["state"] for s in json.loads(got.stdout)["services"]}
+
+    def running(self):
+        return sum(1 for state in self.states().values() if state == "healthy")
+
+    def ready(self, name):
+        return self.states().get(name) == "healthy"
 
 
 class Supervisord(Tool):
     name = "supervisord"
     status_how = "XML-RPC `getAllProcessInfo`: processes in state RUNNING"
+    cannot = {
+        "chain": NO_DEPENDENCIES + " (`priority` only orders the start)",
+        "hang": NO_LIVENESS + " (superlance's `httpok`, a separate package, restarts a "
+                "program whose HTTP GET fails: no heartbeat)",
+        "fan-in": NO_ON_DEMAND,
+    }
 
     def missing(self):
         return None if os.path.exists(os.path.join(VENV, "bin", "supervisord")) else "not installed"
@@ -319,6 +410,11 @@ class Supervisord(Tool):
 class Honcho(Tool):
     name = "honcho"
     status_how = "no status command: its own `started (pid=N)` lines"
+    cannot = {
+        "chain": NO_DEPENDENCIES + " (a Procfile is one command a line)",
+        "hang": NO_LIVENESS + ", nor restarts",
+        "fan-in": NO_ON_DEMAND,
+    }
 
     def missing(self):
         return None if os.path.exists(os.path.join(VENV, "bin", "honcho")) else "not installed"
@@ -342,17 +438,34 @@ class Honcho(Tool):
 class Circus(Tool):
     name = "circus"
     status_how = "`circusctl status`: watchers active"
+    cannot = {
+        "chain": NO_DEPENDENCIES + " (`priority` only orders the start)",
+        "fan-in": NO_ON_DEMAND + " (circusd can hold a watcher's socket, but starts the "
+                  "process with itself)",
+    }
 
     def missing(self):
         return None if os.path.exists(os.path.join(VENV, "bin", "circusd")) else "not installed"
 
-    def configure(self, services):
+    def configure(self, services, plugins=""):
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         with open(os.path.join(self.work, "circus.ini"), "w") as f:
             f.write(f"[circus]\nendpoint = {self.endpoint}\npubsub_endpoint = "
                     f"tcp://127.0.0.1:{free_port()}\nstatsd = false\n")
             for name, argv in services:
                 f.write(f"\n[watcher:{name}]\ncmd = {' '.join(argv)}\nnumprocesses = 1\n")
+            f.write(plugins)
+
+    def configure_hang(self, argv):
+        # The watchdog plugin kills a process it has had no "pid;timestamp" datagram from
+        # for loop_rate * max_count seconds, looking every loop_rate; the watcher then
+        # starts another. watchers_regex: by default it watches every watcher, itself too
+        # (a plugin runs as one), and kills itself for want of heartbeats.
+        port = free_port(socket.SOCK_DGRAM)
+        self.configure([("hang", argv + [f"udp:{port}"])],
+                       "\n[plugin:watchdog]\nuse = circus.plugins.watchdog.WatchDog\n"
+                       f"watchers_regex = ^hang$\nloop_rate = 1\nmax_count = {HANG_DEADLINE}\n"
+                       f"ip = 127.0.0.1\nport = {port}\n")
 
     def launch(self):
         self.spawn([os.path.join(VENV, "bin", "circusd"), "circus.ini"])
@@ -366,6 +479,11 @@ class Circus(Tool):
 class Pm2(Tool):
     name = "pm2"
     status_how = "`pm2 jlist`: apps with status online"
+    cannot = {
+        "chain": NO_DEPENDENCIES + " (the ecosystem file has no key for one)",
+        "hang": NO_LIVENESS + " (it restarts on exit, memory, cron or file changes)",
+        "fan-in": NO_ON_DEMAND,
+    }
 
     def missing(self):
         return None if os.path.exists(self.pm2()) else "not installed"
@@ -405,32 +523,53 @@ class Pm2(Tool):
         except (ValueError, KeyError):
             return 0
 
-    def stop(self):
+    def terminate(self):
         run([self.pm2(), "kill"], env=self.env())
-        super().stop()
+        super().terminate()
 
 
 class ScanDirectory(Tool):
     """s6 and runit: a directory of service directories, each with a `run` script."""
 
-    def configure(self, services):
+    def fresh(self):
+        super().fresh()
         self.dirs = []
+
+    def configure(self, services):
         for name, argv in services:
-            directory = os.path.join(self.work, "scan", name)
-            os.makedirs(directory)
-            script = os.path.join(directory, "run")
-            with open(script, "w") as f:
-                f.write("#!/bin/sh\nexec " + " ".join(argv) + "\n")
-            os.chmod(script, 0o755)
-            self.dirs.append(directory)
+            self.service_dir(name, ["exec " + " ".join(argv)])
+
+    def service_dir(self, name, run_lines):
+        """Makes scan/NAME with a `run` script of these lines; returns its path."""
+        directory = os.path.join(self.work, "scan", name)
+        os.makedirs(directory)
+        write_file(os.path.join(directory, "run"), "#!/bin/sh\n" + "".join(
+            line + "\n" for line in run_lines), 0o755)
+        self.dirs.append(directory)
+        return directory
 
 
 class S6(ScanDirectory):
     name = "s6"
     status_how = "each service's `supervise/status` (what `s6-svstat` reads): a pid"
+    ready_how = "`s6-svstat -o up,ready`: `true true`"
+    cannot = {
+        "hang": NO_LIVENESS + " (`notification-fd` is for readiness only)",
+        "fan-in": NO_ON_DEMAND + " (s6-networking's `s6-tcpserver` starts a process for "
+                  "each connection: another model)",
+    }
 
     def missing(self):
         return None if shutil.which("s6-svscan") else "not installed"
+
+    def configure_chain(self, links):
+        # Readiness is pushed: the fixture writes a newline on the fd named in
+        # notification-fd once it listens; `s6-svwait -U` waits for that, without s6-rc.
+        for link in links:
+            wait = [f"s6-svwait -U ../{link.after} || exit 1"] if link.after else []
+            directory = self.service_dir(
+                link.name, wait + ["exec " + " ".join(link.argv + ["ready-fd:3"])])
+            write_file(os.path.join(directory, "notification-fd"), "3\n")
 
     def launch(self):
         self.spawn(["s6-svscan", os.path.join(self.work, "scan")])
@@ -448,18 +587,37 @@ class S6(ScanDirectory):
                 up += 1
         return up
 
-    def stop(self):
+    def ready(self, name):
+        got = run(["s6-svstat", "-o", "up,ready", os.path.join(self.work, "scan", name)])
+        return got.stdout.split() == ["true", "true"]
+
+    def terminate(self):
         if self.process and self.process.poll() is None:
             run(["s6-svscanctl", "-t", os.path.join(self.work, "scan")])
-        super().stop()
+        super().terminate()
 
 
 class Runit(ScanDirectory):
     name = "runit"
     status_how = "`sv status` on every service: `run:`"
+    ready_how = "`sv check`: `ok: run:` (up, and its ./check passes)"
+    cannot = {
+        "hang": NO_LIVENESS + " (`./check` is run by `sv` commands only)",
+        "fan-in": NO_ON_DEMAND + " (ipsvd's `tcpsvd` starts a process for each "
+                  "connection: another model)",
+    }
 
     def missing(self):
         return None if shutil.which("runsvdir") else "not installed"
+
+    def configure_chain(self, links):
+        # runit's documented dependency: `sv start` in the run script, which waits (up to
+        # 7 s) for the other service to be up and its ./check script to pass.
+        for link in links:
+            start = [f"sv start ../{link.after} || exit 1"] if link.after else []
+            directory = self.service_dir(link.name, start + ["exec " + " ".join(link.argv)])
+            write_file(os.path.join(directory, "check"),
+                  f"#!/bin/sh\nexec {link.argv[0]} probe {link.port}\n", 0o755)
 
     def launch(self):
         self.spawn(["runsvdir", "-P", os.path.join(self.work, "scan")])
@@ -468,10 +626,18 @@ class Runit(ScanDirectory):
         got = run(["sv", "status"] + self.dirs)
         return sum(1 for line in got.stdout.splitlines() if line.startswith("run:"))
 
+    def ready(self, name):
+        # `sv check` also says "ok" of a service that is down (its run script exited).
+        got = run(["sv", "check", os.path.join(self.work, "scan", name)])
+        return got.returncode == 0 and got.stdout.startswith("ok: run:")
+
 
 class Horust(Tool):
     name = "horust"
     status_how = "no status command: its service children that are running"
+    ready_how = "no status command: its own debug log, `StatusChanged(\"s10.toml\", Running)`"
+    cannot = {"fan-in": NO_ON_DEMAND}
+    restart = ["[restart]", 'strategy = "always"', 'backoff = "0s"', "attempts = 0"]
 
     def missing(self):
         return None if os.path.exists(self.horust()) else "not installed"
@@ -479,28 +645,84 @@ class Horust(Tool):
     def horust(self):
         return os.path.join(CARGO, "bin", "horust")
 
-    def configure(self, services):
+    def fresh(self):
+        super().fresh()
+        self.state_log = None
+
+    def write(self, name, lines):
         directory = os.path.join(self.work, "services")
-        os.makedirs(directory)
+        os.makedirs(directory, exist_ok=True)
+        write_file(os.path.join(directory, f"{name}.toml"),
+                   "".join(line + "\n" for line in lines))
+
+    def configure(self, services):
         self.services = [argv for _, argv in services]
         for name, argv in services:
-            with open(os.path.join(directory, f"{name}.toml"), "w") as f:
-                f.write(f'command = "{" ".join(argv)}"\n[restart]\nstrategy = "always"\n'
-                        "backoff = \"0s\"\nattempts = 0\n")
+            self.write(name, [f'command = "{" ".join(argv)}"'] + self.restart)
+
+    def configure_chain(self, links):
+        # Its documented readiness: a file the service creates once it is ready; horust
+        # removes it before the start and checks for it once a second.
+        self.state_log = os.path.join(self.work, "horust.log")
+        for link in links:
+            flag = os.path.join(self.work, link.name + ".ready")
+            lines = [f'command = "{" ".join(link.argv + ["ready-file:" + flag])}"']
+            if link.after:
+                lines.append(f'start-after = ["{link.after}.toml"]')
+            self.write(link.name, lines + ["[healthiness]", f'file-path = "{flag}"'])
+
+    def configure_hang(self, argv):
+        # A health-check command (run once a second) that fails once the heartbeat file
+        # is older than the deadline; max-failed = 0: the first failure kills the
+        # service, and the restart strategy starts another.
+        beat = os.path.join(self.work, "heartbeat")
+        check = os.path.join(self.work, "heartbeat-fresh")
+        write_file(check, "#!/bin/sh\n"
+                          f"# Healthy while $1 was touched in the last {HANG_DEADLINE} seconds.\n"
+                          f"test -n \"$(find \"$1\" -newermt '{HANG_DEADLINE} seconds ago')\"\n",
+                   0o755)
+        self.write("hang", [f'command = "{" ".join(argv + ["file:" + beat])}"'] + self.restart
+                   + ["[healthiness]", f'command = "{check} {beat}"', "max-failed = 0"])
 
     def launch(self):
-        self.spawn([self.horust(), "--services-path", os.path.join(self.work, "services")])
+        argv = [self.horust(), "--services-path", os.path.join(self.work, "services")]
+        if self.state_log is None:
+            self.spawn(argv)
+            return
+        # At debug level horust logs every state change: the only status it gives.
+        with open(self.state_log, "w") as log:
+            self.spawn(argv, stderr=log, env=dict(os.environ, HORUST_LOG="debug"))
 
     def running(self):
         names = {os.path.basename(argv[0]) for argv in self.services}
         return sum(1 for p in descendants(self.roots())[1:] if exe_name(p) in names)
 
+    def ready(self, name):
+        with open(self.state_log) as f:
+            return f'StatusChanged("{name}.toml", Running)' in f.read()
 
-def free_port():
-    import socket
-    with socket.socket() as s:
+
+def write_file(path, text, mode=0o644):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    """A loopback port the OS had free, for TCP or (SOCK_DGRAM) UDP."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening(port):
+    """Whether a socket listens on `port`, read from /proc/net/tcp: no connection is made."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                return True
+    return False
 
 
 # ---------------------------------------------------------------- workloads
@@ -567,6 +789,101 @@ def footprint(tool, count, idle):
         tool.stop()
 
 
+def chain(tool, listen):
+    """Seconds from launching the tool to its own status reporting the last link ready."""
+    links = []
+    for i in range(1, CHAIN_LINKS + 1):
+        port = free_port()
+        links.append(Link(f"s{i}", [listen, str(port), str(CHAIN_DELAY_MS)], port,
+                          f"s{i - 1}" if i > 1 else None))
+    tool.fresh()
+    tool.configure_chain(links)
+    began = time.monotonic()
+    tool.launch()
+    try:
+        wait(lambda: tool.ready(links[-1].name), f"{tool.name}: {links[-1].name} ready")
+        return time.monotonic() - began
+    finally:
+        tool.stop()
+
+
+def hang(tool, fixture):
+    """Seconds from the fixture's last heartbeat to its replacement's start stamp, or
+    None when no replacement starts within HANG_WAIT."""
+    stamp_file = tool.work + ".hang"
+    for path in (stamp_file, stamp_file + ".last"):
+        if os.path.exists(path):
+            os.unlink(path)
+    tool.fresh()
+    tool.configure_hang([fixture, stamp_file, str(HANG_AFTER)])
+    tool.launch()
+    try:
+        pid, _ = wait(lambda: read_stamp(stamp_file), f"{tool.name}: fixture started")
+        _, last = wait(lambda: (s := read_stamp(stamp_file + ".last")) and s[0] == pid and s,
+                       f"{tool.name}: fixture heartbeating, then hanging",
+                       limit=HANG_AFTER + DEADLINE)
+        try:
+            _, started = wait(lambda: (s := read_stamp(stamp_file)) and s[0] != pid and s,
+                              f"{tool.name}: hung fixture replaced", limit=HANG_WAIT)
+        except TimeoutError:
+            return None
+        return (started - last) / 1e9
+    finally:
+        tool.stop()
+
+
+def fan_in(tool, listen):
+    """FAN_IN_CLIENTS clients at once on the proxy of a service not yet started; returns
+    (seconds until the last answer, starts of the service, clients answered)."""
+    starts_file = tool.work + ".starts"
+    if os.path.exists(starts_file):
+        os.unlink(starts_file)
+    upstream, proxy = free_port(), free_port()
+    tool.fresh()
+    tool.configure_fan_in([listen, str(upstream), "0", "count:" + starts_file], upstream, proxy)
+    tool.launch()
+    try:
+        wait(lambda: listening(proxy), f"{tool.name}: proxy listening")
+        took, answered = clients(proxy, FAN_IN_CLIENTS)
+        try:
+            with open(starts_file) as f:
+                starts = len(f.read().split())
+        except FileNotFoundError:
+            starts = 0
+        return took, starts, answered
+    finally:
+        tool.stop()
+
+
+def clients(port, count):
+    """`count` connections opened together, each reading its one-line answer; returns
+    (seconds from their release to the last answer, answers)."""
+    barrier = threading.Barrier(count + 1)
+    answered = []
+
+    def client():
+        with socket.socket() as s:
+            s.settimeout(DEADLINE)
+            barrier.wait()
+            try:
+                s.connect(("127.0.0.1", port))
+                line = s.makefile().readline()
+            except OSError:
+                return
+            if line.startswith("ok "):
+                answered.append(time.monotonic())
+
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    wait(lambda: barrier.n_waiting == count, "clients ready")
+    began = time.monotonic()
+    barrier.wait()
+    for thread in threads:
+        thread.join()
+    return (max(answered) - began if answered else None), len(answered)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -584,26 +901,102 @@ def ratio(values, reference):
     return f"{statistics.median(values) / statistics.median(reference):.1f}x"
 
 
+def versus(values, reference, tool):
+    """" · 1.9x" after a peer's median: its ratio to muster's."""
+    text = ratio(values, reference)
+    return f" · {text}" if text and tool.name != "muster" else ""
+
+
+def chain_cell(tool, chains):
+    if "chain" in tool.cannot:
+        return tool.cannot["chain"]
+    values = chains[tool.name]
+    if not values:
+        return f"no result: every run timed out ({DEADLINE:g} s)"
+    return cell(values, "s", digits=3) + versus(values, chains.get("muster"), tool)
+
+
+def hang_cell(tool, hangs):
+    if "hang" in tool.cannot:
+        return tool.cannot["hang"]
+    results = hangs[tool.name]
+    values = [v for v in results if v is not None]
+    if not values:
+        return f"never (no replacement {HANG_WAIT} s after the last heartbeat)" if results else "n/a"
+    reference = [v for v in hangs.get("muster", []) if v is not None]
+    text = cell(values, "s", digits=3) + versus(values, reference, tool)
+    missed = len(results) - len(values)
+    return text + (f" · never in {missed} of {len(results)}" if missed else "")
+
+
+def fan_in_cell(tool, fan_ins):
+    if "fan-in" in tool.cannot:
+        return tool.cannot["fan-in"]
+    results = fan_ins[tool.name]
+    times = [took for took, _, _ in results if took is not None]
+    if not times:
+        return "n/a: no client was answered" if results else "n/a"
+    starts = sorted({count for _, count, _ in results})
+    starts_text = (f"{starts[0]} start" + ("s" if starts[0] != 1 else "") if len(starts) == 1
+                   else f"{starts[0]}–{starts[-1]} starts")
+    answered = min(count for _, _, count in results)
+    answered_text = (f"{answered}/{FAN_IN_CLIENTS} answered"
+                     + (" in the worst run" if answered < FAN_IN_CLIENTS else ""))
+    reference = [took for took, _, _ in fan_ins.get("muster", []) if took is not None]
+    return (cell(times, "s", digits=3) + versus(times, reference, tool)
+            + f" · {starts_text} · {answered_text}")
+
+
+def table(columns, tools, skipped):
+    """`columns`: [(header, tool -> cell text)]."""
+    print("| tool | " + " | ".join(header for header, _ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for tool in tools:
+        print(f"| {tool.name} | " + " | ".join(text(tool) for _, text in columns) + " |")
+    for name, reason in skipped.items():
+        print(f"| {name} | skipped: {reason} |" + " |" * (len(columns) - 1))
+    print()
+
+
+def repeat(tools, reps, label, measure):
+    """{tool: [measure(tool), ...]}, `reps` times, alternating tools within each
+    repetition; a run that times out is logged and left out."""
+    results = {tool.name: [] for tool in tools}
+    for rep in range(reps):
+        for tool in tools:
+            log(f"{label} {rep + 1}/{reps}: {tool.name}")
+            try:
+                results[tool.name].append(measure(tool))
+            except TimeoutError as error:
+                log(f"  {error}")
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=5, help="boot-100 repetitions per tool")
+    parser.add_argument("--reps", type=int, default=5,
+                        help="repetitions per tool of boot-100, chain-10-ready, hang and fan-in")
     parser.add_argument("--respawns", type=int, default=20)
     parser.add_argument("--idle", type=float, default=30, help="seconds of idle CPU measured")
     parser.add_argument("--only", help="comma-separated tools (muster is always run)")
+    parser.add_argument("--workloads", help="comma-separated, of: " + ",".join(WORKLOADS))
     parser.add_argument("--no-install", action="store_true")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use the last release build of muster instead of building it")
     args = parser.parse_args()
+    selected = set(args.workloads.split(",")) if args.workloads else set(WORKLOADS)
+    if selected - set(WORKLOADS):
+        parser.error("unknown workload: " + ", ".join(sorted(selected - set(WORKLOADS))))
 
     names = {"muster", "s6", "runit", "honcho", "circus", "pm2", "supervisord", "horust"}
     if args.only:
         names = set(args.only.split(",")) | {"muster"}
     missing = install(args.no_install, names)
     work = tempfile.mkdtemp(prefix="muster-peers-")
-    muster, stamp, floor = build(work)
+    muster, programs = build(work, not args.no_build)
     tools = [Muster(work, muster)] + [cls(work) for cls in
                                       (S6, Runit, Honcho, Circus, Pm2, Supervisord, Horust)]
-    if args.only:
-        wanted = set(args.only.split(",")) | {"muster"}
-        tools = [t for t in tools if t.name in wanted]
+    tools = [t for t in tools if t.name in names]
     skipped = {}
     for tool in tools:
         reason = missing.get(tool.name) or tool.missing()
@@ -611,53 +1004,77 @@ def main():
             skipped[tool.name] = reason
     tools = [t for t in tools if t.name not in skipped]
 
-    boots = {t.name: [] for t in tools}
-    for rep in range(args.reps):
-        for tool in tools:
-            log(f"boot-100 {rep + 1}/{args.reps}: {tool.name}")
-            try:
-                boots[tool.name].append(boot(tool, 100))
-            except TimeoutError as error:
-                log(f"  {error}")
+    def able(workload):
+        return [t for t in tools if workload not in t.cannot] if workload in selected else []
+
+    boots = repeat(tools if "boot" in selected else [], args.reps, "boot-100",
+                   lambda tool: boot(tool, 100))
     respawns, footprints = {}, {}
     for tool in tools:
-        log(f"respawn: {tool.name}")
-        respawns[tool.name] = respawn(tool, stamp, args.respawns)
-        log(f"footprint: {tool.name}")
-        try:
-            footprints[tool.name] = footprint(tool, 100, args.idle)
-        except TimeoutError as error:
-            log(f"  {error}")
+        if "respawn" in selected:
+            log(f"respawn: {tool.name}")
+            respawns[tool.name] = respawn(tool, programs["stamp"], args.respawns)
+        if "footprint" in selected:
+            log(f"footprint: {tool.name}")
+            try:
+                footprints[tool.name] = footprint(tool, 100, args.idle)
+            except TimeoutError as error:
+                log(f"  {error}")
+    chains = repeat(able("chain"), args.reps, "chain-10-ready",
+                    lambda tool: chain(tool, programs["listen"]))
+    hangs = repeat(able("hang"), args.reps, "hang", lambda tool: hang(tool, programs["hang"]))
+    fan_ins = repeat(able("fan-in"), args.reps, "fan-in",
+                     lambda tool: fan_in(tool, programs["listen"]))
 
-    floor_out = run([floor, stamp, work]).stdout
+    floor_out = run([programs["floor"], programs["stamp"], work]).stdout
     floors = {line.split()[0]: (float(line.split()[1]), line.split()[2])
               for line in floor_out.splitlines() if line.strip()}
     shutil.rmtree(work, ignore_errors=True)
 
     uname = os.uname()
+    command = f"python3 bench/peers.py --reps {args.reps} --idle {args.idle:g}"
+    if args.workloads:
+        command += f" --workloads {args.workloads}"
     print(f"Measured {time.strftime('%Y-%m-%d')} on {uname.sysname} {uname.release}, "
           f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
-          f"`python3 bench/peers.py --reps {args.reps} --idle {args.idle:g}`\n")
-    print("| tool | boot-100 | respawn | supervisor PSS (processes) · main process RSS | idle CPU |")
-    print("|---|---|---|---|---|")
-    reference = boots.get("muster")
-    reference_respawn = respawns.get("muster")
-    for tool in tools:
+          f"`{command}`\n")
+
+    def boot_text(tool):
         b = boots[tool.name]
+        return cell(b, "s", digits=3) + versus(b, boots.get("muster"), tool)
+
+    def respawn_text(tool):
         r = respawns.get(tool.name)
+        return "never" if r is None else cell(r, "ms", 1000, 2) + versus(r, respawns.get("muster"), tool)
+
+    def foot_text(tool):
         f = footprints.get(tool.name)
-        boot_text = cell(b, "s", digits=3) + (f" · {ratio(b, reference)}" if tool.name != "muster" else "")
-        respawn_text = ("never" if r is None else cell(r, "ms", 1000, 2)
-                        + (f" · {ratio(r, reference_respawn)}" if tool.name != "muster" else ""))
-        foot_text = "n/a" if f is None else f"{f[3]:.1f} MiB ({f[2]}) · RSS {f[0]:.1f} MiB"
-        cpu_text = "n/a" if f is None else f"{f[1]:.2f} %"
-        print(f"| {tool.name} | {boot_text} | {respawn_text} | {foot_text} | {cpu_text} |")
-    for name, reason in skipped.items():
-        print(f"| {name} | skipped: {reason} | | | |")
-    print()
-    print("Running, by each tool's own status: " + "; ".join(
-        f"{tool.name}: {tool.status_how}" for tool in tools) + ".")
-    print()
+        return "n/a" if f is None else f"{f[3]:.1f} MiB ({f[2]}) · RSS {f[0]:.1f} MiB"
+
+    def cpu_text(tool):
+        f = footprints.get(tool.name)
+        return "n/a" if f is None else f"{f[1]:.2f} %"
+
+    first = [column for workload, column in (
+        ("boot", ("boot-100", boot_text)), ("respawn", ("respawn", respawn_text)),
+        ("footprint", ("supervisor PSS (processes) · main process RSS", foot_text)),
+        ("footprint", ("idle CPU", cpu_text))) if workload in selected]
+    if first:
+        table(first, tools, skipped)
+        print("Running, by each tool's own status: " + "; ".join(
+            f"{tool.name}: {tool.status_how}" for tool in tools) + ".")
+        print()
+    second = [column for workload, column in (
+        ("chain", ("chain-10-ready", lambda tool: chain_cell(tool, chains))),
+        ("hang", (f"hang (deadline {HANG_DEADLINE} s)", lambda tool: hang_cell(tool, hangs))),
+        ("fan-in", (f"fan-in ({FAN_IN_CLIENTS} clients)", lambda tool: fan_in_cell(tool, fan_ins))),
+    ) if workload in selected]
+    if second:
+        table(second, tools, skipped)
+    if "chain" in selected:
+        print("Ready, by each tool's own status: " + "; ".join(
+            f"{tool.name}: {tool.ready_how}" for tool in able("chain")) + ".")
+        print()
     print("Physical floor (bench/floor.c, same run): " + ", ".join(
         f"{name} {value:g} {unit}" for name, (value, unit) in floors.items()))
 
