@@ -30,6 +30,7 @@ use utoipa::OpenApi;
 use crate::supervisor::{Explanation, Failure, Supervisor};
 use model::{ErrorBody, ErrorDetail, Reloaded, ShuttingDown};
 pub use services::DEFAULT_ENSURE_TIMEOUT;
+pub use stream::MAX_TAIL;
 
 /// The largest request body accepted. No endpoint reads one; the cap keeps a client
 /// from making the server swallow an upload it will never use.

@@ -56,16 +56,21 @@ pub async fn next<L: Accept>(listener: &mut L, what: &str) -> L::Io {
 pub async fn serve<L: Accept>(mut listener: L, router: Router) {
     loop {
         let io = next(&mut listener, "the API").await;
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(TokioIo::new(io), service);
-            // A client that goes away mid-answer is its own business.
-            let _ = connection.await;
-        });
+        tokio::spawn(serve_connection(io, router.clone()));
     }
+}
+
+/// Answers the requests of one connection until the client closes it or falls silent.
+pub async fn serve_connection<Io>(io: Io, router: Router)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+    // A client that goes away mid-answer is its own business.
+    let _ = connection.await;
 }
 
 fn report_accept_error(error: &std::io::Error, what: &str) {

@@ -54,7 +54,10 @@ pub async fn detail(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EnsureQuery {
-    /// How long to wait for it to be healthy, such as `30s` or `5m` (default 60s).
+    /// How long to wait for it to be healthy, such as `30s` or `1m 30s` (default 60s).
+    #[param(
+        pattern = r"^ *([0-9]{1,9} *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w) *)+$"
+    )]
     timeout: Option<String>,
 }
 

@@ -22,13 +22,16 @@ use crate::supervisor::logs::{Line, Log};
 use crate::supervisor::{Event, Supervisor};
 
 /// The most lines a tail may ask for (the kept tail is shorter anyway).
-const MAX_TAIL: usize = 100_000;
+pub const MAX_TAIL: usize = 100_000;
+/// The largest id a JSON number holds exactly (2^53 - 1).
+const MAX_EVENT_ID: u64 = (1 << 53) - 1;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
-    /// How many past lines to send first (default 100).
-    tail: Option<usize>,
+    /// How many past lines to send first (default 100, at most 100,000).
+    #[param(minimum = 0, maximum = 100_000)]
+    tail: Option<u32>,
     /// Keep the answer open and send new lines as they come.
     #[serde(default)]
     follow: bool,
@@ -48,6 +51,7 @@ pub async fn service_logs(
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    tail_in_range(&query)?;
     let name = known(&supervisor, name)?;
     Ok(logs(&supervisor, Some(&name), &query))
 }
@@ -64,11 +68,24 @@ pub async fn all_logs(
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    tail_in_range(&query)?;
     Ok(logs(&supervisor, None, &query))
 }
 
+/// A tail past [`MAX_TAIL`] is refused, as the document says, not quietly cut.
+fn tail_in_range(query: &LogsQuery) -> Result<(), ApiError> {
+    match query.tail {
+        Some(tail) if tail as usize > MAX_TAIL => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("tail: at most {MAX_TAIL}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn logs(supervisor: &Supervisor, only: Option<&str>, query: &LogsQuery) -> Response {
-    let tail = query.tail.unwrap_or(100).min(MAX_TAIL);
+    let tail = query.tail.map_or(100, |tail| tail as usize);
     let mut past: Vec<(String, Line)> = Vec::new();
     let mut live: Vec<BoxStream<'static, (String, Line)>> = Vec::new();
     for handle in supervisor.services() {
@@ -124,6 +141,7 @@ fn follow(
 pub struct EventsQuery {
     /// Only events after this id.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9007199254740991_u64)]
     since: u64,
     /// Keep the answer open as server-sent events (each with its id).
     #[serde(default)]
@@ -131,6 +149,7 @@ pub struct EventsQuery {
     /// Only this service's events.
     service: Option<String>,
     /// Only events of this kind, such as `failed`.
+    #[param(value_type = Option<crate::supervisor::EventKind>)]
     kind: Option<String>,
 }
 
@@ -147,6 +166,15 @@ pub async fn events(
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    // Ids stay below 2^53 so that every JSON client reads them exactly; the document
+    // says so, and a larger `since` is refused rather than read as "nothing newer".
+    if query.since > MAX_EVENT_ID {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("since: at most {MAX_EVENT_ID}"),
+        ));
+    }
     if let Some(kind) = &query.kind
         && !crate::config::EVENT_KINDS.contains(&kind.as_str())
     {
@@ -170,7 +198,7 @@ pub async fn events(
                 .is_none_or(|k| event.kind.as_str() == k)
     };
     // Subscribe before reading the kept ones, so nothing falls between the two.
-    let live = supervisor.bus().subscribe();
+    let live = supervisor.bus().feed();
     let past: Vec<Arc<Event>> = supervisor.events_since(query.since);
     if !query.follow {
         let events: Vec<Event> = past

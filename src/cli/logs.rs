@@ -19,8 +19,9 @@ pub struct LogsArgs {
     #[arg(short = 'F', long)]
     pub follow: bool,
     /// How many of the last lines to print first
-    #[arg(short = 'n', long = "lines", default_value_t = 100, value_name = "N")]
-    pub lines: usize,
+    #[arg(short = 'n', long = "lines", default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=crate::api::MAX_TAIL as i64))]
+    pub lines: u32,
     /// Print each line as a JSON object
     #[arg(long)]
     pub json: bool,
