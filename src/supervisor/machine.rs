@@ -380,6 +380,8 @@ pub struct State {
     pub last_exit: Option<Exit>,
     /// The latest readiness attempt's failure, shown when the deadline passes.
     pub last_probe_failure: Option<String>,
+    /// Readiness attempts of this run that failed: how soon the next one comes.
+    pub ready_failures: u32,
     /// Consecutive failed runs: the backoff exponent.
     pub attempt: u32,
     /// When restarts happened, within the restart-limit window.
@@ -406,6 +408,7 @@ impl State {
             restarts: 0,
             last_exit: None,
             last_probe_failure: None,
+            ready_failures: 0,
             attempt: 0,
             restart_times: VecDeque::new(),
             healthy_since: None,
@@ -519,8 +522,12 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
         (Starting, Input::ProbeFailed(detail)) if state.pid.is_some() => {
             let mut next = state.clone();
             next.last_probe_failure = Some(detail);
+            next.ready_failures = state.ready_failures.saturating_add(1);
             let effects = match policy.ready.as_ref().and_then(|r| r.poll_every) {
-                Some(interval) => vec![Effect::Arm(Timer::Probe, interval)],
+                Some(interval) => vec![Effect::Arm(
+                    Timer::Probe,
+                    ready_retry(interval, state.ready_failures),
+                )],
                 None => vec![],
             };
             (next, effects)
@@ -730,9 +737,23 @@ fn alive_result(
     (next, vec![again])
 }
 
+/// The first retry of a failed readiness attempt; each next one waits twice as long.
+pub const FIRST_READY_RETRY: Duration = Duration::from_millis(10);
+
+/// How long to wait after the readiness attempt that followed `failed` earlier failures:
+/// 10 ms, 20 ms, 40 ms ... and never longer than the probe's `interval`. A service
+/// usually listens within tens of milliseconds of refusing the first attempt; waiting a
+/// whole interval each time would make every link of a dependency chain pay it.
+pub fn ready_retry(interval: Duration, failed: u32) -> Duration {
+    FIRST_READY_RETRY
+        .saturating_mul(1 << failed.min(20))
+        .min(interval)
+}
+
 fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {
     let mut next = state.clone();
     next.pid = Some(pid);
+    next.ready_failures = 0;
     next.runs += 1;
     next.watchdog = policy.watchdog;
     next.alive_streak = 0;

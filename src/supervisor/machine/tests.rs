@@ -228,7 +228,7 @@ fn a_service_without_readiness_is_healthy_once_spawned() {
 }
 
 #[test]
-fn a_polling_probe_retries_on_its_interval_until_ready() {
+fn a_polling_probe_retries_soon_then_on_its_interval_until_ready() {
     let p = policy(RestartPolicy::OnFailure, polling());
     let now = Instant::now();
     let (s, effects) = run(
@@ -240,16 +240,57 @@ fn a_polling_probe_retries_on_its_interval_until_ready() {
     assert_eq!(s.phase, Phase::Starting);
     assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
     assert!(effects.contains(&Effect::Probe(ProbeKind::Ready)));
-    let (s, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
-    assert_eq!(
-        effects,
-        vec![Effect::Arm(Timer::Probe, Duration::from_millis(100))]
-    );
-    let (s, effects) = step(&p, &s, Input::Timer(Timer::Probe), now);
-    assert_eq!(effects, vec![Effect::Probe(ProbeKind::Ready)]);
+    // Retries come soon after the first refusal, then back off to the interval.
+    let mut s = s;
+    for expected in [10, 20, 40, 80, 100, 100] {
+        let (failed, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
+        assert_eq!(
+            effects,
+            vec![Effect::Arm(Timer::Probe, Duration::from_millis(expected))]
+        );
+        let (again, effects) = step(&p, &failed, Input::Timer(Timer::Probe), now);
+        assert_eq!(effects, vec![Effect::Probe(ProbeKind::Ready)]);
+        s = again;
+    }
     let (s, effects) = step(&p, &s, Input::Ready("tcp connected".into()), now);
     assert_eq!(s.phase, Phase::Healthy);
     assert!(effects.contains(&Effect::Disarm(Timer::StartDeadline)));
+}
+
+#[test]
+fn a_new_run_retries_readiness_soon_again() {
+    let p = policy(RestartPolicy::Always, polling());
+    let now = Instant::now();
+    let refused = || Input::ProbeFailed("connection refused".into());
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            refused(),
+            refused(),
+            refused(),
+        ],
+        now,
+    );
+    assert_eq!(s.ready_failures, 3);
+    let (s, _) = run(
+        &p,
+        &s,
+        &[
+            Input::Exited(Exit::Code(1)),
+            Input::Timer(Timer::Restart),
+            Input::Spawned { pid: 10 },
+        ],
+        now,
+    );
+    assert_eq!(s.pid, Some(10));
+    let (_, effects) = step(&p, &s, refused(), now);
+    assert_eq!(
+        effects,
+        vec![Effect::Arm(Timer::Probe, Duration::from_millis(10))]
+    );
 }
 
 #[test]
