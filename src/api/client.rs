@@ -2,6 +2,7 @@
 //! JSON in and out.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -74,6 +75,28 @@ pub async fn each_line(
     Ok(None)
 }
 
+/// How long a connection may wait for room in the supervisor's listen queue.
+const QUEUE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Connects to `socket`. A unix socket whose listen queue is full (a burst of clients
+/// faster than the supervisor accepts) refuses a non-blocking connect with EAGAIN,
+/// where a blocking one would wait its turn; with ten thousand clients connecting at
+/// once, `status` failed that way. So wait for room, a while.
+async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    let deadline = tokio::time::Instant::now() + QUEUE_PATIENCE;
+    loop {
+        match UnixStream::connect(socket).await {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::WouldBlock
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            connected => return connected,
+        }
+    }
+}
+
 fn broken(socket: &Path, message: String) -> ClientError {
     ClientError::Broken {
         socket: socket.to_path_buf(),
@@ -87,7 +110,7 @@ async fn send(
     path: &str,
 ) -> Result<(StatusCode, hyper::body::Incoming), ClientError> {
     let broken = |message: String| broken(socket, message);
-    let stream = match UnixStream::connect(socket).await {
+    let stream = match connect(socket).await {
         Ok(stream) => stream,
         Err(error)
             if matches!(

@@ -100,9 +100,21 @@ pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     }
     // Created with no access for others from the first instant, not chmod-ed after.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let listener = tokio::net::UnixListener::bind(path);
+    // Bound under another name and moved into place once listening: between bind(2)
+    // and listen(2) the file exists but refuses connections, and clients (and tests)
+    // take the socket's existence to mean the supervisor is there. The name is fixed
+    // (the state lock is held) and no longer than `muster.sock`, so any state directory
+    // short enough for the socket is short enough for it.
+    let unready = path.with_file_name("new.sock");
+    let _ = std::fs::remove_file(&unready);
+    let listener = tokio::net::UnixListener::bind(&unready);
     nix::sys::stat::umask(old);
-    listener
+    let listener = listener?;
+    if let Err(error) = std::fs::rename(&unready, path) {
+        let _ = std::fs::remove_file(&unready);
+        return Err(error);
+    }
+    Ok(listener)
 }
 
 /// Where the socket of a state directory is.

@@ -86,7 +86,25 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
         Err(code) => return code,
     };
     let progress = !args.json && !args.no_progress && std::io::stderr().is_terminal();
+    raise_descriptor_limit();
     runtime.block_on(up(spec, only, args.json, progress))
+}
+
+/// Raises the soft limit on open descriptors to the hard limit. Each running service
+/// holds three (its two pipes and its log file) and each API client one: under the usual
+/// soft limit of 1024, a config of a few hundred services had services fail with "too
+/// many open files". The hard limit is what the administrator allows. Services inherit
+/// the raised soft limit, as they would from a shell after `ulimit -n`. If it cannot be
+/// raised, muster runs with what it has, and a service that cannot get its descriptors
+/// fails saying so.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> ExitCode {
@@ -118,14 +136,6 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         }
         Err(error) => {
             eprintln!("muster: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let socket = api::socket_path(&state_dir);
-    let listener = match api::bind(&socket) {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("muster: cannot listen on {}: {error}", socket.display());
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -161,6 +171,16 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    // The socket last, once the other listeners are there: it existing means they
+    // all accept connections.
+    let socket = api::socket_path(&state_dir);
+    let listener = match api::bind(&socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("muster: cannot listen on {}: {error}", socket.display());
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     // Services that clients start (on demand, behind a proxy, stopped when idle) give
     // an idle graph work to wait for.
     let on_demand = spec
@@ -177,7 +197,7 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
     for notice in supervisor.notices() {
         crate::supervisor::warn(notice);
     }
-    let mut events = supervisor.bus().subscribe();
+    let mut events = supervisor.bus().feed();
     // Nothing starts before what an earlier supervisor left running has stopped.
     let recovery = supervisor.recover().await;
     if recovery.stopped > 0 && !json {
@@ -195,8 +215,9 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
             leftover.pid, leftover.run_id, leftover.service
         ));
     }
-    supervisor.boot(&only).await;
+    supervisor.select(&only);
     let supervisor = Arc::new(supervisor);
+    // Served before the first spawn: `status` is most wanted while a large graph boots.
     let server = tokio::spawn(api::serve::serve(
         listener,
         api::router(Arc::clone(&supervisor)),
@@ -205,6 +226,7 @@ async fn up(spec: Spec, only: Vec<ServiceName>, json: bool, progress: bool) -> E
         let router = api::router_with_tokens(Arc::clone(&supervisor), tokens);
         tokio::spawn(api::serve::serve(listener, router))
     });
+    supervisor.start_selected().await;
     let proxy_servers: Vec<_> = proxies
         .into_iter()
         .map(|(name, listener)| {

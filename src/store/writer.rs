@@ -12,15 +12,15 @@
 //! on stderr. Old events are pruned in the background by the retention settings.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::{Entry, Store};
 use crate::config::HistorySettings;
-use crate::supervisor::{Event, warn};
+use crate::supervisor::{Event, HISTORY_IN_MEMORY, warn};
 
 /// Entries written per transaction at most.
 const MAX_BATCH: usize = 4096;
@@ -33,10 +33,18 @@ const RETRY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_AFTER: usize = 10_000;
 
+/// The most recent events, oldest first, at most [`HISTORY_IN_MEMORY`].
+pub type Recent = Arc<Mutex<VecDeque<Arc<Event>>>>;
+
 /// Where the writer releases what it has written.
 #[derive(Debug)]
 pub struct Outlets {
     pub events: broadcast::Sender<Arc<Event>>,
+    /// Filled here, before the events are sent, rather than by a subscriber: one who
+    /// subscribes and then reads it misses nothing in between. (Filled by a task that
+    /// subscribed, it lagged behind the sending, and a stream that started then lost
+    /// the events released but not yet kept.)
+    pub recent: Recent,
     /// How many entries have been handled (written, or kept for later when the
     /// database fails), counting from the first sent.
     pub released: watch::Sender<u64>,
@@ -196,11 +204,29 @@ impl Writer {
         self.handled += batch.len() as u64;
         self.since_prune += batch.len();
         self.outlets.released.send_replace(self.handled);
-        for entry in batch {
-            if let Entry::Event(event) = entry {
-                // No subscriber is not an error: the database and statuses hold it.
-                let _ = self.outlets.events.send(event);
+        let events: Vec<Arc<Event>> = batch
+            .into_iter()
+            .filter_map(|entry| match entry {
+                Entry::Event(event) => Some(event),
+                _ => None,
+            })
+            .collect();
+        {
+            let mut recent = self
+                .outlets
+                .recent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for event in &events {
+                if recent.len() == HISTORY_IN_MEMORY {
+                    recent.pop_front();
+                }
+                recent.push_back(Arc::clone(event));
             }
+        }
+        for event in events {
+            // No subscriber is not an error: the database and statuses hold it.
+            let _ = self.outlets.events.send(event);
         }
     }
 

@@ -6,6 +6,7 @@
 //! hooks). A slow subscriber loses the oldest events (it is told how many), never slows
 //! the actors down.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -86,6 +87,8 @@ pub struct EventBus {
     inner: Arc<Inner>,
     /// Only the writer sends on it, after the events are written.
     events: broadcast::Sender<Arc<Event>>,
+    /// The most recent events released, kept by the writer.
+    recent: writer::Recent,
 }
 
 #[derive(Debug)]
@@ -122,6 +125,71 @@ pub enum Draft {
 /// are allocated up front, so events travel as `Arc`s: a slot is a pointer.
 const BACKLOG: usize = 1024;
 
+/// A subscription that takes every event already released each time it waits.
+///
+/// `broadcast::Receiver::recv` counts against tokio's cooperative budget, so a task
+/// looping on it gives the thread back every 128 events and waits its turn again. On
+/// the one thread, busy with fifty services crash-looping, that drained about as fast
+/// as events came: the in-memory history, hooks and event streams fell [`BACKLOG`]
+/// behind and lost events (gaps of about seventy, every second or so, at 1,700
+/// events/s). `try_recv` is not budgeted, so a feed empties the channel in one turn.
+#[derive(Debug)]
+pub struct Feed {
+    receiver: broadcast::Receiver<Arc<Event>>,
+    ready: VecDeque<Arc<Event>>,
+    missed: u64,
+}
+
+impl Feed {
+    /// The next event, or how many were lost (the oldest go first), or `Closed`.
+    /// Cancel-safe: nothing is taken before the only `.await`.
+    pub async fn recv(&mut self) -> Result<Arc<Event>, broadcast::error::RecvError> {
+        if let Some(event) = self.take() {
+            return event;
+        }
+        let first = self.receiver.recv().await;
+        self.fill();
+        first
+    }
+
+    /// The next event if one is there, without waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Event>, broadcast::error::TryRecvError> {
+        if let Some(event) = self.take() {
+            return event.map_err(|error| match error {
+                broadcast::error::RecvError::Lagged(n) => broadcast::error::TryRecvError::Lagged(n),
+                broadcast::error::RecvError::Closed => broadcast::error::TryRecvError::Closed,
+            });
+        }
+        self.receiver.try_recv()
+    }
+
+    fn take(&mut self) -> Option<Result<Arc<Event>, broadcast::error::RecvError>> {
+        if let Some(event) = self.ready.pop_front() {
+            return Some(Ok(event));
+        }
+        (self.missed > 0).then(|| {
+            Err(broadcast::error::RecvError::Lagged(std::mem::take(
+                &mut self.missed,
+            )))
+        })
+    }
+
+    /// Moves what the channel holds into `ready`, up to a loss (reported after the
+    /// events before it) and at most a backlog's worth.
+    fn fill(&mut self) {
+        while self.ready.len() < BACKLOG {
+            match self.receiver.try_recv() {
+                Ok(event) => self.ready.push_back(event),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    self.missed = n;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 impl EventBus {
     /// Starts the history writer on `store` (none: events are only released, in
     /// order). Event and run ids continue from the highest the store holds.
@@ -133,11 +201,13 @@ impl EventBus {
         let (events, _) = broadcast::channel(BACKLOG);
         let (released_sender, released) = watch::channel(0);
         let (problem_sender, problem) = watch::channel(None);
+        let recent = writer::Recent::default();
         let writer = writer::start(
             store,
             retention,
             Outlets {
                 events: events.clone(),
+                recent: Arc::clone(&recent),
                 released: released_sender,
                 problem: problem_sender,
             },
@@ -154,12 +224,31 @@ impl EventBus {
                 problem,
             }),
             events,
+            recent,
         })
+    }
+
+    /// The kept events (the last [`super::HISTORY_IN_MEMORY`] released) after `since`.
+    /// Subscribe first, then read these: every event is in one or the other.
+    pub fn recent(&self, since: u64) -> Vec<Arc<Event>> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        // Ids rise along the queue: skip the older ones without looking at each.
+        let start = recent.partition_point(|event| event.id <= since);
+        recent.range(start..).cloned().collect()
     }
 
     /// Events as they are released: after they are written to the history.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
+    }
+
+    /// Like [`Self::subscribe`], taking whatever has arrived at once: see [`Feed`].
+    pub fn feed(&self) -> Feed {
+        Feed {
+            receiver: self.events.subscribe(),
+            ready: VecDeque::new(),
+            missed: 0,
+        }
     }
 
     /// A run id no other spawn has had in this state directory.

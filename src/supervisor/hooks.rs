@@ -88,7 +88,7 @@ pub struct Context {
 
 /// Starts following the events for `hooks`.
 pub fn start(hooks: Hooks, context: Context) {
-    let mut events = context.bus.subscribe();
+    let mut events = context.bus.feed();
     tokio::spawn(async move {
         loop {
             let event = match events.recv().await {

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use actor::{ServiceHandle, Status};
-pub use event::{Draft, Event, EventBus, EventKind};
+pub use event::{Draft, Event, EventBus, EventKind, Feed};
 pub use machine::{Input, Phase};
 
 use crate::config::{Condition, ServiceName, Spec};
@@ -70,11 +70,11 @@ pub struct Supervisor {
     shared: Arc<actor::Shared>,
     /// The services this bootstrap starts.
     selected: BTreeSet<ServiceName>,
+    /// Set once each selected service has taken its first step; not booted before.
+    launched: std::sync::atomic::AtomicBool,
     gates: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Woken when a client asks the supervisor to shut down.
     shutdown_asked: tokio::sync::Notify,
-    /// The most recent events, for `events --since` (the durable history is the store's).
-    history: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<Event>>>>,
     pub counters: Counters,
     /// Set once a client has started, stopped or ensured a service.
     controlled: std::sync::atomic::AtomicBool,
@@ -115,6 +115,9 @@ pub fn warn(text: impl std::fmt::Display) {
 
 /// How long hooks still running at shutdown may take before they are killed.
 const HOOK_GRACE: Duration = Duration::from_secs(2);
+
+/// How many services the boot starts before it lets other tasks (the API) run.
+const LAUNCH_GROUP: usize = 8;
 
 /// How many recent events the supervisor keeps in memory.
 pub const HISTORY_IN_MEMORY: usize = 10_000;
@@ -178,26 +181,6 @@ impl Supervisor {
                 runs: Arc::clone(&hook_runs),
             },
         );
-        let history = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-        let mut feed = shared.bus.subscribe();
-        let keeper = Arc::clone(&history);
-        tokio::spawn(async move {
-            loop {
-                match feed.recv().await {
-                    Ok(event) => {
-                        let mut history = keeper
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if history.len() == HISTORY_IN_MEMORY {
-                            history.pop_front();
-                        }
-                        history.push_back(event);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
         Ok(Self {
             hooks,
             hook_runs,
@@ -205,11 +188,11 @@ impl Supervisor {
             notices,
             controlled: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
-            history,
             spec: std::sync::RwLock::new(Arc::new(spec)),
             services: std::sync::RwLock::new(services),
             shared,
             selected: BTreeSet::new(),
+            launched: std::sync::atomic::AtomicBool::new(false),
             gates: std::sync::Mutex::new(Vec::new()),
             shutdown_asked: tokio::sync::Notify::new(),
         })
@@ -252,17 +235,37 @@ impl Supervisor {
     /// for its dependencies), so [`Self::booted`] and [`Self::idle`] never mistake a
     /// service about to start for one that is stopped.
     pub async fn boot(&mut self, only: &[ServiceName]) {
+        self.select(only);
+        self.start_selected().await;
+    }
+
+    /// The first half of [`Self::boot`]: chooses what it starts. Apart so that the API
+    /// (which shares the supervisor) can answer while the second half spawns.
+    pub fn select(&mut self, only: &[ServiceName]) {
         self.selected = selection(&self.services(), only);
-        self.launch(&self.selected);
-        let stepped = self.selected().into_iter().map(|handle| async move {
-            let _ = handle.watch().wait_for(|s| s.phase != Phase::Stopped).await;
-        });
-        // An actor takes its first input at once; the bound only guards against a bug.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::future::join_all(stepped),
-        )
-        .await;
+    }
+
+    /// The second half of [`Self::boot`]: starts the selected services.
+    pub async fn start_selected(&self) {
+        // A group at a time, each once the group before has taken its first step: a
+        // start is a spawn on the one thread, and a thousand queued at once kept every
+        // API client waiting behind them (seconds), just when `status` is most wanted.
+        let selected = self.selected();
+        for group in selected.chunks(LAUNCH_GROUP) {
+            self.launch(&group.iter().map(|handle| handle.name().clone()).collect());
+            let stepped = group.iter().map(|handle| async move {
+                let _ = handle.watch().wait_for(|s| s.phase != Phase::Stopped).await;
+            });
+            // An actor takes its first input at once; the bound only guards against a
+            // bug.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                futures_util::future::join_all(stepped),
+            )
+            .await;
+        }
+        self.launched
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Starts every service in `names` that is stopped or failed, each once its own
@@ -534,11 +537,7 @@ impl Supervisor {
 
     /// The kept events with an id above `since`, oldest first.
     pub fn events_since(&self, since: u64) -> Vec<Arc<Event>> {
-        let history = self
-            .history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        history.iter().filter(|e| e.id > since).cloned().collect()
+        self.shared.bus.recent(since)
     }
 
     /// Asks whoever runs the supervisor to shut it down (see [`Self::shutdown_asked`]).
@@ -597,10 +596,11 @@ impl Supervisor {
     /// Whether every selected service has reached where the bootstrap leaves it:
     /// healthy, completed, or failed.
     pub fn booted(&self) -> bool {
-        self.selected().iter().all(|handle| {
-            let phase = handle.status().phase;
-            matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
-        })
+        self.launched.load(std::sync::atomic::Ordering::Acquire)
+            && self.selected().iter().all(|handle| {
+                let phase = handle.status().phase;
+                matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
+            })
     }
 
     /// Whether nothing is running or due to run: every service stopped, completed or
