@@ -254,8 +254,9 @@ struct Actor {
     log: SharedLog,
     notify_status: Option<String>,
     /// Events and run records of the current step, queued after the status is
-    /// published.
-    drafts: Vec<Draft>,
+    /// published, each with the run it concerns: the run current when it was drafted,
+    /// since a step that ends a run may spawn the next.
+    drafts: Vec<(u64, Draft)>,
     /// The exit of the current run, when this step handles it: recorded with the
     /// reason the step leaves.
     ended: Option<(u64, Exit, SystemTime)>,
@@ -470,20 +471,21 @@ impl Actor {
                 Exit::Code(code) => (Some(code), None),
                 Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
             };
-            self.drafts.push(Draft::RunEnded(RunEnd {
+            self.drafts.push((
                 run_id,
-                ended_at,
-                exit_code,
-                signal,
-                reason: self.state.reason.clone(),
-            }));
+                Draft::RunEnded(RunEnd {
+                    run_id,
+                    ended_at,
+                    exit_code,
+                    signal,
+                    reason: self.state.reason.clone(),
+                }),
+            ));
         }
         let drafts = std::mem::take(&mut self.drafts);
         self.shared
             .bus
-            .publish_step(&self.service.name, self.run_id, drafts, || {
-                self.publish_status()
-            });
+            .publish_runs(&self.service.name, drafts, || self.publish_status());
     }
 
     fn publish_status(&self) {
@@ -614,11 +616,14 @@ impl Actor {
                 )
             }
         };
-        self.drafts.push(Draft::Event {
-            kind,
-            message,
-            data,
-        });
+        self.drafts.push((
+            self.run_id,
+            Draft::Event {
+                kind,
+                message,
+                data,
+            },
+        ));
     }
 
     fn probe(&self, kind: ProbeKind, now: Instant) {
@@ -704,15 +709,18 @@ impl Actor {
         // Recorded before anything else: a supervisor killed from here on leaves a
         // row the next one finds, with what tells this process from a later one
         // given the same pid.
-        self.drafts.push(Draft::RunStarted(RunStart {
-            run_id: run,
-            service: self.service.name.clone(),
-            pid,
-            start_ticks: procfs::start_ticks(pid),
-            boot_id: procfs::boot_id(),
-            instance: self.shared.notify.address.clone(),
-            started_at: SystemTime::now(),
-        }));
+        self.drafts.push((
+            run,
+            Draft::RunStarted(RunStart {
+                run_id: run,
+                service: self.service.name.clone(),
+                pid,
+                start_ticks: procfs::start_ticks(pid),
+                boot_id: procfs::boot_id(),
+                instance: self.shared.notify.address.clone(),
+                started_at: SystemTime::now(),
+            }),
+        ));
         self.run_id = run;
         self.last_probe = None;
         self.exec = Some(Arc::new(exec));

@@ -282,13 +282,26 @@ impl EventBus {
         drafts: Vec<Draft>,
         publish_status: impl FnOnce(),
     ) {
+        let stamped = drafts.into_iter().map(|draft| (run_id, draft));
+        self.publish_runs(service, stamped, publish_status);
+    }
+
+    /// [`Self::publish_step`] with each event's own run id: one step of an actor can
+    /// end a run and spawn the next (a restart, a heal, a zero backoff), and the end of
+    /// the old run must not be told under the new run's id.
+    pub fn publish_runs(
+        &self,
+        service: &ServiceName,
+        drafts: impl IntoIterator<Item = (u64, Draft)>,
+        publish_status: impl FnOnce(),
+    ) {
         let mut queue = self
             .inner
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         publish_status();
-        for draft in drafts {
+        for (run_id, draft) in drafts {
             let entry = match draft {
                 Draft::Event {
                     kind,

@@ -8,9 +8,11 @@
 
 mod api;
 mod bounds;
+mod chaos;
 mod check;
 mod cli;
 mod control;
+mod faults;
 mod graph;
 mod health;
 mod helpers;

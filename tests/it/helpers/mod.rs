@@ -1,6 +1,7 @@
 //! Running the `muster` binary with a deadline, and keeping its output stable for
 //! snapshots.
 
+pub mod evidence;
 pub mod up;
 
 use std::path::{Path, PathBuf};
