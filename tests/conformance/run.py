@@ -89,6 +89,8 @@ def main():
     parser.add_argument("--examples", type=int, default=50,
                         help="examples per operation (schemathesis --max-examples)")
     args = parser.parse_args()
+    # muster runs in its own work directory: a relative path must not depend on it.
+    args.muster = os.path.abspath(args.muster)
     schemathesis = shutil.which("st") or shutil.which("schemathesis")
     if not schemathesis:
         sys.exit("conformance: schemathesis is not installed (pip install schemathesis)")
