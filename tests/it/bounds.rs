@@ -104,21 +104,7 @@ impl Muster {
             .stderr(Stdio::piped())
             .process_group(0);
         let mut child = command.spawn().expect("spawn muster up");
-        let mut pipe = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
+        let stderr = crate::helpers::up::collect(child.stderr.take().expect("stderr"));
         let muster = Self {
             child: Some(child),
             dir,

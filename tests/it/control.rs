@@ -297,16 +297,7 @@ ready = { log = "^hello" }
 #[test]
 fn over_tcp_every_request_needs_a_token_and_the_read_token_only_reads() {
     let port = crate::helpers::up::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("control.token"), "c0ntrol-secret\n").unwrap();
-    std::fs::write(dir.path().join("read.token"), "read-secret\n").unwrap();
-    let mut up = Up::start_in(
-        dir,
-        &format!(
-            "{STATE}\n[settings.api]\nlisten = \"127.0.0.1:{port}\"\ntoken-file = \"control.token\"\nread-token-file = \"read.token\"\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n"
-        ),
-        &[],
-    );
+    let mut up = Up::behind_tokens(port);
     up.wait_event("a", "ready");
     assert_eq!(http(port, "GET", "/v1/services", None).0, 401);
     assert_eq!(http(port, "GET", "/v1/services", Some("guess")).0, 401);

@@ -48,16 +48,7 @@ fn the_state_directory_and_the_socket_are_the_owners_alone() {
 #[test]
 fn a_token_must_match_exactly_and_the_read_token_cannot_act() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("control.token"), "c0ntrol-secret\n").unwrap();
-    std::fs::write(dir.path().join("read.token"), "read-secret\n").unwrap();
-    let mut up = Up::start_in(
-        dir,
-        &format!(
-            "{STATE}\n[settings.api]\nlisten = \"127.0.0.1:{port}\"\ntoken-file = \"control.token\"\nread-token-file = \"read.token\"\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n"
-        ),
-        &[],
-    );
+    let mut up = Up::behind_tokens(port);
     let pid = up.wait_event("a", "spawned")["data"]["pid"].clone();
     up.wait_event("a", "ready");
 

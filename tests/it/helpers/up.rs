@@ -67,7 +67,7 @@ impl Up {
             .process_group(0);
         let mut child = command.spawn().expect("spawn muster up");
         let stdout = child.stdout.take().expect("stdout");
-        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr_pipe = child.stderr.take().expect("stderr");
         let (sender, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -79,20 +79,7 @@ impl Up {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = stderr_pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
+        let stderr = collect(stderr_pipe);
         Self {
             child: Some(child),
             dir,
@@ -100,6 +87,21 @@ impl Up {
             events: Vec::new(),
             stderr,
         }
+    }
+
+    /// `muster up` on one `sleep` service `a`, with the API also on TCP `port` behind
+    /// two tokens: `c0ntrol-secret` (control) and `read-secret` (read only).
+    pub fn behind_tokens(port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("control.token"), "c0ntrol-secret\n").expect("token");
+        std::fs::write(dir.path().join("read.token"), "read-secret\n").expect("token");
+        Self::start_in(
+            dir,
+            &format!(
+                "[settings]\nstate-dir = \"{{dir}}/state\"\n\n[settings.api]\nlisten = \"127.0.0.1:{port}\"\ntoken-file = \"control.token\"\nread-token-file = \"read.token\"\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n"
+            ),
+            &[],
+        )
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -242,6 +244,25 @@ impl Drop for Up {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Everything `pipe` yields until it closes, gathered by a thread as it comes.
+pub fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let collected = Arc::clone(&text);
+    thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            collected
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    text
 }
 
 /// A TCP port free right now on 127.0.0.1, from the OS.
