@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diagnostic;
 pub mod graph;
 pub mod proxy;

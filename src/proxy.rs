@@ -146,6 +146,11 @@ async fn wait_for_start(
     Usage::add(&counters.wait_micros, began.elapsed().as_micros() as u64);
     match result {
         Ok(_) => Ok(()),
+        Err(Failure::ShuttingDown) => Err(Refusal::Failed(
+            "the supervisor is shutting down".to_owned(),
+            Vec::new(),
+        )),
+        Err(Failure::Refused(why)) => Err(Refusal::Failed(why, Vec::new())),
         Err(Failure::Unknown(name)) => Err(Refusal::Failed(
             format!("`{name}` was removed from the config"),
             Vec::new(),

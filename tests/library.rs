@@ -66,7 +66,7 @@ backoff = { initial = "10s", max = "40s" }
 restart-limit = { count = 3, within = "10m" }
 "#,
     );
-    let mut supervisor = Supervisor::new(spec).unwrap();
+    let supervisor = Supervisor::new(spec).unwrap();
     let mut events = supervisor.bus().subscribe();
     let began = tokio::time::Instant::now();
     let real_began = Instant::now();

@@ -169,6 +169,12 @@ impl From<Failure> for ApiError {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Unknown(name) => unknown(name),
+            Failure::ShuttingDown => ApiError::new(
+                StatusCode::CONFLICT,
+                "shutting-down",
+                "the supervisor is shutting down; nothing starts any more",
+            ),
+            Failure::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
             Failure::NotHealthy(explanation) => {
                 let status = &explanation.status;
                 let mut error = ApiError::new(
@@ -267,7 +273,7 @@ async fn limit_body(request: Request, next: Next) -> Response {
 #[utoipa::path(post, path = "/v1/shutdown", tag = "supervisor",
     responses((status = 202, description = "Shutting down", body = ShuttingDown)))]
 async fn shutdown(State(supervisor): State<Arc<Supervisor>>) -> (StatusCode, Json<ShuttingDown>) {
-    supervisor.ask_shutdown();
+    supervisor.begin_shutdown("shutdown asked through the API");
     (
         StatusCode::ACCEPTED,
         Json(ShuttingDown {
@@ -309,14 +315,15 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     responses(
         (status = 200, description = "What changed", body = Reloaded),
         (status = 422, description = "The config is invalid; nothing was changed", body = ErrorBody),
+        (status = 409, description = "The supervisor is shutting down, or the new config moves the state directory", body = ErrorBody),
     ))]
 async fn reload(State(supervisor): State<Arc<Supervisor>>) -> Response {
     let path = supervisor.spec().path.clone();
     match crate::config::load(&path) {
-        Ok(loaded) => {
-            let reloaded = supervisor.reload(loaded.spec).await;
-            Json(Reloaded { reloaded }).into_response()
-        }
+        Ok(loaded) => match supervisor.reload(loaded.spec).await {
+            Ok(reloaded) => Json(Reloaded { reloaded }).into_response(),
+            Err(failure) => ApiError::from(failure).into_response(),
+        },
         Err(error) => {
             let report = error.into_report();
             let body = ErrorBody {

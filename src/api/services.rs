@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use super::model::{ErrorBody, ServiceList, ServiceView};
 use super::{ApiError, bad_query, known, unknown};
-use crate::supervisor::{Input, Phase, Supervisor};
+use crate::supervisor::Supervisor;
 
 /// How long `ensure` waits when the caller does not say.
 pub const DEFAULT_ENSURE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,6 +67,7 @@ pub struct EnsureQuery {
 #[utoipa::path(post, path = "/v1/services/{name}/ensure", tag = "services",
     params(("name" = String, Path, description = "The service"), EnsureQuery),
     responses(
+        (status = 409, description = "The supervisor is shutting down, or the request cannot be honoured", body = ErrorBody),
         (status = 200, description = "Healthy", body = ServiceView),
         (status = 400, description = "A malformed timeout", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
@@ -98,6 +99,7 @@ pub async fn ensure(
 #[utoipa::path(post, path = "/v1/services/{name}/start", tag = "services",
     params(("name" = String, Path, description = "The service")),
     responses(
+        (status = 409, description = "The supervisor is shutting down, or the request cannot be honoured", body = ErrorBody),
         (status = 202, description = "Starting", body = ServiceView),
         (status = 404, description = "No such service", body = ErrorBody),
     ))]
@@ -106,7 +108,7 @@ pub async fn start(
     UrlPath(name): UrlPath<String>,
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
     let name = known(&supervisor, name)?;
-    supervisor.start(&name)?;
+    supervisor.start(&name).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?)))
 }
 
@@ -123,12 +125,7 @@ pub async fn stop(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<ServiceView>, ApiError> {
     let name = known(&supervisor, name)?;
-    supervisor.command(&name, Input::Stop)?;
-    if let Some(handle) = supervisor.service(&name) {
-        let patience = handle.service.stop_timeout + Duration::from_secs(5);
-        let mut status = handle.watch();
-        let _ = tokio::time::timeout(patience, status.wait_for(|s| s.phase.is_settled())).await;
-    }
+    supervisor.stop(&name).await?;
     view(&supervisor, &name).map(Json)
 }
 
@@ -136,6 +133,7 @@ pub async fn stop(
 #[utoipa::path(post, path = "/v1/services/{name}/restart", tag = "services",
     params(("name" = String, Path, description = "The service")),
     responses(
+        (status = 409, description = "The supervisor is shutting down, or the request cannot be honoured", body = ErrorBody),
         (status = 202, description = "Restarting", body = ServiceView),
         (status = 404, description = "No such service", body = ErrorBody),
     ))]
@@ -144,12 +142,7 @@ pub async fn restart(
     UrlPath(name): UrlPath<String>,
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
     let name = known(&supervisor, name)?;
-    let phase = supervisor.service(&name).map(|h| h.status().phase);
-    if phase == Some(Phase::Pending) {
-        supervisor.start(&name)?;
-    } else {
-        supervisor.command(&name, Input::Restart)?;
-    }
+    supervisor.restart(&name).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?)))
 }
 

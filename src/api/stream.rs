@@ -197,8 +197,6 @@ pub async fn events(
                 .as_deref()
                 .is_none_or(|k| event.kind.as_str() == k)
     };
-    // Subscribe before reading the kept ones, so nothing falls between the two.
-    let live = supervisor.bus().feed();
     let past: Vec<Arc<Event>> = supervisor.events_since(query.since);
     if !query.follow {
         let events: Vec<Event> = past
@@ -209,20 +207,15 @@ pub async fn events(
             .collect();
         return Ok(axum::Json(EventList { events }).into_response());
     }
-    let last = past.last().map_or(query.since, |e| e.id);
-    let past = stream::iter(past);
-    let live = stream::unfold(live, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(event) => return Some((event, receiver)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .filter(move |e| std::future::ready(e.id > last));
-    let events = past
-        .chain(live)
+    // From the oldest kept in memory (a `since` older than that does not read the
+    // whole history), then every event, none lost however slowly the client reads.
+    let start = past.first().map_or(query.since, |e| e.id - 1);
+    let feed = supervisor.bus().feed_since(start);
+    let events = stream::unfold(feed, |mut feed| async move {
+        let event = feed.recv().await?;
+        Some((event, feed))
+    });
+    let events = events
         .filter(move |e| std::future::ready(keep(e)))
         .map(|event| {
             let data = serde_json::to_string(event.as_ref()).unwrap_or_default();

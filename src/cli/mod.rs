@@ -14,6 +14,7 @@ mod logs;
 mod printable;
 mod status;
 mod up;
+mod view;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -448,6 +448,22 @@ impl Store {
         rows.collect()
     }
 
+    /// Events with ids strictly between `after` and `before`, oldest first.
+    pub fn events_between(&self, after: u64, before: u64) -> rusqlite::Result<Vec<StoredEvent>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, time, service, run_id, kind, message, data FROM events
+             WHERE id > ?1 AND id < ?2 ORDER BY id",
+        )?;
+        let rows = statement.query_map(
+            params![
+                after.min(i64::MAX as u64) as i64,
+                before.min(i64::MAX as u64) as i64
+            ],
+            stored_event,
+        )?;
+        rows.collect()
+    }
+
     /// Events matching `filter`, oldest first; the last `limit` when given.
     pub fn events(
         &self,
@@ -467,23 +483,26 @@ impl Store {
                 filter.kind,
                 limit
             ],
-            |row| {
-                let data: String = row.get(6)?;
-                Ok(StoredEvent {
-                    id: row.get::<_, i64>(0)? as u64,
-                    time: from_millis(row.get(1)?),
-                    service: row.get(2)?,
-                    run_id: row.get::<_, i64>(3)? as u64,
-                    kind: row.get(4)?,
-                    message: row.get(5)?,
-                    data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-                })
-            },
+            stored_event,
         )?;
         let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         events.reverse();
         Ok(events)
     }
+}
+
+/// An event row (`id, time, service, run_id, kind, message, data`).
+fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let data: String = row.get(6)?;
+    Ok(StoredEvent {
+        id: row.get::<_, i64>(0)? as u64,
+        time: from_millis(row.get(1)?),
+        service: row.get(2)?,
+        run_id: row.get::<_, i64>(3)? as u64,
+        kind: row.get(4)?,
+        message: row.get(5)?,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 /// The database file of a state directory.

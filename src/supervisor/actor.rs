@@ -62,6 +62,10 @@ pub struct Status {
     pub probe_failures: u64,
     /// The last readiness or liveness attempt of the current (or last) run.
     pub last_probe: Option<ProbeOutcome>,
+    /// How many times the phase has changed: orders statuses without a clock (a
+    /// wall-clock `since` can repeat or go back).
+    #[serde(skip)]
+    pub transitions: u64,
 }
 
 /// One probe attempt's result.
@@ -101,6 +105,9 @@ pub(super) enum Message {
         run: u64,
         message: Box<notify::Message>,
     },
+    /// The supervisor is shutting down: from now on nothing starts this service again
+    /// (a start, a restart or a restart timer becomes a stop).
+    Closing,
 }
 
 /// What all actors share: the reaper, the notify socket and the event bus.
@@ -138,6 +145,30 @@ impl Shared {
     }
 }
 
+/// What the graph owner may ask of an actor: the commands among the machine's inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Order {
+    Start,
+    /// Wait for dependencies; the text names them.
+    Await(String),
+    /// A dependency will never meet its condition; the text says why.
+    DependencyFailed(String),
+    Stop,
+    Restart,
+}
+
+impl From<Order> for Input {
+    fn from(order: Order) -> Self {
+        match order {
+            Order::Start => Input::Start,
+            Order::Await(waiting) => Input::Await(waiting),
+            Order::DependencyFailed(reason) => Input::DependencyFailed(reason),
+            Order::Stop => Input::Stop,
+            Order::Restart => Input::Restart,
+        }
+    }
+}
+
 /// A cloneable handle to one service's actor.
 #[derive(Debug, Clone)]
 pub struct ServiceHandle {
@@ -153,9 +184,17 @@ impl ServiceHandle {
         &self.service.name
     }
 
-    /// Sends an input to the actor (start, stop, restart, ...).
-    pub fn send(&self, input: Input) {
-        let _ = self.sender.send(Message::Input(input));
+    /// Sends a command to the actor. Only the supervisor's graph owner and its gates
+    /// do: everyone else asks the [`super::Supervisor`], which decides whether the
+    /// lifecycle allows it. The machine's other inputs (`Spawned`, `Ready`, `Exited`,
+    /// ...) come from the actor's own effects and cannot be sent from outside.
+    pub(super) fn send(&self, order: Order) {
+        let _ = self.sender.send(Message::Input(order.into()));
+    }
+
+    /// Tells the actor the supervisor is shutting down (see [`Message::Closing`]).
+    pub(super) fn close(&self) {
+        let _ = self.sender.send(Message::Closing);
     }
 
     pub fn status(&self) -> Status {
@@ -190,6 +229,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         main_pid: None,
         probe_failures: 0,
         last_probe: None,
+        transitions: 0,
     });
     let actor = Actor {
         policy: Policy::of(&service),
@@ -210,6 +250,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         notify_status: None,
         drafts: Vec::new(),
         ended: None,
+        closing: false,
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -260,6 +301,8 @@ struct Actor {
     /// The exit of the current run, when this step handles it: recorded with the
     /// reason the step leaves.
     ended: Option<(u64, Exit, SystemTime)>,
+    /// The supervisor is shutting down: nothing may start the service again.
+    closing: bool,
 }
 
 impl Actor {
@@ -296,6 +339,21 @@ impl Actor {
         let current = |run: u64| run == self.run_id && self.state.pid.is_some();
         match message {
             Message::Input(input) => vec![input],
+            Message::Closing => {
+                self.closing = true;
+                // What would start the service again by itself is cancelled now; a
+                // running process is stopped later, in reverse dependency order.
+                let restart_due = match self.state.phase {
+                    Phase::Pending | Phase::Exited => true,
+                    Phase::Stopping => self.state.after_stop != machine::AfterStop::Stopped,
+                    _ => false,
+                };
+                if restart_due {
+                    vec![Input::Stop]
+                } else {
+                    Vec::new()
+                }
+            }
             Message::Exited { run, exit } if current(run) => {
                 if let Some(pid) = self.state.pid {
                     self.shared.notify.unregister(pid);
@@ -453,12 +511,20 @@ impl Actor {
     fn apply(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
+            let input = if self.closing {
+                while_closing(input)
+            } else {
+                input
+            };
             let now = Instant::now();
             let before = self.state.phase;
             let (next, effects) = machine::step(&self.policy, &self.state, input, now.into_std());
             self.state = next;
             if before != self.state.phase {
-                self.status.send_modify(|s| s.since = SystemTime::now());
+                self.status.send_modify(|s| {
+                    s.since = SystemTime::now();
+                    s.transitions += 1;
+                });
             }
             for effect in effects {
                 if let Some(fed_back) = self.perform(effect, now) {
@@ -499,6 +565,7 @@ impl Actor {
                 run_id: self.run_id,
                 restarts: state.restarts,
                 since: status.since,
+                transitions: status.transitions,
                 last_exit: state.last_exit.map(|e| e.to_string()),
                 notify_status: self.notify_status.clone(),
                 notify_state: self.notify_state.clone(),
@@ -526,6 +593,13 @@ impl Actor {
 
     fn perform(&mut self, effect: Effect, now: Instant) -> Option<Input> {
         match effect {
+            // A last guard: every path to a spawn is closed at shutdown, but a stop that
+            // was to restart (a heal, a reload) may end after the shutdown began.
+            Effect::Spawn if self.closing => {
+                return Some(Input::SpawnFailed(
+                    "not started: the supervisor is shutting down".to_owned(),
+                ));
+            }
             Effect::Spawn => return Some(self.spawn()),
             Effect::Probe(kind) => self.probe(kind, now),
             Effect::Extend(timer, by) => {
@@ -877,4 +951,13 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
         .stderr(Stdio::piped())
         .process_group(0);
     Ok((command, exec))
+}
+
+/// What an input means once the supervisor is shutting down: whatever would start the
+/// process (a start, a restart, the restart timer) stops it instead.
+fn while_closing(input: Input) -> Input {
+    match input {
+        Input::Start | Input::Restart | Input::Timer(Timer::Restart) => Input::Stop,
+        other => other,
+    }
 }

@@ -3,8 +3,9 @@
 //! The bus hands out event ids and run ids, continuing from the history's. Actors and
 //! the supervisor publish; every entry goes through the history writer, which writes it
 //! to the database and only then broadcasts it to subscribers (the API, `muster up`,
-//! hooks). A slow subscriber loses the oldest events (it is told how many), never slows
-//! the actors down.
+//! hooks). A slow subscriber never slows the actors down, and never loses an event
+//! either: a [`Feed`] notices a gap in the ids (event ids are contiguous) and fills it
+//! from the events kept in memory, or from the history database beyond those.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,9 @@ use crate::store::writer::{self, Message, Outlets};
 use crate::store::{Entry, LastIds, RunEnd, RunStart, Store};
 
 /// The stable event kinds (the JSON field `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     Spawned,
@@ -39,6 +42,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind named `name` (`orphan-stopped`), if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Spawned => "spawned",
@@ -86,7 +94,9 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 pub struct EventBus {
     inner: Arc<Inner>,
     /// Only the writer sends on it, after the events are written.
-    events: broadcast::Sender<Arc<Event>>,
+    /// Weak: the writer holds the one strong sender, so when it has closed the history
+    /// every subscription ends (after what was released before).
+    events: broadcast::WeakSender<Arc<Event>>,
     /// The most recent events released, kept by the writer.
     recent: writer::Recent,
 }
@@ -99,6 +109,10 @@ struct Inner {
     /// How many queued entries the writer has handled.
     released: watch::Receiver<u64>,
     problem: watch::Receiver<Option<String>>,
+    /// The id the first event of this bus gets.
+    first_event: u64,
+    /// The history database, read by feeds that fall behind.
+    store: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -125,68 +139,153 @@ pub enum Draft {
 /// are allocated up front, so events travel as `Arc`s: a slot is a pointer.
 const BACKLOG: usize = 1024;
 
-/// A subscription that takes every event already released each time it waits.
+/// A subscription that hands out every event released after it began, in id order,
+/// each once, whatever the reader's pace.
 ///
-/// `broadcast::Receiver::recv` counts against tokio's cooperative budget, so a task
-/// looping on it gives the thread back every 128 events and waits its turn again. On
-/// the one thread, busy with fifty services crash-looping, that drained about as fast
-/// as events came: the in-memory history, hooks and event streams fell [`BACKLOG`]
-/// behind and lost events (gaps of about seventy, every second or so, at 1,700
-/// events/s). `try_recv` is not budgeted, so a feed empties the channel in one turn.
+/// The broadcast channel is a cache, not the source of truth: it holds [`BACKLOG`]
+/// events, and a reader that falls further behind (a `muster up --json` writing to a
+/// slow file while a thousand services boot, an SSE client that pauses) would lose the
+/// oldest. Event ids are contiguous, so a feed sees a gap as a jump in ids and fills it
+/// from the events the writer keeps in memory, or from the database beyond those.
+///
+/// It also takes every event already waiting at once: `broadcast::Receiver::recv` counts
+/// against tokio's cooperative budget, so a task looping on it gives the thread back
+/// every 128 events, and on the one thread, busy with a crash loop, that drained about
+/// as fast as events came. `try_recv` is not budgeted.
 #[derive(Debug)]
 pub struct Feed {
     receiver: broadcast::Receiver<Arc<Event>>,
     ready: VecDeque<Arc<Event>>,
-    missed: u64,
+    /// The id of the last event handed out (or of the last one before the feed began).
+    last: u64,
+    recent: writer::Recent,
+    /// The history database, to fill a gap older than what is kept in memory.
+    store: Option<std::path::PathBuf>,
+    closed: bool,
 }
 
 impl Feed {
-    /// The next event, or how many were lost (the oldest go first), or `Closed`.
-    /// Cancel-safe: nothing is taken before the only `.await`.
-    pub async fn recv(&mut self) -> Result<Arc<Event>, broadcast::error::RecvError> {
-        if let Some(event) = self.take() {
-            return event;
+    /// The next event; `None` once the history is closed and every event released
+    /// before that was handed out. Cancel-safe: nothing is taken before the only
+    /// `.await`.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(event) = self.next_ready() {
+                return Some(event);
+            }
+            if self.closed {
+                return None;
+            }
+            match self.receiver.recv().await {
+                Ok(event) => {
+                    self.ready.push_back(event);
+                    self.fill();
+                }
+                // The jump in ids shows what was lost; it is filled then.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => self.closed = true,
+            }
         }
-        let first = self.receiver.recv().await;
-        self.fill();
-        first
     }
 
     /// The next event if one is there, without waiting.
-    pub fn try_recv(&mut self) -> Result<Arc<Event>, broadcast::error::TryRecvError> {
-        if let Some(event) = self.take() {
-            return event.map_err(|error| match error {
-                broadcast::error::RecvError::Lagged(n) => broadcast::error::TryRecvError::Lagged(n),
-                broadcast::error::RecvError::Closed => broadcast::error::TryRecvError::Closed,
-            });
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        if self.ready.is_empty() {
+            self.fill();
         }
-        self.receiver.try_recv()
+        self.next_ready()
     }
 
-    fn take(&mut self) -> Option<Result<Arc<Event>, broadcast::error::RecvError>> {
-        if let Some(event) = self.ready.pop_front() {
-            return Some(Ok(event));
-        }
-        (self.missed > 0).then(|| {
-            Err(broadcast::error::RecvError::Lagged(std::mem::take(
-                &mut self.missed,
-            )))
-        })
+    /// The id of the last event handed out.
+    pub fn last_id(&self) -> u64 {
+        self.last
     }
 
-    /// Moves what the channel holds into `ready`, up to a loss (reported after the
-    /// events before it) and at most a backlog's worth.
+    /// The next event in `ready`, with any gap before it filled first.
+    fn next_ready(&mut self) -> Option<Arc<Event>> {
+        loop {
+            let event = self.ready.pop_front()?;
+            if event.id <= self.last {
+                continue;
+            }
+            if event.id > self.last + 1 {
+                let missing = self.missing(event.id);
+                self.ready.push_front(event);
+                for earlier in missing.into_iter().rev() {
+                    self.ready.push_front(earlier);
+                }
+                let first = self.ready.pop_front()?;
+                // What the history no longer holds (pruned by retention) cannot be
+                // told; the feed goes on from what it has.
+                self.last = first.id;
+                return Some(first);
+            }
+            self.last = event.id;
+            return Some(event);
+        }
+    }
+
+    /// Moves what the channel holds into `ready`, at most a backlog's worth.
     fn fill(&mut self) {
         while self.ready.len() < BACKLOG {
             match self.receiver.try_recv() {
                 Ok(event) => self.ready.push_back(event),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    self.missed = n;
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    self.closed = true;
                     break;
                 }
-                Err(_) => break,
+                Err(broadcast::error::TryRecvError::Empty) => break,
             }
         }
+    }
+
+    /// The events with ids after `self.last` and before `before`: from memory, and from
+    /// the database for what memory no longer holds.
+    fn missing(&self, before: u64) -> Vec<Arc<Event>> {
+        let after = self.last;
+        let kept: Vec<Arc<Event>> = {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            let start = recent.partition_point(|event| event.id <= after);
+            recent
+                .range(start..)
+                .take_while(|event| event.id < before)
+                .cloned()
+                .collect()
+        };
+        let oldest_kept = kept.first().map_or(before, |event| event.id);
+        if oldest_kept == after + 1 {
+            return kept;
+        }
+        let mut older = self.stored(after, oldest_kept);
+        older.extend(kept);
+        older
+    }
+
+    /// Events with ids in (`after`, `before`) read from the history database.
+    fn stored(&self, after: u64, before: u64) -> Vec<Arc<Event>> {
+        let Some(path) = &self.store else {
+            return Vec::new();
+        };
+        let Ok(store) = Store::open_existing(path) else {
+            return Vec::new();
+        };
+        store
+            .events_between(after, before)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|stored| {
+                Some(Arc::new(Event {
+                    id: stored.id,
+                    time: stored.time,
+                    service: ServiceName::new(&stored.service).ok()?,
+                    run_id: stored.run_id,
+                    kind: EventKind::parse(&stored.kind)?,
+                    message: stored.message,
+                    data: stored.data,
+                }))
+            })
+            .collect()
     }
 }
 
@@ -198,7 +297,9 @@ impl EventBus {
             Some(store) => store.last_ids().unwrap_or_default(),
             None => LastIds::default(),
         };
-        let (events, _) = broadcast::channel(BACKLOG);
+        let store_path = store.as_ref().map(|store| store.path().to_path_buf());
+        let (sender, _) = broadcast::channel(BACKLOG);
+        let events = sender.downgrade();
         let (released_sender, released) = watch::channel(0);
         let (problem_sender, problem) = watch::channel(None);
         let recent = writer::Recent::default();
@@ -206,7 +307,7 @@ impl EventBus {
             store,
             retention,
             Outlets {
-                events: events.clone(),
+                events: sender,
                 recent: Arc::clone(&recent),
                 released: released_sender,
                 problem: problem_sender,
@@ -222,6 +323,8 @@ impl EventBus {
                 next_run: AtomicU64::new(last.run + 1),
                 released,
                 problem,
+                first_event: last.event + 1,
+                store: store_path,
             }),
             events,
             recent,
@@ -239,15 +342,46 @@ impl EventBus {
 
     /// Events as they are released: after they are written to the history.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.events.subscribe()
+        subscribe(&self.events)
     }
 
-    /// Like [`Self::subscribe`], taking whatever has arrived at once: see [`Feed`].
+    /// Every event released from now on, none lost: see [`Feed`].
     pub fn feed(&self) -> Feed {
+        let receiver = subscribe(&self.events);
+        // Subscribed first: an event released meanwhile is both kept and sent, and the
+        // feed skips it as already past.
+        let last = {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent
+                .back()
+                .map_or(self.inner.first_event - 1, |event| event.id)
+        };
+        self.feed_after(receiver, last)
+    }
+
+    /// Every event with an id above `since`, then every event released from now on.
+    pub fn feed_since(&self, since: u64) -> Feed {
+        let receiver = subscribe(&self.events);
+        let mut feed = self.feed_after(receiver, since);
+        // What was released before the subscription comes first.
+        let newest = {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent.back().map(Arc::clone)
+        };
+        if let Some(newest) = newest.filter(|event| event.id > since) {
+            feed.ready.push_back(newest);
+        }
+        feed
+    }
+
+    fn feed_after(&self, receiver: broadcast::Receiver<Arc<Event>>, last: u64) -> Feed {
         Feed {
-            receiver: self.events.subscribe(),
+            receiver,
             ready: VecDeque::new(),
-            missed: 0,
+            last,
+            recent: Arc::clone(&self.recent),
+            store: self.inner.store.clone(),
+            closed: false,
         }
     }
 
@@ -364,5 +498,13 @@ impl EventBus {
     /// Why the history cannot be written, while it cannot.
     pub fn problem(&self) -> Option<String> {
         self.inner.problem.borrow().clone()
+    }
+}
+
+/// A subscription to `events`; one that is already closed once the writer is gone.
+fn subscribe(events: &broadcast::WeakSender<Arc<Event>>) -> broadcast::Receiver<Arc<Event>> {
+    match events.upgrade() {
+        Some(sender) => sender.subscribe(),
+        None => broadcast::channel(1).1,
     }
 }

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::oneshot;
 
 use super::event::{Event, EventBus, EventKind};
@@ -91,15 +90,8 @@ pub fn start(hooks: Hooks, context: Context) {
     let mut events = context.bus.feed();
     tokio::spawn(async move {
         loop {
-            let event = match events.recv().await {
-                Ok(event) => event,
-                Err(RecvError::Lagged(missed)) => {
-                    super::warn(format_args!(
-                        "hooks missed {missed} events (too many at once)"
-                    ));
-                    continue;
-                }
-                Err(RecvError::Closed) => return,
+            let Some(event) = events.recv().await else {
+                return;
             };
             let hooks = Arc::clone(
                 &hooks

@@ -1,6 +1,11 @@
 //! One supervisor per state directory: an exclusive `flock` on `state-dir/lock`, held
 //! for the supervisor's life, with the holder's pid written inside so a second
 //! `muster up` can say who is already running.
+//!
+//! And one supervisor per config file, wherever its state directory is: a second lock
+//! in the user's runtime directory, named after the config file's canonical path, with
+//! the holder's pid and its state directory inside. Clients read it to find a
+//! supervisor whose config file now names another state directory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -39,8 +44,38 @@ impl StateLock {
         Self::take(state_dir, FlockArg::LockExclusive)
     }
 
+    /// Takes the lock of the config file `file` for a supervisor keeping its state in
+    /// `state_dir`, or says who holds it (and where its state is).
+    pub fn acquire_for_config(file: &Path, state_dir: &Path) -> Result<Self, LockError> {
+        let Some(path) = config_lock_path(file) else {
+            // No private runtime directory to be had: the state lock alone guards.
+            return Self::take_at(
+                state_dir.join("config.lock"),
+                state_dir,
+                FlockArg::LockExclusiveNonblock,
+                "",
+            );
+        };
+        let dir = path.parent().unwrap_or(state_dir).to_path_buf();
+        let record = format!("{}", state_dir.display());
+        Self::take_at(path, &dir, FlockArg::LockExclusiveNonblock, &record).map_err(|error| {
+            match error {
+                LockError::Held { pid, .. } => LockError::Held {
+                    dir: running_state_dir(file).unwrap_or_else(|| state_dir.to_path_buf()),
+                    pid,
+                },
+                other => other,
+            }
+        })
+    }
+
     fn take(state_dir: &Path, how: FlockArg) -> Result<Self, LockError> {
-        let path = state_dir.join("lock");
+        Self::take_at(state_dir.join("lock"), state_dir, how, "")
+    }
+
+    /// Locks `path` (in `dir`, created private), writing our pid and `record` inside.
+    fn take_at(path: PathBuf, dir: &Path, how: FlockArg, record: &str) -> Result<Self, LockError> {
+        let state_dir = dir;
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
@@ -56,9 +91,9 @@ impl StateLock {
         let mut lock = match Flock::lock(file, how) {
             Ok(lock) => lock,
             Err((mut file, Errno::EWOULDBLOCK)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = text.lines().next().unwrap_or_default().trim();
                 return Err(LockError::Held {
                     pid: if pid.is_empty() {
                         "unknown".to_owned()
@@ -73,8 +108,61 @@ impl StateLock {
         lock.set_len(0).map_err(io)?;
         lock.rewind().map_err(io)?;
         writeln!(lock, "{}", std::process::id()).map_err(io)?;
+        if !record.is_empty() {
+            writeln!(lock, "{record}").map_err(io)?;
+        }
         Ok(Self { _lock: lock, path })
     }
+}
+
+/// The state directory of the supervisor running `file`, if one is: read from the
+/// config lock while someone holds it.
+pub fn running_state_dir(file: &Path) -> Option<PathBuf> {
+    let path = config_lock_path(file)?;
+    let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+    // Free means nobody runs it (the record is stale).
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_free) => None,
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut text = String::new();
+            file.read_to_string(&mut text).ok()?;
+            let dir = text.lines().nth(1)?.trim();
+            (!dir.is_empty()).then(|| PathBuf::from(dir))
+        }
+        Err(_) => None,
+    }
+}
+
+/// `<runtime dir>/muster/config-<hash of the canonical path>.lock`, where the runtime
+/// directory is `$XDG_RUNTIME_DIR`, or `/tmp/muster-<uid>` made private to the user.
+/// `None` when the file cannot be resolved or the directory is not the user's alone.
+fn config_lock_path(file: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let canonical = std::fs::canonicalize(file).ok()?;
+    let uid = nix::unistd::getuid().as_raw();
+    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("muster"),
+        _ => std::env::temp_dir().join(format!("muster-{uid}")),
+    };
+    super::private_dir(&base).ok()?;
+    let meta = std::fs::symlink_metadata(&base).ok()?;
+    // Someone else's directory (made first, in /tmp) must not decide who runs what.
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return None;
+    }
+    let name = format!(
+        "config-{:016x}.lock",
+        fnv1a(canonical.as_os_str().as_encoded_bytes())
+    );
+    Some(base.join(name))
+}
+
+/// FNV-1a: stable across builds and versions, unlike `std`'s hasher, so two muster
+/// binaries agree on a config's lock.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -91,5 +179,26 @@ mod tests {
         }
         drop(first);
         assert!(StateLock::acquire(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn one_config_file_has_one_supervisor_whatever_its_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("muster.toml");
+        std::fs::write(&file, "").unwrap();
+        let first = StateLock::acquire_for_config(&file, &dir.path().join("a")).unwrap();
+        assert_eq!(running_state_dir(&file), Some(dir.path().join("a")));
+        // The same file through another spelling of its path.
+        let other = dir.path().join(".").join("muster.toml");
+        match StateLock::acquire_for_config(&other, &dir.path().join("b")) {
+            Err(LockError::Held { pid, dir: held }) => {
+                assert_eq!(pid, std::process::id().to_string());
+                assert_eq!(held, dir.path().join("a"));
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        assert_eq!(running_state_dir(&file), None);
+        assert!(StateLock::acquire_for_config(&file, &dir.path().join("b")).is_ok());
     }
 }

@@ -1,12 +1,15 @@
 //! The supervisor: brings a [`Spec`] up in dependency order, keeps it running and takes
 //! it down in reverse order.
 //!
-//! It owns one actor per service ([`actor`]), the reaper ([`process`]), the notify
-//! socket ([`notify`]) and the event bus ([`event`]). Starting is not done wave by wave:
-//! each service has a gate task that watches the statuses of its own dependencies and
-//! starts it the moment every condition holds, so independent branches never wait for
-//! each other. Stopping is the mirror image: a service is stopped once every service
-//! that depends on it has stopped.
+//! One task, the graph owner ([`owner`]), owns the service map, the config in force and
+//! the lifecycle; [`Supervisor`] is the handle everyone else uses, and every change it
+//! asks for is a request the owner answers (or refuses, once the shutdown has begun).
+//! Each service has its own actor ([`actor`]) around the pure state machine
+//! ([`machine`]). Starting is not done wave by wave: each service waiting on
+//! dependencies has a gate task that watches their statuses and starts it the moment
+//! every condition holds, so independent branches never wait for each other. Stopping
+//! is the mirror image: a service is stopped once every service that depends on it has
+//! stopped.
 
 pub mod actor;
 pub mod event;
@@ -16,6 +19,7 @@ pub mod logs;
 pub mod machine;
 pub mod notify;
 pub mod orphans;
+mod owner;
 pub mod ports;
 pub mod probe;
 pub mod process;
@@ -25,11 +29,10 @@ pub mod usage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use futures_util::future::select_all;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use actor::{ServiceHandle, Status};
 pub use event::{Draft, Event, EventBus, EventKind, Feed};
@@ -59,31 +62,66 @@ pub enum StartError {
     Writer(std::io::Error),
 }
 
-/// A running supervisor.
+/// Where the supervisor is in its life. Services start only while booting or running.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    /// Starting the selected services.
+    Booting,
+    Running,
+    /// Stopping everything; nothing starts any more.
+    ShuttingDown,
+    /// Everything stopped and the history closed.
+    Done,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Booting => "booting",
+            Lifecycle::Running => "running",
+            Lifecycle::ShuttingDown => "shutting-down",
+            Lifecycle::Done => "done",
+        }
+    }
+}
+
+/// What the graph looks like at one moment: published by the graph owner whenever it
+/// changes, read by everyone without a lock.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub lifecycle: Lifecycle,
+    /// The config in force.
+    pub spec: Arc<Spec>,
+    pub services: Arc<BTreeMap<ServiceName, ServiceHandle>>,
+    /// The services the bootstrap starts.
+    pub selected: Arc<BTreeSet<ServiceName>>,
+    /// Every selected service has taken its first step.
+    pub launched: bool,
+    /// Why the shutdown began (a signal, a client), once it has.
+    pub why_shutdown: Option<Arc<str>>,
+    /// Processes killed at shutdown outside their service's group, once done.
+    pub strays: Option<usize>,
+}
+
+/// A running supervisor: a handle to the graph owner ([`owner`]) plus what every
+/// service shares (the event bus). Cheap to share behind an `Arc`; every method that
+/// changes services is a request the owner answers.
 #[derive(Debug)]
 pub struct Supervisor {
-    /// The config in force; replaced by a reload.
-    spec: std::sync::RwLock<Arc<Spec>>,
-    /// One handle per service; a reload adds, replaces and removes entries. Never held
-    /// across an `.await`: readers take clones of the handles.
-    services: std::sync::RwLock<BTreeMap<ServiceName, ServiceHandle>>,
+    requests: mpsc::UnboundedSender<owner::Request>,
+    graph: watch::Receiver<Arc<Graph>>,
+    closing: watch::Receiver<bool>,
     shared: Arc<actor::Shared>,
-    /// The services this bootstrap starts.
-    selected: BTreeSet<ServiceName>,
-    /// Set once each selected service has taken its first step; not booted before.
-    launched: std::sync::atomic::AtomicBool,
-    gates: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    /// Woken when a client asks the supervisor to shut down.
-    shutdown_asked: tokio::sync::Notify,
     pub counters: Counters,
     /// Set once a client has started, stopped or ensured a service.
-    controlled: std::sync::atomic::AtomicBool,
+    controlled: AtomicBool,
     /// Runs an earlier supervisor recorded no end for; taken by [`Self::recover`].
     unfinished: std::sync::Mutex<Vec<crate::store::Run>>,
     /// Things the user should know about how the supervisor started.
     notices: Vec<String>,
-    hooks: hooks::Hooks,
-    hook_runs: Arc<hooks::Runs>,
 }
 
 /// Counts for `/metrics`.
@@ -113,19 +151,21 @@ pub fn warn(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "muster: {text}");
 }
 
-/// How long hooks still running at shutdown may take before they are killed.
-const HOOK_GRACE: Duration = Duration::from_secs(2);
-
-/// How many services the boot starts before it lets other tasks (the API) run.
-const LAUNCH_GROUP: usize = 8;
-
 /// How many recent events the supervisor keeps in memory.
 pub const HISTORY_IN_MEMORY: usize = 10_000;
 
 impl Supervisor {
-    /// Starts the actors, every service stopped. Must run inside a tokio runtime.
-    /// Subscribe to [`Self::bus`] now to see every event of the [`Self::boot`] to come.
+    /// Starts the actors, every service stopped, and the graph owner. Must run inside a
+    /// tokio runtime. Subscribe to [`Self::bus`] now to see every event of the
+    /// [`Self::boot`] to come.
     pub fn new(spec: Spec) -> Result<Self, StartError> {
+        let file_state_dir = spec.settings.state_dir.clone();
+        Self::with_file_state_dir(spec, file_state_dir)
+    }
+
+    /// [`Self::new`] for a spec whose state directory was overridden (`--state-dir`):
+    /// `file_state_dir` is the one its file names, which a reload may not change.
+    pub fn with_file_state_dir(spec: Spec, file_state_dir: PathBuf) -> Result<Self, StartError> {
         let logs_dir = spec.settings.state_dir.join("logs");
         let run_dir = spec.settings.state_dir.join("run");
         for dir in [&logs_dir, &run_dir] {
@@ -181,21 +221,54 @@ impl Supervisor {
                 runs: Arc::clone(&hook_runs),
             },
         );
+        let spec = Arc::new(spec);
+        let (graph_sender, graph) = watch::channel(Arc::new(Graph {
+            lifecycle: Lifecycle::Booting,
+            spec: Arc::clone(&spec),
+            services: Arc::new(services.clone()),
+            selected: Arc::new(BTreeSet::new()),
+            launched: false,
+            why_shutdown: None,
+            strays: None,
+        }));
+        let (closing_sender, closing) = watch::channel(false);
+        let (requests, mailbox) = mpsc::unbounded_channel();
+        let owner = owner::Owner::new(
+            spec,
+            owner::Parts {
+                shared: Arc::clone(&shared),
+                services,
+                file_state_dir,
+                hooks,
+                hook_runs,
+                graph: graph_sender,
+                closing: closing_sender,
+            },
+        );
+        tokio::spawn(owner.run(mailbox));
         Ok(Self {
-            hooks,
-            hook_runs,
+            requests,
+            graph,
+            closing,
+            shared,
+            counters: Counters::default(),
+            controlled: AtomicBool::new(false),
             unfinished: std::sync::Mutex::new(unfinished),
             notices,
-            controlled: std::sync::atomic::AtomicBool::new(false),
-            counters: Counters::default(),
-            spec: std::sync::RwLock::new(Arc::new(spec)),
-            services: std::sync::RwLock::new(services),
-            shared,
-            selected: BTreeSet::new(),
-            launched: std::sync::atomic::AtomicBool::new(false),
-            gates: std::sync::Mutex::new(Vec::new()),
-            shutdown_asked: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Sends a request and waits for its answer. The owner lives as long as any handle,
+    /// so a missing answer means it is gone: nothing more will start.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, Failure>>) -> owner::Request,
+    ) -> Result<T, Failure> {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(request(reply)).is_err() {
+            return Err(Failure::ShuttingDown);
+        }
+        answer.await.unwrap_or(Err(Failure::ShuttingDown))
     }
 
     /// Stops whatever an earlier supervisor of this state directory left running (see
@@ -233,80 +306,16 @@ impl Supervisor {
     ///
     /// Returns once every service started has taken its first step (it starts, or waits
     /// for its dependencies), so [`Self::booted`] and [`Self::idle`] never mistake a
-    /// service about to start for one that is stopped.
-    pub async fn boot(&mut self, only: &[ServiceName]) {
-        self.select(only);
-        self.start_selected().await;
-    }
-
-    /// The first half of [`Self::boot`]: chooses what it starts. Apart so that the API
-    /// (which shares the supervisor) can answer while the second half spawns.
-    pub fn select(&mut self, only: &[ServiceName]) {
-        self.selected = selection(&self.services(), only);
-    }
-
-    /// The second half of [`Self::boot`]: starts the selected services.
-    pub async fn start_selected(&self) {
-        // A group at a time, each once the group before has taken its first step: a
-        // start is a spawn on the one thread, and a thousand queued at once kept every
-        // API client waiting behind them (seconds), just when `status` is most wanted.
-        let selected = self.selected();
-        for group in selected.chunks(LAUNCH_GROUP) {
-            self.launch(&group.iter().map(|handle| handle.name().clone()).collect());
-            let stepped = group.iter().map(|handle| async move {
-                let _ = handle.watch().wait_for(|s| s.phase != Phase::Stopped).await;
-            });
-            // An actor takes its first input at once; the bound only guards against a
-            // bug.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                futures_util::future::join_all(stepped),
-            )
-            .await;
-        }
-        self.launched
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Starts every service in `names` that is stopped or failed, each once its own
-    /// dependencies meet their conditions. One already starting or running is left
-    /// alone, so concurrent callers share one start.
-    fn launch(&self, names: &BTreeSet<ServiceName>) {
-        let services = self.map();
-        for name in names {
-            let Some(handle) = services.get(name) else {
-                continue;
-            };
-            if !matches!(handle.status().phase, Phase::Stopped | Phase::Failed) {
-                continue;
-            }
-            let deps: Vec<_> = handle
-                .service
-                .depends_on
-                .iter()
-                .map(|dep| {
-                    (
-                        dep.service.clone(),
-                        dep.condition,
-                        services[&dep.service].watch(),
-                    )
-                })
-                .collect();
-            if deps.is_empty() {
-                handle.send(Input::Start);
-                continue;
-            }
-            let waiting = deps
-                .iter()
-                .map(|(name, condition, _)| format!("`{name}` ({condition})"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            handle.send(Input::Await(waiting));
-            let gate = tokio::spawn(gate(handle.clone(), deps));
-            self.gates
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(gate);
+    /// service about to start for one that is stopped. The API may be served meanwhile:
+    /// the owner answers other requests between the boot's groups.
+    pub async fn boot(&self, only: &[ServiceName]) {
+        let (reply, booted) = oneshot::channel();
+        let request = owner::Request::Boot {
+            only: only.to_vec(),
+            reply,
+        };
+        if self.requests.send(request).is_ok() {
+            let _ = booted.await;
         }
     }
 
@@ -331,24 +340,37 @@ impl Supervisor {
             .service(name)
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
         handle.usage.touch();
-        let asked = std::time::SystemTime::now();
         let mut status = handle.watch();
-        match status.borrow_and_update().phase {
-            Phase::Healthy => return Ok(handle.status()),
-            // A one-shot that finished is not something to wait for.
-            Phase::Completed => return Err(Failure::NotHealthy(self.explain(handle.status()))),
-            _ => {}
-        }
-        self.launch(&selection(
-            &self.services(),
-            std::slice::from_ref(&handle.service.name),
-        ));
+        let asked = {
+            let now = status.borrow_and_update();
+            match now.phase {
+                // Healthy only while its process is: a service with no probe is healthy
+                // at its spawn, and its exit may not have been handled yet.
+                Phase::Healthy if now.pid.is_none_or(procfs::is_alive) => {
+                    return Ok(now.clone());
+                }
+                // A one-shot that finished is not something to wait for.
+                Phase::Completed => {
+                    let now = now.clone();
+                    return Err(Failure::NotHealthy(self.explain(now)));
+                }
+                _ => now.transitions,
+            }
+        };
+        let handle = self
+            .ask(|reply| owner::Request::Launch {
+                name: name.to_owned(),
+                reply,
+            })
+            .await?;
         // An outcome of this start: healthy, or settled after the ask (an old failure
-        // does not count).
+        // does not count). Ordered by the status's own count of changes, not a clock.
+        let mut status = handle.watch();
         let outcome = async {
             let outcome = status
                 .wait_for(|s| {
-                    s.phase == Phase::Healthy || (s.phase.is_settled() && s.since >= asked)
+                    (s.phase == Phase::Healthy && s.pid.is_none_or(procfs::is_alive))
+                        || (s.phase.is_settled() && s.transitions > asked)
                 })
                 .await
                 .map(|status| status.clone());
@@ -406,100 +428,15 @@ impl Supervisor {
     /// Applies a new config: services whose definition changed are stopped and started
     /// again with it (if they were running), new ones are added (and started with
     /// `autostart`), removed ones are stopped and dropped; the rest is not touched.
-    /// Settings keep their running values (the state directory above all).
-    pub async fn reload(&self, mut new: Spec) -> ReloadReport {
+    /// Settings keep their running values; one that moves the state directory is
+    /// refused. Reloads apply one at a time, each on the result of the one before.
+    pub async fn reload(&self, new: Spec) -> Result<ReloadReport, Failure> {
         self.mark_controlled();
-        let old = self.spec();
-        new.settings = old.settings.clone();
-        let mut report = ReloadReport::default();
-        let mut to_stop = Vec::new();
-        let mut was_active = BTreeSet::new();
-        for handle in self.services() {
-            let name = handle.name().clone();
-            match new.services.get(&name) {
-                None => {
-                    report.removed.push(name);
-                    to_stop.push(handle);
-                }
-                Some(service) if *service != *handle.service => {
-                    if handle.status().phase != Phase::Stopped {
-                        was_active.insert(name.clone());
-                    }
-                    report.restarted.push(name);
-                    to_stop.push(handle);
-                }
-                Some(_) => report.unchanged.push(name),
-            }
-        }
-        let stopping = to_stop.iter().map(|handle| async move {
-            handle.send(Input::Stop);
-            let patience = handle.service.stop_timeout + Duration::from_secs(5);
-            let mut status = handle.watch();
-            let _ = tokio::time::timeout(patience, status.wait_for(|s| s.phase.is_settled())).await;
-        });
-        futures_util::future::join_all(stopping).await;
-        report.added = new
-            .services
-            .keys()
-            .filter(|name| !report.unchanged.contains(name) && !report.restarted.contains(name))
-            .cloned()
-            .collect();
-        let logs_dir = new.settings.state_dir.join("logs");
-        {
-            let mut services = self
-                .services
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for name in &report.removed {
-                services.remove(name);
-            }
-            for name in report.restarted.iter().chain(&report.added) {
-                let service = new.services[name].clone();
-                let log = Log::shared(
-                    logs_dir.join(format!("{name}.log")),
-                    new.settings.logs.clone(),
-                );
-                services.insert(
-                    name.clone(),
-                    actor::start(service, Arc::clone(&self.shared), log),
-                );
-            }
-        }
-        let mut start: Vec<ServiceName> = was_active.into_iter().collect();
-        start.extend(
-            report
-                .added
-                .iter()
-                .filter(|name| new.services[*name].autostart)
-                .cloned(),
-        );
-        *self
-            .hooks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = new.hooks.clone().into();
-        *self
-            .spec
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
-        for name in &start {
-            self.launch(&selection(&self.services(), std::slice::from_ref(name)));
-        }
-        for (names, what) in [
-            (&report.restarted, "definition changed"),
-            (&report.added, "added"),
-            (&report.removed, "removed"),
-        ] {
-            for name in names {
-                self.shared.bus.publish(
-                    name,
-                    0,
-                    EventKind::Reloaded,
-                    what.to_owned(),
-                    serde_json::json!({ "change": what }),
-                );
-            }
-        }
-        report
+        self.ask(|reply| owner::Request::Reload {
+            spec: Box::new(new),
+            reply,
+        })
+        .await
     }
 
     /// Whether a client has controlled a service (so an idle graph is not the end).
@@ -512,27 +449,99 @@ impl Supervisor {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Starts `name` (with its dependencies) without waiting.
-    pub fn start(&self, name: &str) -> Result<Status, Failure> {
+    /// Starts `name` (with its dependencies) without waiting for it to be up.
+    pub async fn start(&self, name: &str) -> Result<ServiceHandle, Failure> {
+        self.mark_controlled();
+        self.ask(|reply| owner::Request::Launch {
+            name: name.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Stops `name` and returns once it is down (no process left).
+    pub async fn stop(&self, name: &str) -> Result<Status, Failure> {
         self.mark_controlled();
         let handle = self
-            .service(name)
-            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
-        self.launch(&selection(
-            &self.services(),
-            std::slice::from_ref(&handle.service.name),
-        ));
+            .ask(|reply| owner::Request::Stop {
+                name: name.to_owned(),
+                reply,
+            })
+            .await?;
+        let mut status = handle.watch();
+        let _ = status.wait_for(|s| s.phase.is_settled()).await;
         Ok(handle.status())
     }
 
-    /// Sends `input` (stop, restart) to `name`.
-    pub fn command(&self, name: &str, input: Input) -> Result<Status, Failure> {
+    /// Restarts `name` (starts it, when it never ran) without waiting for it to be up.
+    pub async fn restart(&self, name: &str) -> Result<ServiceHandle, Failure> {
         self.mark_controlled();
-        let handle = self
-            .service(name)
-            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
-        handle.send(input);
-        Ok(handle.status())
+        self.ask(|reply| owner::Request::Restart {
+            name: name.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Begins the shutdown without waiting for it (see [`Self::shutdown`]).
+    pub fn begin_shutdown(&self, why: impl Into<String>) {
+        let _ = self.requests.send(owner::Request::Shutdown {
+            why: why.into(),
+            reply: None,
+        });
+    }
+
+    /// Stops everything in reverse dependency order: a service gets its stop signal
+    /// once all its dependents have stopped; independent branches stop in parallel.
+    /// From the moment it begins nothing starts, by any path. Whatever is still alive
+    /// after `shutdown-timeout` is killed, and so is any process that left its
+    /// service's process group. Returns how many such stragglers there were. The
+    /// history is closed last: the supervisor records nothing after this. Callers that
+    /// come while it runs wait for the same end.
+    pub async fn shutdown(&self) -> usize {
+        self.shutdown_because("shutdown asked").await
+    }
+
+    /// [`Self::shutdown`], saying why.
+    pub async fn shutdown_because(&self, why: impl Into<String>) -> usize {
+        let (reply, done) = oneshot::channel();
+        let request = owner::Request::Shutdown {
+            why: why.into(),
+            reply: Some(reply),
+        };
+        if self.requests.send(request).is_err() {
+            return 0;
+        }
+        done.await.unwrap_or(0)
+    }
+
+    /// The hurried end of a shutdown (a second Ctrl-C): every service's process group
+    /// gets SIGKILL now.
+    pub fn kill_all(&self) {
+        for handle in self.services() {
+            if let Some(pid) = handle.status().pid {
+                let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// The graph as it is now.
+    pub fn graph(&self) -> Arc<Graph> {
+        Arc::clone(&self.graph.borrow())
+    }
+
+    /// Changes of the graph (lifecycle, services, the boot's progress).
+    pub fn watch_graph(&self) -> watch::Receiver<Arc<Graph>> {
+        self.graph.clone()
+    }
+
+    /// Becomes true when the shutdown begins: proxies and the API stop taking work.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.clone()
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.graph.borrow().lifecycle
     }
 
     /// The kept events with an id above `since`, oldest first.
@@ -540,63 +549,43 @@ impl Supervisor {
         self.shared.bus.recent(since)
     }
 
-    /// Asks whoever runs the supervisor to shut it down (see [`Self::shutdown_asked`]).
-    pub fn ask_shutdown(&self) {
-        self.shutdown_asked.notify_one();
-    }
-
-    /// Resolves when a client has asked for a shutdown.
-    pub async fn shutdown_asked(&self) {
-        self.shutdown_asked.notified().await;
-    }
-
     /// The config in force.
     pub fn spec(&self) -> Arc<Spec> {
-        Arc::clone(
-            &self
-                .spec
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        Arc::clone(&self.graph.borrow().spec)
     }
 
     pub fn bus(&self) -> &EventBus {
         &self.shared.bus
     }
 
-    fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ServiceName, ServiceHandle>> {
-        self.services
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Every service, in name order.
     pub fn services(&self) -> Vec<ServiceHandle> {
-        self.map().values().cloned().collect()
+        self.graph.borrow().services.values().cloned().collect()
     }
 
     pub fn service(&self, name: &str) -> Option<ServiceHandle> {
-        self.map().get(name).cloned()
+        self.graph.borrow().services.get(name).cloned()
     }
 
     /// Whether the bootstrap started (or will start) this service.
     pub fn is_selected(&self, name: &ServiceName) -> bool {
-        self.selected.contains(name)
+        self.graph.borrow().selected.contains(name)
     }
 
     /// The services the bootstrap starts, in name order.
     pub fn selected(&self) -> Vec<ServiceHandle> {
-        let services = self.map();
-        self.selected
+        let graph = self.graph.borrow();
+        graph
+            .selected
             .iter()
-            .filter_map(|name| services.get(name).cloned())
+            .filter_map(|name| graph.services.get(name).cloned())
             .collect()
     }
 
     /// Whether every selected service has reached where the bootstrap leaves it:
     /// healthy, completed, or failed.
     pub fn booted(&self) -> bool {
-        self.launched.load(std::sync::atomic::Ordering::Acquire)
+        self.graph.borrow().launched
             && self.selected().iter().all(|handle| {
                 let phase = handle.status().phase;
                 matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
@@ -610,89 +599,17 @@ impl Supervisor {
             .iter()
             .all(|handle| handle.status().phase.is_settled())
     }
-
-    /// Stops everything in reverse dependency order: a service gets its stop signal
-    /// once all its dependents have stopped; independent branches stop in parallel.
-    /// Whatever is still alive after `shutdown-timeout` is killed, and so is any process
-    /// that left its service's process group. Returns how many such stragglers there were.
-    /// The history is closed last: the supervisor records nothing after this.
-    pub async fn shutdown(&self) -> usize {
-        let gates = std::mem::take(
-            &mut *self
-                .gates
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for gate in gates {
-            gate.abort();
-        }
-        let services = self.services();
-        let mut dependents: BTreeMap<&ServiceName, Vec<watch::Receiver<Status>>> = BTreeMap::new();
-        for handle in &services {
-            for dep in &handle.service.depends_on {
-                dependents
-                    .entry(&dep.service)
-                    .or_default()
-                    .push(handle.watch());
-            }
-        }
-        let mut stoppers = Vec::new();
-        for handle in &services {
-            let dependents = dependents.remove(handle.name()).unwrap_or_default();
-            let handle = handle.clone();
-            stoppers.push(tokio::spawn(async move {
-                for mut dependent in dependents {
-                    let _ = dependent.wait_for(|s| is_down(s.phase)).await;
-                }
-                handle.send(Input::Stop);
-                let _ = handle.watch().wait_for(|s| is_down(s.phase)).await;
-            }));
-        }
-        let all_stopped = futures_util::future::join_all(stoppers);
-        if tokio::time::timeout(self.spec().settings.shutdown_timeout, all_stopped)
-            .await
-            .is_err()
-        {
-            for handle in &services {
-                if let Some(pid) = handle.status().pid {
-                    let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-            let everyone = services.iter().map(|handle| async {
-                let _ = handle.watch().wait_for(|s| is_down(s.phase)).await;
-            });
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                futures_util::future::join_all(everyone),
-            )
-            .await;
-        }
-        let marker = format!("NOTIFY_SOCKET={}", self.shared.notify.address);
-        let strays = self
-            .shared
-            .reaper
-            .sweep(&marker, Duration::from_secs(5))
-            .await;
-        // Hooks the last events started get a moment to finish.
-        self.hook_runs.stop_all(HOOK_GRACE).await;
-        // Every exit is in the history, and the history closed, before the supervisor
-        // says it is done.
-        self.shared.bus.close().await;
-        strays
-    }
-}
-
-/// No process and nothing scheduled.
-fn is_down(phase: Phase) -> bool {
-    phase.is_settled()
 }
 
 /// `only` and everything it depends on; or every autostart service and its dependencies.
-fn selection(services: &[ServiceHandle], only: &[ServiceName]) -> BTreeSet<ServiceName> {
-    let find = |name: &ServiceName| services.iter().find(|h| h.name() == name);
+fn selection(
+    services: &BTreeMap<ServiceName, ServiceHandle>,
+    only: &[ServiceName],
+) -> BTreeSet<ServiceName> {
+    let find = |name: &ServiceName| services.get(name);
     let mut todo: Vec<ServiceName> = if only.is_empty() {
         services
-            .iter()
+            .values()
             .filter(|h| h.service.autostart)
             .map(|h| h.name().clone())
             .collect()
@@ -729,15 +646,38 @@ pub struct ReloadReport {
     pub unchanged: Vec<ServiceName>,
 }
 
-/// Why a service could not be made healthy, or was not found.
+/// Why a request about a service was not carried out.
 #[derive(Debug)]
 pub enum Failure {
     Unknown(String),
+    /// The supervisor is shutting down: nothing starts any more.
+    ShuttingDown,
+    /// The request cannot be honoured; the text says why and what to do.
+    Refused(String),
     NotHealthy(Box<Explanation>),
     Timeout {
         after: Duration,
         explanation: Box<Explanation>,
     },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unknown(name) => write!(f, "no service named `{name}`"),
+            Failure::ShuttingDown => {
+                f.write_str("the supervisor is shutting down; nothing starts any more")
+            }
+            Failure::Refused(why) => f.write_str(why),
+            Failure::NotHealthy(explanation) => f.write_str(&explanation.cause.join("; ")),
+            Failure::Timeout { after, explanation } => write!(
+                f,
+                "not healthy within {}: {}",
+                machine::human(*after),
+                explanation.cause.join("; ")
+            ),
+        }
+    }
 }
 
 /// A service's state with its cause chain and the root cause's last log lines.
@@ -772,39 +712,5 @@ pub fn judge(condition: Condition, status: &Status) -> Verdict {
         (Condition::Completed, Phase::Completed) => Verdict::Met,
         // Stopped is where every actor begins; the bootstrap starts dependencies too.
         _ => Verdict::Wait,
-    }
-}
-
-/// Waits until every dependency meets its condition, then starts the service; or
-/// fails it, naming the dependency, as soon as one never will.
-async fn gate(handle: ServiceHandle, deps: Vec<(ServiceName, Condition, watch::Receiver<Status>)>) {
-    let mut deps = deps;
-    loop {
-        let mut waiting = Vec::new();
-        for (name, condition, status) in &mut deps {
-            let status = status.borrow_and_update().clone();
-            match judge(*condition, &status) {
-                Verdict::Met => {}
-                Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
-                Verdict::Never(reason) => {
-                    handle.send(Input::DependencyFailed(format!(
-                        "dependency `{name}` failed: {reason}"
-                    )));
-                    return;
-                }
-            }
-        }
-        if waiting.is_empty() {
-            handle.send(Input::Start);
-            return;
-        }
-        handle.send(Input::Await(waiting.join(", ")));
-        let changes = deps
-            .iter_mut()
-            .map(|(_, _, status)| Box::pin(status.changed()));
-        let (result, _, _) = select_all(changes).await;
-        if result.is_err() {
-            return;
-        }
     }
 }

@@ -46,6 +46,11 @@ fn parse_stat(line: &str) -> Option<Stat> {
     })
 }
 
+/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
+pub fn is_alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|stat| !stat.is_zombie())
+}
+
 pub fn start_ticks(pid: u32) -> Option<u64> {
     stat(pid).map(|stat| stat.start_ticks)
 }

@@ -1,0 +1,423 @@
+//! What `muster up` shows while the supervisor runs: on a terminal, a live line per
+//! service while the graph boots; otherwise (and after the boot) one line per event, or
+//! JSON Lines with `--json`. The view only reads: it follows the supervisor's event
+//! [`Feed`] (which loses nothing, however slowly the output drains) and its graph, and
+//! never decides anything about the services.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use console::style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::plural;
+use super::printable::printable;
+use crate::config::ServiceName;
+use crate::supervisor::{Event, EventKind, Feed, Lifecycle, Phase, Supervisor};
+
+/// Where the view's output goes and how it is dressed.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    pub json: bool,
+    /// Live progress lines on the terminal while booting.
+    pub progress: bool,
+    /// Running in the background (`up -d`): the output goes to a log file, so lines
+    /// carry the wall-clock time and the summary says how to stop it.
+    pub background: bool,
+}
+
+/// The view of one run of the supervisor.
+pub struct View {
+    mode: Mode,
+    began: Instant,
+    width: usize,
+    progress: Option<(MultiProgress, BTreeMap<ServiceName, ProgressBar>)>,
+    file: std::path::PathBuf,
+}
+
+impl View {
+    pub fn new(supervisor: &Supervisor, mode: Mode, began: Instant) -> Self {
+        let spec = supervisor.spec();
+        let width = spec
+            .services
+            .keys()
+            .map(|name| name.as_str().len())
+            .max()
+            .unwrap_or(0);
+        Self {
+            mode,
+            began,
+            width,
+            progress: None,
+            file: spec.path.clone(),
+        }
+    }
+
+    /// Follows the supervisor until its history closes, every event shown once, in
+    /// order; the boot summary once the bootstrap has settled, after the events it
+    /// counts; a line when the shutdown begins.
+    pub async fn run(mut self, supervisor: Arc<Supervisor>, mut feed: Feed) {
+        let mut graph = supervisor.watch_graph();
+        let mut graph_open = true;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut booted = false;
+        let mut announced = false;
+        loop {
+            tokio::select! {
+                event = feed.recv() => match event {
+                    Some(event) => self.event(&event, booted),
+                    None => break,
+                },
+                changed = graph.changed(), if graph_open => graph_open = changed.is_ok(),
+                _ = tick.tick(), if self.progress.is_some() && !booted => self.tick(&supervisor),
+            }
+            let current = supervisor.graph();
+            if self.progress.is_none()
+                && self.mode.progress
+                && !current.selected.is_empty()
+                && !booted
+            {
+                self.start_progress(&supervisor);
+            }
+            let closing = matches!(current.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Done);
+            if !booted && !closing && supervisor.booted() {
+                booted = true;
+                // The summary counts what the events said: every event of the boot is
+                // written, and shown, before it.
+                supervisor.bus().flush().await;
+                while let Some(event) = feed.try_recv() {
+                    self.event(&event, false);
+                }
+                self.booted(&supervisor);
+                crate::daemon::tell_starter("READY=1");
+            }
+            if closing && !announced {
+                announced = true;
+                crate::daemon::tell_starter("STOPPING=1");
+                if !booted {
+                    self.tick(&supervisor);
+                    self.finish_progress();
+                    booted = true;
+                }
+                self.shutting_down(&supervisor, current.why_shutdown.as_deref());
+            }
+        }
+        self.finish_progress();
+    }
+
+    fn start_progress(&mut self, supervisor: &Supervisor) {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let style = ProgressStyle::with_template("{spinner:.cyan} {prefix} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let spec = supervisor.spec();
+        // Start order: by wave, then by name.
+        let mut order: Vec<_> = supervisor
+            .selected()
+            .into_iter()
+            .map(|h| h.name().clone())
+            .collect();
+        order.sort_by_key(|name| (spec.wave_of(name.as_str()), name.clone()));
+        let width = self.width;
+        let bars = order
+            .into_iter()
+            .map(|name| {
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                bar.set_prefix(format!("{name:<width$}"));
+                (name, bar)
+            })
+            .collect();
+        self.progress = Some((multi, bars));
+    }
+
+    fn tick(&mut self, supervisor: &Supervisor) {
+        let Some((_, bars)) = &self.progress else {
+            return;
+        };
+        for (name, bar) in bars {
+            if bar.is_finished() {
+                continue;
+            }
+            let Some(status) = supervisor.service(name.as_str()).map(|h| h.status()) else {
+                continue;
+            };
+            let elapsed = status.since.elapsed().unwrap_or_default();
+            let line = format!(
+                "{} {:>5.1}s  {}",
+                paint_phase(status.phase),
+                elapsed.as_secs_f64(),
+                printable(status.notify_status.as_deref().unwrap_or(&status.reason))
+            );
+            let mark = match status.phase {
+                Phase::Healthy | Phase::Completed => Some("✓"),
+                Phase::Failed => Some("✗"),
+                _ => None,
+            };
+            match mark {
+                Some(mark) => {
+                    bar.set_style(done_style(mark));
+                    bar.finish_with_message(format!(
+                        "{} {}",
+                        paint_phase(status.phase),
+                        printable(&status.reason)
+                    ));
+                }
+                None => {
+                    bar.set_message(line);
+                    bar.tick();
+                }
+            }
+        }
+    }
+
+    fn finish_progress(&mut self) {
+        if let Some((multi, bars)) = self.progress.take() {
+            for bar in bars.values() {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+            let _ = multi.clear();
+        }
+    }
+
+    fn event(&mut self, event: &Event, booted: bool) {
+        if self.mode.json {
+            if let Ok(line) = serde_json::to_string(event) {
+                say(format_args!("{line}"));
+            }
+            return;
+        }
+        // While the live lines show the boot, events wait for the summary's turn.
+        if self.mode.progress && !booted {
+            return;
+        }
+        let kind = event.kind.as_str();
+        let kind = match event.kind {
+            EventKind::Failed => style(kind).red().bold(),
+            EventKind::Exited
+            | EventKind::Unhealthy
+            | EventKind::Restarting
+            | EventKind::OrphanStopped
+            | EventKind::HookFailed => style(kind).yellow(),
+            EventKind::Ready | EventKind::Healthy | EventKind::Completed => style(kind).green(),
+            _ => style(kind).dim(),
+        };
+        say(format_args!(
+            "{} {:<width$} {:<10} {}",
+            self.when(event.time),
+            event.service,
+            kind,
+            printable(&event.message),
+            width = self.width
+        ));
+    }
+
+    /// Seconds since `up` began on a terminal; the wall-clock time in a log file, which
+    /// is read long after and across restarts.
+    fn when(&self, time: std::time::SystemTime) -> String {
+        if self.mode.background {
+            humantime::format_rfc3339_millis(time).to_string()
+        } else {
+            format!("{:>8.3}s", self.began.elapsed().as_secs_f64())
+        }
+    }
+
+    /// A line from muster itself: to stderr in JSON mode, so stdout stays parseable.
+    pub fn note(&self, text: &str) {
+        if self.mode.json {
+            crate::supervisor::warn(text);
+        } else if self.mode.background {
+            say(format_args!(
+                "{} {} {text}",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                style("muster:").bold()
+            ));
+        } else {
+            say(format_args!("{} {text}", style("muster:").bold()));
+        }
+    }
+
+    fn shutting_down(&self, supervisor: &Supervisor, why: Option<&str>) {
+        let running = supervisor
+            .services()
+            .iter()
+            .filter(|h| !h.status().phase.is_settled())
+            .count();
+        match why {
+            Some("nothing left to supervise") | None => self.note("nothing left to supervise"),
+            Some(why) => self.note(&format!(
+                "{why}: stopping {} in reverse dependency order{}",
+                plural(running, "service"),
+                if self.mode.background {
+                    ""
+                } else {
+                    " (again to kill them now)"
+                }
+            )),
+        }
+    }
+
+    fn booted(&mut self, supervisor: &Supervisor) {
+        self.tick(supervisor);
+        if let Some((multi, bars)) = self.progress.take() {
+            // Keep the finished lines on screen; they are the boot summary.
+            for bar in bars.values() {
+                if !bar.is_finished() {
+                    bar.finish();
+                }
+            }
+            drop(multi);
+        }
+        let took = self.began.elapsed();
+        let statuses: Vec<_> = supervisor
+            .selected()
+            .into_iter()
+            .map(|h| h.status())
+            .collect();
+        let mut failed: Vec<_> = statuses
+            .iter()
+            .filter(|s| s.phase == Phase::Failed)
+            .collect();
+        // Root causes first, then the services that failed through them.
+        failed.sort_by_key(|s| s.reason.starts_with("dependency `"));
+        let up = statuses
+            .iter()
+            .filter(|s| matches!(s.phase, Phase::Healthy | Phase::Unhealthy))
+            .count();
+        let completed = statuses
+            .iter()
+            .filter(|s| s.phase == Phase::Completed)
+            .count();
+        let counts = summary_counts(up, completed);
+        let rest = others(supervisor);
+        if failed.is_empty() {
+            let how_to_stop = if self.mode.background {
+                format!("`muster down -f {}` stops them", self.file.display())
+            } else {
+                "Ctrl-C stops them".to_owned()
+            };
+            let stop = if up > 0 || !rest.is_empty() {
+                format!("; {how_to_stop}")
+            } else {
+                String::new()
+            };
+            self.note(&format!("{counts} in {}{rest}{stop}", seconds(took)));
+            return;
+        }
+        self.note(&format!(
+            "{counts} of {} in {}; {} failed:",
+            plural(statuses.len(), "service"),
+            seconds(took),
+            failed.len()
+        ));
+        for status in &failed {
+            self.note(&format!(
+                "  ✗ {}: {}",
+                status.service,
+                printable(&status.reason)
+            ));
+        }
+        // The services that failed by themselves (not through a dependency): their logs.
+        for status in failed
+            .iter()
+            .filter(|s| !s.reason.starts_with("dependency `"))
+        {
+            let Some(handle) = supervisor.service(status.service.as_str()) else {
+                continue;
+            };
+            let log = crate::supervisor::logs::Log::lock(handle.log());
+            let lines = log.tail(10);
+            self.note(&format!(
+                "last lines of {} ({}):",
+                status.service,
+                log.path().display()
+            ));
+            for line in lines {
+                self.note(&format!("  | {}", printable(&line.text)));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// "3 services up, 1 completed": a one-shot that finished is not "up".
+fn summary_counts(up: usize, completed: usize) -> String {
+    match (up, completed) {
+        (_, 0) => format!("{} up", plural(up, "service")),
+        (0, _) => format!("{} completed", plural(completed, "service")),
+        _ => format!("{} up, {completed} completed", plural(up, "service")),
+    }
+}
+
+/// ", 1 on demand (model at 127.0.0.1:8080), 2 not started (a, b)": the services the
+/// boot did not start. On demand means a client's `ensure` or a proxy connection starts
+/// it (`autostart = false`); the rest were left out by naming services on the command
+/// line, and `muster start` starts them.
+fn others(supervisor: &Supervisor) -> String {
+    let mut on_demand = Vec::new();
+    let mut not_started = Vec::new();
+    for handle in supervisor.services() {
+        if supervisor.is_selected(handle.name()) {
+            continue;
+        }
+        match (&handle.service.proxy, handle.service.autostart) {
+            (Some(proxy), _) => on_demand.push(format!("{} at {}", handle.name(), proxy.listen)),
+            (None, false) => on_demand.push(handle.name().to_string()),
+            (None, true) => not_started.push(handle.name().to_string()),
+        }
+    }
+    let mut text = String::new();
+    if !on_demand.is_empty() {
+        text.push_str(&format!(
+            ", {} on demand ({})",
+            on_demand.len(),
+            on_demand.join(", ")
+        ));
+    }
+    if !not_started.is_empty() {
+        text.push_str(&format!(
+            ", {} not started ({})",
+            not_started.len(),
+            not_started.join(", ")
+        ));
+    }
+    text
+}
+
+/// Writes a line on stdout. A reader that went away (`muster up | head`) must not end
+/// the supervision: a failed write is ignored.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+fn done_style(mark: &str) -> ProgressStyle {
+    let template = format!("{mark} {{prefix}} {{wide_msg}}");
+    ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn paint_phase(phase: Phase) -> console::StyledObject<String> {
+    let text = format!("{phase:<9}");
+    match phase {
+        Phase::Healthy | Phase::Completed => style(text).green(),
+        Phase::Failed => style(text).red().bold(),
+        Phase::Exited | Phase::Unhealthy => style(text).yellow(),
+        _ => style(text).cyan(),
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.2}s", duration.as_secs_f64())
+    }
+}

@@ -1,0 +1,297 @@
+//! The daemon as a library: everything `muster up` does except drawing it.
+//!
+//! [`Daemon::prepare`] takes the state lock (one supervisor per state directory, and
+//! one per config file however its state directory is spelled), binds every listener
+//! (the TCP API, the proxies, then the socket, whose existence means they all accept)
+//! and creates the [`Supervisor`]. [`Daemon::run`] stops what an earlier supervisor
+//! left running, boots, serves the API and the proxies, and, when the shutdown future
+//! resolves, a client asks, or nothing is left to supervise, shuts down cooperatively:
+//! the proxies stop accepting when the shutdown begins (the supervisor's `closing`
+//! signal), the API keeps answering (a `start` gets 409) until every service is down
+//! and the history closed, and only then does it stop accepting.
+//!
+//! A view (the CLI's `up`) subscribes to the supervisor's events between the two.
+
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::api;
+use crate::config::{ServiceName, Spec};
+use crate::supervisor::lock::{LockError, StateLock};
+use crate::supervisor::{Lifecycle, Phase, StartError, Supervisor};
+
+/// How the daemon is run beyond its config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Start only these services (and what they depend on); empty: every autostart one.
+    pub only: Vec<ServiceName>,
+    /// The state directory the config file names, when the spec's was overridden
+    /// (`--state-dir`); a reload may not move it.
+    pub file_state_dir: Option<PathBuf>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{error}; stop it with `muster down -f {}`", file.display())]
+    AlreadyRunning { error: LockError, file: PathBuf },
+    #[error("{0}")]
+    Lock(LockError),
+    #[error("{0}")]
+    Tokens(String),
+    #[error("cannot listen on {what}: {error}")]
+    Listen { what: String, error: String },
+    #[error("{0}")]
+    Start(#[from] StartError),
+}
+
+impl DaemonError {
+    /// Whether the user can fix it by changing what they asked (exit 2), rather than a
+    /// failure of the machine (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::AlreadyRunning { .. } | Self::Tokens(_))
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Why the shutdown began: a signal's name, a client, or `None` when nothing was
+    /// left to supervise.
+    pub ended_by: Option<String>,
+    /// The services that had failed when the shutdown began.
+    pub failed: Vec<ServiceName>,
+    /// Processes killed outside their service's process group.
+    pub strays: usize,
+}
+
+/// A prepared daemon: locked, bound, not booted yet.
+#[derive(Debug)]
+pub struct Daemon {
+    supervisor: Arc<Supervisor>,
+    only: Vec<ServiceName>,
+    socket: PathBuf,
+    listener: UnixListener,
+    tcp: Option<(TcpListener, api::auth::Tokens)>,
+    proxies: Vec<(ServiceName, TcpListener)>,
+    /// Services that clients start (on demand, behind a proxy, stopped when idle) give
+    /// an idle graph work to wait for.
+    on_demand: bool,
+    _lock: StateLock,
+    _config_lock: StateLock,
+}
+
+impl Daemon {
+    /// Takes the locks, binds every listener and creates the supervisor (every service
+    /// stopped). Must run inside a tokio runtime.
+    pub async fn prepare(spec: Spec, options: Options) -> Result<Self, DaemonError> {
+        let state_dir = spec.settings.state_dir.clone();
+        let file = spec.path.clone();
+        let held = |error| match error {
+            error @ LockError::Held { .. } => DaemonError::AlreadyRunning {
+                error,
+                file: file.clone(),
+            },
+            error => DaemonError::Lock(error),
+        };
+        // One supervisor per state directory, for the whole life of this one; and one
+        // per config file, wherever its state directory is: an edited `state-dir` must
+        // not let a second `up` run every service twice.
+        let lock = StateLock::acquire(&state_dir).map_err(held)?;
+        let config_lock = StateLock::acquire_for_config(&file, &state_dir).map_err(held)?;
+        let tcp = match &spec.settings.api {
+            None => None,
+            Some(settings) => {
+                let tokens = api::auth::Tokens::load(
+                    settings.token_file.as_deref(),
+                    settings.read_token_file.as_deref(),
+                )
+                .map_err(|error| DaemonError::Tokens(error.to_string()))?;
+                let listener = TcpListener::bind(settings.listen).await.map_err(|error| {
+                    DaemonError::Listen {
+                        what: format!("{} (settings.api.listen)", settings.listen),
+                        error: error.to_string(),
+                    }
+                })?;
+                Some((listener, tokens))
+            }
+        };
+        let proxies = crate::proxy::bind(&spec)
+            .await
+            .map_err(|error| DaemonError::Listen {
+                what: "a proxy".to_owned(),
+                error,
+            })?;
+        // The socket last, once the other listeners are there: it existing means they
+        // all accept connections.
+        let socket = api::socket_path(&state_dir);
+        let listener = api::bind(&socket).map_err(|error| DaemonError::Listen {
+            what: socket.display().to_string(),
+            error: error.to_string(),
+        })?;
+        let on_demand = spec
+            .services
+            .values()
+            .any(|s| !s.autostart || s.proxy.is_some() || s.idle_stop.is_some());
+        let file_state_dir = options.file_state_dir.unwrap_or_else(|| state_dir.clone());
+        let supervisor = match Supervisor::with_file_state_dir(spec, file_state_dir) {
+            Ok(supervisor) => Arc::new(supervisor),
+            Err(error) => {
+                let _ = std::fs::remove_file(&socket);
+                return Err(error.into());
+            }
+        };
+        Ok(Self {
+            supervisor,
+            only: options.only,
+            socket,
+            listener,
+            tcp,
+            proxies,
+            on_demand,
+            _lock: lock,
+            _config_lock: config_lock,
+        })
+    }
+
+    pub fn supervisor(&self) -> Arc<Supervisor> {
+        Arc::clone(&self.supervisor)
+    }
+
+    /// Recovers, boots, serves, and shuts down when `shutdown` resolves (with the
+    /// reason to give), a client asks, or nothing is left to supervise.
+    pub async fn run(self, shutdown: impl Future<Output = String>) -> Outcome {
+        let Self {
+            supervisor,
+            only,
+            socket,
+            listener,
+            tcp,
+            proxies,
+            on_demand,
+            _lock,
+            _config_lock,
+        } = self;
+        let mut graph = supervisor.watch_graph();
+        // The API is served for the whole run, from before the first spawn (`status` is
+        // most wanted while a large graph boots) until the history is closed.
+        let served = {
+            let supervisor = Arc::clone(&supervisor);
+            let mut graph = graph.clone();
+            async move {
+                let unix = api::serve::serve(listener, api::router(Arc::clone(&supervisor)));
+                let tcp = async {
+                    match tcp {
+                        Some((listener, tokens)) => {
+                            let router = api::router_with_tokens(supervisor, tokens);
+                            api::serve::serve(listener, router).await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                let done = graph.wait_for(|g| g.lifecycle == Lifecycle::Done);
+                tokio::select! {
+                    () = unix => {}
+                    () = tcp => {}
+                    _ = done => {}
+                }
+            }
+        };
+        let server = tokio::spawn(served);
+        // Nothing starts before what an earlier supervisor left running has stopped.
+        let recovery = supervisor.recover().await;
+        for leftover in &recovery.leftovers {
+            crate::supervisor::warn(format_args!(
+                "pid {} (run {} of `{}`) did not stop on SIGKILL; its ports stay taken",
+                leftover.pid, leftover.run_id, leftover.service
+            ));
+        }
+        supervisor.boot(&only).await;
+        for (name, listener) in proxies {
+            tokio::spawn(crate::proxy::serve(listener, Arc::clone(&supervisor), name));
+        }
+        // Until a signal, a client's shutdown, or an idle graph that nobody controls.
+        let mut events = supervisor.bus().feed();
+        let idle = |supervisor: &Supervisor| {
+            !on_demand && !supervisor.controlled() && supervisor.booted() && supervisor.idle()
+        };
+        tokio::pin!(shutdown);
+        let ended_by = loop {
+            if supervisor.lifecycle() != Lifecycle::Running
+                && supervisor.lifecycle() != Lifecycle::Booting
+            {
+                break supervisor
+                    .graph()
+                    .why_shutdown
+                    .as_deref()
+                    .map(str::to_owned);
+            }
+            if idle(&supervisor) {
+                break None;
+            }
+            tokio::select! {
+                why = &mut shutdown => break Some(why),
+                _ = graph.changed() => {}
+                event = events.recv() => if event.is_none() { break None },
+            }
+        };
+        let failed = supervisor
+            .services()
+            .into_iter()
+            .filter(|handle| handle.status().phase == Phase::Failed)
+            .map(|handle| handle.name().clone())
+            .collect();
+        let why = ended_by
+            .clone()
+            .unwrap_or_else(|| "nothing left to supervise".to_owned());
+        let strays = supervisor.shutdown_because(why).await;
+        let _ = server.await;
+        let _ = std::fs::remove_file(&socket);
+        Outcome {
+            ended_by,
+            failed,
+            strays,
+        }
+    }
+}
+
+/// A datagram socket with a fresh abstract name for a background supervisor to say
+/// `READY=1` on, and that name as `NOTIFY_SOCKET` spells it.
+pub fn readiness_socket() -> std::io::Result<(tokio::net::UnixDatagram, String)> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("muster-up-{}-{}", std::process::id(), fastrand::u64(..));
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&address)?;
+    socket.set_nonblocking(true)?;
+    Ok((
+        tokio::net::UnixDatagram::from_std(socket)?,
+        format!("@{name}"),
+    ))
+}
+
+/// Tells whoever started the supervisor (systemd with `Type=notify`, or `up -d`), through
+/// `NOTIFY_SOCKET`, how it is: `READY=1` once the bootstrap has settled, `STOPPING=1`
+/// when the shutdown begins. Nothing happens without the variable; a failure to send
+/// is not a reason to stop supervising.
+pub fn tell_starter(message: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let target = target.as_encoded_bytes();
+    let _ = match target.strip_prefix(b"@") {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|address| socket.send_to_addr(message.as_bytes(), &address)),
+        None => socket.send_to(
+            message.as_bytes(),
+            std::path::Path::new(std::ffi::OsStr::from_bytes(target)),
+        ),
+    };
+}

@@ -1,0 +1,681 @@
+//! The graph owner: the one task that owns the service map, the config in force and the
+//! supervisor's lifecycle (booting → running → shutting down → done).
+//!
+//! Everyone else (the API, proxies, idle-stop, the CLI's view) holds a
+//! [`super::Supervisor`] handle and sends it [`Request`]s; each request is answered on a
+//! oneshot, and one the current phase cannot honour is refused with
+//! [`super::Failure::ShuttingDown`]. Because only this task changes the map, two
+//! reloads can never both replace a service's actor: a reload is a step of `running`,
+//! and requests that change services wait (in arrival order) while one is in flight.
+//! What the map looks like is published on a `watch` as an immutable [`Graph`]
+//! snapshot, so readers never take a lock.
+//!
+//! Long steps (the boot's groups, a reload's stops, the shutdown) are futures this task
+//! polls beside its mailbox, so a `shutdown` is honoured at once whatever is under way.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::actor::{self, Order, ServiceHandle, Shared, Status};
+use super::event::EventKind;
+use super::logs::Log;
+use super::{Failure, Graph, Lifecycle, ReloadReport, Verdict, hooks, judge, process};
+use crate::config::{Condition, ServiceName, Spec};
+
+/// How many services the boot starts before it lets other requests in.
+const LAUNCH_GROUP: usize = 8;
+/// How long hooks still running at shutdown may take before they are killed.
+const HOOK_GRACE: Duration = Duration::from_secs(2);
+
+type Reply<T> = oneshot::Sender<Result<T, Failure>>;
+type Step<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the handles ask of the graph owner.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// Start the selected services (`only` and their dependencies, or every autostart
+    /// service), a group at a time; answered once each has taken its first step.
+    Boot {
+        only: Vec<ServiceName>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Start `name` with whatever it depends on, unless it is already starting or up.
+    Launch {
+        name: String,
+        reply: Reply<ServiceHandle>,
+    },
+    Stop {
+        name: String,
+        reply: Reply<ServiceHandle>,
+    },
+    Restart {
+        name: String,
+        reply: Reply<ServiceHandle>,
+    },
+    Reload {
+        spec: Box<Spec>,
+        reply: Reply<ReloadReport>,
+    },
+    /// Stop everything in reverse dependency order; answered with the number of strays
+    /// killed, once the history is closed. A second request joins the first.
+    Shutdown {
+        why: String,
+        reply: Option<oneshot::Sender<usize>>,
+    },
+}
+
+/// The state only the owner task touches.
+pub(super) struct Owner {
+    spec: Arc<Spec>,
+    services: BTreeMap<ServiceName, ServiceHandle>,
+    shared: Arc<Shared>,
+    lifecycle: Lifecycle,
+    selected: Arc<BTreeSet<ServiceName>>,
+    launched: bool,
+    why_shutdown: Option<Arc<str>>,
+    graph: watch::Sender<Arc<Graph>>,
+    /// Set once shutdown begins; proxies and the API observe it.
+    closing: watch::Sender<bool>,
+    /// One gate per service waiting on its dependencies; dropping the sender cancels
+    /// the gate (it sends nothing more).
+    gates: BTreeMap<ServiceName, oneshot::Sender<()>>,
+    /// The state directory the config file named when the supervisor started: a reload
+    /// may not move it.
+    file_state_dir: PathBuf,
+    logs_dir: PathBuf,
+    hooks: hooks::Hooks,
+    hook_runs: Arc<hooks::Runs>,
+    // Steps under way.
+    boot_queue: VecDeque<ServiceName>,
+    boot_reply: Option<oneshot::Sender<()>>,
+    booting: Option<Step<()>>,
+    reloading: Option<(Step<()>, PendingReload)>,
+    /// Requests that change services, waiting for the reload in flight.
+    deferred: VecDeque<Request>,
+    stopping_all: Option<Step<usize>>,
+    shutdown_replies: Vec<oneshot::Sender<usize>>,
+    strays: Option<usize>,
+}
+
+/// A reload whose stops are under way; applied once they are done.
+struct PendingReload {
+    new: Arc<Spec>,
+    report: ReloadReport,
+    was_active: BTreeSet<ServiceName>,
+    reply: Reply<ReloadReport>,
+}
+
+/// What woke the owner.
+enum Wake {
+    Request(Option<Request>),
+    BootStep,
+    Reloaded,
+    ShutDown(usize),
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("lifecycle", &self.lifecycle)
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Owner::new`] needs beyond the config.
+pub(super) struct Parts {
+    pub shared: Arc<Shared>,
+    pub services: BTreeMap<ServiceName, ServiceHandle>,
+    pub file_state_dir: PathBuf,
+    pub hooks: hooks::Hooks,
+    pub hook_runs: Arc<hooks::Runs>,
+    pub graph: watch::Sender<Arc<Graph>>,
+    pub closing: watch::Sender<bool>,
+}
+
+impl Owner {
+    pub(super) fn new(spec: Arc<Spec>, parts: Parts) -> Self {
+        Self {
+            logs_dir: spec.settings.state_dir.join("logs"),
+            spec,
+            services: parts.services,
+            shared: parts.shared,
+            lifecycle: Lifecycle::Booting,
+            selected: Arc::new(BTreeSet::new()),
+            launched: false,
+            why_shutdown: None,
+            graph: parts.graph,
+            closing: parts.closing,
+            gates: BTreeMap::new(),
+            file_state_dir: parts.file_state_dir,
+            hooks: parts.hooks,
+            hook_runs: parts.hook_runs,
+            boot_queue: VecDeque::new(),
+            boot_reply: None,
+            booting: None,
+            reloading: None,
+            deferred: VecDeque::new(),
+            stopping_all: None,
+            shutdown_replies: Vec::new(),
+            strays: None,
+        }
+    }
+
+    /// The task's loop: requests, and the steps under way, one at a time. Ends when
+    /// every handle is gone.
+    pub(super) async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Request>) {
+        loop {
+            let wake = tokio::select! {
+                request = mailbox.recv() => Wake::Request(request),
+                () = until(&mut self.booting) => Wake::BootStep,
+                () = until_reloaded(&mut self.reloading) => Wake::Reloaded,
+                strays = until(&mut self.stopping_all) => Wake::ShutDown(strays),
+            };
+            match wake {
+                Wake::Request(Some(request)) => self.handle(request),
+                Wake::Request(None) => break,
+                Wake::BootStep => {
+                    self.booting = None;
+                    self.next_boot_group();
+                }
+                Wake::Reloaded => {
+                    if let Some((_, pending)) = self.reloading.take() {
+                        self.apply_reload(pending);
+                    }
+                    self.handle_deferred();
+                }
+                Wake::ShutDown(strays) => {
+                    self.stopping_all = None;
+                    self.strays = Some(strays);
+                    self.lifecycle = Lifecycle::Done;
+                    self.publish();
+                    for reply in self.shutdown_replies.drain(..) {
+                        let _ = reply.send(strays);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        // While a reload is in flight, what would change services waits for it: each
+        // request then acts on the services the reload left.
+        if self.reloading.is_some() && !matches!(request, Request::Shutdown { .. }) {
+            self.deferred.push_back(request);
+            return;
+        }
+        match request {
+            Request::Boot { only, reply } => self.boot(&only, reply),
+            Request::Launch { name, reply } => {
+                let answer = self.closed().and_then(|()| self.find(&name));
+                if let Ok(handle) = &answer {
+                    self.launch(&self.selection(std::slice::from_ref(handle.name())));
+                }
+                let _ = reply.send(answer);
+            }
+            Request::Stop { name, reply } => {
+                let answer = self.find(&name);
+                if let Ok(handle) = &answer {
+                    // A service waiting on its dependencies must not be started by its
+                    // gate after it was asked to stop.
+                    self.gates.remove(handle.name());
+                    handle.send(Order::Stop);
+                }
+                let _ = reply.send(answer);
+            }
+            Request::Restart { name, reply } => {
+                let answer = self.closed().and_then(|()| self.find(&name));
+                if let Ok(handle) = &answer {
+                    if handle.status().phase == super::Phase::Pending {
+                        self.launch(&self.selection(std::slice::from_ref(handle.name())));
+                    } else {
+                        self.gates.remove(handle.name());
+                        handle.send(Order::Restart);
+                    }
+                }
+                let _ = reply.send(answer);
+            }
+            Request::Reload { spec, reply } => self.reload(*spec, reply),
+            Request::Shutdown { why, reply } => self.shutdown(why, reply),
+        }
+    }
+
+    /// Handles deferred requests until one starts another reload.
+    fn handle_deferred(&mut self) {
+        while self.reloading.is_none() {
+            let Some(request) = self.deferred.pop_front() else {
+                return;
+            };
+            self.handle(request);
+        }
+    }
+
+    /// `Ok` while the lifecycle still starts services.
+    fn closed(&self) -> Result<(), Failure> {
+        match self.lifecycle {
+            Lifecycle::Booting | Lifecycle::Running => Ok(()),
+            Lifecycle::ShuttingDown | Lifecycle::Done => Err(Failure::ShuttingDown),
+        }
+    }
+
+    fn find(&self, name: &str) -> Result<ServiceHandle, Failure> {
+        self.services
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Failure::Unknown(name.to_owned()))
+    }
+
+    fn publish(&self) {
+        self.graph.send_replace(Arc::new(Graph {
+            lifecycle: self.lifecycle,
+            spec: Arc::clone(&self.spec),
+            services: Arc::new(self.services.clone()),
+            selected: Arc::clone(&self.selected),
+            launched: self.launched,
+            why_shutdown: self.why_shutdown.clone(),
+            strays: self.strays,
+        }));
+    }
+
+    fn selection(&self, only: &[ServiceName]) -> BTreeSet<ServiceName> {
+        super::selection(&self.services, only)
+    }
+
+    // ---- boot ----
+
+    fn boot(&mut self, only: &[ServiceName], reply: oneshot::Sender<()>) {
+        if self.closed().is_err() || self.launched || self.boot_reply.is_some() {
+            let _ = reply.send(());
+            return;
+        }
+        let selected = self.selection(only);
+        self.boot_queue = selected.iter().cloned().collect();
+        self.selected = Arc::new(selected);
+        self.boot_reply = Some(reply);
+        self.publish();
+        self.next_boot_group();
+    }
+
+    /// Launches the next group of the boot, or ends the boot. A group at a time, each
+    /// once the one before has taken its first step: a start is a spawn on the one
+    /// thread, and a thousand queued at once kept every API client waiting behind them
+    /// (seconds), just when `status` is most wanted.
+    fn next_boot_group(&mut self) {
+        if self.closed().is_err() {
+            self.boot_queue.clear();
+        }
+        let count = self.boot_queue.len().min(LAUNCH_GROUP);
+        if count == 0 {
+            self.launched = true;
+            if self.lifecycle == Lifecycle::Booting {
+                self.lifecycle = Lifecycle::Running;
+            }
+            self.publish();
+            if let Some(reply) = self.boot_reply.take() {
+                let _ = reply.send(());
+            }
+            return;
+        }
+        let group: BTreeSet<ServiceName> = self.boot_queue.drain(..count).collect();
+        self.launch(&group);
+        let watches: Vec<_> = group
+            .iter()
+            .filter_map(|name| self.services.get(name).map(ServiceHandle::watch))
+            .collect();
+        self.booting = Some(Box::pin(async move {
+            let stepped = watches.into_iter().map(|mut status| async move {
+                let _ = status.wait_for(|s| s.phase != super::Phase::Stopped).await;
+            });
+            // An actor takes its first input at once; the bound only guards against a
+            // bug.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                futures_util::future::join_all(stepped),
+            )
+            .await;
+        }));
+    }
+
+    /// Starts every service in `names` that is stopped or failed, each once its own
+    /// dependencies meet their conditions. One already starting or running is left
+    /// alone, so concurrent callers share one start.
+    fn launch(&mut self, names: &BTreeSet<ServiceName>) {
+        for name in names {
+            let Some(handle) = self.services.get(name) else {
+                continue;
+            };
+            if !matches!(
+                handle.status().phase,
+                super::Phase::Stopped | super::Phase::Failed
+            ) {
+                continue;
+            }
+            let deps: Vec<_> = handle
+                .service
+                .depends_on
+                .iter()
+                .filter_map(|dep| {
+                    let watch = self.services.get(&dep.service)?.watch();
+                    Some((dep.service.clone(), dep.condition, watch))
+                })
+                .collect();
+            if deps.is_empty() {
+                handle.send(Order::Start);
+                continue;
+            }
+            handle.send(Order::Await(waiting_for(&deps)));
+            let (cancel, cancelled) = oneshot::channel();
+            self.gates.insert(name.clone(), cancel);
+            tokio::spawn(gate(handle.clone(), deps, cancelled));
+        }
+    }
+
+    // ---- reload ----
+
+    /// Begins a reload: services whose definition changed, and removed ones, are
+    /// stopped; once every one of them is down, [`Self::apply_reload`] replaces their
+    /// actors. Nothing else changes services meanwhile.
+    fn reload(&mut self, mut new: Spec, reply: Reply<ReloadReport>) {
+        if let Err(refused) = self.closed() {
+            let _ = reply.send(Err(refused));
+            return;
+        }
+        if new.settings.state_dir != self.file_state_dir {
+            let _ = reply.send(Err(Failure::Refused(format!(
+                "the config now names the state directory {}, but this supervisor keeps \
+                 its state in {}; a running supervisor cannot move it: stop it with \
+                 `muster down`, then `muster up` again",
+                new.settings.state_dir.display(),
+                self.file_state_dir.display()
+            ))));
+            return;
+        }
+        // Settings keep their running values (the state directory above all).
+        new.settings = self.spec.settings.clone();
+        let mut report = ReloadReport::default();
+        let mut to_stop = Vec::new();
+        let mut was_active = BTreeSet::new();
+        for (name, handle) in &self.services {
+            match new.services.get(name) {
+                None => {
+                    report.removed.push(name.clone());
+                    to_stop.push(handle.clone());
+                }
+                Some(service) if *service != *handle.service => {
+                    if handle.status().phase != super::Phase::Stopped {
+                        was_active.insert(name.clone());
+                    }
+                    report.restarted.push(name.clone());
+                    to_stop.push(handle.clone());
+                }
+                Some(_) => report.unchanged.push(name.clone()),
+            }
+        }
+        report.added = new
+            .services
+            .keys()
+            .filter(|name| !self.services.contains_key(*name))
+            .cloned()
+            .collect();
+        for handle in &to_stop {
+            self.gates.remove(handle.name());
+            handle.send(Order::Stop);
+        }
+        // Down means no process: the actor SIGKILLs the group at its stop timeout, so
+        // this ends; a new actor never runs beside the old one's process.
+        let stopped = async move {
+            let down = to_stop.into_iter().map(|handle| async move {
+                let _ = handle.watch().wait_for(|s| s.phase.is_settled()).await;
+            });
+            futures_util::future::join_all(down).await;
+        };
+        let pending = PendingReload {
+            new: Arc::new(new),
+            report,
+            was_active,
+            reply,
+        };
+        self.reloading = Some((Box::pin(stopped), pending));
+    }
+
+    fn apply_reload(&mut self, pending: PendingReload) {
+        let PendingReload {
+            new,
+            report,
+            was_active,
+            reply,
+        } = pending;
+        for name in &report.removed {
+            self.services.remove(name);
+        }
+        for name in report.restarted.iter().chain(&report.added) {
+            let service = new.services[name].clone();
+            let log = Log::shared(
+                self.logs_dir.join(format!("{name}.log")),
+                new.settings.logs.clone(),
+            );
+            self.services.insert(
+                name.clone(),
+                actor::start(service, Arc::clone(&self.shared), log),
+            );
+        }
+        *self
+            .hooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new.hooks.clone().into();
+        self.spec = Arc::clone(&new);
+        self.publish();
+        let mut start: Vec<ServiceName> = was_active.into_iter().collect();
+        start.extend(
+            report
+                .added
+                .iter()
+                .filter(|name| new.services[*name].autostart)
+                .cloned(),
+        );
+        for name in &start {
+            let selection = self.selection(std::slice::from_ref(name));
+            self.launch(&selection);
+        }
+        for (names, what) in [
+            (&report.restarted, "definition changed"),
+            (&report.added, "added"),
+            (&report.removed, "removed"),
+        ] {
+            for name in names {
+                self.shared.bus.publish(
+                    name,
+                    0,
+                    EventKind::Reloaded,
+                    what.to_owned(),
+                    serde_json::json!({ "change": what }),
+                );
+            }
+        }
+        let _ = reply.send(Ok(report));
+    }
+
+    // ---- shutdown ----
+
+    fn shutdown(&mut self, why: String, reply: Option<oneshot::Sender<usize>>) {
+        if let Some(strays) = self.strays {
+            if let Some(reply) = reply {
+                let _ = reply.send(strays);
+            }
+            return;
+        }
+        self.shutdown_replies.extend(reply);
+        if self.lifecycle == Lifecycle::ShuttingDown {
+            return;
+        }
+        self.lifecycle = Lifecycle::ShuttingDown;
+        self.why_shutdown = Some(why.into());
+        self.closing.send_replace(true);
+        // Nothing starts from now on: no gate, no boot group, no deferred request, no
+        // restart timer (each actor turns starts into stops), and a reload whose stops
+        // are under way is not applied.
+        self.gates.clear();
+        self.booting = None;
+        self.boot_queue.clear();
+        if let Some(reply) = self.boot_reply.take() {
+            let _ = reply.send(());
+        }
+        if let Some((_, pending)) = self.reloading.take() {
+            let _ = pending.reply.send(Err(Failure::ShuttingDown));
+        }
+        for request in std::mem::take(&mut self.deferred) {
+            refuse(request);
+        }
+        for handle in self.services.values() {
+            handle.close();
+        }
+        self.publish();
+        let services: Vec<ServiceHandle> = self.services.values().cloned().collect();
+        let shared = Arc::clone(&self.shared);
+        let hook_runs = Arc::clone(&self.hook_runs);
+        let timeout = self.spec.settings.shutdown_timeout;
+        self.stopping_all = Some(Box::pin(stop_all(services, shared, hook_runs, timeout)));
+    }
+}
+
+/// Answers a request that will never be carried out.
+fn refuse(request: Request) {
+    match request {
+        Request::Boot { reply, .. } => {
+            let _ = reply.send(());
+        }
+        Request::Launch { reply, .. }
+        | Request::Stop { reply, .. }
+        | Request::Restart { reply, .. } => {
+            let _ = reply.send(Err(Failure::ShuttingDown));
+        }
+        Request::Reload { reply, .. } => {
+            let _ = reply.send(Err(Failure::ShuttingDown));
+        }
+        Request::Shutdown { .. } => {}
+    }
+}
+
+/// Resolves with the step's output, or never when there is no step.
+async fn until<T>(step: &mut Option<Step<T>>) -> T {
+    match step {
+        Some(step) => step.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn until_reloaded(reloading: &mut Option<(Step<()>, PendingReload)>) {
+    match reloading {
+        Some((step, _)) => step.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stops everything in reverse dependency order: a service gets its stop signal once
+/// all its dependents are down; independent branches stop in parallel. Whatever is
+/// still alive after `timeout` is killed, and so is any process that left its
+/// service's process group. The history is closed last. Returns how many strays there
+/// were.
+async fn stop_all(
+    services: Vec<ServiceHandle>,
+    shared: Arc<Shared>,
+    hook_runs: Arc<hooks::Runs>,
+    timeout: Duration,
+) -> usize {
+    let mut dependents: BTreeMap<ServiceName, Vec<watch::Receiver<Status>>> = BTreeMap::new();
+    for handle in &services {
+        for dep in &handle.service.depends_on {
+            dependents
+                .entry(dep.service.clone())
+                .or_default()
+                .push(handle.watch());
+        }
+    }
+    let stoppers = services.iter().map(|handle| {
+        let dependents = dependents.remove(handle.name()).unwrap_or_default();
+        async move {
+            for mut dependent in dependents {
+                let _ = dependent.wait_for(|s| s.phase.is_settled()).await;
+            }
+            handle.send(Order::Stop);
+            let _ = handle.watch().wait_for(|s| s.phase.is_settled()).await;
+        }
+    });
+    let all_stopped = futures_util::future::join_all(stoppers);
+    if tokio::time::timeout(timeout, all_stopped).await.is_err() {
+        for handle in &services {
+            handle.send(Order::Stop);
+            if let Some(pid) = handle.status().pid {
+                let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let everyone = services.iter().map(|handle| async {
+            let _ = handle.watch().wait_for(|s| s.phase.is_settled()).await;
+        });
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(everyone),
+        )
+        .await;
+    }
+    let marker = format!("NOTIFY_SOCKET={}", shared.notify.address);
+    let strays = shared.reaper.sweep(&marker, Duration::from_secs(5)).await;
+    // Hooks the last events started get a moment to finish.
+    hook_runs.stop_all(HOOK_GRACE).await;
+    // Every exit is in the history, and the history closed, before the supervisor
+    // says it is done.
+    shared.bus.close().await;
+    strays
+}
+
+fn waiting_for(deps: &[(ServiceName, Condition, watch::Receiver<Status>)]) -> String {
+    deps.iter()
+        .map(|(name, condition, _)| format!("`{name}` ({condition})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits until every dependency meets its condition, then starts the service; or
+/// fails it, naming the dependency, as soon as one never will. Ends without a word
+/// when the owner cancels it (the service was stopped, reloaded, or shutdown began).
+async fn gate(
+    handle: ServiceHandle,
+    mut deps: Vec<(ServiceName, Condition, watch::Receiver<Status>)>,
+    mut cancelled: oneshot::Receiver<()>,
+) {
+    loop {
+        let mut waiting = Vec::new();
+        for (name, condition, status) in &mut deps {
+            let status = status.borrow_and_update().clone();
+            match judge(*condition, &status) {
+                Verdict::Met => {}
+                Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
+                Verdict::Never(reason) => {
+                    handle.send(Order::DependencyFailed(format!(
+                        "dependency `{name}` failed: {reason}"
+                    )));
+                    return;
+                }
+            }
+        }
+        if waiting.is_empty() {
+            handle.send(Order::Start);
+            return;
+        }
+        handle.send(Order::Await(waiting.join(", ")));
+        let changes = deps
+            .iter_mut()
+            .map(|(_, _, status)| Box::pin(status.changed()));
+        tokio::select! {
+            (result, _, _) = select_all(changes) => if result.is_err() { return },
+            _ = &mut cancelled => return,
+        }
+    }
+}
