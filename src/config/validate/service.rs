@@ -23,6 +23,14 @@ use crate::config::{envfile, executable, values};
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
+/// The keys of a service table, as the foreign-key advice wants them.
+fn service_keys() -> Vec<String> {
+    crate::config::raw::keys_of::<RawService>()
+        .iter()
+        .map(|k| (*k).to_owned())
+        .collect()
+}
+
 impl Validator<'_> {
     /// Checks one service table on its own; what the cross-service checks need comes
     /// back in the draft whether or not the service itself is valid.
@@ -265,9 +273,11 @@ impl Validator<'_> {
             [Segment::Key(s), Segment::Key(n), Segment::Key(key)]
                 if s == "services" && n == name =>
             {
+                let meant = crate::config::foreign::meant(key, &service_keys());
                 key == "command"
                     || key == "shell"
                     || suggest::nearest(key, ["command", "shell"]).is_some()
+                    || matches!(meant, Some("command" | "shell"))
             }
             _ => false,
         })
