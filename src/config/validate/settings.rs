@@ -20,23 +20,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(defaults::STATE_DIR, |s| s.get_ref().as_str()),
         );
-        // It is created at start-up if missing; a file in its place cannot be.
-        if let Some(written) = &raw.state_dir
-            && state_dir.exists()
-            && !state_dir.is_dir()
-        {
-            self.error(
-                Diagnostic::error(
-                    "invalid-value",
-                    format!(
-                        "`settings.state-dir`: `{}` is not a directory",
-                        written.get_ref()
-                    ),
-                )
-                .at(written.span(), "a file is in the way")
-                .help("point state-dir at a directory (it is created if missing)"),
-            );
-        }
+        self.state_dir(raw.state_dir.as_ref(), &state_dir);
         let shutdown_timeout = self.positive(
             "settings.shutdown-timeout",
             raw.shutdown_timeout.as_ref(),
