@@ -105,7 +105,6 @@ pub fn validate(
     if let Some(settings) = &settings {
         v.stop_outlasts_shutdown(&drafts, settings.shutdown_timeout, shutdown_span);
     }
-    v.healthy_without_probe(&drafts);
     let waves = v.waves(&drafts, &edges);
     let hooks = raw
         .hooks
@@ -115,9 +114,11 @@ pub fn validate(
         .map(|(i, hook)| v.hook(i, hook, &known))
         .collect::<Vec<_>>();
 
+    // Advice for a file that is otherwise right; next to errors it would be noise.
     if v.errors > 0 {
         return None;
     }
+    v.healthy_without_probe(&drafts);
     // No errors: every dependency names a valid service, so none is dropped here.
     let services: BTreeMap<ServiceName, Service> = drafts
         .into_iter()
