@@ -303,7 +303,7 @@ const ALIASES: &[Alias] = &[
         names: &["version"],
         table_has: TOP,
         key: None,
-        advice: "muster.toml has no version key: remove it",
+        advice: "remove it (there is one format of muster.toml, and it has no version key)",
     },
 ];
 

@@ -290,9 +290,9 @@ impl Validator<'_> {
                         .map(|dep| (d.name.as_str(), dep.span.clone()))
                 })
                 .collect();
-            let Some((first, _)) = waiting.first() else {
+            if waiting.is_empty() {
                 continue;
-            };
+            }
             let name = &target.name;
             let probe = match service.ports.first() {
                 Some(port) => {
@@ -315,7 +315,7 @@ impl Validator<'_> {
             )
             .at(target.name_span.clone(), "no `ready` probe")
             .help(format!(
-                "give `{name}` a probe so that `{first}` waits until it can serve: {probe}; \
+                "give `{name}` a probe so that what depends on it waits until it can serve: {probe}; \
                  if being spawned is enough, say so with depends-on = {{ {name} = \"started\" }}"
             ));
             for (dependent, span) in &waiting {

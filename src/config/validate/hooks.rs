@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use toml::Spanned;
 
 use super::{Validator, defaults};
-use crate::config::raw::RawHook;
+use crate::config::foreign;
+use crate::config::raw::{RawHook, keys_of};
+use crate::config::recover::Segment;
 use crate::config::spec::{EVENT_KINDS, Hook, ServiceName};
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
@@ -82,6 +84,8 @@ impl Validator<'_> {
                 }
                 argv
             }
+            // A `run` dropped for being malformed or misnamed was reported already.
+            None if self.run_was_dropped(index) => None,
             None => {
                 self.error(
                     Diagnostic::error("missing-key", format!("`{key}` has no `run` command"))
@@ -101,6 +105,20 @@ impl Validator<'_> {
             services,
             run: run?,
             timeout,
+        })
+    }
+
+    /// Whether a key of hook `index` that was refused stands for `run` (`run` of the
+    /// wrong type, `rnu`, `command`), so "no run command" would repeat the news.
+    fn run_was_dropped(&self, index: usize) -> bool {
+        let hook_keys: Vec<String> = keys_of::<RawHook>().iter().map(|k| (*k).to_owned()).collect();
+        self.removed.iter().any(|path| match path.0.as_slice() {
+            [Segment::Key(h), Segment::Index(i), Segment::Key(key)] if h == "hooks" && *i == index => {
+                key == "run"
+                    || suggest::nearest(key, ["run"]).is_some()
+                    || foreign::meant(key, &hook_keys) == Some("run")
+            }
+            _ => false,
         })
     }
 
