@@ -120,7 +120,12 @@ const ALIASES: &[Alias] = &[
         advice: "write depends-on = [\"db\"], or { db = \"healthy\", migrate = \"completed\" }",
     },
     Alias {
-        names: &["restart-policy", "autorestart", "restart-on", "restartpolicy"],
+        names: &[
+            "restart-policy",
+            "autorestart",
+            "restart-on",
+            "restartpolicy",
+        ],
         table_has: SERVICE,
         key: Some("restart"),
         advice: "write restart = \"on-failure\" (or \"always\", \"never\")",
@@ -165,7 +170,14 @@ const ALIASES: &[Alias] = &[
         advice: "write stop-signal = \"SIGINT\"",
     },
     Alias {
-        names: &["port", "expose", "listen", "bind", "published", "container-port"],
+        names: &[
+            "port",
+            "expose",
+            "listen",
+            "bind",
+            "published",
+            "container-port",
+        ],
         table_has: SERVICE,
         key: Some("ports"),
         advice: "write ports = [8080] or [\"127.0.0.1:8080\"], the ports the service listens on (checked free before it starts)",
@@ -245,7 +257,14 @@ const ALIASES: &[Alias] = &[
         advice: "write http = \"http://127.0.0.1:8080/health\"",
     },
     Alias {
-        names: &["port", "tcp-socket", "tcpsocket", "address", "addr", "connect"],
+        names: &[
+            "port",
+            "tcp-socket",
+            "tcpsocket",
+            "address",
+            "addr",
+            "connect",
+        ],
         table_has: PROBE,
         key: Some("tcp"),
         advice: "write tcp = \"127.0.0.1:5432\"",
@@ -366,7 +385,10 @@ mod tests {
         }
         let user = advice("user", &service).unwrap();
         assert!(user.starts_with("muster has no `user`"), "{user}");
-        assert!(advice("comand", &service).is_none(), "typos are left to spelling");
+        assert!(
+            advice("comand", &service).is_none(),
+            "typos are left to spelling"
+        );
         assert_eq!(meant("ExecStart", &service), Some("command"));
         assert_eq!(meant("user", &service), None);
     }
@@ -376,10 +398,22 @@ mod tests {
         let probe = keys::<RawProbe>();
         assert!(advice("test", &probe).unwrap().contains("`exec`"));
         assert!(advice("retries", &probe).unwrap().contains("`failures`"));
-        assert!(advice("retries", &keys::<RawService>()).unwrap().contains("`restart-limit`"));
-        assert!(advice("command", &keys::<RawHook>()).unwrap().contains("`run`"));
+        assert!(
+            advice("retries", &keys::<RawService>())
+                .unwrap()
+                .contains("`restart-limit`")
+        );
+        assert!(
+            advice("command", &keys::<RawHook>())
+                .unwrap()
+                .contains("`run`")
+        );
         assert!(advice("environment", &probe).is_none());
-        assert!(advice("version", &keys::<RawConfig>()).unwrap().contains("remove it"));
+        assert!(
+            advice("version", &keys::<RawConfig>())
+                .unwrap()
+                .contains("remove it")
+        );
         // Every suggested key exists in the table the advice is given for.
         for alias in ALIASES {
             let table = match alias.table_has {

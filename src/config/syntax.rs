@@ -194,7 +194,10 @@ mod tests {
         assert!(d.help.unwrap().contains("merge"));
 
         let source = "top = 1\ntop = 2\n";
-        assert_eq!(first_error(source).message, "duplicate key `top` at the top level");
+        assert_eq!(
+            first_error(source).message,
+            "duplicate key `top` at the top level"
+        );
     }
 
     #[test]

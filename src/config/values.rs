@@ -333,18 +333,43 @@ mod tests {
 
     #[test]
     fn ports_out_of_range_are_named_as_such_everywhere() {
-        for text in ["127.0.0.1:70000", "[::1]:65536", "localhost:99999999999999999999"] {
+        for text in [
+            "127.0.0.1:70000",
+            "[::1]:65536",
+            "localhost:99999999999999999999",
+        ] {
             let problem = host_port(text).unwrap_err();
-            assert!(problem.message.contains("out of range"), "{text}: {problem:?}");
+            assert!(
+                problem.message.contains("out of range"),
+                "{text}: {problem:?}"
+            );
         }
         let problem = socket_addr("127.0.0.1:70000").unwrap_err();
-        assert_eq!(problem.message, "`127.0.0.1:70000` has port 70000, which is out of range");
-        assert_eq!(socket_addr("127.0.0.1:0").unwrap_err().message, "`127.0.0.1:0` has port 0");
-        assert_eq!(host_port("127.0.0.1:0").unwrap_err().message, "`127.0.0.1:0` has port 0");
-        for url in ["http://127.0.0.1:0/", "http://127.0.0.1:70000/health", "http://u:p@[::1]:0/"] {
+        assert_eq!(
+            problem.message,
+            "`127.0.0.1:70000` has port 70000, which is out of range"
+        );
+        assert_eq!(
+            socket_addr("127.0.0.1:0").unwrap_err().message,
+            "`127.0.0.1:0` has port 0"
+        );
+        assert_eq!(
+            host_port("127.0.0.1:0").unwrap_err().message,
+            "`127.0.0.1:0` has port 0"
+        );
+        for url in [
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:70000/health",
+            "http://u:p@[::1]:0/",
+        ] {
             assert!(http_url(url).is_err(), "{url}");
         }
-        assert!(http_url("http://127.0.0.1:/").unwrap_err().message.contains("no port"));
+        assert!(
+            http_url("http://127.0.0.1:/")
+                .unwrap_err()
+                .message
+                .contains("no port")
+        );
         assert!(http_url("http://u:p@127.0.0.1:8080/").is_ok());
         assert!(http_url("http://[::1]/x").is_ok());
         assert!(socket_addr("[::1]:65535").is_ok());
@@ -355,7 +380,10 @@ mod tests {
         assert_eq!(duration("100y"), Ok(MAX_DURATION));
         assert!(duration("100y 1s").is_err());
         let problem = duration("18000000000000000000s").unwrap_err();
-        assert_eq!(problem.message, "`18000000000000000000s` is longer than 100 years");
+        assert_eq!(
+            problem.message,
+            "`18000000000000000000s` is longer than 100 years"
+        );
         assert!(duration("1000000y").is_err());
     }
 

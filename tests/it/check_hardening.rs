@@ -31,7 +31,11 @@ fn check_here(source: &str, beside: &[(&str, &str)]) -> Run {
 fn refused(out: &Run, expected: &[&str]) {
     assert_eq!(out.code, 2, "{}", out.stderr);
     for text in expected {
-        assert!(out.stderr.contains(text), "missing {text:?} in:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(text),
+            "missing {text:?} in:\n{}",
+            out.stderr
+        );
     }
 }
 
@@ -79,7 +83,11 @@ proxy = { listen = "127.0.0.1:70000", upstream = "127.0.0.1:0" }
         ],
     );
     assert!(!out.stderr.contains("is not an address"), "{}", out.stderr);
-    assert!(!out.stderr.contains("is not a host and port"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("is not a host and port"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(": 9 errors"), "{}", out.stderr);
 }
 
@@ -260,7 +268,11 @@ command = ["notify-send", "muster"]
             "{foreign}: {}",
             out.stderr
         );
-        assert!(out.stderr.contains(advice), "{foreign}: {advice}\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(advice),
+            "{foreign}: {advice}\n{}",
+            out.stderr
+        );
     }
     // The command was misnamed, not missing: no second error saying so.
     assert!(!out.stderr.contains("has no `command`"), "{}", out.stderr);
@@ -288,8 +300,22 @@ watchdog = "0ms"
 [services.b]
 shell = "echo \u0000"
 ports = [70000]
+on-unhealthy = "report"
+
+[settings.api]
+listen = "127.0.0.1:7070"
+token-file = "control.token"
+read-token-file = "read.token"
+
+[[hooks]]
+on = ["failed"]
+services = []
+run = ["true"]
 "#,
-        &[],
+        &[
+            ("control.token", "same-secret\n"),
+            ("read.token", " same-secret "),
+        ],
     );
     refused(
         &out,
@@ -308,6 +334,29 @@ ports = [70000]
             "`services.a.watchdog` must be longer than zero",
             "`services.b.shell` holds a NUL byte",
             "`services.b.ports`: port 70000 is out of range",
+            "warning[no-effect]: `services.b.on-unhealthy` has no effect: nothing watches `b` once it runs",
+            "`settings.api.read-token-file` holds the same token as `token-file`",
+            "`hooks[0].services` is empty: the hook would never run",
+        ],
+    );
+    assert!(!out.stderr.contains("same-secret"), "{}", out.stderr);
+
+    let out = check_source(
+        br#"
+[settings.api]
+listen = "127.0.0.1:7070"
+token-file = "api.token"
+
+[services.a]
+command = ["true"]
+"#,
+        &[("api.token", " \n")],
+    );
+    refused(
+        &out,
+        &[
+            "`settings.api.token-file`: `api.token` is empty",
+            "head -c 32 /dev/urandom",
         ],
     );
 }
@@ -329,12 +378,18 @@ depends-on = { db = "healthy", api = "started" }
 "#;
     let out = check_here(source, &[]);
     assert_eq!(out.code, 0, "a note is not an error: {}", out.stderr);
-    assert_eq!(out.stdout, "3 services, 3 start waves, no problems, 1 note\n");
+    assert_eq!(
+        out.stdout,
+        "3 services, 3 start waves, no problems, 1 note\n"
+    );
     insta::assert_snapshot!("healthy_without_probe", out.stderr);
 
     // A probe, wait-for-ports or an explicit "started" each settle it.
     for settled in [
-        source.replace("ports = [", "ready = { tcp = \"127.0.0.1:5433\" }\nports = ["),
+        source.replace(
+            "ports = [",
+            "ready = { tcp = \"127.0.0.1:5433\" }\nports = [",
+        ),
         source.replace("ports = [", "wait-for-ports = true\nports = ["),
         source
             .replace("depends-on = [\"db\"]", "depends-on = { db = \"started\" }")
@@ -342,7 +397,10 @@ depends-on = { db = "healthy", api = "started" }
     ] {
         let out = check_here(&settled, &[]);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        assert_eq!(out.stdout, "3 services, 3 start waves, no problems\n", "{settled}");
+        assert_eq!(
+            out.stdout, "3 services, 3 start waves, no problems\n",
+            "{settled}"
+        );
         assert!(out.stderr.is_empty(), "{}", out.stderr);
     }
 
@@ -408,8 +466,12 @@ command = ["sleep", "1000"]
     let env_file = dir.path().join("api.env");
     std::fs::write(&env_file, "TOKEN=first-secret\n").unwrap();
     let mut up = Up::start_in(dir, config, &[]);
-    let api = up.wait_event("api", "spawned")["data"]["pid"].as_u64().unwrap() as u32;
-    let other = up.wait_event("other", "spawned")["data"]["pid"].as_u64().unwrap() as u32;
+    let api = up.wait_event("api", "spawned")["data"]["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let other = up.wait_event("other", "spawned")["data"]["pid"]
+        .as_u64()
+        .unwrap() as u32;
     up.wait_event("api", "ready");
     up.wait_event("other", "ready");
     assert_eq!(env_value(api, "TOKEN").as_deref(), Some("first-secret"));
@@ -418,10 +480,7 @@ command = ["sleep", "1000"]
     let file = up.path("muster.toml");
     let reload = run(&mut muster(&["reload", "-f", file.to_str().unwrap()]));
     assert_eq!(reload.code, 0, "{}", reload.stderr);
-    assert_eq!(
-        reload.stdout.trim(),
-        "reloaded: restarted api; 1 unchanged"
-    );
+    assert_eq!(reload.stdout.trim(), "reloaded: restarted api; 1 unchanged");
     assert!(!reload.stdout.contains("second-secret") && !reload.stderr.contains("secret"));
     let respawned = up.wait_for("api spawned again", |e| {
         e["service"] == "api" && e["kind"] == "spawned" && e["data"]["pid"] != api

@@ -286,7 +286,9 @@ impl Validator<'_> {
                 .flat_map(|d| {
                     d.deps
                         .iter()
-                        .filter(|dep| dep.name == target.name && dep.condition == Condition::Healthy)
+                        .filter(|dep| {
+                            dep.name == target.name && dep.condition == Condition::Healthy
+                        })
                         .map(|dep| (d.name.as_str(), dep.span.clone()))
                 })
                 .collect();
@@ -305,7 +307,9 @@ impl Validator<'_> {
                         SocketAddr::new(ip, port.port)
                     )
                 }
-                None => "ready = { tcp = \"127.0.0.1:PORT\" } (or http, exec, log or notify)".to_owned(),
+                None => {
+                    "ready = { tcp = \"127.0.0.1:PORT\" } (or http, exec, log or notify)".to_owned()
+                }
             };
             let mut diagnostic = Diagnostic::remark(
                 "healthy-without-probe",

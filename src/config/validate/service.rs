@@ -16,8 +16,8 @@ use crate::config::raw::{
 };
 use crate::config::recover::Segment;
 use crate::config::spec::{
-    Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run, Service,
-    ServiceName,
+    Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run,
+    Service, ServiceName,
 };
 use crate::config::{envfile, executable, values};
 use crate::diagnostic::Diagnostic;
@@ -84,6 +84,23 @@ impl Validator<'_> {
             .watchdog
             .as_ref()
             .map(|w| self.positive(&key("watchdog"), Some(w), Duration::from_secs(1)));
+        if let Some(text) = &raw.on_unhealthy
+            && raw.alive.is_none()
+            && raw.watchdog.is_none()
+        {
+            self.warn(
+                Diagnostic::warning(
+                    "no-effect",
+                    format!(
+                        "`{}` has no effect: nothing watches `{}` once it runs",
+                        key("on-unhealthy"),
+                        name.get_ref()
+                    ),
+                )
+                .at(text.span(), "")
+                .help("a service becomes unhealthy through an `alive` probe or a missed `watchdog` heartbeat: add one, or remove `on-unhealthy`"),
+            );
+        }
         let wait_for_ports = raw.wait_for_ports.as_ref().is_some_and(|w| *w.get_ref());
         if wait_for_ports && ports.is_empty() && raw.ports.as_ref().is_none_or(Vec::is_empty) {
             let span = raw
@@ -403,9 +420,12 @@ impl Validator<'_> {
         };
         if argv[0].trim().is_empty() {
             self.error(
-                Diagnostic::error("invalid-value", format!("`{key}`: the program name is empty"))
-                    .at(spans[0].clone(), "no program here")
-                    .help("the first word is the program to run: [\"python3\", \"app.py\"]"),
+                Diagnostic::error(
+                    "invalid-value",
+                    format!("`{key}`: the program name is empty"),
+                )
+                .at(spans[0].clone(), "no program here")
+                .help("the first word is the program to run: [\"python3\", \"app.py\"]"),
             );
             return None;
         }

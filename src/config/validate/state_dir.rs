@@ -179,7 +179,10 @@ mod tests {
         assert_eq!(usable(dir.path()), Ok(()));
         assert!(matches!(
             usable(Path::new("/proc/muster-state")),
-            Err(Blocked::KernelFs { kind: "the proc filesystem", .. })
+            Err(Blocked::KernelFs {
+                kind: "the proc filesystem",
+                ..
+            })
         ));
         assert!(matches!(
             usable(Path::new("/proc/self/muster")),

@@ -156,10 +156,7 @@ pub fn require(need: Need, what: &str) -> bool {
     if need.present() {
         return true;
     }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("a test")
-        .to_owned();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
     if std::env::var("MUSTER_REQUIRE_ALL").is_ok_and(|v| v == "1") {
         panic!(
             "{test}: {need} is not installed, and MUSTER_REQUIRE_ALL=1 requires it (for {what}); install it with `{}`",
