@@ -10,6 +10,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::recover::{KeyPath, Segment};
 use crate::diagnostic::Diagnostic;
 
 /// The diagnostic for the first syntax error of `source`.
@@ -57,25 +58,22 @@ fn duplicate(source: &str, span: &Range<usize>) -> Option<Diagnostic> {
         .rsplit('\n')
         .next()
         .is_some_and(|line| line.trim_start().starts_with('['));
-    let full = path
-        .iter()
-        .cloned()
-        .chain(std::iter::once(name.clone()))
-        .collect::<Vec<_>>()
-        .join(".");
+    let table = KeyPath(path.clone()).to_string();
+    path.push(Segment::Key(name.clone()));
+    let full = KeyPath(path).to_string();
     let (message, help) = if header {
         (
             format!("the table `[{full}]` is defined twice"),
             "a table is written once: merge the two into one, or rename one of them",
         )
-    } else if path.is_empty() {
+    } else if table.is_empty() {
         (
             format!("duplicate key `{name}` at the top level"),
             "a key is written once per table: remove one of them",
         )
     } else {
         (
-            format!("duplicate key `{name}` in `{}`", path.join(".")),
+            format!("duplicate key `{name}` in `{table}`"),
             "a key is written once per table: remove one of them, or merge their values",
         )
     };
@@ -112,13 +110,13 @@ fn unused_marker(source: &str) -> String {
 fn find_key<'t, 'i>(
     table: &'t DeTable<'i>,
     key: &str,
-    path: &mut Vec<String>,
+    path: &mut Vec<Segment>,
 ) -> Option<&'t DeTable<'i>> {
     if table.contains_key(key) {
         return Some(table);
     }
     for (name, value) in table.iter() {
-        path.push(name.get_ref().to_string());
+        path.push(Segment::Key(name.get_ref().to_string()));
         if let Some(found) = find_in_value(value, key, path) {
             return Some(found);
         }
@@ -130,14 +128,21 @@ fn find_key<'t, 'i>(
 fn find_in_value<'t, 'i>(
     value: &'t Spanned<DeValue<'i>>,
     key: &str,
-    path: &mut Vec<String>,
+    path: &mut Vec<Segment>,
 ) -> Option<&'t DeTable<'i>> {
     match value.get_ref() {
         DeValue::Table(table) => find_key(table, key, path),
         // In an array of tables the marker is in one of them, usually the last.
-        DeValue::Array(array) => array.iter().rev().find_map(|item| match item.get_ref() {
-            DeValue::Table(table) => find_key(table, key, path),
-            _ => None,
+        DeValue::Array(array) => array.iter().enumerate().rev().find_map(|(index, item)| {
+            let DeValue::Table(table) = item.get_ref() else {
+                return None;
+            };
+            path.push(Segment::Index(index));
+            let found = find_key(table, key, path);
+            if found.is_none() {
+                path.pop();
+            }
+            found
         }),
         _ => None,
     }
@@ -198,6 +203,11 @@ mod tests {
             first_error(source).message,
             "duplicate key `top` at the top level"
         );
+
+        let source = "[[hooks]]\non = [\"failed\"]\nrun = \"x\"\n[[hooks]]\non = [\"failed\"]\non = [\"exited\"]\n";
+        let d = first_error(source);
+        assert_eq!(d.message, "duplicate key `on` in `hooks[1]`");
+        assert_eq!(labelled(source, &d).1, vec![5]);
     }
 
     #[test]
