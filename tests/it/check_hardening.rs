@@ -8,13 +8,15 @@
 //! - values out of range or that no program can be given (huge durations, NUL bytes,
 //!   unnamed variables, an endless env file);
 //! - "healthy" on a service with nothing to prove it (a note, not an error);
-//! - an edited env file is a change of the service, so `reload` restarts it.
+//! - an edited env file is a change of the service, so `reload` restarts it;
+//! - and, for the suite itself, a test that needs an optional program skips aloud
+//!   without it, or fails when `MUSTER_REQUIRE_ALL=1` asks for everything.
 
 use std::path::Path;
 
 use crate::helpers::evidence::env_value;
 use crate::helpers::up::{Up, eventually};
-use crate::helpers::{Run, check_source, muster, run};
+use crate::helpers::{Need, Run, check_source, muster, require, run};
 
 /// `muster check -f muster.toml` run beside the file, so messages name it the same way
 /// on every machine (snapshots).
@@ -496,4 +498,62 @@ command = ["sleep", "1000"]
     assert_eq!(ended.of("other", "spawned").len(), 1);
     assert_eq!(ended.of("api", "spawned").len(), 2);
     assert!(!ended.stderr.contains("second-secret"), "{}", ended.stderr);
+}
+
+/// Not a test of its own: run by the one below, in a child test process, to see what a
+/// test needing something missing does. Without that process's marker it does nothing.
+#[test]
+fn needs_a_missing_program() {
+    if std::env::var_os("MUSTER_TEST_NEEDS_MISSING").is_none() {
+        return;
+    }
+    let program = require(
+        Need::Program("muster-test-no-such-program"),
+        "the part that runs a program nobody has",
+    );
+    let module = require(
+        Need::PythonModule("muster_test_no_such_module"),
+        "the part that imports a module nobody has",
+    );
+    assert!(!program && !module);
+}
+
+#[test]
+fn a_test_needing_a_missing_program_says_it_skipped_and_passes_unless_all_are_required() {
+    let test = |require_all: Option<&str>| {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", "check_hardening::needs_a_missing_program"])
+            .env("MUSTER_TEST_NEEDS_MISSING", "1")
+            .env_remove("MUSTER_REQUIRE_ALL");
+        if let Some(value) = require_all {
+            command.env("MUSTER_REQUIRE_ALL", value);
+        }
+        run(&mut command)
+    };
+
+    // Skipped aloud, without --nocapture, and passing.
+    let out = test(None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 passed"), "{}", out.stdout);
+    for skipped in [
+        "SKIPPED in check_hardening::needs_a_missing_program: the part that runs a program nobody has, because the program `muster-test-no-such-program` is not installed",
+        "SKIPPED in check_hardening::needs_a_missing_program: the part that imports a module nobody has, because the python module `muster_test_no_such_module` is not installed",
+        "python3 -m pip install muster_test_no_such_module",
+        "set MUSTER_REQUIRE_ALL=1 to make this a failure",
+    ] {
+        assert!(out.stderr.contains(skipped), "{skipped}\n{}", out.stderr);
+    }
+
+    // Required: the same test fails, naming what is missing.
+    let out = test(Some("1"));
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains("1 failed"), "{said}");
+    assert!(
+        said.contains("the program `muster-test-no-such-program` is not installed, and MUSTER_REQUIRE_ALL=1 requires it"),
+        "{said}"
+    );
+    // Any other value is not a request.
+    assert_eq!(test(Some("0")).code, 0);
 }
