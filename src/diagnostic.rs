@@ -16,12 +16,15 @@ use codespan_reporting::term;
 use codespan_reporting::term::termcolor::WriteColor;
 use serde::Serialize;
 
-/// How bad a problem is: errors stop muster from running the file, warnings do not.
+/// How bad a problem is: errors stop muster from running the file, warnings do not,
+/// and a note is no problem at all but something the file may not say as clearly as
+/// its author thinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
     Warning,
+    Note,
 }
 
 /// A byte range of the source with a short explanation of what is there.
@@ -54,6 +57,11 @@ impl Diagnostic {
 
     pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Severity::Warning, code, message)
+    }
+
+    /// A remark about a valid file (shown as `note[code]`); see [`Severity::Note`].
+    pub fn remark(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Severity::Note, code, message)
     }
 
     fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> Self {
@@ -137,6 +145,10 @@ impl Report {
         self.count(Severity::Warning)
     }
 
+    pub fn note_count(&self) -> usize {
+        self.count(Severity::Note)
+    }
+
     fn count(&self, severity: Severity) -> usize {
         self.diagnostics
             .iter()
@@ -196,6 +208,7 @@ impl Report {
         let severity = match diagnostic.severity {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
+            Severity::Note => cs::Severity::Note,
         };
         let clamp = |span: &Range<usize>| {
             let end = span.end.min(self.source.len());

@@ -1,4 +1,5 @@
-//! `muster check`: validate the config and report every problem, or one summary line.
+//! `muster check`: validate the config and report every problem, or one summary line
+//! (with the count of warnings and notes, shown above it).
 
 use std::process::ExitCode;
 
@@ -23,11 +24,16 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let warnings = loaded.warnings.warning_count();
-    let verdict = if warnings == 0 {
+    let mut verdict = if warnings == 0 {
         "no problems".to_owned()
     } else {
         plural(warnings, "warning")
     };
+    // Notes are not problems, but a summary that hides them would be read as "all clear".
+    let notes = loaded.warnings.note_count();
+    if notes > 0 {
+        verdict = format!("{verdict}, {}", plural(notes, "note"));
+    }
     println!(
         "{}, {}, {verdict}",
         plural(loaded.spec.services.len(), "service"),

@@ -4,6 +4,26 @@
 //! be wrapped in single quotes (taken literally) or double quotes (with `\n`, `\"` and
 //! `\\` escapes). No variable expansion: what is written is what the service gets.
 
+use std::io::Read;
+use std::path::Path;
+
+/// The largest env file read. Real ones are a few lines; this keeps a wrong path
+/// (`/dev/zero`, a log file) from being read into memory without end.
+pub const MAX_SIZE: u64 = 1 << 20;
+
+/// Reads an env file as text: at most [`MAX_SIZE`] bytes (more is an error of kind
+/// `FileTooLarge`), and UTF-8.
+pub fn read(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SIZE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SIZE {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
+    Ok(text)
+}
+
 /// A line of an env file that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
@@ -23,6 +43,11 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
         let line = raw_line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
+        }
+        if line.contains('\0') {
+            return Err(fail(
+                "holds a NUL byte, which no environment variable can hold",
+            ));
         }
         let line = line.strip_prefix("export ").map_or(line, str::trim_start);
         let (key, value) = line
@@ -109,5 +134,16 @@ mod tests {
             parse("A='x").unwrap_err().message,
             "unterminated single quote"
         );
+        assert_eq!(parse("A=1\nB=x\0y\n").unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn reading_stops_at_the_size_limit() {
+        let error = read(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".env");
+        std::fs::write(&file, "A=1\n").unwrap();
+        assert_eq!(read(&file).unwrap(), "A=1\n");
     }
 }

@@ -8,9 +8,11 @@
 
 pub(crate) mod envfile;
 pub(crate) mod executable;
+mod foreign;
 mod raw;
 mod recover;
 mod spec;
+mod syntax;
 mod validate;
 pub(crate) mod values;
 

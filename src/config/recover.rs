@@ -62,20 +62,7 @@ pub fn deserialize(source: &str, problems: &mut Vec<Diagnostic>) -> Option<Recov
     if let Some(error) = syntax_errors.first() {
         // Only the first: once the parser has lost its footing (an unclosed array
         // swallows every line after it), what it says next is mostly echo.
-        let mut diagnostic = Diagnostic::error(
-            "syntax",
-            format!("invalid TOML: {}", error.message().trim()),
-        )
-        .note("the rest of the file is checked once this is fixed");
-        if let Some(span) = error.span() {
-            let at_line_start =
-                span.start == 0 || source.as_bytes().get(span.start - 1) == Some(&b'\n');
-            if at_line_start && span.start > 0 {
-                diagnostic = diagnostic.help("is a `[` or `{` on a line above left unclosed?");
-            }
-            diagnostic = diagnostic.at(span, "");
-        }
-        problems.push(diagnostic);
+        problems.push(super::syntax::diagnose(source, error));
         return None;
     }
     let mut removed = Vec::new();
@@ -188,6 +175,9 @@ fn translate(error: &toml::de::Error, path: Option<&KeyPath>) -> Diagnostic {
                 "unknown-key",
                 format!("unknown key `{unknown}` {in_table}"),
             ));
+            if let Some(advice) = super::foreign::advice(unknown, expected) {
+                return diagnostic.help(advice);
+            }
             let known = expected.iter().map(String::as_str);
             return match suggest::nearest(unknown, known) {
                 Some(near) => diagnostic.help(format!("did you mean `{near}`?")),

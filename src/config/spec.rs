@@ -164,6 +164,9 @@ pub struct Service {
     pub env: BTreeMap<String, String>,
     /// Read at each spawn, in order; `env` wins over them.
     pub env_files: Vec<PathBuf>,
+    /// What those files said when the config was loaded: part of the service's
+    /// definition, so that a reload restarts a service whose env file was edited.
+    pub env_file_values: EnvFileValues,
     pub ports: Vec<Port>,
     /// `None`: ready as soon as the process is spawned.
     pub ready: Option<ReadyProbe>,
@@ -180,6 +183,33 @@ pub struct Service {
     pub autostart: bool,
     pub proxy: Option<Proxy>,
     pub idle_stop: Option<Duration>,
+}
+
+/// The `KEY=VALUE` pairs of a service's env files, in order, as read at load time.
+///
+/// Env files hold secrets as often as `env` does, so the values never leave this type
+/// except through [`EnvFileValues::pairs`]: `Debug` shows the names only, and there is
+/// no `Serialize`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EnvFileValues(Vec<(String, String)>);
+
+impl EnvFileValues {
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs)
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EnvFileValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("EnvFileValues")
+            .field("names", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What is executed: an argv (never through a shell) or an explicit shell line.
@@ -417,6 +447,17 @@ mod tests {
             ServiceName::new(&"a".repeat(64)),
             Err(NameError::TooLong(64))
         );
+    }
+
+    #[test]
+    fn env_file_values_compare_by_value_and_never_show_them() {
+        let one = EnvFileValues::new(vec![("TOKEN".into(), "hunter2".into())]);
+        let two = EnvFileValues::new(vec![("TOKEN".into(), "hunter3".into())]);
+        assert_ne!(one, two);
+        assert_eq!(one, one.clone());
+        let shown = format!("{one:?} {one:#?}");
+        assert!(shown.contains("TOKEN"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

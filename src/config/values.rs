@@ -35,7 +35,13 @@ impl Problem {
 
 type Parsed<T> = Result<T, Problem>;
 
-/// `"30s"`, `"1m 30s"`, `"250ms"`. A unit is required.
+/// The longest duration accepted. Far past any sensible timeout or retention, and far
+/// enough from the clock's limits that "now plus this" can never overflow (which would
+/// crash the supervisor the moment a timer is armed).
+// A year as humantime counts it (365.25 days), so that "100y" itself is accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// `"30s"`, `"1m 30s"`, `"250ms"`. A unit is required; at most [`MAX_DURATION`].
 pub fn duration(text: &str) -> Parsed<Duration> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -50,10 +56,17 @@ pub fn duration(text: &str) -> Parsed<Duration> {
             )),
         );
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let parsed = humantime::parse_duration(trimmed).map_err(|e| {
         Problem::new(format!("`{trimmed}` is not a duration ({e})"))
             .help("use a number and a unit: ms, s, m, h or d, such as \"500ms\" or \"1m 30s\"")
-    })
+    })?;
+    if parsed > MAX_DURATION {
+        return Err(
+            Problem::new(format!("`{trimmed}` is longer than 100 years"))
+                .help("a duration may be at most 100 years; write a shorter one"),
+        );
+    }
+    Ok(parsed)
 }
 
 /// `"10MiB"`, `"512 KB"`, `"1G"`, or a plain number of bytes.
@@ -129,8 +142,37 @@ pub fn port_number(number: i64) -> Parsed<u16> {
         })
 }
 
+/// Why the port of `host_port` (from `text`, as written) cannot be used, when it is
+/// written as digits: an empty port, port 0 or a number past 65535. Other text is left
+/// to the caller's parser, which has a better message for it.
+fn bad_port(text: &str, host_port: &str) -> Option<Problem> {
+    let (_, port) = host_port.trim().rsplit_once(':')?;
+    if port.is_empty() {
+        return Some(
+            Problem::new(format!("`{text}` has no port after the `:`"))
+                .help("write the port, a number from 1 to 65535, such as \"127.0.0.1:8080\""),
+        );
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match port.parse::<u64>() {
+        Ok(0) => Some(Problem::new(format!("`{text}` has port 0")).help(
+            "port 0 means \"any free port\", which nothing could then find: name the port, a number from 1 to 65535",
+        )),
+        Ok(1..=65535) => None,
+        _ => Some(
+            Problem::new(format!("`{text}` has port {port}, which is out of range"))
+                .help("a port is a number from 1 to 65535"),
+        ),
+    }
+}
+
 /// `"127.0.0.1:8080"`, `"[::1]:8080"`.
 pub fn socket_addr(text: &str) -> Parsed<SocketAddr> {
+    if let Some(problem) = bad_port(text, text) {
+        return Err(problem);
+    }
     let addr: SocketAddr = text.trim().parse().map_err(|_| {
         let problem = Problem::new(format!("`{text}` is not an address"));
         match text.rsplit_once(':') {
@@ -141,15 +183,14 @@ pub fn socket_addr(text: &str) -> Parsed<SocketAddr> {
             _ => problem.help("write an IP address and a port, such as \"127.0.0.1:8080\""),
         }
     })?;
-    if addr.port() == 0 {
-        return Err(Problem::new(format!("`{text}` has port 0"))
-            .help("name the port explicitly, 1 to 65535"));
-    }
     Ok(addr)
 }
 
 /// `"127.0.0.1:5433"` or `"localhost:5433"`: where a TCP probe connects.
 pub fn host_port(text: &str) -> Parsed<(String, u16)> {
+    if let Some(problem) = bad_port(text, text) {
+        return Err(problem);
+    }
     let bad = || {
         Problem::new(format!("`{text}` is not a host and port"))
             .help("write \"host:port\", such as \"127.0.0.1:5433\" or \"localhost:5433\"")
@@ -194,6 +235,14 @@ pub fn http_url(text: &str) -> Parsed<String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(Problem::new(format!("`{text}` has no host"))
             .help("write a URL such as \"http://127.0.0.1:8080/health\""));
+    }
+    // The URL parser takes any digits as a port (`:0`, `:70000`); a probe could never
+    // connect to them. Userinfo (`user:pass@`) is not part of the host and port.
+    if let Some(authority) = uri.authority() {
+        let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+        if let Some(problem) = bad_port(text, host_port) {
+            return Err(problem);
+        }
     }
     Ok(uri.to_string())
 }
@@ -280,6 +329,62 @@ mod tests {
         assert!(http_url("https://x/").is_err());
         assert!(http_url("127.0.0.1:8080/health").is_err());
         assert!(http_url("http://").is_err());
+    }
+
+    #[test]
+    fn ports_out_of_range_are_named_as_such_everywhere() {
+        for text in [
+            "127.0.0.1:70000",
+            "[::1]:65536",
+            "localhost:99999999999999999999",
+        ] {
+            let problem = host_port(text).unwrap_err();
+            assert!(
+                problem.message.contains("out of range"),
+                "{text}: {problem:?}"
+            );
+        }
+        let problem = socket_addr("127.0.0.1:70000").unwrap_err();
+        assert_eq!(
+            problem.message,
+            "`127.0.0.1:70000` has port 70000, which is out of range"
+        );
+        assert_eq!(
+            socket_addr("127.0.0.1:0").unwrap_err().message,
+            "`127.0.0.1:0` has port 0"
+        );
+        assert_eq!(
+            host_port("127.0.0.1:0").unwrap_err().message,
+            "`127.0.0.1:0` has port 0"
+        );
+        for url in [
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:70000/health",
+            "http://u:p@[::1]:0/",
+        ] {
+            assert!(http_url(url).is_err(), "{url}");
+        }
+        assert!(
+            http_url("http://127.0.0.1:/")
+                .unwrap_err()
+                .message
+                .contains("no port")
+        );
+        assert!(http_url("http://u:p@127.0.0.1:8080/").is_ok());
+        assert!(http_url("http://[::1]/x").is_ok());
+        assert!(socket_addr("[::1]:65535").is_ok());
+    }
+
+    #[test]
+    fn durations_past_a_century_are_refused_before_they_can_overflow_a_timer() {
+        assert_eq!(duration("100y"), Ok(MAX_DURATION));
+        assert!(duration("100y 1s").is_err());
+        let problem = duration("18000000000000000000s").unwrap_err();
+        assert_eq!(
+            problem.message,
+            "`18000000000000000000s` is longer than 100 years"
+        );
+        assert!(duration("1000000y").is_err());
     }
 
     #[test]

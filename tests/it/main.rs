@@ -10,6 +10,7 @@ mod api;
 mod bounds;
 mod chaos;
 mod check;
+mod check_hardening;
 mod cli;
 mod control;
 mod faults;

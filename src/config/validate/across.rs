@@ -1,9 +1,11 @@
 //! Checks across services: dependencies that exist and can be met, cycles with their
-//! paths, and ports claimed twice.
+//! paths, ports claimed twice, stop timeouts the shutdown would cut short, and
+//! "healthy" waits on services that have no way to prove it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -219,6 +221,114 @@ impl Validator<'_> {
                 .also(earlier.span.clone(), "already claimed here")
                 .help(help),
             );
+        }
+    }
+
+    /// A service whose `stop-timeout` is longer than the whole shutdown may take: on
+    /// shutdown, what is still running at `shutdown-timeout` is killed, so it never
+    /// gets the time its `stop-timeout` promises. A warning: `muster stop` and restarts
+    /// do honour the full `stop-timeout`.
+    pub(super) fn stop_outlasts_shutdown(
+        &mut self,
+        drafts: &[Draft],
+        shutdown: Duration,
+        shutdown_span: Option<Range<usize>>,
+    ) {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        for draft in drafts {
+            let (Some(service), Some(span)) = (&draft.service, &draft.stop_timeout_span) else {
+                continue;
+            };
+            if service.stop_timeout <= shutdown {
+                continue;
+            }
+            let (stop, all) = (human(service.stop_timeout), human(shutdown));
+            let setting = if shutdown_span.is_some() {
+                format!("`settings.shutdown-timeout` ({all})")
+            } else {
+                format!("`settings.shutdown-timeout` (default {all})")
+            };
+            let mut diagnostic = Diagnostic::warning(
+                "stop-outlasts-shutdown",
+                format!(
+                    "`services.{}.stop-timeout` ({stop}) is longer than {setting}",
+                    draft.name
+                ),
+            )
+            .at(span.clone(), format!("`{}` may take {stop} to stop", draft.name))
+            .note(format!(
+                "when muster shuts down, whatever still runs after {all} is killed with SIGKILL, so `{}` gets at most {all} of its {stop}",
+                draft.name
+            ))
+            .help(format!(
+                "raise `settings.shutdown-timeout` to at least {stop}, or shorten `stop-timeout`"
+            ));
+            if let Some(shutdown_span) = &shutdown_span {
+                diagnostic = diagnostic.also(shutdown_span.clone(), "the whole shutdown's limit");
+            }
+            self.warn(diagnostic);
+        }
+    }
+
+    /// A note for each service others wait on to be `healthy` that has nothing to prove
+    /// it: no `ready` probe and no `wait-for-ports`. It is healthy the moment it is
+    /// spawned, which is rarely what "wait until the database is healthy" means.
+    pub(super) fn healthy_without_probe(&mut self, drafts: &[Draft]) {
+        for target in drafts {
+            let Some(service) = &target.service else {
+                continue;
+            };
+            if service.ready.is_some() || service.wait_for_ports {
+                continue;
+            }
+            let waiting: Vec<(&str, Range<usize>)> = drafts
+                .iter()
+                .flat_map(|d| {
+                    d.deps
+                        .iter()
+                        .filter(|dep| {
+                            dep.name == target.name && dep.condition == Condition::Healthy
+                        })
+                        .map(|dep| (d.name.as_str(), dep.span.clone()))
+                })
+                .collect();
+            if waiting.is_empty() {
+                continue;
+            }
+            let name = &target.name;
+            let probe = match service.ports.first() {
+                Some(port) => {
+                    let ip = match port.ip {
+                        Some(ip) if !ip.is_unspecified() => ip,
+                        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    };
+                    format!(
+                        "ready = {{ tcp = \"{}\" }} (or wait-for-ports = true)",
+                        SocketAddr::new(ip, port.port)
+                    )
+                }
+                None => {
+                    "ready = { tcp = \"127.0.0.1:PORT\" } (or http, exec, log or notify)".to_owned()
+                }
+            };
+            let mut diagnostic = Diagnostic::remark(
+                "healthy-without-probe",
+                format!(
+                    "`{name}` has no `ready` probe, so it counts as healthy as soon as it is spawned"
+                ),
+            )
+            .at(target.name_span.clone(), "no `ready` probe")
+            .help(format!(
+                "give `{name}` a probe so that what depends on it waits until it can serve: {probe}; \
+                 if being spawned is enough, say so with depends-on = {{ {name} = \"started\" }}"
+            ));
+            for (dependent, span) in &waiting {
+                diagnostic = diagnostic.also(
+                    span.clone(),
+                    format!("`{dependent}` waits for `{name}` to be healthy"),
+                );
+            }
+            self.warn(diagnostic);
         }
     }
 }

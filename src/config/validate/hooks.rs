@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use toml::Spanned;
 
 use super::{Validator, defaults};
-use crate::config::raw::RawHook;
+use crate::config::foreign;
+use crate::config::raw::{RawHook, keys_of};
+use crate::config::recover::Segment;
 use crate::config::spec::{EVENT_KINDS, Hook, ServiceName};
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
@@ -52,6 +54,17 @@ impl Validator<'_> {
         }
         let services = match &raw.services {
             None => None,
+            Some(list) if list.get_ref().is_empty() => {
+                self.error(
+                    Diagnostic::error(
+                        "invalid-value",
+                        format!("`{key}.services` is empty: the hook would never run"),
+                    )
+                    .at(list.span(), "")
+                    .help("name the services it is for, or remove `services` (or write [\"*\"]) for all of them"),
+                );
+                None
+            }
             Some(list) if list.get_ref().iter().any(|s| s.get_ref() == "*") => None,
             Some(list) => Some(
                 list.get_ref()
@@ -82,6 +95,8 @@ impl Validator<'_> {
                 }
                 argv
             }
+            // A `run` dropped for being malformed or misnamed was reported already.
+            None if self.run_was_dropped(index) => None,
             None => {
                 self.error(
                     Diagnostic::error("missing-key", format!("`{key}` has no `run` command"))
@@ -101,6 +116,25 @@ impl Validator<'_> {
             services,
             run: run?,
             timeout,
+        })
+    }
+
+    /// Whether a key of hook `index` that was refused stands for `run` (`run` of the
+    /// wrong type, `rnu`, `command`), so "no run command" would repeat the news.
+    fn run_was_dropped(&self, index: usize) -> bool {
+        let hook_keys: Vec<String> = keys_of::<RawHook>()
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect();
+        self.removed.iter().any(|path| match path.0.as_slice() {
+            [Segment::Key(h), Segment::Index(i), Segment::Key(key)]
+                if h == "hooks" && *i == index =>
+            {
+                key == "run"
+                    || suggest::nearest(key, ["run"]).is_some()
+                    || foreign::meant(key, &hook_keys) == Some("run")
+            }
+            _ => false,
         })
     }
 

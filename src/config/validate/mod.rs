@@ -26,6 +26,7 @@ mod hooks;
 mod probe;
 mod service;
 mod settings;
+mod state_dir;
 
 /// Defaults, in one place so that docs/config.md can be checked against them.
 pub mod defaults {
@@ -71,6 +72,10 @@ pub fn validate(
         path_var: std::env::var_os("PATH"),
     };
     let settings = v.settings(raw.settings.as_ref());
+    let shutdown_span = raw
+        .settings
+        .as_ref()
+        .and_then(|s| s.get_ref().shutdown_timeout.as_ref().map(Spanned::span));
 
     let services_span = raw.services.as_ref().map(Spanned::span);
     let raw_services = raw.services.map(Spanned::into_inner).unwrap_or_default();
@@ -97,6 +102,9 @@ pub fn validate(
     }
     let edges = v.dependencies(&drafts, &known);
     v.port_clashes(&drafts);
+    if let Some(settings) = &settings {
+        v.stop_outlasts_shutdown(&drafts, settings.shutdown_timeout, shutdown_span);
+    }
     let waves = v.waves(&drafts, &edges);
     let hooks = raw
         .hooks
@@ -106,9 +114,11 @@ pub fn validate(
         .map(|(i, hook)| v.hook(i, hook, &known))
         .collect::<Vec<_>>();
 
+    // Advice for a file that is otherwise right; next to errors it would be noise.
     if v.errors > 0 {
         return None;
     }
+    v.healthy_without_probe(&drafts);
     // No errors: every dependency names a valid service, so none is dropped here.
     let services: BTreeMap<ServiceName, Service> = drafts
         .into_iter()
@@ -157,6 +167,8 @@ struct Draft {
     proxy: Option<ProxyRef>,
     restart: RestartPolicy,
     restart_span: Option<Range<usize>>,
+    name_span: Range<usize>,
+    stop_timeout_span: Option<Range<usize>>,
 }
 
 struct DepRef {
@@ -184,6 +196,7 @@ impl Validator<'_> {
         self.problems.push(diagnostic);
     }
 
+    /// Records a warning or a note: reported, but the file can still be run.
     fn warn(&mut self, diagnostic: Diagnostic) {
         self.problems.push(diagnostic);
     }

@@ -16,12 +16,20 @@ use crate::config::raw::{
 };
 use crate::config::recover::Segment;
 use crate::config::spec::{
-    Backoff, Condition, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run, Service,
-    ServiceName,
+    Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run,
+    Service, ServiceName,
 };
 use crate::config::{envfile, executable, values};
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
+
+/// The keys of a service table, as the foreign-key advice wants them.
+fn service_keys() -> Vec<String> {
+    crate::config::raw::keys_of::<RawService>()
+        .iter()
+        .map(|k| (*k).to_owned())
+        .collect()
+}
 
 impl Validator<'_> {
     /// Checks one service table on its own; what the cross-service checks need comes
@@ -35,7 +43,7 @@ impl Validator<'_> {
 
         let cwd = self.cwd(&key("cwd"), raw.cwd.as_ref());
         let env = self.env(&key("env"), raw.env.as_ref());
-        let env_files = self.env_files(&key("env-file"), raw.env_file.as_ref());
+        let (env_files, env_file_values) = self.env_files(&key("env-file"), raw.env_file.as_ref());
         let path_var = env
             .get("PATH")
             .map(OsString::from)
@@ -76,6 +84,23 @@ impl Validator<'_> {
             .watchdog
             .as_ref()
             .map(|w| self.positive(&key("watchdog"), Some(w), Duration::from_secs(1)));
+        if let Some(text) = &raw.on_unhealthy
+            && raw.alive.is_none()
+            && raw.watchdog.is_none()
+        {
+            self.warn(
+                Diagnostic::warning(
+                    "no-effect",
+                    format!(
+                        "`{}` has no effect: nothing watches `{}` once it runs",
+                        key("on-unhealthy"),
+                        name.get_ref()
+                    ),
+                )
+                .at(text.span(), "")
+                .help("a service becomes unhealthy through an `alive` probe or a missed `watchdog` heartbeat: add one, or remove `on-unhealthy`"),
+            );
+        }
         let wait_for_ports = raw.wait_for_ports.as_ref().is_some_and(|w| *w.get_ref());
         if wait_for_ports && ports.is_empty() && raw.ports.as_ref().is_none_or(Vec::is_empty) {
             let span = raw
@@ -144,6 +169,7 @@ impl Validator<'_> {
                 cwd,
                 env,
                 env_files,
+                env_file_values,
                 ports: ports.iter().map(|(p, _)| *p).collect(),
                 ready,
                 alive,
@@ -171,6 +197,8 @@ impl Validator<'_> {
             proxy: proxy.map(|p| p.0),
             restart,
             restart_span,
+            name_span: name.span(),
+            stop_timeout_span: raw.stop_timeout.as_ref().map(Spanned::span),
         }
     }
 
@@ -245,17 +273,43 @@ impl Validator<'_> {
         env.into_iter()
             .flatten()
             .filter_map(|(k, v)| {
-                let valid = !k.get_ref().is_empty() && !k.get_ref().contains(['=', '\0']);
-                if !valid {
+                let name = k.get_ref();
+                let problem = if name.is_empty() {
+                    Some((
+                        format!("`{key}` has a variable with an empty name"),
+                        "name the variable: env = { NAME = \"value\" }".to_owned(),
+                    ))
+                } else if let Some((before, after)) = name.split_once('=') {
+                    Some((
+                        format!("`{key}`: `{name}` is not a variable name: it holds `=`"),
+                        match before {
+                            "" => "a variable name cannot hold `=`: rename it".to_owned(),
+                            before => format!(
+                                "a variable name cannot hold `=`: write {before} = \"{after}\" if that is what you meant"
+                            ),
+                        },
+                    ))
+                } else if name.contains('\0') {
+                    Some((
+                        format!("`{key}`: a variable name holds a NUL byte"),
+                        "remove the \\u0000 from the name".to_owned(),
+                    ))
+                } else {
+                    None
+                };
+                if let Some((message, help)) = problem {
                     self.error(
-                        Diagnostic::error(
-                            "invalid-value",
-                            format!("`{}`: `{}` is not a variable name", key, k.get_ref()),
-                        )
-                        .at(k.span(), ""),
+                        Diagnostic::error("invalid-value", message)
+                            .at(k.span(), "")
+                            .help(help),
                     );
+                    return None;
                 }
-                valid.then(|| (k.get_ref().clone(), v.get_ref().0.clone()))
+                if v.get_ref().0.contains('\0') {
+                    self.nul_byte(&format!("{key}.{name}"), v.span());
+                    return None;
+                }
+                Some((name.clone(), v.get_ref().0.clone()))
             })
             .collect()
     }
@@ -265,9 +319,11 @@ impl Validator<'_> {
             [Segment::Key(s), Segment::Key(n), Segment::Key(key)]
                 if s == "services" && n == name =>
             {
+                let meant = crate::config::foreign::meant(key, &service_keys());
                 key == "command"
                     || key == "shell"
                     || suggest::nearest(key, ["command", "shell"]).is_some()
+                    || matches!(meant, Some("command" | "shell"))
             }
             _ => false,
         })
@@ -329,27 +385,64 @@ impl Validator<'_> {
                     );
                     return None;
                 }
+                if shell.get_ref().contains('\0') {
+                    self.nul_byte(&key("shell"), shell.span());
+                    return None;
+                }
                 Some(Run::Shell(shell.get_ref().clone()))
             }
         }
     }
 
-    /// A command as a string (split like a shell) or an array, non-empty.
+    /// A command as a string (split like a shell) or an array: non-empty, a program
+    /// name first, and nothing a program cannot be given.
     pub(super) fn argv(&mut self, key: &str, value: &Spanned<StringOrList>) -> Option<Vec<String>> {
-        match value.get_ref() {
-            StringOrList::One(line) => values::command_line(line)
-                .map_err(|problem| self.invalid(key, value.span(), problem))
-                .ok(),
+        let (argv, spans): (Vec<String>, Vec<Range<usize>>) = match value.get_ref() {
+            StringOrList::One(line) => {
+                let words = values::command_line(line)
+                    .map_err(|problem| self.invalid(key, value.span(), problem))
+                    .ok()?;
+                let spans = vec![value.span(); words.len()];
+                (words, spans)
+            }
             StringOrList::List(items) if items.is_empty() => {
                 self.error(
                     Diagnostic::error("invalid-value", format!("`{key}` is an empty array"))
                         .at(value.span(), "")
                         .help("name the program to run first, then its arguments: [\"python3\", \"app.py\"]"),
                 );
-                None
+                return None;
             }
-            StringOrList::List(items) => Some(items.iter().map(|i| i.get_ref().clone()).collect()),
+            StringOrList::List(items) => items
+                .iter()
+                .map(|i| (i.get_ref().clone(), i.span()))
+                .unzip(),
+        };
+        if argv[0].trim().is_empty() {
+            self.error(
+                Diagnostic::error(
+                    "invalid-value",
+                    format!("`{key}`: the program name is empty"),
+                )
+                .at(spans[0].clone(), "no program here")
+                .help("the first word is the program to run: [\"python3\", \"app.py\"]"),
+            );
+            return None;
         }
+        if let Some(at) = argv.iter().position(|arg| arg.contains('\0')) {
+            self.nul_byte(key, spans[at].clone());
+            return None;
+        }
+        Some(argv)
+    }
+
+    /// A NUL byte in text handed to a program: the operating system cannot pass it.
+    pub(super) fn nul_byte(&mut self, key: &str, span: Range<usize>) {
+        self.error(
+            Diagnostic::error("invalid-value", format!("`{key}` holds a NUL byte"))
+                .at(span, "holds \\u0000")
+                .help("arguments and environment values cannot hold NUL (\\u0000): remove it"),
+        );
     }
 
     pub(super) fn program(
@@ -364,6 +457,10 @@ impl Validator<'_> {
             use executable::ExecutableError as E;
             // Name the program as written; the full path goes in the fix.
             let (what, help) = match &problem {
+                E::NotOnPath { .. } if program.trim() != program => (
+                    "is not found on PATH",
+                    format!("remove the spaces around the name: `{}`", program.trim()),
+                ),
                 E::NotOnPath { .. } => (
                     "is not found on PATH",
                     "install it, give its full path, or set PATH in the service's `env`".to_owned(),
@@ -389,9 +486,9 @@ impl Validator<'_> {
         &mut self,
         key: &str,
         value: Option<&Spanned<StringOrList>>,
-    ) -> Vec<PathBuf> {
+    ) -> (Vec<PathBuf>, EnvFileValues) {
         let Some(value) = value else {
-            return Vec::new();
+            return (Vec::new(), EnvFileValues::default());
         };
         let entries: Vec<(String, Range<usize>)> = match value.get_ref() {
             StringOrList::One(path) => vec![(path.clone(), value.span())],
@@ -401,11 +498,13 @@ impl Validator<'_> {
                 .collect(),
         };
         let mut files = Vec::new();
+        let mut pairs = Vec::new();
         for (text, span) in entries {
             let path = self.path(&text);
-            match std::fs::read_to_string(&path) {
-                Ok(contents) => {
-                    if let Err(problem) = envfile::parse(&contents) {
+            match envfile::read(&path) {
+                Ok(contents) => match envfile::parse(&contents) {
+                    Ok(read) => pairs.extend(read),
+                    Err(problem) => {
                         self.error(
                             Diagnostic::error(
                                 "bad-env-file",
@@ -415,12 +514,15 @@ impl Validator<'_> {
                             .help("each line is KEY=VALUE; blank lines and # comments are skipped"),
                         );
                     }
-                }
+                },
                 Err(err) => {
-                    let what = if err.kind() == std::io::ErrorKind::NotFound {
-                        "does not exist".to_owned()
-                    } else {
-                        format!("cannot be read ({err})")
+                    let what = match err.kind() {
+                        std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+                        std::io::ErrorKind::FileTooLarge => format!(
+                            "is larger than {} KiB: is it really an env file?",
+                            envfile::MAX_SIZE >> 10
+                        ),
+                        _ => format!("cannot be read ({err})"),
                     };
                     self.error(
                         Diagnostic::error("missing-file", format!("`{key}`: `{text}` {what}"))
@@ -431,7 +533,7 @@ impl Validator<'_> {
             }
             files.push(path);
         }
-        files
+        (files, EnvFileValues::new(pairs))
     }
 
     pub(super) fn port(&mut self, key: &str, value: &Spanned<RawPort>) -> Option<Port> {

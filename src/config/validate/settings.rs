@@ -1,5 +1,6 @@
 //! `[settings]`: state directory, shutdown, logs, the TCP API and history retention.
 
+use std::io::Read;
 use std::path::PathBuf;
 
 use toml::Spanned;
@@ -20,23 +21,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or(defaults::STATE_DIR, |s| s.get_ref().as_str()),
         );
-        // It is created at start-up if missing; a file in its place cannot be.
-        if let Some(written) = &raw.state_dir
-            && state_dir.exists()
-            && !state_dir.is_dir()
-        {
-            self.error(
-                Diagnostic::error(
-                    "invalid-value",
-                    format!(
-                        "`settings.state-dir`: `{}` is not a directory",
-                        written.get_ref()
-                    ),
-                )
-                .at(written.span(), "a file is in the way")
-                .help("point state-dir at a directory (it is created if missing)"),
-            );
-        }
+        self.state_dir(raw.state_dir.as_ref(), &state_dir);
         let shutdown_timeout = self.positive(
             "settings.shutdown-timeout",
             raw.shutdown_timeout.as_ref(),
@@ -98,11 +83,26 @@ impl Validator<'_> {
         let token_file = raw
             .token_file
             .as_ref()
-            .map(|t| self.existing_file("settings.api.token-file", t));
+            .map(|t| self.token_file("settings.api.token-file", t));
         let read_token_file = raw
             .read_token_file
             .as_ref()
-            .map(|t| self.existing_file("settings.api.read-token-file", t));
+            .map(|t| self.token_file("settings.api.read-token-file", t));
+        if let (Some(Some((_, control))), Some(Some((_, read))), Some(read_file)) =
+            (&token_file, &read_token_file, &raw.read_token_file)
+            && control == read
+        {
+            self.error(
+                Diagnostic::error(
+                    "invalid-value",
+                    "`settings.api.read-token-file` holds the same token as `token-file`",
+                )
+                .at(read_file.span(), "")
+                .help("the read-only token must differ from the control token, or it could control: make a new one with head -c 32 /dev/urandom | base64"),
+            );
+        }
+        let token_file = token_file.map(|t| t.map(|(path, _)| path));
+        let read_token_file = read_token_file.map(|t| t.map(|(path, _)| path));
         if token_file.is_none() && read_token_file.is_none() {
             self.error(
                 Diagnostic::error("missing-key", "the TCP API needs a token: `settings.api` has no `token-file`")
@@ -117,18 +117,47 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn existing_file(&mut self, key: &str, value: &Spanned<String>) -> Option<PathBuf> {
+    /// A token file that `muster up` will be able to read a token from: the path and
+    /// the token (surrounding whitespace is not part of it, as at start-up).
+    pub(super) fn token_file(
+        &mut self,
+        key: &str,
+        value: &Spanned<String>,
+    ) -> Option<(PathBuf, String)> {
         let path = self.path(value.get_ref());
-        if path.is_file() {
-            Some(path)
-        } else {
+        if !path.is_file() {
             self.error(
                 Diagnostic::error("missing-file", format!("`{key}`: `{}` does not exist", value.get_ref()))
                     .at(value.span(), "no such file")
                     .help("create the file, or fix the path (relative paths start at the config file's directory)"),
             );
-            None
+            return None;
         }
+        let make = "put a token in it: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE";
+        // Read no more than a token could sensibly be; a bigger file is the wrong one.
+        let mut text = String::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|file| std::io::Read::take(file, 64 << 10).read_to_string(&mut text));
+        let problem = match read {
+            Err(error) => Some((
+                format!("cannot be read ({error})"),
+                "make it a text file muster may read, holding the token".to_owned(),
+            )),
+            Ok(_) if text.trim().is_empty() => Some(("is empty".to_owned(), make.to_owned())),
+            Ok(_) => None,
+        };
+        if let Some((what, help)) = problem {
+            self.error(
+                Diagnostic::error(
+                    "invalid-value",
+                    format!("`{key}`: `{}` {what}", value.get_ref()),
+                )
+                .at(value.span(), "")
+                .help(help),
+            );
+            return None;
+        }
+        Some((path, text.trim().to_owned()))
     }
 
     pub(super) fn history_settings(&mut self, raw: Option<&RawHistorySettings>) -> HistorySettings {

@@ -4,6 +4,7 @@
 pub mod evidence;
 pub mod up;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -98,4 +99,76 @@ pub fn stable(text: &str, extra: &[&Path]) -> String {
         text = text.replace(&path.display().to_string(), "[tmp]");
     }
     text
+}
+
+/// Something optional a test drives for real, beyond a Rust toolchain and python3.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// A program found on PATH, such as `systemd-notify`.
+    Program(&'static str),
+    /// A module `python3` can import, such as the `sdnotify` package.
+    PythonModule(&'static str),
+}
+
+impl Need {
+    fn present(self) -> bool {
+        match self {
+            Need::Program(name) => std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|dir| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::metadata(dir.join(name))
+                        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                })
+            }),
+            Need::PythonModule(module) => {
+                let mut import = Command::new("python3");
+                import.args(["-c", &format!("import {module}")]);
+                run(&mut import).code == 0
+            }
+        }
+    }
+
+    fn install(self) -> String {
+        match self {
+            Need::Program("systemd-notify") => "apt-get install systemd".to_owned(),
+            Need::Program(name) => format!("install `{name}`"),
+            Need::PythonModule(module) => format!("python3 -m pip install {module}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::Program(name) => write!(f, "the program `{name}`"),
+            Need::PythonModule(module) => write!(f, "the python module `{module}`"),
+        }
+    }
+}
+
+/// Whether `need` is installed. When it is not, the calling test leaves out what
+/// needs it (returning early if that is all of it) and passes; this says on stderr
+/// what was skipped (`what`, such as "readiness sent by systemd's own client") in which
+/// test, and why. With
+/// `MUSTER_REQUIRE_ALL=1` (CI sets it, having installed everything) a missing need
+/// fails the test instead, so nothing is skipped there unnoticed.
+pub fn require(need: Need, what: &str) -> bool {
+    if need.present() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    if std::env::var("MUSTER_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: {need} is not installed, and MUSTER_REQUIRE_ALL=1 requires it (for {what}); install it with `{}`",
+            need.install()
+        );
+    }
+    // Straight to the process's stderr: the test harness captures `eprintln!` of
+    // passing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED in {test}: {what}, because {need} is not installed; install it with `{}`, or set MUSTER_REQUIRE_ALL=1 to make this a failure",
+        need.install()
+    );
+    false
 }
