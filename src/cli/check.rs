@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::out::outln;
 use super::{GlobalArgs, plural, print_json, report_json};
 
 #[derive(Debug, Args)]
@@ -28,7 +29,7 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
     } else {
         plural(warnings, "warning")
     };
-    println!(
+    outln!(
         "{}, {}, {verdict}",
         plural(loaded.spec.services.len(), "service"),
         plural(loaded.spec.waves.len(), "start wave"),

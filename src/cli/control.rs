@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use hyper::Method;
 
+use super::out::{err, errln, outln};
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::api::client::{self, Answer, ClientError};
 
@@ -42,7 +43,7 @@ pub fn socket(global: &GlobalArgs) -> Result<(PathBuf, PathBuf), ExitCode> {
     let state_dir = match global.state_dir() {
         Some(dir) => dir,
         None => crate::config::state_dir_of(&global.file).map_err(|error| {
-            eprintln!("muster: {error}");
+            errln!("muster: {error}");
             ExitCode::from(EXIT_USAGE)
         })?,
     };
@@ -55,7 +56,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .enable_all()
         .build()
         .map_err(|error| {
-            eprintln!("muster: cannot start the runtime: {error}");
+            errln!("muster: cannot start the runtime: {error}");
             ExitCode::from(EXIT_FAILED)
         })
 }
@@ -63,11 +64,11 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// Says why a request got no answer (a missing supervisor: how to start one).
 fn no_answer(global: &GlobalArgs, error: &ClientError) -> ExitCode {
     match error {
-        ClientError::NotRunning { .. } => eprintln!(
+        ClientError::NotRunning { .. } => errln!(
             "muster: {error}; start one with `muster up -f {}`",
             global.file.display()
         ),
-        ClientError::Broken { .. } => eprintln!("muster: {error}"),
+        ClientError::Broken { .. } => errln!("muster: {error}"),
     }
     ExitCode::from(EXIT_FAILED)
 }
@@ -87,7 +88,7 @@ pub fn stream(global: &GlobalArgs, path: &str, on_line: impl FnMut(&str)) -> Res
     match runtime()?.block_on(client::each_line(&socket, path, on_line)) {
         Ok(None) => Ok(()),
         Ok(Some(answer)) => {
-            eprintln!("muster: {}", error_message(&answer));
+            errln!("muster: {}", error_message(&answer));
             Err(ExitCode::from(if answer.status.is_client_error() {
                 EXIT_USAGE
             } else {
@@ -111,7 +112,7 @@ fn print_json(answer: &Answer) {
 
 pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
     if crate::config::values::duration(&args.timeout).is_err() {
-        eprintln!(
+        errln!(
             "muster: --timeout {:?} is not a duration; write it with a unit, such as \"30s\"",
             args.timeout
         );
@@ -143,7 +144,7 @@ pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
             if !ports.is_empty() {
                 line.push_str(&format!(" on {}", ports.join(", ")));
             }
-            println!("{line}");
+            outln!("{line}");
         }
         return ExitCode::SUCCESS;
     }
@@ -155,18 +156,18 @@ pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
 
 /// An error answer for people: the message, the cause chain, the log tail.
 fn report_failure(answer: &Answer) {
-    eprintln!("muster: {}", error_message(answer));
+    errln!("muster: {}", error_message(answer));
     let error = &answer.body["error"];
     if let Some(cause) = error["cause"].as_array().filter(|c| c.len() > 1) {
-        eprintln!("because:");
+        errln!("because:");
         for step in cause.iter().skip(1).filter_map(|c| c.as_str()) {
-            eprintln!("  {step}");
+            errln!("  {step}");
         }
     }
     if let Some(tail) = error["log_tail"].as_array().filter(|t| !t.is_empty()) {
-        eprintln!("last lines of its log:");
+        errln!("last lines of its log:");
         for line in tail.iter().filter_map(|l| l.as_str()) {
-            eprintln!("  | {line}");
+            errln!("  | {line}");
         }
     }
 }
@@ -201,7 +202,7 @@ pub fn command(global: &GlobalArgs, args: &NameArgs, verb: &str) -> ExitCode {
     }
     if !args.json {
         let state = answer.body["state"].as_str().unwrap_or("?");
-        println!("{verb}: {} (now {state})", args.name);
+        outln!("{verb}: {} (now {state})", args.name);
     }
     ExitCode::SUCCESS
 }
@@ -221,14 +222,14 @@ pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
     };
     // The lock is held until the supervisor has stopped everything and exited; its own
     // shutdown-timeout bounds the wait.
-    eprintln!("muster: stopping; waiting for the supervisor to exit");
+    errln!("muster: stopping; waiting for the supervisor to exit");
     match crate::supervisor::lock::StateLock::wait(&state_dir) {
         Ok(_) => {
-            eprintln!("muster: the supervisor has exited");
+            errln!("muster: the supervisor has exited");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("muster: {error}");
+            errln!("muster: {error}");
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -264,11 +265,11 @@ pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
     }
     if answer.status == hyper::StatusCode::UNPROCESSABLE_ENTITY {
         if !args.json {
-            eprint!(
+            err!(
                 "{}",
                 answer.body["error"]["report"].as_str().unwrap_or_default()
             );
-            eprintln!("muster: {}", error_message(&answer));
+            errln!("muster: {}", error_message(&answer));
         }
         return ExitCode::from(EXIT_USAGE);
     }
@@ -302,7 +303,7 @@ pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
             }
         }
         parts.push(format!("{} unchanged", list("unchanged").len()));
-        println!("reloaded: {}", parts.join("; "));
+        outln!("reloaded: {}", parts.join("; "));
     }
     ExitCode::SUCCESS
 }

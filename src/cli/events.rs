@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::control::stream;
+use super::out::{errln, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::config::EVENT_KINDS;
@@ -43,7 +44,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
         let hint = crate::suggest::nearest(kind, EVENT_KINDS.iter().copied())
             .map(|near| format!("did you mean `{near}`? "))
             .unwrap_or_default();
-        eprintln!(
+        errln!(
             "muster: `{kind}` is not an event kind; {hint}one of: {}",
             EVENT_KINDS.join(", ")
         );
@@ -52,9 +53,9 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
     let json = args.json;
     let print = |event: &serde_json::Value| {
         if json {
-            println!("{event}");
+            outln!("{event}");
         } else {
-            println!(
+            outln!(
                 "{:>6} {} {:<12} {:<10} {}",
                 event["id"].as_u64().unwrap_or(0),
                 event["time"].as_str().unwrap_or(""),
@@ -76,7 +77,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             let events = match store.events(&filter, args.last) {
                 Ok(events) => events,
                 Err(error) => {
-                    eprintln!("muster: cannot read {}: {error}", store.path().display());
+                    errln!("muster: cannot read {}: {error}", store.path().display());
                     return ExitCode::from(EXIT_FAILED);
                 }
             };

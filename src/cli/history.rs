@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::out::{errln, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::store::{self, Run, Store};
@@ -30,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
     let runs = match store.runs(&args.name, args.last) {
         Ok(runs) => runs,
         Err(error) => {
-            eprintln!("muster: cannot read {}: {error}", store.path().display());
+            errln!("muster: cannot read {}: {error}", store.path().display());
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -42,15 +43,19 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if runs.is_empty() {
-        println!("no runs of `{}` recorded yet", args.name);
+        outln!("no runs of `{}` recorded yet", args.name);
         return ExitCode::SUCCESS;
     }
-    println!(
+    outln!(
         "{:>6}  {:>7}  {:<20}  {:>9}  {:<22}  REASON",
-        "RUN", "PID", "STARTED", "RAN", "EXIT"
+        "RUN",
+        "PID",
+        "STARTED",
+        "RAN",
+        "EXIT"
     );
     for run in &runs {
-        println!(
+        outln!(
             "{:>6}  {:>7}  {:<20}  {:>9}  {:<22}  {}",
             run.run_id,
             run.pid,
@@ -67,7 +72,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
 pub fn open(global: &GlobalArgs) -> Result<Store, ExitCode> {
     let (_, state_dir) = super::control::socket(global)?;
     Store::open_existing(&store::path_in(&state_dir)).map_err(|error| {
-        eprintln!("muster: {error}");
+        errln!("muster: {error}");
         ExitCode::from(match error {
             store::OpenError::Missing { .. } => EXIT_USAGE,
             _ => EXIT_FAILED,
@@ -88,7 +93,7 @@ fn known(global: &GlobalArgs, name: &str) -> bool {
     let hint = crate::suggest::nearest(name, names)
         .map(|near| format!("; did you mean `{near}`?"))
         .unwrap_or_default();
-    eprintln!(
+    errln!(
         "muster: no service named `{name}` in {} and no runs recorded for it{hint}",
         loaded.spec.path.display()
     );

@@ -8,6 +8,7 @@ use console::style;
 
 use super::GlobalArgs;
 use super::control::stream;
+use super::out::outln;
 use super::printable::printable;
 
 #[derive(Debug, Args)]
@@ -46,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     let raw = args.raw;
     let print = move |line: &str| {
         if json {
-            println!("{line}");
+            outln!("{line}");
             return;
         }
         let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -60,12 +61,12 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
             _ => text.into_owned(),
         };
         if prefix {
-            println!(
+            outln!(
                 "{} {text}",
                 style(value["service"].as_str().unwrap_or("?")).cyan()
             );
         } else {
-            println!("{text}");
+            outln!("{text}");
         }
     };
     match stream(global, &path, print) {

@@ -3,6 +3,11 @@
 //! Each subcommand is a function from its parsed arguments to an exit code; what the
 //! user asked for goes to stdout, diagnostics and progress to stderr. Exit codes follow
 //! one rule everywhere: 0 done, 1 the operation failed, 2 bad usage or bad config.
+//! Everything is written through [`out`], which ends a command quietly when its reader
+//! goes away.
+
+// Writes go through `out`; see there why.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
 mod control;
@@ -11,8 +16,12 @@ mod generate;
 mod graph;
 mod history;
 mod logs;
+mod out;
 mod printable;
 mod status;
+// `up` writes through its own `say`, which ignores a reader that went away: the
+// supervisor must outlive it.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 mod up;
 
 use std::io::{IsTerminal, Write};
@@ -24,6 +33,7 @@ use codespan_reporting::term::termcolor::{self, StandardStream};
 
 use crate::config::{self, Loaded};
 use crate::diagnostic::Report;
+use out::{errln, outln};
 
 /// Exit code for bad usage or a bad config file.
 pub const EXIT_USAGE: u8 = 2;
@@ -168,7 +178,7 @@ impl GlobalArgs {
                     print_json(&report_json(&report, None));
                 } else {
                     self.render(&report);
-                    eprintln!("{}: {}", report.path.display(), counts(&report));
+                    errln!("{}: {}", report.path.display(), counts(&report));
                 }
                 Err(ExitCode::from(EXIT_USAGE))
             }
@@ -216,7 +226,7 @@ fn report_json(report: &Report, loaded: Option<&Loaded>) -> serde_json::Value {
 
 fn print_json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned());
-    println!("{text}");
+    outln!("{text}");
 }
 
 #[cfg(test)]

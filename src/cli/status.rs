@@ -8,6 +8,7 @@ use console::style;
 use hyper::Method;
 
 use super::control::{call, error_message};
+use super::out::{errln, out, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, print_json};
 
@@ -32,7 +33,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     if !answer.status.is_success() {
-        eprintln!("muster: {}", error_message(&answer));
+        errln!("muster: {}", error_message(&answer));
         return ExitCode::from(if answer.status == hyper::StatusCode::NOT_FOUND {
             EXIT_USAGE
         } else {
@@ -51,14 +52,14 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
             .unwrap_or_default(),
     };
     if args.name.is_none() {
-        println!("{}", summary(answer.body["booted"] == true, &services));
+        outln!("{}", summary(answer.body["booted"] == true, &services));
         if let Some(problem) = answer.body["history_problem"].as_str() {
-            println!("history: {problem}");
+            outln!("history: {problem}");
         }
     }
-    print!("{}", table(&services));
+    out!("{}", table(&services));
     if let Some(service) = services.first().filter(|_| args.name.is_some()) {
-        print!("{}", detail(service));
+        out!("{}", detail(service));
     }
     ExitCode::SUCCESS
 }
