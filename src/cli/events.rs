@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::control::stream;
+use super::control::{Client, encode};
 use super::out::{errln, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
@@ -81,6 +81,24 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
                     return ExitCode::from(EXIT_FAILED);
                 }
             };
+            // A name with no events at all, of any kind, and not in the config either,
+            // is a typo: say so rather than print nothing.
+            if events.is_empty()
+                && let Some(service) = &args.service
+                && store
+                    .events(
+                        &EventFilter {
+                            since: 0,
+                            service: Some(service.clone()),
+                            kind: None,
+                        },
+                        Some(1),
+                    )
+                    .is_ok_and(|any| any.is_empty())
+                && !super::history::known(global, service, "events")
+            {
+                return ExitCode::from(EXIT_USAGE);
+            }
             for event in &events {
                 print(&serde_json::to_value(event).unwrap_or_default());
             }
@@ -97,10 +115,10 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
     }
     let mut path = format!("/v1/events?since={since}&follow=true");
     if let Some(service) = &args.service {
-        path.push_str(&format!("&service={service}"));
+        path.push_str(&format!("&service={}", encode(service)));
     }
     if let Some(kind) = &args.kind {
-        path.push_str(&format!("&kind={kind}"));
+        path.push_str(&format!("&kind={}", encode(kind)));
     }
     // The answer is server-sent events: the JSON is on `data:` lines.
     let on_line = |line: &str| {
@@ -110,8 +128,12 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             print(&event);
         }
     };
-    match stream(global, &path, on_line) {
-        Ok(()) => ExitCode::SUCCESS,
+    let client = match Client::new(global) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.follow(&path) {
+        Ok(mut stream) => client.follow_to_end(&mut stream, on_line),
         Err(code) => code,
     }
 }

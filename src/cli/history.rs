@@ -35,7 +35,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    if runs.is_empty() && !known(global, &args.name) {
+    if runs.is_empty() && !known(global, &args.name, "runs") {
         return ExitCode::from(EXIT_USAGE);
     }
     if args.json {
@@ -80,8 +80,9 @@ pub fn open(global: &GlobalArgs) -> Result<Store, ExitCode> {
     })
 }
 
-/// Whether `name` is a service of the config; if not, says so with the nearest name.
-fn known(global: &GlobalArgs, name: &str) -> bool {
+/// Whether `name` is a service of the config; if not, says so (nothing of it is
+/// recorded either: `what`, such as "runs") with the nearest name.
+pub(super) fn known(global: &GlobalArgs, name: &str, what: &str) -> bool {
     let Ok(loaded) = crate::config::load(&global.file) else {
         // No valid config to compare with: an empty history is answer enough.
         return true;
@@ -94,7 +95,7 @@ fn known(global: &GlobalArgs, name: &str) -> bool {
         .map(|near| format!("; did you mean `{near}`?"))
         .unwrap_or_default();
     errln!(
-        "muster: no service named `{name}` in {} and no runs recorded for it{hint}",
+        "muster: no service named `{name}` in {} and no {what} recorded for it{hint}",
         loaded.spec.path.display()
     );
     false

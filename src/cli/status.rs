@@ -13,6 +13,12 @@ use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, print_json};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status with NAME: 0 healthy, or a one-shot that completed; \
+    1 not healthy (pending, starting, unhealthy, exited and due to restart, stopping, \
+    failed), or no supervisor answered; 2 no such service; 3 stopped. Without NAME: 0 \
+    once the supervisor has answered."
+)]
 pub struct StatusArgs {
     /// Only this service
     pub name: Option<String>,
@@ -25,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     let colour = global.colour_on(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     console::set_colors_enabled(colour);
     let path = match &args.name {
-        Some(name) => format!("/v1/services/{name}"),
+        Some(name) => format!("/v1/services/{}", super::control::encode(name)),
         None => "/v1/services".to_owned(),
     };
     let answer = match call(global, Method::GET, &path) {
@@ -40,9 +46,14 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
             EXIT_FAILED
         });
     }
+    // Scripts ask `muster status db` whether db is up: the exit status says.
+    let code = match &args.name {
+        Some(_) => state_code(answer.body["state"].as_str().unwrap_or("")),
+        None => ExitCode::SUCCESS,
+    };
     if args.json {
         print_json(&answer.body);
-        return ExitCode::SUCCESS;
+        return code;
     }
     let services: Vec<serde_json::Value> = match &args.name {
         Some(_) => vec![answer.body.clone()],
@@ -61,7 +72,19 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     if let Some(service) = services.first().filter(|_| args.name.is_some()) {
         out!("{}", detail(service));
     }
-    ExitCode::SUCCESS
+    code
+}
+
+/// Exit status 3 for a service that is not running, as LSB init scripts' `status`.
+const EXIT_STOPPED: u8 = 3;
+
+/// What `status NAME` exits with, by the service's state (see the command's help).
+fn state_code(state: &str) -> ExitCode {
+    match state {
+        "healthy" | "completed" => ExitCode::SUCCESS,
+        "stopped" => ExitCode::from(EXIT_STOPPED),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
 }
 
 /// "bootstrap complete: 4/5 healthy, 1 failed" (or "bootstrapping: ..." before the
@@ -132,9 +155,18 @@ fn detail(service: &serde_json::Value) -> String {
             format!("{kind} {verdict}: {}", printable(message)),
         );
     }
+    // The count is of every failed attempt, readiness ones included: a service that
+    // takes a while to listen fails many before it is ready, which is no fault. Said
+    // so, rather than shown as a bare number that reads like trouble.
     let failures = service["probe_failures"].as_u64().unwrap_or(0);
     if failures > 0 {
-        field("probe fails", failures.to_string());
+        field(
+            "probes",
+            format!(
+                "{failures} failed since the supervisor started (readiness attempts while \
+                 starting included)"
+            ),
+        );
     }
     if let Some(exit) = service["last_exit"].as_str() {
         field("last exit", exit.to_owned());
