@@ -140,8 +140,10 @@ impl StartQuery {
 /// A started service: 202 at once, or (waiting) 200 with the outcome.
 type Started = (StatusCode, Json<ServiceView>);
 
-/// Starts the service (its dependencies first). Answers at once with 202 and the state
-/// at that instant, or, with `wait=true`, once the outcome is known: 200 when it is
+/// Starts the service (its dependencies first).
+///
+/// Answers at once with 202 and the state at that instant, or, with `wait=true`, once
+/// the outcome is known: 200 when it is
 /// healthy (a one-shot: completed), 503 with the cause when it failed, 504 when the
 /// timeout passed first. A one-shot (a service another waits on with `condition =
 /// "completed"`) is waited for until it has completed. A service already healthy (or a
@@ -256,9 +258,10 @@ pub async fn stop(
     view(&supervisor, &name).map(Json)
 }
 
-/// Restarts the service (or starts it, when it never ran): a one-shot runs again. As
-/// with `start`, answers at once with 202, or with `wait=true` once the new run's
-/// outcome is known.
+/// Restarts the service (or starts it, when it never ran).
+///
+/// A one-shot runs again. As with `start`, answers at once with 202, or with
+/// `wait=true` once the new run's outcome is known.
 #[utoipa::path(post, path = "/v1/services/{name}/restart", tag = "services",
     params(("name" = String, Path, description = "The service"), StartQuery),
     responses(

@@ -40,9 +40,10 @@ pub struct LogsQuery {
     follow: bool,
 }
 
-/// One service's output as JSON Lines: the last lines the supervisor keeps in memory
-/// (at most `logs.tail-lines`; the files in `state-dir/logs` hold everything), then
-/// (with `follow`) new ones.
+/// One service's output as JSON Lines: the last lines, then (with `follow`) new ones.
+///
+/// The last lines are those the supervisor keeps in memory (at most `logs.tail-lines`);
+/// the files in `state-dir/logs` hold everything.
 #[utoipa::path(get, path = "/v1/services/{name}/logs", tag = "logs",
     params(("name" = String, Path, description = "The service"), LogsQuery),
     responses(
@@ -66,7 +67,9 @@ pub async fn service_logs(
     Ok(logs(&supervisor, Some(&name), &query))
 }
 
-/// Every service's output as JSON Lines, by time (the kept tails, as above).
+/// Every service's output as JSON Lines, by time.
+///
+/// The past lines are the tails kept in memory, as for one service.
 #[utoipa::path(get, path = "/v1/logs", tag = "logs",
     params(LogsQuery),
     responses(
