@@ -24,33 +24,46 @@ pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a request waits, counted from when it begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Patience {
-    /// Until the answer's status and headers have come (connecting included).
-    pub head: Duration,
-    /// Until the whole answer has come; `None`: as long as it goes on (a follow).
-    pub whole: Option<Duration>,
+    /// How long a plain answer may take, and how long the supervisor may stay stopped
+    /// (SIGSTOP) during any wait before the client gives up.
+    pub limit: Duration,
+    /// How much longer the answer may take because the server first waits for
+    /// something (`ensure`'s timeout, a waiting `start`).
+    pub wait: Duration,
+    /// A follow: once the answer's head has come, the rest goes on without limit.
+    pub follow: bool,
 }
 
 impl Patience {
     /// A request answered at once: `limit` for all of it.
     pub fn plain(limit: Duration) -> Self {
         Self {
-            head: limit,
-            whole: Some(limit),
+            limit,
+            wait: Duration::ZERO,
+            follow: false,
         }
     }
 
     /// A request the server answers once something has happened, which it may take up
-    /// to `wait` to see (`ensure`, a waiting `start`): that long more than `limit`.
+    /// to `wait` to see: that long more than `limit`.
     pub fn waiting(limit: Duration, wait: Duration) -> Self {
-        Self::plain(limit.saturating_add(wait))
+        Self {
+            wait,
+            ..Self::plain(limit)
+        }
     }
 
     /// A follow: the head within `limit`, then the answer for as long as it goes on.
     pub fn follow(limit: Duration) -> Self {
         Self {
-            head: limit,
-            whole: None,
+            follow: true,
+            ..Self::plain(limit)
         }
+    }
+
+    /// How long until the answer's head, and (unless following) all of it.
+    fn total(&self) -> Duration {
+        self.limit.saturating_add(self.wait)
     }
 }
 
@@ -138,11 +151,10 @@ pub async fn request_within(
     let head = open(socket, method, path, patience).await?;
     let pid = head.pid;
     let collect = head.body.collect();
-    let collected = match patience.whole {
-        Some(whole) => tokio::time::timeout_at(began + whole, collect)
-            .await
-            .map_err(|_| ClientError::no_answer(socket, whole, pid))?,
-        None => collect.await,
+    let collected = if patience.follow {
+        collect.await
+    } else {
+        within(socket, pid, patience, began, collect).await?
     };
     let bytes = collected
         .map_err(|e| broken(socket, e.to_string()))?
@@ -203,8 +215,8 @@ impl Stream {
     }
 }
 
-/// A GET whose answer streams, once its head has come within `patience.head`; an error
-/// answer is read whole (within `patience.head` too) and returned instead.
+/// A GET whose answer streams, once its head has come within `patience`; an error
+/// answer is read whole (within `patience` too) and returned instead.
 pub async fn follow(
     socket: &Path,
     path: &str,
@@ -221,9 +233,8 @@ pub async fn follow(
         }));
     }
     let pid = head.pid;
-    let bytes = tokio::time::timeout_at(began + patience.head, head.body.collect())
-        .await
-        .map_err(|_| ClientError::no_answer(socket, patience.head, pid))?
+    let bytes = within(socket, pid, patience, began, head.body.collect())
+        .await?
         .map_err(|e| broken(socket, e.to_string()))?
         .to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
@@ -250,15 +261,15 @@ struct Head {
 }
 
 /// Connects, sends the request and waits for the answer's head, all within
-/// `patience.head`.
+/// `patience` (less, if the supervisor is stopped all the while).
 async fn open(
     socket: &Path,
     method: Method,
     path: &str,
     patience: Patience,
 ) -> Result<Head, ClientError> {
-    let deadline = Instant::now() + patience.head;
-    let stream = connect(socket, deadline, patience.head).await?;
+    let began = Instant::now();
+    let stream = connect(socket, began + patience.total(), patience.total()).await?;
     let pid = stream
         .peer_cred()
         .ok()
@@ -282,9 +293,7 @@ async fn open(
             .await
             .map_err(|e| broken(socket, e.to_string()))
     };
-    let response = tokio::time::timeout_at(deadline, exchange)
-        .await
-        .map_err(|_| ClientError::no_answer(socket, patience.head, pid))??;
+    let response = within(socket, pid, patience, began, exchange).await??;
     let status = response.status();
     let (parts, body) = response.into_parts();
     Ok(Head {
@@ -294,6 +303,49 @@ async fn open(
         body,
     })
 }
+
+/// `work`, unless the answer is not in by `began + patience.total()`, or the
+/// supervisor `pid` stays stopped for `patience.limit` in the meantime (a long wait,
+/// such as `ensure`'s, need not be sat out to learn that no one is working on it).
+async fn within<T>(
+    socket: &Path,
+    pid: Option<u32>,
+    patience: Patience,
+    began: Instant,
+    work: impl Future<Output = T>,
+) -> Result<T, ClientError> {
+    let total = patience.total();
+    tokio::select! {
+        done = tokio::time::timeout_at(began + total, work) => {
+            done.map_err(|_| ClientError::no_answer(socket, total, pid))
+        }
+        () = stopped_for(pid, patience.limit) => {
+            Err(ClientError::no_answer(socket, patience.limit, pid))
+        }
+    }
+}
+
+/// Resolves once process `pid` has been stopped for `limit` without a break; never,
+/// without a pid.
+async fn stopped_for(pid: Option<u32>, limit: Duration) {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    let mut since: Option<Instant> = None;
+    loop {
+        if is_stopped(pid) {
+            if since.get_or_insert_with(Instant::now).elapsed() >= limit {
+                return;
+            }
+        } else {
+            since = None;
+        }
+        tokio::time::sleep(STOPPED_POLL).await;
+    }
+}
+
+/// How often a waiting client looks at whether the supervisor is stopped.
+const STOPPED_POLL: Duration = Duration::from_millis(100);
 
 /// Connects to `socket` by `deadline`. A unix socket whose listen queue is full (a
 /// burst of clients faster than the supervisor accepts, or a supervisor that accepts

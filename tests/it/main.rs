@@ -11,6 +11,7 @@ mod bounds;
 mod chaos;
 mod check;
 mod cli;
+mod cli_hardening;
 mod control;
 mod faults;
 mod graph;
