@@ -109,9 +109,14 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     if let Some(name) = &args.name
         && found.services.is_empty()
         && follow.is_none()
-        && !known(global, name, &logs_dir)
     {
-        return ExitCode::from(EXIT_USAGE);
+        if !known(global, name, &logs_dir) {
+            return ExitCode::from(EXIT_USAGE);
+        }
+        errln!(
+            "muster: `{name}` has written nothing yet (no log in {})",
+            logs_dir.display()
+        );
     }
     let Some((client, mut stream)) = follow else {
         return ExitCode::SUCCESS;
@@ -142,13 +147,21 @@ struct Printer {
 impl Printer {
     fn print(&self, line: &Line) {
         if self.json {
-            let value = serde_json::json!({
-                "service": line.service,
-                "time": line.time,
-                "stream": line.stream,
-                "text": line.text,
-            });
-            outln!("{value}");
+            // The API's `LogLine`, field for field and in its order.
+            #[derive(serde::Serialize)]
+            struct Json<'a> {
+                service: &'a str,
+                time: &'a str,
+                stream: &'a str,
+                text: &'a str,
+            }
+            let json = Json {
+                service: &line.service,
+                time: &line.time,
+                stream: &line.stream,
+                text: &line.text,
+            };
+            outln!("{}", serde_json::to_string(&json).unwrap_or_default());
             return;
         }
         let text = if self.raw {
