@@ -143,12 +143,12 @@ type Started = (StatusCode, Json<ServiceView>);
 /// Starts the service (its dependencies first).
 ///
 /// Answers at once with 202 and the state at that instant, or, with `wait=true`, once
-/// the outcome is known: 200 when it is
-/// healthy (a one-shot: completed), 503 with the cause when it failed, 504 when the
-/// timeout passed first. A one-shot (a service another waits on with `condition =
-/// "completed"`) is waited for until it has completed. A service already healthy (or a
-/// one-shot already completed) is left as it is and answered at once; `restart` runs a
-/// one-shot again. Without a readiness probe a service is healthy once spawned.
+/// the outcome is known: 200 when it is healthy (a one-shot: completed), 503 with the
+/// cause when it failed, 504 when the timeout passed first. A one-shot (a service
+/// another waits on with `condition = "completed"`) is waited for until it has
+/// completed. A service already healthy (or a one-shot already completed) is left as it
+/// is and answered at once; `restart` runs a one-shot again. Without a readiness probe
+/// a service is healthy once spawned.
 #[utoipa::path(post, path = "/v1/services/{name}/start", tag = "services",
     params(("name" = String, Path, description = "The service"), StartQuery),
     responses(
