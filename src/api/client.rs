@@ -1,22 +1,129 @@
 //! A client for the API on the unix socket, for the CLI: one request per connection,
 //! JSON in and out.
+//!
+//! Every wait has a deadline. A supervisor that does not answer (stopped with SIGSTOP,
+//! or stuck) accepts connections all the same, since the kernel queues them, so without
+//! one a client waited forever. A request that runs out of patience says which process
+//! did not answer (the socket's peer, from `SO_PEERCRED`) and, when `/proc` says it is
+//! stopped, how to resume it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+/// How long a plain request waits for its answer unless told otherwise.
+pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a request waits, counted from when it begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// How long a plain answer may take, and how long the supervisor may stay stopped
+    /// (SIGSTOP) during any wait before the client gives up.
+    pub limit: Duration,
+    /// How much longer the answer may take because the server first waits for
+    /// something (`ensure`'s timeout, a waiting `start`).
+    pub wait: Duration,
+    /// A follow: once the answer's head has come, the rest goes on without limit.
+    pub follow: bool,
+}
+
+impl Patience {
+    /// A request answered at once: `limit` for all of it.
+    pub fn plain(limit: Duration) -> Self {
+        Self {
+            limit,
+            wait: Duration::ZERO,
+            follow: false,
+        }
+    }
+
+    /// A request the server answers once something has happened, which it may take up
+    /// to `wait` to see: that long more than `limit`.
+    pub fn waiting(limit: Duration, wait: Duration) -> Self {
+        Self {
+            wait,
+            ..Self::plain(limit)
+        }
+    }
+
+    /// A follow: the head within `limit`, then the answer for as long as it goes on.
+    pub fn follow(limit: Duration) -> Self {
+        Self {
+            follow: true,
+            ..Self::plain(limit)
+        }
+    }
+
+    /// How long until the answer's head, and (unless following) all of it.
+    fn total(&self) -> Duration {
+        self.limit.saturating_add(self.wait)
+    }
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self::plain(DEFAULT_PATIENCE)
+    }
+}
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("no supervisor is running for this state directory ({})", socket.display())]
     NotRunning { socket: PathBuf },
+    #[error("{}", no_answer(socket, *after, *pid, *stopped))]
+    NoAnswer {
+        socket: PathBuf,
+        after: Duration,
+        /// The supervisor's process, when known.
+        pid: Option<u32>,
+        /// Whether that process is stopped (by SIGSTOP or job control), as `/proc` says.
+        stopped: bool,
+    },
     #[error("talking to the supervisor at {}: {message}", socket.display())]
     Broken { socket: PathBuf, message: String },
+}
+
+impl ClientError {
+    /// No answer from `pid` (if known) within `after`.
+    fn no_answer(socket: &Path, after: Duration, pid: Option<u32>) -> Self {
+        Self::NoAnswer {
+            socket: socket.to_path_buf(),
+            after,
+            pid,
+            stopped: pid.is_some_and(is_stopped),
+        }
+    }
+}
+
+/// Whether a process is stopped (SIGSTOP, SIGTSTP, or a tracer), as `/proc` says.
+pub fn is_stopped(pid: u32) -> bool {
+    crate::supervisor::procfs::stat(pid).is_some_and(|stat| matches!(stat.state, 'T' | 't'))
+}
+
+/// "the supervisor (pid 42) did not answer within 10s: it is stopped ...".
+fn no_answer(socket: &Path, after: Duration, pid: Option<u32>, stopped: bool) -> String {
+    let within = crate::supervisor::machine::human(after);
+    match pid {
+        Some(pid) if stopped => format!(
+            "the supervisor (pid {pid}) did not answer within {within}: it is stopped \
+             (SIGSTOP, or Ctrl-Z in its terminal); resume it with `kill -CONT {pid}`"
+        ),
+        Some(pid) => format!(
+            "the supervisor (pid {pid}) did not answer within {within}; it is busy or stuck"
+        ),
+        None => format!(
+            "the supervisor at {} did not answer within {within}",
+            socket.display()
+        ),
+    }
 }
 
 /// An answer: the status code and the JSON body.
@@ -24,20 +131,42 @@ pub enum ClientError {
 pub struct Answer {
     pub status: StatusCode,
     pub body: serde_json::Value,
+    /// The supervisor's process (the socket's peer), when the system says.
+    pub pid: Option<u32>,
 }
 
-/// Sends one request to the supervisor listening on `socket`.
+/// Sends one request to the supervisor listening on `socket`, with the default patience.
 pub async fn request(socket: &Path, method: Method, path: &str) -> Result<Answer, ClientError> {
-    let (status, body) = send(socket, method, path).await?;
-    let bytes = body
-        .collect()
-        .await
+    request_within(socket, method, path, Patience::default()).await
+}
+
+/// Sends one request to the supervisor listening on `socket`, waiting at most `patience`.
+pub async fn request_within(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    patience: Patience,
+) -> Result<Answer, ClientError> {
+    let began = Instant::now();
+    let head = open(socket, method, path, patience).await?;
+    let pid = head.pid;
+    let collect = head.body.collect();
+    let collected = if patience.follow {
+        collect.await
+    } else {
+        within(socket, pid, patience, began, collect).await?
+    };
+    let bytes = collected
         .map_err(|e| broken(socket, e.to_string()))?
         .to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
         serde_json::json!({ "error": { "kind": "not-json", "message": String::from_utf8_lossy(&bytes) } })
     });
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status: head.status,
+        body,
+        pid,
+    })
 }
 
 /// A GET whose answer streams: `line` is called with each line as it arrives, until
@@ -45,56 +174,75 @@ pub async fn request(socket: &Path, method: Method, path: &str) -> Result<Answer
 pub async fn each_line(
     socket: &Path,
     path: &str,
-    mut line: impl FnMut(&str),
+    line: impl FnMut(&str),
 ) -> Result<Option<Answer>, ClientError> {
-    let (status, mut body) = send(socket, Method::GET, path).await?;
-    if !status.is_success() {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| broken(socket, e.to_string()))?
-            .to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        return Ok(Some(Answer { status, body }));
+    match follow(socket, path, Patience::follow(DEFAULT_PATIENCE)).await? {
+        Ok(mut stream) => stream.each_line(line).await.map(|()| None),
+        Err(answer) => Ok(Some(answer)),
     }
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| broken(socket, e.to_string()))?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        pending.extend_from_slice(data);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let text: Vec<u8> = pending.drain(..=end).collect();
-            line(String::from_utf8_lossy(&text[..end]).trim_end_matches('\r'));
-        }
-    }
-    if !pending.is_empty() {
-        line(&String::from_utf8_lossy(&pending));
-    }
-    Ok(None)
 }
 
-/// How long a connection may wait for room in the supervisor's listen queue.
-const QUEUE_PATIENCE: Duration = Duration::from_secs(10);
+/// A streamed answer whose head has come: its headers, then its lines.
+#[derive(Debug)]
+pub struct Stream {
+    socket: PathBuf,
+    pub headers: HeaderMap,
+    /// The supervisor's process (the socket's peer), when the system says.
+    pub pid: Option<u32>,
+    body: Incoming,
+}
 
-/// Connects to `socket`. A unix socket whose listen queue is full (a burst of clients
-/// faster than the supervisor accepts) refuses a non-blocking connect with EAGAIN,
-/// where a blocking one would wait its turn; with ten thousand clients connecting at
-/// once, `status` failed that way. So wait for room, a while.
-async fn connect(socket: &Path) -> std::io::Result<UnixStream> {
-    let deadline = tokio::time::Instant::now() + QUEUE_PATIENCE;
-    loop {
-        match UnixStream::connect(socket).await {
-            Err(error)
-                if error.kind() == std::io::ErrorKind::WouldBlock
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+impl Stream {
+    /// Calls `line` with each line as it arrives, until the server ends the answer.
+    /// An answer cut off (the supervisor went away) is an error.
+    pub async fn each_line(&mut self, mut line: impl FnMut(&str)) -> Result<(), ClientError> {
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|e| broken(&self.socket, e.to_string()))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let text: Vec<u8> = pending.drain(..=end).collect();
+                line(String::from_utf8_lossy(&text[..end]).trim_end_matches('\r'));
             }
-            connected => return connected,
         }
+        if !pending.is_empty() {
+            line(&String::from_utf8_lossy(&pending));
+        }
+        Ok(())
     }
+}
+
+/// A GET whose answer streams, once its head has come within `patience`; an error
+/// answer is read whole (within `patience` too) and returned instead.
+pub async fn follow(
+    socket: &Path,
+    path: &str,
+    patience: Patience,
+) -> Result<Result<Stream, Answer>, ClientError> {
+    let began = Instant::now();
+    let head = open(socket, Method::GET, path, patience).await?;
+    if head.status.is_success() {
+        return Ok(Ok(Stream {
+            socket: socket.to_path_buf(),
+            headers: head.headers,
+            pid: head.pid,
+            body: head.body,
+        }));
+    }
+    let pid = head.pid;
+    let bytes = within(socket, pid, patience, began, head.body.collect())
+        .await?
+        .map_err(|e| broken(socket, e.to_string()))?
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok(Err(Answer {
+        status: head.status,
+        body,
+        pid,
+    }))
 }
 
 fn broken(socket: &Path, message: String) -> ClientError {
@@ -104,41 +252,142 @@ fn broken(socket: &Path, message: String) -> ClientError {
     }
 }
 
-async fn send(
+/// An answer's head, its body still to read.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    pid: Option<u32>,
+    body: Incoming,
+}
+
+/// Connects, sends the request and waits for the answer's head, all within
+/// `patience` (less, if the supervisor is stopped all the while).
+async fn open(
     socket: &Path,
     method: Method,
     path: &str,
-) -> Result<(StatusCode, hyper::body::Incoming), ClientError> {
-    let broken = |message: String| broken(socket, message);
-    let stream = match connect(socket).await {
-        Ok(stream) => stream,
-        Err(error)
-            if matches!(
-                error.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(ClientError::NotRunning {
-                socket: socket.to_path_buf(),
-            });
-        }
-        Err(error) => return Err(broken(error.to_string())),
+    patience: Patience,
+) -> Result<Head, ClientError> {
+    let began = Instant::now();
+    let stream = connect(socket, began + patience.total(), patience.total()).await?;
+    let pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|cred| cred.pid())
+        .and_then(|pid| u32::try_from(pid).ok())
+        .filter(|&pid| pid > 0);
+    let exchange = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| broken(socket, e.to_string()))?;
+        // The connection task ends by itself once the body has been read (or dropped).
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "muster")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| broken(socket, e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| broken(socket, e.to_string()))
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| broken(e.to_string()))?;
-    let driver = tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, "muster")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| broken(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| broken(e.to_string()))?;
-    // The connection task ends by itself once the body has been read.
-    drop(driver);
-    Ok((response.status(), response.into_body()))
+    let response = within(socket, pid, patience, began, exchange).await??;
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    Ok(Head {
+        status,
+        headers: parts.headers,
+        pid,
+        body,
+    })
+}
+
+/// `work`, unless the answer is not in by `began + patience.total()`, or the
+/// supervisor `pid` stays stopped for `patience.limit` in the meantime (a long wait,
+/// such as `ensure`'s, need not be sat out to learn that no one is working on it).
+async fn within<T>(
+    socket: &Path,
+    pid: Option<u32>,
+    patience: Patience,
+    began: Instant,
+    work: impl Future<Output = T>,
+) -> Result<T, ClientError> {
+    let total = patience.total();
+    tokio::select! {
+        done = tokio::time::timeout_at(began + total, work) => {
+            done.map_err(|_| ClientError::no_answer(socket, total, pid))
+        }
+        () = stopped_for(pid, patience.limit) => {
+            Err(ClientError::no_answer(socket, patience.limit, pid))
+        }
+    }
+}
+
+/// Resolves once process `pid` has been stopped for `limit` without a break; never,
+/// without a pid.
+async fn stopped_for(pid: Option<u32>, limit: Duration) {
+    let Some(pid) = pid else {
+        return std::future::pending().await;
+    };
+    let mut since: Option<Instant> = None;
+    loop {
+        if is_stopped(pid) {
+            if since.get_or_insert_with(Instant::now).elapsed() >= limit {
+                return;
+            }
+        } else {
+            since = None;
+        }
+        tokio::time::sleep(STOPPED_POLL).await;
+    }
+}
+
+/// How often a waiting client looks at whether the supervisor is stopped.
+const STOPPED_POLL: Duration = Duration::from_millis(100);
+
+/// Connects to `socket` by `deadline`. A unix socket whose listen queue is full (a
+/// burst of clients faster than the supervisor accepts, or a supervisor that accepts
+/// nothing) refuses a non-blocking connect with EAGAIN, where a blocking one would wait
+/// its turn; with ten thousand clients connecting at once, `status` failed that way. So
+/// wait for room, until the deadline.
+async fn connect(
+    socket: &Path,
+    deadline: Instant,
+    patience: Duration,
+) -> Result<UnixStream, ClientError> {
+    loop {
+        match UnixStream::connect(socket).await {
+            Ok(stream) => return Ok(stream),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(ClientError::NotRunning {
+                    socket: socket.to_path_buf(),
+                });
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(ClientError::no_answer(
+                        socket,
+                        patience,
+                        lock_holder(socket),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => return Err(broken(socket, error.to_string())),
+        }
+    }
+}
+
+/// The pid the supervisor wrote in its state lock (beside the socket), when a client
+/// could not even connect to ask the socket's peer.
+fn lock_holder(socket: &Path) -> Option<u32> {
+    let lock = socket.with_file_name("lock");
+    std::fs::read_to_string(lock).ok()?.trim().parse().ok()
 }

@@ -30,7 +30,7 @@ use utoipa::OpenApi;
 use crate::supervisor::{Explanation, Failure, Supervisor};
 use model::{ErrorBody, ErrorDetail, Reloaded, ShuttingDown};
 pub use services::DEFAULT_ENSURE_TIMEOUT;
-pub use stream::MAX_TAIL;
+pub use stream::{MAX_TAIL, POSITIONS};
 
 /// The largest request body accepted. No endpoint reads one; the cap keeps a client
 /// from making the server swallow an upload it will never use.
@@ -251,22 +251,60 @@ pub(crate) fn bad_query(rejection: QueryRejection) -> ApiError {
     )
 }
 
-/// Refuses a declared body over [`MAX_BODY`] before any handler runs.
+/// Refuses a body over [`MAX_BODY`] before any handler runs: a declared length at once,
+/// and a body without one (chunked) by reading it, up to one byte past the limit.
+/// Reading it whole first is cheap at that size, and no handler reads one anyway.
 async fn limit_body(request: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("request bodies are limited to {MAX_BODY} bytes; no endpoint reads one"),
+        )
+        .into_response()
+    };
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY) {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            format!("request bodies are limited to {MAX_BODY} bytes; no endpoint reads one"),
-        )
-        .into_response();
+        return too_large();
     }
-    next.run(request).await
+    if hyper::body::Body::size_hint(request.body()).exact() == Some(0) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY as usize);
+    let read = tokio::time::timeout(
+        serve::HEAD_TIMEOUT,
+        http_body_util::BodyExt::collect(limited),
+    );
+    let bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(error)) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("cannot read the request body: {error}"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {}",
+                    crate::supervisor::machine::human(serve::HEAD_TIMEOUT)
+                ),
+            )
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Asks the supervisor to stop every service (in reverse order) and exit.

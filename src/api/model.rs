@@ -42,7 +42,8 @@ pub struct ServiceView {
     /// How the last run ended: "exited with status 1", "killed by SIGKILL".
     pub last_exit: Option<String>,
     pub last_probe: Option<ProbeView>,
-    /// Failed probe attempts since the supervisor started.
+    /// Failed probe attempts since the supervisor started: liveness ones, and readiness
+    /// ones too (a service that takes a while to listen fails several while starting).
     pub probe_failures: u64,
     /// The last `STATUS=` text the service sent on the notify socket.
     pub notify_status: Option<String>,

@@ -12,7 +12,8 @@ use utoipa::IntoParams;
 
 use super::model::{ErrorBody, ServiceList, ServiceView};
 use super::{ApiError, bad_query, known, unknown};
-use crate::supervisor::Supervisor;
+use crate::config::Condition;
+use crate::supervisor::{Failure, Phase, Status, Supervisor};
 
 /// How long `ensure` waits when the caller does not say.
 pub const DEFAULT_ENSURE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,21 +96,153 @@ pub async fn ensure(
     view(&supervisor, &name).map(Json)
 }
 
-/// Starts the service (its dependencies first); answers at once.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    /// Answer once the outcome is known (healthy, completed for a one-shot, or failed)
+    /// instead of at once. Default false.
+    #[serde(default)]
+    wait: bool,
+    /// With `wait`: how long to wait for the outcome, such as `30s` (default 60s).
+    #[param(
+        pattern = r"^ *([0-9]{1,9} *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w) *)+$"
+    )]
+    timeout: Option<String>,
+}
+
+impl StartQuery {
+    /// How long to wait, if the caller wants to.
+    fn wait(&self) -> Result<Option<Duration>, ApiError> {
+        let timeout = self
+            .timeout
+            .as_deref()
+            .map(|text| {
+                crate::config::values::duration(text).map_err(|problem| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        format!("timeout: {}", problem.message),
+                    )
+                })
+            })
+            .transpose()?;
+        match (self.wait, timeout) {
+            (true, timeout) => Ok(Some(timeout.unwrap_or(DEFAULT_ENSURE_TIMEOUT))),
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "timeout: only with wait=true (without it the answer comes at once)",
+            )),
+        }
+    }
+}
+
+/// A started service: 202 at once, or (waiting) 200 with the outcome.
+type Started = (StatusCode, Json<ServiceView>);
+
+/// Starts the service (its dependencies first).
+///
+/// Answers at once with 202 and the state at that instant, or, with `wait=true`, once
+/// the outcome is known: 200 when it is healthy (a one-shot: completed), 503 with the
+/// cause when it failed, 504 when the timeout passed first. A one-shot (a service
+/// another waits on with `condition = "completed"`) is waited for until it has
+/// completed. A service already healthy (or a one-shot already completed) is left as it
+/// is and answered at once; `restart` runs a one-shot again. Without a readiness probe
+/// a service is healthy once spawned.
 #[utoipa::path(post, path = "/v1/services/{name}/start", tag = "services",
-    params(("name" = String, Path, description = "The service")),
+    params(("name" = String, Path, description = "The service"), StartQuery),
     responses(
         (status = 409, description = "The supervisor is shutting down, or the request cannot be honoured", body = ErrorBody),
-        (status = 202, description = "Starting", body = ServiceView),
+        (status = 200, description = "With wait: healthy, or completed (a one-shot)", body = ServiceView),
+        (status = 202, description = "Without wait: starting", body = ServiceView),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "With wait: it failed (or was stopped meanwhile): the cause chain and the root cause's last log lines", body = ErrorBody),
+        (status = 504, description = "With wait: no outcome within the timeout", body = ErrorBody),
     ))]
 pub async fn start(
     State(supervisor): State<Arc<Supervisor>>,
     UrlPath(name): UrlPath<String>,
-) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    query: Result<Query<StartQuery>, QueryRejection>,
+) -> Result<Started, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let wait = query.wait()?;
     let name = known(&supervisor, name)?;
+    let before = status_of(&supervisor, &name)?;
+    let asked = before.transitions;
     supervisor.start(&name).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?)))
+    let Some(timeout) = wait else {
+        return Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?)));
+    };
+    // A start leaves a running or completed service as it is: nothing to wait for.
+    match before.phase {
+        Phase::Completed => Ok((StatusCode::OK, Json(view(&supervisor, &name)?))),
+        Phase::Healthy if !is_one_shot(&supervisor, &name) => {
+            Ok((StatusCode::OK, Json(view(&supervisor, &name)?)))
+        }
+        Phase::Unhealthy => Err(Failure::NotHealthy(supervisor.explain(before)).into()),
+        _ => outcome(&supervisor, &name, None, asked, timeout).await,
+    }
+}
+
+/// The service's status now, or 404 if a reload removed it.
+fn status_of(supervisor: &Supervisor, name: &str) -> Result<Status, ApiError> {
+    supervisor
+        .service(name)
+        .map(|handle| handle.status())
+        .ok_or_else(|| unknown(name.to_owned()))
+}
+
+/// Waits (on the service's status, no polling) for what a start or restart asked at
+/// `asked` came to: healthy (in a run after `after_run`, for a restart), or settled
+/// (completed, failed, stopped) since the ask. A one-shot is waited for until it has
+/// completed (or failed): being up is not its outcome.
+async fn outcome(
+    supervisor: &Supervisor,
+    name: &str,
+    after_run: Option<u64>,
+    asked: u64,
+    timeout: Duration,
+) -> Result<Started, ApiError> {
+    let handle = supervisor
+        .service(name)
+        .ok_or_else(|| unknown(name.to_owned()))?;
+    let one_shot = is_one_shot(supervisor, name);
+    let mut status = handle.watch();
+    let settled = |s: &Status| match s.phase {
+        // Healthy only while its process is: one with no probe is healthy at its spawn,
+        // and its exit may not have been handled yet.
+        Phase::Healthy => {
+            !one_shot
+                && after_run.is_none_or(|run| s.run_id > run)
+                && s.pid.is_none_or(crate::supervisor::procfs::is_alive)
+        }
+        // Ordered by the status's own count of changes, not a clock.
+        phase => phase.is_settled() && s.transitions > asked,
+    };
+    let done = async {
+        let reached = status.wait_for(settled).await.map(|s| s.clone());
+        // The answer rests on events (ready, failed): they are written first.
+        supervisor.bus().flush().await;
+        reached
+    };
+    let reached = match tokio::time::timeout(timeout, done).await {
+        Ok(Ok(reached)) => reached,
+        // The service was removed by a reload while it started.
+        Ok(Err(_)) => return Err(unknown(name.to_owned())),
+        Err(_) => {
+            return Err(Failure::Timeout {
+                after: timeout,
+                explanation: supervisor.explain(handle.status()),
+            }
+            .into());
+        }
+    };
+    match reached.phase {
+        Phase::Healthy | Phase::Completed => Ok((StatusCode::OK, Json(ServiceView::of(&handle)))),
+        _ => Err(Failure::NotHealthy(supervisor.explain(reached)).into()),
+    }
 }
 
 /// Stops the service and answers once it is down, so `muster stop x && ...` can rely
@@ -129,21 +262,49 @@ pub async fn stop(
     view(&supervisor, &name).map(Json)
 }
 
-/// Restarts the service (or starts it, when it never ran); answers at once.
+/// Restarts the service (or starts it, when it never ran).
+///
+/// A one-shot runs again. As with `start`, answers at once with 202, or with
+/// `wait=true` once the new run's outcome is known.
 #[utoipa::path(post, path = "/v1/services/{name}/restart", tag = "services",
-    params(("name" = String, Path, description = "The service")),
+    params(("name" = String, Path, description = "The service"), StartQuery),
     responses(
         (status = 409, description = "The supervisor is shutting down, or the request cannot be honoured", body = ErrorBody),
-        (status = 202, description = "Restarting", body = ServiceView),
+        (status = 200, description = "With wait: the new run is healthy, or completed (a one-shot)", body = ServiceView),
+        (status = 202, description = "Without wait: restarting", body = ServiceView),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "With wait: the new run failed (or it was stopped meanwhile): the cause chain and the root cause's last log lines", body = ErrorBody),
+        (status = 504, description = "With wait: no outcome within the timeout", body = ErrorBody),
     ))]
 pub async fn restart(
     State(supervisor): State<Arc<Supervisor>>,
     UrlPath(name): UrlPath<String>,
-) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    query: Result<Query<StartQuery>, QueryRejection>,
+) -> Result<Started, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let wait = query.wait()?;
     let name = known(&supervisor, name)?;
+    let before = status_of(&supervisor, &name)?;
+    let asked = before.transitions;
     supervisor.restart(&name).await?;
-    Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?)))
+    match wait {
+        None => Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?))),
+        // Whatever the state before, only a run after it counts.
+        Some(timeout) => outcome(&supervisor, &name, Some(before.run_id), asked, timeout).await,
+    }
+}
+
+/// Whether `name` is a one-shot: a service another waits on with `condition =
+/// "completed"`, which is how a config says so.
+fn is_one_shot(supervisor: &Supervisor, name: &str) -> bool {
+    supervisor.services().iter().any(|handle| {
+        handle
+            .service
+            .depends_on
+            .iter()
+            .any(|dep| dep.service.as_str() == name && dep.condition == Condition::Completed)
+    })
 }
 
 /// The service as it is now (a reload may have removed it meanwhile).

@@ -23,6 +23,9 @@ use crate::supervisor::{Event, Supervisor};
 
 /// The most lines a tail may ask for (the kept tail is shorter anyway).
 pub const MAX_TAIL: usize = 100_000;
+/// The header of a follow saying where, in each service's log file, its live lines
+/// begin (documented on the handlers).
+pub const POSITIONS: &str = "muster-log-positions";
 /// The largest id a JSON number holds exactly (2^53 - 1).
 const MAX_EVENT_ID: u64 = (1 << 53) - 1;
 
@@ -38,10 +41,18 @@ pub struct LogsQuery {
 }
 
 /// One service's output as JSON Lines: the last lines, then (with `follow`) new ones.
+///
+/// The last lines are those the supervisor keeps in memory (at most `logs.tail-lines`);
+/// the files in `state-dir/logs` hold everything.
 #[utoipa::path(get, path = "/v1/services/{name}/logs", tag = "logs",
     params(("name" = String, Path, description = "The service"), LogsQuery),
     responses(
-        (status = 200, description = "One JSON object per line", body = LogLine, content_type = "application/x-ndjson"),
+        (status = 200, description = "One JSON object per line", body = LogLine, content_type = "application/x-ndjson",
+            headers(("muster-log-positions" = String, description = "With `follow` only: where \
+                the lines sent live begin in each service's log file on disk, as \
+                `service=inode:offset` separated by commas (`service=none` when it has no \
+                file yet). A client that reads the past from the files up to there, and \
+                the rest from this answer, sees every line once."))),
         (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
     ))]
@@ -57,10 +68,17 @@ pub async fn service_logs(
 }
 
 /// Every service's output as JSON Lines, by time.
+///
+/// The past lines are the tails kept in memory, as for one service.
 #[utoipa::path(get, path = "/v1/logs", tag = "logs",
     params(LogsQuery),
     responses(
-        (status = 200, description = "One JSON object per line", body = LogLine, content_type = "application/x-ndjson"),
+        (status = 200, description = "One JSON object per line", body = LogLine, content_type = "application/x-ndjson",
+            headers(("muster-log-positions" = String, description = "With `follow` only: where \
+                the lines sent live begin in each service's log file on disk, as \
+                `service=inode:offset` separated by commas (`service=none` when it has no \
+                file yet). A client that reads the past from the files up to there, and \
+                the rest from this answer, sees every line once."))),
         (status = 400, description = "A malformed query", body = ErrorBody),
     ))]
 pub async fn all_logs(
@@ -88,6 +106,7 @@ fn logs(supervisor: &Supervisor, only: Option<&str>, query: &LogsQuery) -> Respo
     let tail = query.tail.map_or(100, |tail| tail as usize);
     let mut past: Vec<(String, Line)> = Vec::new();
     let mut live: Vec<BoxStream<'static, (String, Line)>> = Vec::new();
+    let mut positions: Vec<String> = Vec::new();
     for handle in supervisor.services() {
         let name = handle.name().to_string();
         if only.is_some_and(|only| only != name) {
@@ -96,6 +115,9 @@ fn logs(supervisor: &Supervisor, only: Option<&str>, query: &LogsQuery) -> Respo
         let mut log = Log::lock(handle.log());
         past.extend(log.tail(tail).into_iter().map(|line| (name.clone(), line)));
         if query.follow {
+            // Lines are written to the file under this lock: where the file ends now is
+            // exactly where the live lines begin.
+            positions.push(format!("{name}={}", position(log.path())));
             live.push(follow(name, log.follow()));
         }
     }
@@ -113,11 +135,31 @@ fn logs(supervisor: &Supervisor, only: Option<&str>, query: &LogsQuery) -> Respo
         text.push('\n');
         Ok::<_, Infallible>(Bytes::from(text))
     });
-    (
+    let mut response = (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
     )
-        .into_response()
+        .into_response();
+    if query.follow
+        && let Ok(value) = header::HeaderValue::from_str(&positions.join(","))
+    {
+        response.headers_mut().insert(POSITIONS, value);
+    }
+    response
+}
+
+/// `inode:offset` of the end of a log file: the current one, or the newest rotated one
+/// when the current one has just been rotated away; `none` when there is neither.
+fn position(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let rotated = std::path::PathBuf::from(format!("{}.1", path.display()));
+    [path, rotated.as_path()]
+        .iter()
+        .find_map(|file| std::fs::metadata(file).ok())
+        .map_or_else(
+            || "none".to_owned(),
+            |meta| format!("{}:{}", meta.ino(), meta.len()),
+        )
 }
 
 fn follow(
@@ -160,6 +202,7 @@ pub struct EventsQuery {
     responses(
         (status = 200, description = "The events; with follow, a text/event-stream whose data are events", body = EventList),
         (status = 400, description = "A malformed query or an unknown kind", body = ErrorBody),
+        (status = 404, description = "`service` names no service, now or in the kept events", body = ErrorBody),
     ))]
 pub async fn events(
     State(supervisor): State<Arc<Supervisor>>,
@@ -186,6 +229,17 @@ pub async fn events(
                 crate::config::EVENT_KINDS.join(", ")
             ),
         ));
+    }
+    // A service a reload removed still has its events: only a name never seen is
+    // unknown, as it is for `/v1/services/{name}`.
+    if let Some(service) = &query.service
+        && supervisor.service(service).is_none()
+        && !supervisor
+            .events_since(0)
+            .iter()
+            .any(|event| event.service.as_str() == service)
+    {
+        known(&supervisor, service.clone())?;
     }
     let keep = move |event: &Event| {
         query

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::out::outln;
 use super::{GlobalArgs, plural, print_json, report_json};
 
 #[derive(Debug, Args)]
@@ -34,7 +35,7 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
     if notes > 0 {
         verdict = format!("{verdict}, {}", plural(notes, "note"));
     }
-    println!(
+    outln!(
         "{}, {}, {verdict}",
         plural(loaded.spec.services.len(), "service"),
         plural(loaded.spec.waves.len(), "start wave"),

@@ -1,15 +1,19 @@
 //! The commands that talk to a running supervisor over its socket: `ensure`, `start`,
-//! `stop`, `restart` and `down`. Each is one request; the answer is printed for people
-//! or, with `--json`, as the API's JSON.
+//! `stop`, `restart`, `down` and `reload`, and the plumbing every client command shares:
+//! one request with a deadline ([`call`]), or a follow ([`Client::follow`]) that ends
+//! quietly when the supervisor stops. The answer is printed for people or, with
+//! `--json`, as the API's JSON.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use hyper::Method;
 
+use super::out::{err, errln, outln};
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
-use crate::api::client::{self, Answer, ClientError};
+use crate::api::client::{self, Answer, ClientError, Patience};
 
 #[derive(Debug, Args)]
 pub struct EnsureArgs {
@@ -18,6 +22,27 @@ pub struct EnsureArgs {
     /// How long to wait for it, such as "30s" or "5m"
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub timeout: String,
+    /// Print the API's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `start` and `restart`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The service
+    pub name: String,
+    /// How long to wait for the outcome (healthy, completed or failed), such as "30s"
+    #[arg(
+        long,
+        default_value = "60s",
+        value_name = "DURATION",
+        conflicts_with = "no_wait"
+    )]
+    pub timeout: String,
+    /// Only ask, and print the state it is in at that instant
+    #[arg(long)]
+    pub no_wait: bool,
     /// Print the API's JSON answer
     #[arg(long)]
     pub json: bool,
@@ -42,7 +67,7 @@ pub fn socket(global: &GlobalArgs) -> Result<(PathBuf, PathBuf), ExitCode> {
     let state_dir = match global.state_dir() {
         Some(dir) => dir,
         None => crate::config::state_dir_of(&global.file).map_err(|error| {
-            eprintln!("muster: {error}");
+            errln!("muster: {error}");
             ExitCode::from(EXIT_USAGE)
         })?,
     };
@@ -55,47 +80,136 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .enable_all()
         .build()
         .map_err(|error| {
-            eprintln!("muster: cannot start the runtime: {error}");
+            errln!("muster: cannot start the runtime: {error}");
             ExitCode::from(EXIT_FAILED)
         })
 }
 
-/// Says why a request got no answer (a missing supervisor: how to start one).
+/// Says why a request got no answer: how to start a missing supervisor, how to resume
+/// a stopped one, how to wait longer for a slow one.
 fn no_answer(global: &GlobalArgs, error: &ClientError) -> ExitCode {
     match error {
-        ClientError::NotRunning { .. } => eprintln!(
+        ClientError::NotRunning { .. } => errln!(
             "muster: {error}; start one with `muster up -f {}`",
             global.file.display()
         ),
-        ClientError::Broken { .. } => eprintln!("muster: {error}"),
+        ClientError::NoAnswer { stopped: false, .. } => {
+            errln!("muster: {error}; wait longer with --api-timeout or MUSTER_TIMEOUT")
+        }
+        ClientError::NoAnswer { .. } | ClientError::Broken { .. } => errln!("muster: {error}"),
     }
     ExitCode::from(EXIT_FAILED)
 }
 
-/// Sends one request; a missing supervisor is one line saying how to start one.
-pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, ExitCode> {
-    let (socket, _) = socket(global)?;
-    runtime()?
-        .block_on(client::request(&socket, method, path))
-        .map_err(|error| no_answer(global, &error))
+/// The supervisor of this config, for one command.
+#[derive(Debug)]
+pub struct Client<'a> {
+    global: &'a GlobalArgs,
+    runtime: tokio::runtime::Runtime,
+    socket: PathBuf,
 }
 
-/// A GET whose answer is read line by line into `on_line` until it ends. An error
-/// answer is reported (exit 2 for a request the user got wrong, 1 otherwise).
-pub fn stream(global: &GlobalArgs, path: &str, on_line: impl FnMut(&str)) -> Result<(), ExitCode> {
-    let (socket, _) = socket(global)?;
-    match runtime()?.block_on(client::each_line(&socket, path, on_line)) {
-        Ok(None) => Ok(()),
-        Ok(Some(answer)) => {
-            eprintln!("muster: {}", error_message(&answer));
-            Err(ExitCode::from(if answer.status.is_client_error() {
-                EXIT_USAGE
-            } else {
-                EXIT_FAILED
-            }))
-        }
-        Err(error) => Err(no_answer(global, &error)),
+impl<'a> Client<'a> {
+    pub fn new(global: &'a GlobalArgs) -> Result<Self, ExitCode> {
+        let (socket, _) = socket(global)?;
+        Ok(Self {
+            global,
+            runtime: runtime()?,
+            socket,
+        })
     }
+
+    /// Sends one request, waiting at most `patience`; no answer is reported.
+    pub fn call(&self, method: Method, path: &str, patience: Patience) -> Result<Answer, ExitCode> {
+        let changes = method != Method::GET;
+        self.runtime
+            .block_on(client::request_within(&self.socket, method, path, patience))
+            .map_err(|error| {
+                let code = no_answer(self.global, &error);
+                if changes && matches!(error, ClientError::NoAnswer { .. }) {
+                    // A stopped supervisor reads its queue when it resumes.
+                    errln!("muster: the request was sent, and may still be carried out later");
+                }
+                code
+            })
+    }
+
+    /// Starts a follow: its head within the patience of a plain request, then the
+    /// stream. An error answer is reported (exit 2 for a request the user got wrong, 1
+    /// otherwise).
+    pub fn follow(&self, path: &str) -> Result<client::Stream, ExitCode> {
+        let patience = Patience::follow(self.global.api_timeout);
+        match self
+            .runtime
+            .block_on(client::follow(&self.socket, path, patience))
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(answer)) => {
+                errln!("muster: {}", error_message(&answer));
+                Err(ExitCode::from(if answer.status.is_client_error() {
+                    EXIT_USAGE
+                } else {
+                    EXIT_FAILED
+                }))
+            }
+            Err(error) => Err(no_answer(self.global, &error)),
+        }
+    }
+
+    /// Reads a follow's lines into `on_line` until it ends. The supervisor going away
+    /// (`muster down`, Ctrl-C) is the normal end of a follow: one line on stderr and
+    /// status 0. An answer cut off while the supervisor is still there is an error.
+    pub fn follow_to_end(
+        &self,
+        stream: &mut client::Stream,
+        on_line: impl FnMut(&str),
+    ) -> ExitCode {
+        let result = self.runtime.block_on(stream.each_line(on_line));
+        // The supervisor closes its connections as it exits: give it a moment to be gone.
+        let gone = stream.pid.filter(|&pid| exits_within(pid, EXIT_PATIENCE));
+        match (result, gone) {
+            (_, Some(pid)) => {
+                errln!("muster: the supervisor (pid {pid}) stopped; nothing more to follow");
+                ExitCode::SUCCESS
+            }
+            (Ok(()), None) => {
+                errln!("muster: the supervisor ended the answer; nothing more to follow");
+                ExitCode::SUCCESS
+            }
+            (Err(error), None) => {
+                errln!("muster: {error}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}
+
+/// How long a follow whose answer was cut gives the supervisor to finish exiting.
+const EXIT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether process `pid` is gone (or a zombie) within `patience`.
+fn exits_within(pid: u32, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        if gone(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` has exited (its descriptors, and so the state lock, are gone).
+fn gone(pid: u32) -> bool {
+    crate::supervisor::procfs::stat(pid).is_none_or(|stat| stat.is_zombie())
+}
+
+/// Sends one plain request; no supervisor, or no answer in time, is one line saying
+/// what to do.
+pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, ExitCode> {
+    Client::new(global)?.call(method, path, Patience::plain(global.api_timeout))
 }
 
 /// The one-line message of an error answer.
@@ -109,83 +223,139 @@ fn print_json(answer: &Answer) {
     super::print_json(&answer.body);
 }
 
-pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
-    if crate::config::values::duration(&args.timeout).is_err() {
-        eprintln!(
-            "muster: --timeout {:?} is not a duration; write it with a unit, such as \"30s\"",
-            args.timeout
+/// A `--timeout` value, or the exit code after saying what is wrong with it.
+fn timeout(text: &str) -> Result<Duration, ExitCode> {
+    crate::config::values::duration(text).map_err(|_| {
+        errln!(
+            "muster: --timeout {text:?} is not a duration; write it with a unit, such as \"30s\""
         );
-        return ExitCode::from(EXIT_USAGE);
-    }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
+    let wait = match timeout(&args.timeout) {
+        Ok(wait) => wait,
+        Err(code) => return code,
+    };
     let path = format!(
         "/v1/services/{}/ensure?timeout={}",
-        args.name,
+        encode(&args.name),
         encode(&args.timeout)
     );
-    let answer = match call(global, Method::POST, &path) {
+    let patience = Patience::waiting(global.api_timeout, wait);
+    let answer = match Client::new(global).and_then(|c| c.call(Method::POST, &path, patience)) {
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    if args.json {
-        print_json(&answer);
+    conclude(&args.name, &answer, args.json)
+}
+
+/// Prints a waited-for outcome (healthy or completed, or why not) and gives its code.
+fn conclude(name: &str, answer: &Answer, json: bool) -> ExitCode {
+    if json {
+        print_json(answer);
     }
-    if answer.status.is_success() {
-        if !args.json {
-            let body = &answer.body;
-            let ports: Vec<&str> = body["ports"]
-                .as_array()
-                .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            let mut line = format!("{} is healthy", args.name);
-            if let Some(pid) = body["pid"].as_u64() {
-                line.push_str(&format!(" (pid {pid})"));
-            }
-            if !ports.is_empty() {
-                line.push_str(&format!(" on {}", ports.join(", ")));
-            }
-            println!("{line}");
+    if !answer.status.is_success() {
+        if !json {
+            report_failure(answer);
         }
-        return ExitCode::SUCCESS;
+        return code_for(answer);
     }
-    if !args.json {
-        report_failure(&answer);
+    if !json {
+        outln!("{}", outcome_line(name, &answer.body));
     }
-    code_for(&answer)
+    ExitCode::SUCCESS
+}
+
+/// "web is healthy (pid 42) on 127.0.0.1:8080", or "migrate completed (exited with
+/// status 0)".
+fn outcome_line(name: &str, body: &serde_json::Value) -> String {
+    if body["state"] == "completed" {
+        let how = body["last_exit"]
+            .as_str()
+            .or_else(|| body["reason"].as_str())
+            .unwrap_or("exited with status 0");
+        return format!("{name} completed ({how})");
+    }
+    let ports: Vec<&str> = body["ports"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let mut line = format!("{name} is healthy");
+    if let Some(pid) = body["pid"].as_u64() {
+        line.push_str(&format!(" (pid {pid})"));
+    }
+    if !ports.is_empty() {
+        line.push_str(&format!(" on {}", ports.join(", ")));
+    }
+    line
 }
 
 /// An error answer for people: the message, the cause chain, the log tail.
 fn report_failure(answer: &Answer) {
-    eprintln!("muster: {}", error_message(answer));
+    errln!("muster: {}", error_message(answer));
     let error = &answer.body["error"];
     if let Some(cause) = error["cause"].as_array().filter(|c| c.len() > 1) {
-        eprintln!("because:");
+        errln!("because:");
         for step in cause.iter().skip(1).filter_map(|c| c.as_str()) {
-            eprintln!("  {step}");
+            errln!("  {step}");
         }
     }
     if let Some(tail) = error["log_tail"].as_array().filter(|t| !t.is_empty()) {
-        eprintln!("last lines of its log:");
+        errln!("last lines of its log:");
         for line in tail.iter().filter_map(|l| l.as_str()) {
-            eprintln!("  | {line}");
+            errln!("  | {line}");
         }
     }
 }
 
-/// 2 for a name that does not exist (a usage error), 1 for anything else that failed.
+/// 2 for a name that does not exist or a request the user got wrong, 1 for anything
+/// else that failed.
 fn code_for(answer: &Answer) -> ExitCode {
-    if answer.status == hyper::StatusCode::NOT_FOUND {
+    if matches!(
+        answer.status,
+        hyper::StatusCode::NOT_FOUND | hyper::StatusCode::BAD_REQUEST
+    ) {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::from(EXIT_FAILED)
     }
 }
 
-/// `start`, `stop` or `restart`.
+/// `start` or `restart`: asks, then (unless `--no-wait`) waits for the outcome, which
+/// the supervisor reports: healthy, completed for a one-shot, or failed with the cause.
+pub fn start(global: &GlobalArgs, args: &StartArgs, verb: &str) -> ExitCode {
+    if args.no_wait {
+        let names = NameArgs {
+            name: args.name.clone(),
+            json: args.json,
+        };
+        return command(global, &names, verb);
+    }
+    let wait = match timeout(&args.timeout) {
+        Ok(wait) => wait,
+        Err(code) => return code,
+    };
+    let path = format!(
+        "/v1/services/{}/{verb}?wait=true&timeout={}",
+        encode(&args.name),
+        encode(&args.timeout)
+    );
+    let patience = Patience::waiting(global.api_timeout, wait);
+    let answer = match Client::new(global).and_then(|c| c.call(Method::POST, &path, patience)) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    conclude(&args.name, &answer, args.json)
+}
+
+/// `stop`, or `start`/`restart --no-wait`: one request, and the state it answers with.
 pub fn command(global: &GlobalArgs, args: &NameArgs, verb: &str) -> ExitCode {
     let answer = match call(
         global,
         Method::POST,
-        &format!("/v1/services/{}/{verb}", args.name),
+        &format!("/v1/services/{}/{verb}", encode(&args.name)),
     ) {
         Ok(answer) => answer,
         Err(code) => return code,
@@ -201,7 +371,11 @@ pub fn command(global: &GlobalArgs, args: &NameArgs, verb: &str) -> ExitCode {
     }
     if !args.json {
         let state = answer.body["state"].as_str().unwrap_or("?");
-        println!("{verb}: {} (now {state})", args.name);
+        if verb == "stop" {
+            outln!("stop: {} (now {state})", args.name);
+        } else {
+            outln!("{verb}: asked; {} is {state} at this instant", args.name);
+        }
     }
     ExitCode::SUCCESS
 }
@@ -216,26 +390,50 @@ pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
         report_failure(&answer);
         return ExitCode::from(EXIT_FAILED);
     }
-    let Ok((_, state_dir)) = socket(global) else {
-        return ExitCode::from(EXIT_FAILED);
+    errln!("muster: stopping; waiting for the supervisor to exit");
+    let Some(pid) = answer.pid else {
+        // The system did not say who answered: wait on the state lock, which the
+        // supervisor holds until it has exited.
+        let Ok((_, state_dir)) = socket(global) else {
+            return ExitCode::from(EXIT_FAILED);
+        };
+        return match crate::supervisor::lock::StateLock::wait(&state_dir) {
+            Ok(_) => {
+                errln!("muster: the supervisor has exited");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                errln!("muster: {error}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
     };
-    // The lock is held until the supervisor has stopped everything and exited; its own
-    // shutdown-timeout bounds the wait.
-    eprintln!("muster: stopping; waiting for the supervisor to exit");
-    match crate::supervisor::lock::StateLock::wait(&state_dir) {
-        Ok(_) => {
-            eprintln!("muster: the supervisor has exited");
-            ExitCode::SUCCESS
+    // Its own shutdown-timeout bounds how long stopping takes; a supervisor stopped by
+    // SIGSTOP never finishes, and that is said once it has been stopped a while.
+    let mut stopped_since: Option<Instant> = None;
+    loop {
+        if gone(pid) {
+            errln!("muster: the supervisor has exited");
+            return ExitCode::SUCCESS;
         }
-        Err(error) => {
-            eprintln!("muster: {error}");
-            ExitCode::from(EXIT_FAILED)
+        if client::is_stopped(pid) {
+            let since = *stopped_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= global.api_timeout {
+                errln!(
+                    "muster: the supervisor (pid {pid}) is stopped (SIGSTOP, or Ctrl-Z in its \
+                     terminal) and cannot finish shutting down; resume it with `kill -CONT {pid}`"
+                );
+                return ExitCode::from(EXIT_FAILED);
+            }
+        } else {
+            stopped_since = None;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Percent-encodes a query value.
-fn encode(text: &str) -> String {
+pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -264,11 +462,11 @@ pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
     }
     if answer.status == hyper::StatusCode::UNPROCESSABLE_ENTITY {
         if !args.json {
-            eprint!(
+            err!(
                 "{}",
                 answer.body["error"]["report"].as_str().unwrap_or_default()
             );
-            eprintln!("muster: {}", error_message(&answer));
+            errln!("muster: {}", error_message(&answer));
         }
         return ExitCode::from(EXIT_USAGE);
     }
@@ -302,7 +500,7 @@ pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
             }
         }
         parts.push(format!("{} unchanged", list("unchanged").len()));
-        println!("reloaded: {}", parts.join("; "));
+        outln!("reloaded: {}", parts.join("; "));
     }
     ExitCode::SUCCESS
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::control::stream;
+use super::control::{Client, encode};
+use super::out::{errln, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::config::EVENT_KINDS;
@@ -43,7 +44,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
         let hint = crate::suggest::nearest(kind, EVENT_KINDS.iter().copied())
             .map(|near| format!("did you mean `{near}`? "))
             .unwrap_or_default();
-        eprintln!(
+        errln!(
             "muster: `{kind}` is not an event kind; {hint}one of: {}",
             EVENT_KINDS.join(", ")
         );
@@ -52,9 +53,9 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
     let json = args.json;
     let print = |event: &serde_json::Value| {
         if json {
-            println!("{event}");
+            outln!("{event}");
         } else {
-            println!(
+            outln!(
                 "{:>6} {} {:<12} {:<10} {}",
                 event["id"].as_u64().unwrap_or(0),
                 event["time"].as_str().unwrap_or(""),
@@ -76,10 +77,28 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             let events = match store.events(&filter, args.last) {
                 Ok(events) => events,
                 Err(error) => {
-                    eprintln!("muster: cannot read {}: {error}", store.path().display());
+                    errln!("muster: cannot read {}: {error}", store.path().display());
                     return ExitCode::from(EXIT_FAILED);
                 }
             };
+            // A name with no events at all, of any kind, and not in the config either,
+            // is a typo: say so rather than print nothing.
+            if events.is_empty()
+                && let Some(service) = &args.service
+                && store
+                    .events(
+                        &EventFilter {
+                            since: 0,
+                            service: Some(service.clone()),
+                            kind: None,
+                        },
+                        Some(1),
+                    )
+                    .is_ok_and(|any| any.is_empty())
+                && !super::history::known(global, service, "events")
+            {
+                return ExitCode::from(EXIT_USAGE);
+            }
             for event in &events {
                 print(&serde_json::to_value(event).unwrap_or_default());
             }
@@ -96,10 +115,10 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
     }
     let mut path = format!("/v1/events?since={since}&follow=true");
     if let Some(service) = &args.service {
-        path.push_str(&format!("&service={service}"));
+        path.push_str(&format!("&service={}", encode(service)));
     }
     if let Some(kind) = &args.kind {
-        path.push_str(&format!("&kind={kind}"));
+        path.push_str(&format!("&kind={}", encode(kind)));
     }
     // The answer is server-sent events: the JSON is on `data:` lines.
     let on_line = |line: &str| {
@@ -109,8 +128,12 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
             print(&event);
         }
     };
-    match stream(global, &path, on_line) {
-        Ok(()) => ExitCode::SUCCESS,
+    let client = match Client::new(global) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.follow(&path) {
+        Ok(mut stream) => client.follow_to_end(&mut stream, on_line),
         Err(code) => code,
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::out::out;
 use super::{GlobalArgs, print_json};
 use crate::config::Spec;
 
@@ -27,9 +28,9 @@ pub fn run(global: &GlobalArgs, args: &GraphArgs) -> ExitCode {
     if args.json {
         print_json(&to_json(spec));
     } else if args.dot {
-        print!("{}", to_dot(spec));
+        out!("{}", to_dot(spec));
     } else {
-        print!("{}", to_text(spec));
+        out!("{}", to_text(spec));
     }
     ExitCode::SUCCESS
 }

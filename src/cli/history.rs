@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::out::{errln, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::store::{self, Run, Store};
@@ -30,11 +31,11 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
     let runs = match store.runs(&args.name, args.last) {
         Ok(runs) => runs,
         Err(error) => {
-            eprintln!("muster: cannot read {}: {error}", store.path().display());
+            errln!("muster: cannot read {}: {error}", store.path().display());
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    if runs.is_empty() && !known(global, &args.name) {
+    if runs.is_empty() && !known(global, &args.name, "runs") {
         return ExitCode::from(EXIT_USAGE);
     }
     if args.json {
@@ -42,15 +43,19 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if runs.is_empty() {
-        println!("no runs of `{}` recorded yet", args.name);
+        outln!("no runs of `{}` recorded yet", args.name);
         return ExitCode::SUCCESS;
     }
-    println!(
+    outln!(
         "{:>6}  {:>7}  {:<20}  {:>9}  {:<22}  REASON",
-        "RUN", "PID", "STARTED", "RAN", "EXIT"
+        "RUN",
+        "PID",
+        "STARTED",
+        "RAN",
+        "EXIT"
     );
     for run in &runs {
-        println!(
+        outln!(
             "{:>6}  {:>7}  {:<20}  {:>9}  {:<22}  {}",
             run.run_id,
             run.pid,
@@ -67,7 +72,7 @@ pub fn run(global: &GlobalArgs, args: &HistoryArgs) -> ExitCode {
 pub fn open(global: &GlobalArgs) -> Result<Store, ExitCode> {
     let (_, state_dir) = super::control::socket(global)?;
     Store::open_existing(&store::path_in(&state_dir)).map_err(|error| {
-        eprintln!("muster: {error}");
+        errln!("muster: {error}");
         ExitCode::from(match error {
             store::OpenError::Missing { .. } => EXIT_USAGE,
             _ => EXIT_FAILED,
@@ -75,8 +80,9 @@ pub fn open(global: &GlobalArgs) -> Result<Store, ExitCode> {
     })
 }
 
-/// Whether `name` is a service of the config; if not, says so with the nearest name.
-fn known(global: &GlobalArgs, name: &str) -> bool {
+/// Whether `name` is a service of the config; if not, says so (nothing of it is
+/// recorded either: `what`, such as "runs") with the nearest name.
+pub(super) fn known(global: &GlobalArgs, name: &str, what: &str) -> bool {
     let Ok(loaded) = crate::config::load(&global.file) else {
         // No valid config to compare with: an empty history is answer enough.
         return true;
@@ -88,8 +94,8 @@ fn known(global: &GlobalArgs, name: &str) -> bool {
     let hint = crate::suggest::nearest(name, names)
         .map(|near| format!("; did you mean `{near}`?"))
         .unwrap_or_default();
-    eprintln!(
-        "muster: no service named `{name}` in {} and no runs recorded for it{hint}",
+    errln!(
+        "muster: no service named `{name}` in {} and no {what} recorded for it{hint}",
         loaded.spec.path.display()
     );
     false

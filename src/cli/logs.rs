@@ -1,24 +1,30 @@
 //! `muster logs [NAME] [-F] [-n N]`: the last lines of one service or of all of them
-//! (by time), then, with `-f`, every new line as it comes.
+//! (by time), read from the log files in the state directory, with or without a
+//! supervisor running; then, with `-F`, every new line as it comes, from the supervisor.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::Args;
 use console::style;
 
-use super::GlobalArgs;
-use super::control::stream;
+use super::control::{Client, encode, socket};
+use super::logfiles::{self, Line, Position};
+use super::out::{errln, outln};
 use super::printable::printable;
+use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
+use crate::config::ServiceName;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Only this service (default: every service, interleaved by time)
     pub name: Option<String>,
-    /// Keep printing new lines until interrupted
+    /// Keep printing new lines until interrupted (or until the supervisor stops)
     // `-f` is `--file` everywhere, so following is `-F` (as `tail -F`).
     #[arg(short = 'F', long)]
     pub follow: bool,
-    /// How many of the last lines to print first
+    /// How many of the last lines to print first, from the log files (rotated ones
+    /// included)
     #[arg(short = 'n', long = "lines", default_value_t = 100, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=crate::api::MAX_TAIL as i64))]
     pub lines: u32,
@@ -32,44 +38,198 @@ pub struct LogsArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
-    let path = match &args.name {
-        Some(name) => format!(
-            "/v1/services/{name}/logs?tail={}&follow={}",
-            args.lines, args.follow
-        ),
-        None => format!("/v1/logs?tail={}&follow={}", args.lines, args.follow),
+    if let Some(name) = &args.name
+        && let Err(error) = ServiceName::new(name)
+    {
+        errln!("muster: `{name}` is not a service name: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let state_dir = match socket(global) {
+        Ok((_, state_dir)) => state_dir,
+        Err(code) => return code,
     };
     let colour = global.colour_on(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     console::set_colors_enabled(colour);
-    let prefix = args.name.is_none();
-    let json = args.json;
-    let raw = args.raw;
-    let print = move |line: &str| {
-        if json {
-            println!("{line}");
-            return;
-        }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-            return;
+    let printer = Printer {
+        prefix: args.name.is_none(),
+        json: args.json,
+        raw: args.raw,
+    };
+    // Following starts first: the supervisor sends every line written from then on and
+    // says where in each file that is, and the files are read up to there. No line is
+    // missed between the two, and none printed twice.
+    let mut follow = None;
+    let mut positions = BTreeMap::new();
+    if args.follow {
+        let path = match &args.name {
+            Some(name) => format!("/v1/services/{}/logs?tail=0&follow=true", encode(name)),
+            None => "/v1/logs?tail=0&follow=true".to_owned(),
         };
-        let text = value["text"].as_str().unwrap_or_default();
-        let text = if raw { text.into() } else { printable(text) };
-        let text = match value["stream"].as_str() {
-            Some("stderr") => style(text).red().to_string(),
-            Some("muster") => style(text).dim().to_string(),
-            _ => text.into_owned(),
+        let client = match Client::new(global) {
+            Ok(client) => client,
+            Err(code) => return code,
         };
-        if prefix {
-            println!(
-                "{} {text}",
-                style(value["service"].as_str().unwrap_or("?")).cyan()
+        let stream = match client.follow(&path) {
+            Ok(stream) => stream,
+            Err(code) => return code,
+        };
+        positions = parse_positions(
+            stream
+                .headers
+                .get(crate::api::POSITIONS)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        );
+        follow = Some((client, stream));
+    }
+    let logs_dir = state_dir.join("logs");
+    let found = logfiles::last_lines(
+        &logs_dir,
+        args.name.as_deref(),
+        args.lines as usize,
+        &positions,
+        |line| printer.print(&line),
+    );
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => {
+            errln!(
+                "muster: cannot read the logs in {}: {error}",
+                logs_dir.display()
             );
-        } else {
-            println!("{text}");
+            return ExitCode::from(EXIT_FAILED);
         }
     };
-    match stream(global, &path, print) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(code) => code,
+    for service in &found.lost {
+        errln!(
+            "muster: the log of `{service}` was rotated while it was read; its earlier lines are in {}",
+            logs_dir.display()
+        );
+    }
+    if let Some(name) = &args.name
+        && found.services.is_empty()
+        && follow.is_none()
+    {
+        if !known(global, name, &logs_dir) {
+            return ExitCode::from(EXIT_USAGE);
+        }
+        errln!(
+            "muster: `{name}` has written nothing yet (no log in {})",
+            logs_dir.display()
+        );
+    }
+    let Some((client, mut stream)) = follow else {
+        return ExitCode::SUCCESS;
+    };
+    client.follow_to_end(&mut stream, |text| {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+            return;
+        };
+        let field = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
+        printer.print(&Line {
+            service: field("service"),
+            time: field("time"),
+            stream: field("stream"),
+            text: field("text"),
+        });
+    })
+}
+
+/// How lines are printed.
+#[derive(Debug, Clone, Copy)]
+struct Printer {
+    /// Each line begins with its service's name (when showing every service).
+    prefix: bool,
+    json: bool,
+    raw: bool,
+}
+
+impl Printer {
+    fn print(&self, line: &Line) {
+        if self.json {
+            // The API's `LogLine`, field for field and in its order.
+            #[derive(serde::Serialize)]
+            struct Json<'a> {
+                service: &'a str,
+                time: &'a str,
+                stream: &'a str,
+                text: &'a str,
+            }
+            let json = Json {
+                service: &line.service,
+                time: &line.time,
+                stream: &line.stream,
+                text: &line.text,
+            };
+            outln!("{}", serde_json::to_string(&json).unwrap_or_default());
+            return;
+        }
+        let text = if self.raw {
+            line.text.as_str().into()
+        } else {
+            printable(&line.text)
+        };
+        let text = match line.stream.as_str() {
+            "stderr" => style(text).red().to_string(),
+            "muster" => style(text).dim().to_string(),
+            _ => text.into_owned(),
+        };
+        if self.prefix {
+            outln!("{} {text}", style(&line.service).cyan());
+        } else {
+            outln!("{text}");
+        }
+    }
+}
+
+/// `a=12:345,b=none` (see [`crate::api::POSITIONS`]).
+fn parse_positions(header: &str) -> BTreeMap<String, Position> {
+    header
+        .split(',')
+        .filter_map(|entry| {
+            let (service, at) = entry.trim().split_once('=')?;
+            let position = match at.split_once(':') {
+                Some((inode, offset)) => Some((inode.parse().ok()?, offset.parse().ok()?)),
+                None if at == "none" => None,
+                None => return None,
+            };
+            Some((service.to_owned(), position))
+        })
+        .collect()
+}
+
+/// Whether a service with no log on disk is one of the config's (it has written
+/// nothing yet); if not, says so with the nearest name.
+fn known(global: &GlobalArgs, name: &str, logs_dir: &std::path::Path) -> bool {
+    let Ok(loaded) = crate::config::load(&global.file) else {
+        errln!("muster: no log of `{name}` in {}", logs_dir.display());
+        return false;
+    };
+    if loaded.spec.services.contains_key(name) {
+        return true;
+    }
+    let names = loaded.spec.services.keys().map(|n| n.as_str());
+    let hint = crate::suggest::nearest(name, names)
+        .map(|near| format!("; did you mean `{near}`?"))
+        .unwrap_or_default();
+    errln!(
+        "muster: no service named `{name}` in {} and no log of it in {}{hint}",
+        loaded.spec.path.display(),
+        logs_dir.display()
+    );
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_read_from_the_header() {
+        let positions = parse_positions("a=12:345, b=none,c=bad,d");
+        assert_eq!(positions.get("a"), Some(&Some((12, 345))));
+        assert_eq!(positions.get("b"), Some(&None));
+        assert_eq!(positions.len(), 2);
+        assert!(parse_positions("").is_empty());
     }
 }

@@ -3,6 +3,11 @@
 //! Each subcommand is a function from its parsed arguments to an exit code; what the
 //! user asked for goes to stdout, diagnostics and progress to stderr. Exit codes follow
 //! one rule everywhere: 0 done, 1 the operation failed, 2 bad usage or bad config.
+//! Everything is written through [`out`], which ends a command quietly when its reader
+//! goes away.
+
+// Writes go through `out`; see there why.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
 mod control;
@@ -10,9 +15,14 @@ mod events;
 mod generate;
 mod graph;
 mod history;
+mod logfiles;
 mod logs;
+mod out;
 mod printable;
 mod status;
+// `up` writes through its own `say`, which ignores a reader that went away: the
+// supervisor must outlive it.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 mod up;
 mod view;
 
@@ -25,6 +35,7 @@ use codespan_reporting::term::termcolor::{self, StandardStream};
 
 use crate::config::{self, Loaded};
 use crate::diagnostic::Report;
+use out::{errln, outln};
 
 /// Exit code for bad usage or a bad config file.
 pub const EXIT_USAGE: u8 = 2;
@@ -61,6 +72,24 @@ pub struct GlobalArgs {
     /// When to use colour (NO_COLOR in the environment also turns it off)
     #[arg(long, value_enum, env = "MUSTER_COLOR", default_value_t = ColorWhen::Auto, global = true, value_name = "WHEN")]
     pub color: ColorWhen,
+
+    /// How long a command waits for the supervisor to answer before saying that it does
+    /// not, naming its pid (`ensure`, `start` and `restart` wait their --timeout on top;
+    /// `-F` waits this long for the answer to begin, then follows it without limit)
+    #[arg(long, env = "MUSTER_TIMEOUT", default_value = "10s", global = true, value_name = "DURATION", value_parser = positive_duration)]
+    pub api_timeout: std::time::Duration,
+}
+
+/// A duration such as "10s" or "1m 30s", more than zero.
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match config::values::duration(text) {
+        Ok(duration) if duration.is_zero() => Err("it must be more than 0s".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(problem) => Err(match problem.help {
+            Some(help) => format!("{}; {help}", problem.message),
+            None => problem.message,
+        }),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,12 +111,13 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Make a service healthy (starting it and its dependencies if needed) and wait
     Ensure(control::EnsureArgs),
-    /// Start a service and what it depends on, without waiting
-    Start(control::NameArgs),
+    /// Start a service and what it depends on, and wait for the outcome: healthy,
+    /// completed (a one-shot) or failed (exit 1, with the cause)
+    Start(control::StartArgs),
     /// Stop a service
     Stop(control::NameArgs),
-    /// Restart a service
-    Restart(control::NameArgs),
+    /// Restart a service and wait for the outcome of the new run, as `start` does
+    Restart(control::StartArgs),
     /// Stop every service and the supervisor, and wait until it has exited
     Down(control::DownArgs),
     /// Apply the edited config: restart only the services whose definition changed
@@ -112,9 +142,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => up::run(&cli.global, &args),
         Command::Status(args) => status::run(&cli.global, &args),
         Command::Ensure(args) => control::ensure(&cli.global, &args),
-        Command::Start(args) => control::command(&cli.global, &args, "start"),
+        Command::Start(args) => control::start(&cli.global, &args, "start"),
         Command::Stop(args) => control::command(&cli.global, &args, "stop"),
-        Command::Restart(args) => control::command(&cli.global, &args, "restart"),
+        Command::Restart(args) => control::start(&cli.global, &args, "restart"),
         Command::Down(args) => control::down(&cli.global, &args),
         Command::Reload(args) => control::reload(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
@@ -169,7 +199,7 @@ impl GlobalArgs {
                     print_json(&report_json(&report, None));
                 } else {
                     self.render(&report);
-                    eprintln!("{}: {}", report.path.display(), counts(&report));
+                    errln!("{}: {}", report.path.display(), counts(&report));
                 }
                 Err(ExitCode::from(EXIT_USAGE))
             }
@@ -217,7 +247,7 @@ fn report_json(report: &Report, loaded: Option<&Loaded>) -> serde_json::Value {
 
 fn print_json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned());
-    println!("{text}");
+    outln!("{text}");
 }
 
 #[cfg(test)]

@@ -8,10 +8,17 @@ use console::style;
 use hyper::Method;
 
 use super::control::{call, error_message};
+use super::out::{errln, out, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, print_json};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status with NAME: 0 healthy, or a one-shot that completed; \
+    1 not healthy (pending, starting, unhealthy, exited and due to restart, stopping, \
+    failed), or no supervisor answered; 2 no such service; 3 stopped. Without NAME: 0 \
+    once the supervisor has answered."
+)]
 pub struct StatusArgs {
     /// Only this service
     pub name: Option<String>,
@@ -24,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     let colour = global.colour_on(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     console::set_colors_enabled(colour);
     let path = match &args.name {
-        Some(name) => format!("/v1/services/{name}"),
+        Some(name) => format!("/v1/services/{}", super::control::encode(name)),
         None => "/v1/services".to_owned(),
     };
     let answer = match call(global, Method::GET, &path) {
@@ -32,16 +39,21 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
         Err(code) => return code,
     };
     if !answer.status.is_success() {
-        eprintln!("muster: {}", error_message(&answer));
+        errln!("muster: {}", error_message(&answer));
         return ExitCode::from(if answer.status == hyper::StatusCode::NOT_FOUND {
             EXIT_USAGE
         } else {
             EXIT_FAILED
         });
     }
+    // Scripts ask `muster status db` whether db is up: the exit status says.
+    let code = match &args.name {
+        Some(_) => state_code(answer.body["state"].as_str().unwrap_or("")),
+        None => ExitCode::SUCCESS,
+    };
     if args.json {
         print_json(&answer.body);
-        return ExitCode::SUCCESS;
+        return code;
     }
     let services: Vec<serde_json::Value> = match &args.name {
         Some(_) => vec![answer.body.clone()],
@@ -51,16 +63,28 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
             .unwrap_or_default(),
     };
     if args.name.is_none() {
-        println!("{}", summary(answer.body["booted"] == true, &services));
+        outln!("{}", summary(answer.body["booted"] == true, &services));
         if let Some(problem) = answer.body["history_problem"].as_str() {
-            println!("history: {problem}");
+            outln!("history: {problem}");
         }
     }
-    print!("{}", table(&services));
+    out!("{}", table(&services));
     if let Some(service) = services.first().filter(|_| args.name.is_some()) {
-        print!("{}", detail(service));
+        out!("{}", detail(service));
     }
-    ExitCode::SUCCESS
+    code
+}
+
+/// Exit status 3 for a service that is not running, as LSB init scripts' `status`.
+const EXIT_STOPPED: u8 = 3;
+
+/// What `status NAME` exits with, by the service's state (see the command's help).
+fn state_code(state: &str) -> ExitCode {
+    match state {
+        "healthy" | "completed" => ExitCode::SUCCESS,
+        "stopped" => ExitCode::from(EXIT_STOPPED),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
 }
 
 /// "bootstrap complete: 4/5 healthy, 1 failed" (or "bootstrapping: ..." before the
@@ -131,9 +155,18 @@ fn detail(service: &serde_json::Value) -> String {
             format!("{kind} {verdict}: {}", printable(message)),
         );
     }
+    // The count is of every failed attempt, readiness ones included: a service that
+    // takes a while to listen fails many before it is ready, which is no fault. Said
+    // so, rather than shown as a bare number that reads like trouble.
     let failures = service["probe_failures"].as_u64().unwrap_or(0);
     if failures > 0 {
-        field("probe fails", failures.to_string());
+        field(
+            "probes",
+            format!(
+                "{failures} failed since the supervisor started (readiness attempts while \
+                 starting included)"
+            ),
+        );
     }
     if let Some(exit) = service["last_exit"].as_str() {
         field("last exit", exit.to_owned());

@@ -12,6 +12,7 @@ mod chaos;
 mod check;
 mod check_hardening;
 mod cli;
+mod cli_hardening;
 mod control;
 mod faults;
 mod graph;

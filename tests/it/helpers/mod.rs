@@ -30,6 +30,7 @@ pub fn muster(args: &[&str]) -> Command {
         .env_remove("MUSTER_FILE")
         .env_remove("MUSTER_STATE_DIR")
         .env_remove("MUSTER_COLOR")
+        .env_remove("MUSTER_TIMEOUT")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     command
