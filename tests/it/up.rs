@@ -510,7 +510,7 @@ fn plain_output_names_each_event_and_says_when_everything_is_up() {
         result.stdout
     );
     assert!(
-        result.stdout.contains("muster: 1 service up in"),
+        result.stdout.contains("muster: 1 service completed in"),
         "{}",
         result.stdout
     );
