@@ -211,9 +211,7 @@ impl Daemon {
             ));
         }
         supervisor.boot(&only).await;
-        for (name, listener) in proxies {
-            tokio::spawn(crate::proxy::serve(listener, Arc::clone(&supervisor), name));
-        }
+        tokio::spawn(crate::proxy::manage(Arc::clone(&supervisor), proxies));
         // Until a signal, a client's shutdown, or an idle graph that nobody controls.
         let mut events = supervisor.bus().feed();
         let idle = |supervisor: &Supervisor| {

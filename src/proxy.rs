@@ -7,10 +7,20 @@
 //! with the cause as JSON, or 504 past `request-timeout`) instead of a closed
 //! connection, and a forwarded request that gets no answer within `request-timeout` is
 //! answered 504.
+//!
+//! A connection starts its service at most once: when that start fails (or the service
+//! dies and is not restarting by its own policy), the connection is refused at once,
+//! never turned into a new start. The listeners follow the config: [`manage`] binds the
+//! proxies a reload adds, closes the ones it removes, and closes all of them when the
+//! shutdown begins.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::config::{Proxy, ServiceName, Spec};
 use crate::supervisor::usage::{ProxyCounters, Usage};
-use crate::supervisor::{Failure, Phase, Supervisor};
+use crate::supervisor::{Failure, Lifecycle, Phase, Supervisor};
 
 /// How long a connection may wait for a service with no readiness probe (and so no
 /// start deadline of its own).
@@ -55,12 +65,90 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
     Ok(bound)
 }
 
-/// Accepts connections for `name` until the task is dropped.
-pub async fn serve(mut listener: TcpListener, supervisor: Arc<Supervisor>, name: ServiceName) {
+/// Serves the proxies bound at the start, then keeps the listeners in step with the
+/// config in force: a reload that adds a proxy (or moves one's `listen`) binds it, one
+/// that removes it closes it; the shutdown closes them all. Each step is reported to the
+/// supervisor, whose `reload` answers only once its proxies listen.
+pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpListener)>) {
+    let mut serving: BTreeMap<ServiceName, (SocketAddr, oneshot::Sender<()>)> = BTreeMap::new();
+    for (name, listener) in bound {
+        let Ok(address) = listener.local_addr() else {
+            continue;
+        };
+        let stop = start_serving(listener, &supervisor, &name);
+        serving.insert(name, (address, stop));
+    }
+    let mut graph = supervisor.watch_graph();
+    supervisor.manage_proxies();
+    loop {
+        let current = Arc::clone(&graph.borrow_and_update());
+        if current.lifecycle != Lifecycle::Booting && current.lifecycle != Lifecycle::Running {
+            // Dropping the senders ends every accept loop: no new client from now on.
+            serving.clear();
+            supervisor.proxies_synced(current.generation);
+            return;
+        }
+        let wanted: BTreeMap<&ServiceName, SocketAddr> = current
+            .spec
+            .services
+            .values()
+            .filter_map(|service| Some((&service.name, service.proxy.as_ref()?.listen)))
+            .collect();
+        serving.retain(|name, (address, _)| wanted.get(name) == Some(address));
+        for (name, address) in wanted {
+            if serving.contains_key(name) {
+                continue;
+            }
+            match TcpListener::bind(address).await {
+                Ok(listener) => {
+                    let stop = start_serving(listener, &supervisor, name);
+                    serving.insert(name.clone(), (address, stop));
+                }
+                Err(error) => crate::supervisor::warn(format_args!(
+                    "cannot listen on {address} (services.{name}.proxy.listen): {error}; \
+                     its clients cannot connect until the address is free and the config is \
+                     reloaded"
+                )),
+            }
+        }
+        supervisor.proxies_synced(current.generation);
+        if graph.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Spawns the accept loop of one proxy; dropping the returned sender ends it.
+fn start_serving(
+    listener: TcpListener,
+    supervisor: &Arc<Supervisor>,
+    name: &ServiceName,
+) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(serve(
+        listener,
+        Arc::clone(supervisor),
+        name.clone(),
+        stopped,
+    ));
+    stop
+}
+
+/// Accepts connections for `name` until `stop` resolves (or its sender is dropped).
+async fn serve(
+    mut listener: TcpListener,
+    supervisor: Arc<Supervisor>,
+    name: ServiceName,
+    mut stop: oneshot::Receiver<()>,
+) {
     let what = format!("the proxy of `{name}`");
     loop {
-        let client = crate::api::serve::next(&mut listener, &what).await;
-        tokio::spawn(connection(client, Arc::clone(&supervisor), name.clone()));
+        tokio::select! {
+            client = crate::api::serve::next(&mut listener, &what) => {
+                tokio::spawn(connection(client, Arc::clone(&supervisor), name.clone()));
+            }
+            _ = &mut stop => return,
+        }
     }
 }
 
@@ -79,26 +167,41 @@ async fn connection(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Se
     let began = Instant::now();
     let budget = start_budget(&supervisor.spec(), &name);
     let deadline = began + proxy.request_timeout.map_or(budget, |t| t.min(budget));
+    // Whether this connection has asked for a start: it asks once. A start that fails,
+    // or a service that dies and will not come back by its own restart policy, ends the
+    // connection; a new start per retry was a spawn storm.
+    let mut asked = false;
+    let mut retry = Duration::from_millis(10);
     let upstream = loop {
-        if handle.status().phase != Phase::Healthy {
-            match wait_for_start(&supervisor, &name, &proxy, counters, deadline).await {
-                Ok(()) => {}
-                Err(refusal) => {
-                    Usage::add(&counters.refused, 1);
-                    refuse(&mut client, &proxy, refusal).await;
-                    return;
-                }
+        let status = handle.status();
+        if status.phase != Phase::Healthy {
+            if asked && status.phase.is_settled() {
+                Usage::add(&counters.refused, 1);
+                let explanation = supervisor.explain(status);
+                let refusal = Refusal::Failed(explanation.cause.join("; "), explanation.log_tail);
+                refuse(&mut client, &proxy, refusal).await;
+                return;
+            }
+            asked = true;
+            if let Err(refusal) =
+                wait_for_start(&supervisor, &name, &proxy, counters, deadline).await
+            {
+                Usage::add(&counters.refused, 1);
+                refuse(&mut client, &proxy, refusal).await;
+                return;
             }
         }
         match TcpStream::connect(proxy.upstream).await {
             Ok(upstream) => break upstream,
-            // Healthy a moment ago, refused now: it crashed or is restarting. Wait
-            // until muster notices (the state changes) or a moment passes, then go
-            // round: the next healthy run, within the same deadline.
+            // Healthy a moment ago, refused now: it crashed or is restarting, or it
+            // has not opened its port yet (no readiness probe). Wait until muster
+            // notices (the state changes) or a moment passes, then go round: the next
+            // healthy run, within the same deadline.
             Err(_) if Instant::now() < deadline => {
                 let mut status = handle.watch();
                 if status.borrow_and_update().phase == Phase::Healthy {
-                    let _ = tokio::time::timeout(Duration::from_millis(20), status.changed()).await;
+                    let _ = tokio::time::timeout(retry, status.changed()).await;
+                    retry = (retry * 2).min(Duration::from_millis(500));
                 }
             }
             Err(error) => {
@@ -223,7 +326,16 @@ fn http_head(status: &str, length: usize) -> String {
 /// The longest a start of `name` may take: its own start deadline after the slowest
 /// chain of dependencies' deadlines.
 fn start_budget(spec: &Spec, name: &ServiceName) -> Duration {
-    fn budget(spec: &Spec, name: &ServiceName, depth: usize) -> Duration {
+    // Memoized: each service's budget is computed once, so a diamond-shaped graph costs
+    // its size, not the number of its paths. The graph is acyclic (checked at load).
+    fn budget(
+        spec: &Spec,
+        name: &ServiceName,
+        known: &mut BTreeMap<ServiceName, Duration>,
+    ) -> Duration {
+        if let Some(done) = known.get(name) {
+            return *done;
+        }
         let Some(service) = spec.services.get(name) else {
             return Duration::ZERO;
         };
@@ -231,20 +343,17 @@ fn start_budget(spec: &Spec, name: &ServiceName) -> Duration {
             .ready
             .as_ref()
             .map_or(DEFAULT_START_WAIT, |ready| ready.timeout);
-        // The graph is acyclic (checked at load); the depth bound is only a guard.
-        let deps = if depth > 64 {
-            Duration::ZERO
-        } else {
-            service
-                .depends_on
-                .iter()
-                .map(|dep| budget(spec, &dep.service, depth + 1))
-                .max()
-                .unwrap_or_default()
-        };
-        own + deps
+        let deps = service
+            .depends_on
+            .iter()
+            .map(|dep| budget(spec, &dep.service, known))
+            .max()
+            .unwrap_or_default();
+        let total = own.saturating_add(deps);
+        known.insert(name.clone(), total);
+        total
     }
-    budget(spec, name, 0)
+    budget(spec, name, &mut BTreeMap::new())
 }
 
 /// Copies both ways until both sides are done. A side that ends its sending is
@@ -253,9 +362,8 @@ async fn forward(client: TcpStream, upstream: TcpStream, counters: &ProxyCounter
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     // With `http` and `request-timeout`: when the oldest request still without an
-    // answer was sent (milliseconds since `epoch`, 0 for none).
-    let epoch = Instant::now();
-    let asked_at = AtomicU64::new(0);
+    // answer was sent.
+    let (asked_at, _) = watch::channel(None::<Instant>);
     let watch_requests = proxy.http && proxy.request_timeout.is_some();
     let inbound = async {
         let mut buffer = vec![0u8; BUFFER];
@@ -264,8 +372,14 @@ async fn forward(client: TcpStream, upstream: TcpStream, counters: &ProxyCounter
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if watch_requests && asked_at.load(Relaxed) == 0 {
-                asked_at.store(epoch.elapsed().as_millis() as u64 + 1, Relaxed);
+            if watch_requests {
+                asked_at.send_if_modified(|asked| {
+                    let first = asked.is_none();
+                    if first {
+                        *asked = Some(Instant::now());
+                    }
+                    first
+                });
             }
             if upstream_write.write_all(&buffer[..n]).await.is_err() {
                 return;
@@ -279,7 +393,7 @@ async fn forward(client: TcpStream, upstream: TcpStream, counters: &ProxyCounter
         loop {
             let read = upstream_read.read(&mut buffer);
             let n = match (watch_requests, proxy.request_timeout) {
-                (true, Some(limit)) => match unanswered(read, &asked_at, epoch, limit).await {
+                (true, Some(limit)) => match unanswered(read, &asked_at, limit).await {
                     Some(result) => result,
                     None => {
                         let body = serde_json::json!({ "error": {
@@ -301,7 +415,7 @@ async fn forward(client: TcpStream, upstream: TcpStream, counters: &ProxyCounter
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            asked_at.store(0, Relaxed);
+            asked_at.send_if_modified(|asked| asked.take().is_some());
             if client_write.write_all(&buffer[..n]).await.is_err() {
                 return;
             }
@@ -313,27 +427,30 @@ async fn forward(client: TcpStream, upstream: TcpStream, counters: &ProxyCounter
     tokio::join!(inbound, outbound);
 }
 
-/// Reads, unless a request has waited `limit` for its answer (then `None`).
+/// Reads, unless a request has waited `limit` for its answer (then `None`). A timer
+/// armed for the oldest unanswered request, re-armed when that changes.
 async fn unanswered<F>(
     read: F,
-    asked_at: &AtomicU64,
-    epoch: Instant,
+    asked_at: &watch::Sender<Option<Instant>>,
     limit: Duration,
 ) -> Option<F::Output>
 where
     F: Future,
 {
     tokio::pin!(read);
-    let tick = (limit / 10).max(Duration::from_millis(10));
+    let mut asked = asked_at.subscribe();
     loop {
+        let since = *asked.borrow_and_update();
+        let expiry = async {
+            match since {
+                Some(at) => tokio::time::sleep_until(at + limit).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = &mut read => return Some(result),
-            () = tokio::time::sleep(tick) => {
-                let asked = asked_at.load(Relaxed);
-                if asked != 0 && epoch + Duration::from_millis(asked - 1) + limit <= Instant::now() {
-                    return None;
-                }
-            }
+            () = expiry => return None,
+            _ = asked.changed() => {}
         }
     }
 }

@@ -359,7 +359,10 @@ impl Store {
     }
 
     /// Deletes events beyond the newest `max_events` or older than `max_age`, and
-    /// ended runs by the same rules. Returns how many rows went.
+    /// ended runs by the same rules. The count is a budget shared by every service, so
+    /// it never takes a service's newest [`KEPT_PER_SERVICE`] events or runs: one
+    /// service crash-looping must not erase the history that explains another's
+    /// failure. Returns how many rows went.
     pub fn prune(
         &mut self,
         max_events: u64,
@@ -371,13 +374,19 @@ impl Store {
         let transaction = self.connection.transaction()?;
         let mut removed = transaction.execute(
             "DELETE FROM events WHERE time < ?1
-             OR id <= (SELECT MAX(id) FROM events) - ?2",
-            params![cutoff, keep],
+             OR (id <= (SELECT MAX(id) FROM events) - ?2
+                 AND id NOT IN (SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY service ORDER BY id DESC) AS newest
+                     FROM events) WHERE newest <= ?3))",
+            params![cutoff, keep, KEPT_PER_SERVICE],
         )?;
         removed += transaction.execute(
             "DELETE FROM runs WHERE ended_at IS NOT NULL AND (ended_at < ?1
-             OR run_id <= (SELECT MAX(run_id) FROM runs) - ?2)",
-            params![cutoff, keep],
+             OR (run_id <= (SELECT MAX(run_id) FROM runs) - ?2
+                 AND run_id NOT IN (SELECT run_id FROM (
+                     SELECT run_id, ROW_NUMBER() OVER (PARTITION BY service ORDER BY run_id DESC) AS newest
+                     FROM runs) WHERE newest <= ?3)))",
+            params![cutoff, keep, KEPT_PER_SERVICE],
         )?;
         transaction.commit()?;
         Ok(removed)
@@ -504,6 +513,10 @@ fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
     })
 }
+
+/// How many of each service's newest events (and runs) retention by count never
+/// deletes, whatever the other services wrote.
+pub const KEPT_PER_SERVICE: i64 = 200;
 
 /// The database file of a state directory.
 pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -639,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_keeps_the_newest_events_and_nothing_too_old() {
+    fn retention_keeps_the_newest_events_of_every_service_and_nothing_too_old() {
         let (_dir, mut store) = fresh();
         let now = SystemTime::now();
         let old = now - Duration::from_secs(3 * 86400);
@@ -661,11 +674,19 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(left(&store), (3..=10).collect::<Vec<_>>());
-        // By count: the newest five stay.
+        // By count: a thousand events of a crash loop, then five kept overall. The
+        // newest of every service stay however many the others wrote.
+        let storm: Vec<Entry> = (11..=1010)
+            .map(|id| event(id, "storm", EventKind::Exited, now))
+            .collect();
+        store.write(&storm).unwrap();
         store.prune(5, Duration::from_secs(86400), now).unwrap();
-        assert_eq!(left(&store), (6..=10).collect::<Vec<_>>());
+        let floor = KEPT_PER_SERVICE as u64;
+        let mut expected: Vec<u64> = (3..=10).collect();
+        expected.extend(1011 - floor..=1010);
+        assert_eq!(left(&store), expected);
         // Numbering goes on from the highest id kept.
-        assert_eq!(store.last_ids().unwrap().event, 10);
+        assert_eq!(store.last_ids().unwrap().event, 1010);
     }
 
     #[test]

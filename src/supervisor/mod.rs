@@ -104,6 +104,8 @@ pub struct Graph {
     pub why_shutdown: Option<Arc<str>>,
     /// Processes killed at shutdown outside their service's group, once done.
     pub strays: Option<usize>,
+    /// Counts the snapshots published: who acts on one says which it has acted on.
+    pub generation: u64,
 }
 
 /// A running supervisor: a handle to the graph owner ([`owner`]) plus what every
@@ -122,6 +124,10 @@ pub struct Supervisor {
     unfinished: std::sync::Mutex<Vec<crate::store::Run>>,
     /// Things the user should know about how the supervisor started.
     notices: Vec<String>,
+    /// The last graph generation whose proxies listen (see [`crate::proxy::manage`]).
+    proxies: watch::Sender<u64>,
+    /// Whether someone keeps the proxies in step with the graph.
+    proxies_managed: AtomicBool,
 }
 
 /// Counts for `/metrics`.
@@ -230,6 +236,7 @@ impl Supervisor {
             launched: false,
             why_shutdown: None,
             strays: None,
+            generation: 0,
         }));
         let (closing_sender, closing) = watch::channel(false);
         let (requests, mailbox) = mpsc::unbounded_channel();
@@ -255,7 +262,27 @@ impl Supervisor {
             controlled: AtomicBool::new(false),
             unfinished: std::sync::Mutex::new(unfinished),
             notices,
+            proxies: watch::Sender::new(0),
+            proxies_managed: AtomicBool::new(false),
         })
+    }
+
+    /// Says that the proxies are kept in step with the graph from now on: a reload
+    /// answers once its proxies listen.
+    pub fn manage_proxies(&self) {
+        self.proxies_managed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Says that the proxies of graph `generation` listen.
+    pub fn proxies_synced(&self, generation: u64) {
+        self.proxies.send_if_modified(|synced| {
+            let newer = generation > *synced;
+            if newer {
+                *synced = generation;
+            }
+            newer
+        });
     }
 
     /// Sends a request and waits for its answer. The owner lives as long as any handle,
@@ -432,11 +459,26 @@ impl Supervisor {
     /// refused. Reloads apply one at a time, each on the result of the one before.
     pub async fn reload(&self, new: Spec) -> Result<ReloadReport, Failure> {
         self.mark_controlled();
-        self.ask(|reply| owner::Request::Reload {
-            spec: Box::new(new),
-            reply,
-        })
-        .await
+        let report = self
+            .ask(|reply| owner::Request::Reload {
+                spec: Box::new(new),
+                reply,
+            })
+            .await?;
+        // A proxy the reload added accepts connections once the answer is out.
+        if self
+            .proxies_managed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            let generation = self.graph.borrow().generation;
+            let mut synced = self.proxies.subscribe();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                synced.wait_for(|synced| *synced >= generation),
+            )
+            .await;
+        }
+        Ok(report)
     }
 
     /// Whether a client has controlled a service (so an idle graph is not the end).

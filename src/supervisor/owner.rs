@@ -102,6 +102,7 @@ pub(super) struct Owner {
     stopping_all: Option<Step<usize>>,
     shutdown_replies: Vec<oneshot::Sender<usize>>,
     strays: Option<usize>,
+    generation: u64,
 }
 
 /// A reload whose stops are under way; applied once they are done.
@@ -165,6 +166,7 @@ impl Owner {
             stopping_all: None,
             shutdown_replies: Vec::new(),
             strays: None,
+            generation: 0,
         }
     }
 
@@ -272,7 +274,8 @@ impl Owner {
             .ok_or_else(|| Failure::Unknown(name.to_owned()))
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.generation += 1;
         self.graph.send_replace(Arc::new(Graph {
             lifecycle: self.lifecycle,
             spec: Arc::clone(&self.spec),
@@ -281,6 +284,7 @@ impl Owner {
             launched: self.launched,
             why_shutdown: self.why_shutdown.clone(),
             strays: self.strays,
+            generation: self.generation,
         }));
     }
 
