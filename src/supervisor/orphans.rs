@@ -34,7 +34,6 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 /// Stop timeout for a run whose service is no longer in the config.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `/proc` is looked at while waiting for orphans to go.
-const LOOK_EVERY: Duration = Duration::from_millis(10);
 
 /// A process that did not stop, even on SIGKILL (stuck in the kernel, say).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,25 +270,53 @@ fn send(run: &Run, group: bool, pids: &[u32], signal: Signal) {
 }
 
 /// Waits up to `within` for `pids` to be gone; returns those still there. A zombie is
-/// gone: whoever inherited it reaps it, or not, but it runs no more.
+/// gone: whoever inherited it reaps it, or not, but it runs no more. These processes
+/// are not muster's children, so no SIGCHLD tells of their end: each is watched through
+/// a pidfd, which becomes readable when the process exits (waited on in a blocking
+/// `poll`, one per process and only during this recovery).
 async fn wait_gone(run: &Run, pids: &[u32], within: Duration) -> Vec<u32> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut ticker = tokio::time::interval(LOOK_EVERY);
-    loop {
-        ticker.tick().await;
-        let alive: Vec<u32> = pids
-            .iter()
-            .copied()
-            .filter(|&pid| {
-                procfs::stat(pid).is_some_and(|stat| {
-                    !stat.is_zombie() && run.start_ticks.is_none_or(|t| stat.start_ticks >= t)
-                })
-            })
-            .collect();
-        if alive.is_empty() || tokio::time::Instant::now() >= deadline {
-            return alive;
-        }
+    let start_ticks = run.start_ticks;
+    let waits = pids.iter().map(|&pid| {
+        tokio::task::spawn_blocking(move || (pid, exits_within(pid, start_ticks, within)))
+    });
+    futures_util::future::join_all(waits)
+        .await
+        .into_iter()
+        .filter_map(|joined| match joined {
+            Ok((pid, false)) => Some(pid),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `pid` stops being the run's live process within `within`.
+fn exits_within(pid: u32, start_ticks: Option<u64>, within: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let ours = || {
+        procfs::stat(pid).is_some_and(|stat| {
+            !stat.is_zombie() && start_ticks.is_none_or(|t| stat.start_ticks >= t)
+        })
+    };
+    let Some(raw) = rustix::process::Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty());
+    // Looked at after the pidfd is open: the pid cannot change hands behind it then.
+    if !ours() {
+        return true;
     }
+    if let Ok(pidfd) = pidfd {
+        let timeout = Timespec::try_from(within).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        // Interrupted or failed: the look below decides.
+        let _ = poll(&mut fds, Some(&timeout));
+    }
+    // Without a pidfd (a kernel before 5.3) there is nothing to wait on: one look now,
+    // and a process still there gets the next signal (SIGKILL) at once.
+    !ours()
 }
 
 #[cfg(test)]
