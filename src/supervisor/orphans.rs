@@ -33,7 +33,6 @@ use crate::store::{Run, RunEnd};
 const AFTER_KILL: Duration = Duration::from_secs(5);
 /// Stop timeout for a run whose service is no longer in the config.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often `/proc` is looked at while waiting for orphans to go.
 
 /// A process that did not stop, even on SIGKILL (stuck in the kernel, say).
 #[derive(Debug, Clone, PartialEq, Eq)]
