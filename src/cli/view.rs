@@ -64,34 +64,23 @@ impl View {
         let mut booted = false;
         let mut announced = false;
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 event = feed.recv() => match event {
-                    Some(event) => self.event(&event, booted),
+                    Some(event) => Some(event),
                     None => break,
                 },
-                changed = graph.changed(), if graph_open => graph_open = changed.is_ok(),
-                _ = tick.tick(), if self.progress.is_some() && !booted => self.tick(&supervisor),
-            }
-            let current = supervisor.graph();
-            if self.progress.is_none()
-                && self.mode.progress
-                && !current.selected.is_empty()
-                && !booted
-            {
-                self.start_progress(&supervisor);
-            }
-            let closing = matches!(current.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Done);
-            if !booted && !closing && supervisor.booted() {
-                booted = true;
-                // The summary counts what the events said: every event of the boot is
-                // written, and shown, before it.
-                supervisor.bus().flush().await;
-                while let Some(event) = feed.try_recv() {
-                    self.event(&event, false);
+                changed = graph.changed(), if graph_open => {
+                    graph_open = changed.is_ok();
+                    None
                 }
-                self.booted(&supervisor);
-                crate::daemon::tell_starter("READY=1");
-            }
+                _ = tick.tick(), if self.progress.is_some() && !booted => {
+                    self.tick(&supervisor);
+                    None
+                }
+            };
+            let current = supervisor.graph();
+            let closing = matches!(current.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Done);
+            // The reason comes before the stops it causes.
             if closing && !announced {
                 announced = true;
                 crate::daemon::tell_starter("STOPPING=1");
@@ -101,6 +90,27 @@ impl View {
                     booted = true;
                 }
                 self.shutting_down(&supervisor, current.why_shutdown.as_deref());
+            }
+            if let Some(event) = event {
+                self.event(&event, booted);
+            }
+            if self.progress.is_none()
+                && self.mode.progress
+                && !current.selected.is_empty()
+                && !booted
+            {
+                self.start_progress(&supervisor);
+            }
+            if !booted && supervisor.booted() {
+                booted = true;
+                // The summary counts what the events said: every event of the boot is
+                // written, and shown, before it.
+                supervisor.bus().flush().await;
+                while let Some(event) = feed.try_recv() {
+                    self.event(&event, false);
+                }
+                self.booted(&supervisor);
+                crate::daemon::tell_starter("READY=1");
             }
         }
         self.finish_progress();
@@ -289,7 +299,7 @@ impl View {
             .iter()
             .filter(|s| s.phase == Phase::Completed)
             .count();
-        let counts = summary_counts(up, completed);
+        let counts = summary_counts(up, completed, statuses.len());
         let rest = others(supervisor);
         if failed.is_empty() {
             let how_to_stop = if self.mode.background {
@@ -306,8 +316,7 @@ impl View {
             return;
         }
         self.note(&format!(
-            "{counts} of {} in {}; {} failed:",
-            plural(statuses.len(), "service"),
+            "{counts} in {}; {} failed:",
             seconds(took),
             failed.len()
         ));
@@ -348,12 +357,24 @@ impl std::fmt::Debug for View {
     }
 }
 
-/// "3 services up, 1 completed": a one-shot that finished is not "up".
-fn summary_counts(up: usize, completed: usize) -> String {
+/// "3 services up, 1 completed", or "2 of 3 services up" when some failed: a one-shot
+/// that finished is not "up".
+fn summary_counts(up: usize, completed: usize, total: usize) -> String {
+    let services = if up + completed == total {
+        plural(up.max(completed), "service")
+    } else {
+        format!("{} of {}", up.max(completed), plural(total, "service"))
+    };
     match (up, completed) {
-        (_, 0) => format!("{} up", plural(up, "service")),
-        (0, _) => format!("{} completed", plural(completed, "service")),
-        _ => format!("{} up, {completed} completed", plural(up, "service")),
+        (_, 0) => format!("{services} up"),
+        (0, _) => format!("{services} completed"),
+        _ if up + completed == total => {
+            format!("{} up, {completed} completed", plural(up, "service"))
+        }
+        _ => format!(
+            "{up} of {} up, {completed} completed",
+            plural(total, "service")
+        ),
     }
 }
 

@@ -203,7 +203,6 @@ impl Writer {
         }
         self.handled += batch.len() as u64;
         self.since_prune += batch.len();
-        self.outlets.released.send_replace(self.handled);
         let events: Vec<Arc<Event>> = batch
             .into_iter()
             .filter_map(|entry| match entry {
@@ -228,6 +227,8 @@ impl Writer {
             // No subscriber is not an error: the database and statuses hold it.
             let _ = self.outlets.events.send(event);
         }
+        // Counted last: whoever `flush`es and then reads its feed finds the events there.
+        self.outlets.released.send_replace(self.handled);
     }
 
     fn prune(&mut self) {
