@@ -133,6 +133,21 @@ impl Report {
         }
     }
 
+    /// The same report without its notes: remarks `muster check` makes, which commands
+    /// that only use the file need not repeat each time.
+    pub fn without_notes(&self) -> Self {
+        Self {
+            path: self.path.clone(),
+            source: self.source.clone(),
+            diagnostics: self
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity != Severity::Note)
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn push(&mut self, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic);
     }

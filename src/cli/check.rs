@@ -16,7 +16,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
-    let loaded = match global.load(args.json) {
+    let loaded = match global.load(args.json, true) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

@@ -20,7 +20,7 @@ pub struct GraphArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &GraphArgs) -> ExitCode {
-    let loaded = match global.load(args.json) {
+    let loaded = match global.load(args.json, false) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

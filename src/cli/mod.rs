@@ -185,11 +185,14 @@ impl GlobalArgs {
 
     /// Loads the config, or reports why not (as text on stderr, or as JSON on stdout)
     /// and returns the exit code to leave with.
-    fn load(&self, json: bool) -> Result<Loaded, ExitCode> {
+    /// Notes are shown by `muster check` only (`notes`); warnings by every command.
+    fn load(&self, json: bool, notes: bool) -> Result<Loaded, ExitCode> {
         match config::load(&self.file) {
             Ok(loaded) => {
-                if !json {
+                if !json && notes {
                     self.render(&loaded.warnings);
+                } else if !json {
+                    self.render(&loaded.warnings.without_notes());
                 }
                 Ok(loaded)
             }

@@ -62,7 +62,7 @@ pub struct UpArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
-    let mut spec = match global.load(false) {
+    let mut spec = match global.load(false, false) {
         Ok(loaded) => loaded.spec,
         Err(code) => return code,
     };
