@@ -87,6 +87,16 @@ pub fn environ_has(pid: u32, entries: &[&str]) -> bool {
     })
 }
 
+/// A signal set of `/proc/PID/status` (`SigIgn`, `SigBlk`, ...): bit `n - 1` is signal
+/// `n`.
+pub fn signal_set(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        u64::from_str_radix(value.trim(), 16).ok()
+    })
+}
+
 /// The command line, shortened to 100 characters; the command name when there is none.
 pub fn command_line(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -147,5 +157,7 @@ mod tests {
         assert!(processes().iter().any(|(pid, _)| *pid == me));
         assert!(boot_id().is_some_and(|id| id.len() == 36));
         assert!(!command_line(me).is_empty());
+        assert!(signal_set(me, "SigIgn").is_some());
+        assert_eq!(signal_set(me, "NoSuchField"), None);
     }
 }

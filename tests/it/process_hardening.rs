@@ -1,0 +1,360 @@
+//! What muster's children inherit and what it says about how they end, with the real
+//! binary: signal dispositions and mask, descriptors, `up -d` under a capturing
+//! caller, the true cause of every restart and stop, and programs that daemonize.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::helpers::muster;
+use crate::helpers::up::{WAIT, alive, collect, eventually};
+
+/// The two signals glibc keeps for its threads (`SIGCANCEL`, `SIGSETXID`): its
+/// `posix_spawn` hands them to every child as ignored, and no program can use them (its
+/// `sigaction` refuses them). Every other bit must be clear.
+const GLIBC_RESERVED: u64 = (1 << 31) | (1 << 32);
+
+/// A signal set of `/proc/PID/status`.
+fn signal_set(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// `SigIgn` and `SigBlk` from the lines of `/proc/PID/status` in `text`.
+fn parse_sets(text: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"));
+        u64::from_str_radix(value.trim(), 16).unwrap()
+    };
+    (field("SigIgn"), field("SigBlk"))
+}
+
+/// The sets a fixture wrote with `grep` to `path`.
+fn written_sets(path: &Path) -> (u64, u64) {
+    parse_sets(&std::fs::read_to_string(path).unwrap())
+}
+
+/// What `muster status --json` says of `service`, once it answers.
+fn status_of(file: &Path, service: &str) -> Option<Value> {
+    let output = muster(&["status", "--json", "-f", file.to_str().unwrap()])
+        .output()
+        .ok()?;
+    let document: Value = serde_json::from_slice(&output.stdout).ok()?;
+    document["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == service)
+        .cloned()
+}
+
+/// The pid of `service` once it is healthy.
+fn service_pid(file: &Path, service: &str) -> u32 {
+    eventually(&format!("`{service}` is healthy"), || {
+        status_of(file, service).is_some_and(|s| s["state"] == "healthy")
+    });
+    status_of(file, service).unwrap()["pid"].as_u64().unwrap() as u32
+}
+
+/// The descriptors a process has open, by number, with what each points at.
+fn descriptors(pid: u32) -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// A `muster` started some other way than the helpers do (through a launcher that
+/// leaves signals ignored or descriptors open), killed with everything it started when
+/// dropped.
+struct Launched {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Process groups to kill at the end: the services' (they lead their groups).
+    groups: Vec<u32>,
+}
+
+impl Launched {
+    /// Runs `launcher` (which ends by running muster with the rest of its arguments)
+    /// from a fresh temp dir holding `muster.toml`, `{dir}` replaced by the dir.
+    fn start(config: &str, launcher: &[&str], args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_config(dir.path(), config);
+        let mut command = Command::new(launcher[0]);
+        command
+            .args(&launcher[1..])
+            .arg(env!("CARGO_BIN_EXE_muster"))
+            .args(args)
+            .arg("-f")
+            .arg(&file)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().unwrap();
+        let stderr = collect(child.stderr.take().unwrap());
+        Self {
+            child: Some(child),
+            dir,
+            stderr,
+            groups: Vec::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Sends SIGTERM to muster and waits for it to exit: its exit status.
+    fn terminate(&mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+                panic!(
+                    "muster did not stop on SIGTERM within {WAIT:?}; stderr: {}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for &group in &self.groups {
+            let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+fn write_config(dir: &Path, config: &str) -> PathBuf {
+    let file = dir.join("muster.toml");
+    let config = config.replace("{dir}", &dir.display().to_string());
+    std::fs::write(&file, config).unwrap();
+    file
+}
+
+/// A service, an exec readiness probe and a hook that copy their own status (no shell
+/// in between: a shell may change its mask), so every kind of child muster starts is
+/// looked at.
+const WRITES_ITS_SIGNALS: &str = r#"
+[settings]
+state-dir = "{dir}/state"
+
+[services.svc]
+command = ["sleep", "1000"]
+ready = { exec = ["cp", "/proc/self/status", "{dir}/probe.sig"] }
+
+[[hooks]]
+on = ["ready"]
+run = ["cp", "/proc/self/status", "{dir}/hook.sig"]
+"#;
+
+/// Runs a python3 launcher that ignores SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGPIPE
+/// and blocks SIGTERM and SIGUSR2, then execs muster; or a shell with `trap '' ...`.
+const PYTHON_LAUNCHER: &str = "\
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGPIPE):
+    signal.signal(s, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR2})
+os.execvp(sys.argv[1], sys.argv[1:])
+";
+
+#[test]
+fn children_start_clean_whatever_muster_ignores_or_blocks() {
+    let launchers: [&[&str]; 2] = [
+        &["python3", "-c", PYTHON_LAUNCHER],
+        &["sh", "-c", "trap '' INT HUP QUIT PIPE; exec \"$@\"", "sh"],
+    ];
+    for launcher in launchers {
+        // The launcher really leaves what it runs with them ignored and blocked.
+        let (ignored, blocked) = launched_sets(launcher);
+        assert_ne!(ignored & bit(Signal::SIGHUP), 0, "{launcher:?}: {ignored:#x}");
+        if launcher[0] == "python3" {
+            assert_ne!(blocked & bit(Signal::SIGTERM), 0, "{launcher:?}: {blocked:#x}");
+        }
+        let mut up = Launched::start(WRITES_ITS_SIGNALS, launcher, &["up", "--json"]);
+        let pid = service_pid(&up.path("muster.toml"), "svc");
+        up.groups.push(pid);
+        for path in [up.path("probe.sig"), up.path("hook.sig")] {
+            eventually(&format!("{} is written", path.display()), || {
+                std::fs::read_to_string(&path).is_ok_and(|t| t.contains("SigBlk"))
+            });
+        }
+        let seen = [
+            ("service", (signal_set(pid, "SigIgn"), signal_set(pid, "SigBlk"))),
+            ("exec probe", written_sets(&up.path("probe.sig"))),
+            ("hook", written_sets(&up.path("hook.sig"))),
+        ];
+        for (who, (ignored, blocked)) in seen {
+            assert_eq!(
+                ignored & !GLIBC_RESERVED,
+                0,
+                "{launcher:?}: the {who} starts with signals ignored: {ignored:#x}"
+            );
+            assert_eq!(blocked, 0, "{launcher:?}: the {who} starts with signals blocked");
+        }
+        // muster itself does not keep an inherited mask: SIGTERM (blocked by the python
+        // launcher) stops it.
+        assert_eq!(up.terminate(), 0, "{}", up.stderr.lock().unwrap());
+    }
+}
+
+/// The bit of `signal` in a `/proc` signal set.
+fn bit(signal: Signal) -> u64 {
+    1 << (signal as i32 - 1)
+}
+
+/// The ignored and blocked sets of a program `launcher` runs: what muster starts with.
+fn launched_sets(launcher: &[&str]) -> (u64, u64) {
+    let output = Command::new(launcher[0])
+        .args(&launcher[1..])
+        .args(["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    parse_sets(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Runs `script` with `sh -c`, its stdout a pipe, and returns what it printed once the
+/// pipe closes (every holder of its write end has closed it), or panics at `within`.
+fn captured(script: &str, dir: &Path, within: Duration) -> String {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (done, output) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = done.send(text);
+    });
+    let text = output.recv_timeout(within);
+    if text.is_err() {
+        // The shell waits for the pipe too: it goes, the holders are the caller's to stop.
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    }
+    let _ = child.wait();
+    text.unwrap_or_else(|_| panic!("`{script}`: its output did not end within {within:?}"))
+}
+
+#[test]
+fn descriptors_of_the_caller_reach_neither_the_background_supervisor_nor_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "[settings]\nstate-dir = \"{dir}/state\"\n\n\
+         [services.svc]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    let muster_bin = env!("CARGO_BIN_EXE_muster");
+    let file = file.display().to_string();
+    let down = || {
+        let _ = muster(&["down", "-f", &file]).output();
+    };
+    // Stops whatever is left if an assertion fails.
+    struct Down<F: Fn()>(F);
+    impl<F: Fn()> Drop for Down<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let _down = Down(down);
+    // The capture's pipe is also open on descriptor 9, and a file on 7, without
+    // close-on-exec: what a careless caller (or a jobserver, or a test harness) leaves.
+    let scripts = [
+        format!("exec 7>>inherited.txt; x=$('{muster_bin}' up -d -f '{file}' 9>&1); echo \"$x\""),
+        format!("exec 7>>inherited.txt; '{muster_bin}' up -d -f '{file}' 9>&1 | cat"),
+    ];
+    for script in &scripts {
+        let began = Instant::now();
+        let output = captured(script, dir.path(), Duration::from_secs(20));
+        assert!(output.contains("1/1 healthy"), "`{script}`: {output}");
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "`{script}` took {:?}",
+            began.elapsed()
+        );
+        let pid = service_pid(Path::new(&file), "svc");
+        // The service has exactly its three standard streams: /dev/null and the two
+        // pipes muster reads its output from.
+        let fds = descriptors(pid);
+        let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
+        assert_eq!(numbers, [0, 1, 2], "the service has {fds:?}");
+        assert_eq!(fds[0].1, "/dev/null");
+        assert!(fds[1].1.starts_with("pipe:") && fds[2].1.starts_with("pipe:"));
+        // The background supervisor holds nothing of the caller's: not the capture pipe
+        // (its own pipes are the services' output), not the file.
+        let supervisor = supervisor_pid(dir.path());
+        let held = descriptors(supervisor);
+        assert!(
+            !held.iter().any(|(_, t)| t.ends_with("inherited.txt")),
+            "the supervisor holds the caller's file: {held:?}"
+        );
+        assert_eq!(held[0].1, "/dev/null", "{held:?}");
+        assert!(held[1].1.ends_with("muster.log") && held[2].1.ends_with("muster.log"));
+        down();
+        eventually("the service is gone after `down`", || !alive(pid as i32));
+    }
+}
+
+/// The pid of the supervisor `up -d` started, from the lock file's holder.
+fn supervisor_pid(dir: &Path) -> u32 {
+    let lock = dir.join("state/lock");
+    let me = std::fs::canonicalize(&lock).unwrap();
+    // The process that has the state directory's lock file open.
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok)
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == me))
+            })
+        })
+        .expect("a process holds the state lock")
+}
