@@ -257,8 +257,8 @@ struct Actor {
     /// published, each with the run it concerns: the run current when it was drafted,
     /// since a step that ends a run may spawn the next.
     drafts: Vec<(u64, Draft)>,
-    /// The exit of the current run, when this step handles it: recorded with the
-    /// reason the step leaves.
+    /// The exit of the current run, when this step handles it: recorded by the step's
+    /// `EndRun`.
     ended: Option<(u64, Exit, SystemTime)>,
 }
 
@@ -466,22 +466,8 @@ impl Actor {
                 }
             }
         }
-        if let Some((run_id, exit, ended_at)) = self.ended.take() {
-            let (exit_code, signal) = match exit {
-                Exit::Code(code) => (Some(code), None),
-                Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
-            };
-            self.drafts.push((
-                run_id,
-                Draft::RunEnded(RunEnd {
-                    run_id,
-                    ended_at,
-                    exit_code,
-                    signal,
-                    reason: self.state.reason.clone(),
-                }),
-            ));
-        }
+        // Every exit the machine takes ends its run with `EndRun`; this is a net.
+        self.end_run(None);
         let drafts = std::mem::take(&mut self.drafts);
         self.shared
             .bus
@@ -562,8 +548,32 @@ impl Actor {
                 }
             }
             Effect::Emit(emit) => self.emit(emit),
+            Effect::EndRun(reason) => self.end_run(Some(reason)),
         }
         None
+    }
+
+    /// Records the end of the run whose exit this step handles, with what ended it (the
+    /// machine's word; the phase's reason if it gave none). Drafted now, so it is under
+    /// the old run even when the same step spawns the next.
+    fn end_run(&mut self, reason: Option<String>) {
+        let Some((run_id, exit, ended_at)) = self.ended.take() else {
+            return;
+        };
+        let (exit_code, signal) = match exit {
+            Exit::Code(code) => (Some(code), None),
+            Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
+        };
+        self.drafts.push((
+            run_id,
+            Draft::RunEnded(RunEnd {
+                run_id,
+                ended_at,
+                exit_code,
+                signal,
+                reason: reason.unwrap_or_else(|| self.state.reason.clone()),
+            }),
+        ));
     }
 
     fn emit(&mut self, emit: Emit) {
@@ -591,17 +601,37 @@ impl Actor {
                     json!({ "code": code, "signal": signal }),
                 )
             }
-            Emit::Restarting { delay, attempt } => (
-                EventKind::Restarting,
-                format!("in {} (attempt {attempt})", machine::human(delay)),
-                json!({ "delay_ms": delay.as_millis() as u64, "attempt": attempt }),
-            ),
+            Emit::Restarting {
+                delay,
+                attempt,
+                cause,
+            } => {
+                let when = match attempt {
+                    0 if delay.is_zero() => "now".to_owned(),
+                    0 => format!("in {}", machine::human(delay)),
+                    _ => format!("in {} (attempt {attempt})", machine::human(delay)),
+                };
+                (
+                    EventKind::Restarting,
+                    format!("{when}: {cause}"),
+                    json!({
+                        "delay_ms": delay.as_millis() as u64,
+                        "attempt": attempt,
+                        "cause": cause.kind(),
+                        "reason": cause.to_string(),
+                    }),
+                )
+            }
             Emit::Stopping { signal } => (
                 EventKind::Stopping,
                 format!("sent {}", signal.as_str()),
                 json!({ "signal": signal.as_str() }),
             ),
-            Emit::Stopped { how } => (EventKind::Stopped, how, json!({})),
+            Emit::Stopped { how, cause } => (
+                EventKind::Stopped,
+                how,
+                json!({ "cause": cause.kind(), "reason": cause.to_string() }),
+            ),
             Emit::Completed => (
                 EventKind::Completed,
                 "exited with status 0".to_owned(),

@@ -146,6 +146,52 @@ impl fmt::Display for Exit {
     }
 }
 
+/// Why a run ended, a service stopped or a restart came: data until it reaches a
+/// person (the `cause` of `restarting` and `stopped` events, the end reason of a run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The process exited by itself.
+    Exit(Exit),
+    /// Heartbeats stopped, or the service reported itself hung; the text says which.
+    Watchdog(String),
+    /// The liveness probe failed; the text says how.
+    Liveness(String),
+    /// Readiness was not proven within the start deadline; the text says how.
+    StartDeadline(String),
+    /// Someone asked: `muster stop`, `restart`, `down`, the API, a shutdown, a reload.
+    Asked,
+    /// `idle-stop`: not used for this long.
+    Idle(Duration),
+}
+
+impl Cause {
+    /// Its stable name, for event data: `exit`, `watchdog`, `liveness`,
+    /// `start-deadline`, `asked` or `idle`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::Exit(_) => "exit",
+            Cause::Watchdog(_) => "watchdog",
+            Cause::Liveness(_) => "liveness",
+            Cause::StartDeadline(_) => "start-deadline",
+            Cause::Asked => "asked",
+            Cause::Idle(_) => "idle",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Exit(exit) => exit.fmt(f),
+            Cause::Watchdog(text) | Cause::Liveness(text) | Cause::StartDeadline(text) => {
+                f.write_str(text)
+            }
+            Cause::Asked => f.write_str("on request"),
+            Cause::Idle(idle) => write!(f, "idle for {}", human(*idle)),
+        }
+    }
+}
+
 /// The timers a service may have armed; at most one of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -202,6 +248,8 @@ pub enum Input {
     /// A dependency will not reach its condition; the text says why.
     DependencyFailed(String),
     Stop,
+    /// `idle-stop`: stop it, unused for this long.
+    IdleStop(Duration),
     Restart,
     /// The spawn effect succeeded.
     Spawned {
@@ -253,6 +301,9 @@ pub enum Effect {
     Signal(Signal),
     /// Record and publish an event.
     Emit(Emit),
+    /// Record the end of the current run (its exit came with the input), with what
+    /// ended it.
+    EndRun(String),
 }
 
 /// An event the step produced, with its human-readable detail.
@@ -263,9 +314,15 @@ pub enum Emit {
     Unhealthy { reason: String },
     Healthy,
     Exited { exit: Exit },
-    Restarting { delay: Duration, attempt: u32 },
+    /// A run ended and the next one comes after `delay`; `attempt` is the step of the
+    /// backoff (0: no backoff applies, as for a heal or an asked restart).
+    Restarting {
+        delay: Duration,
+        attempt: u32,
+        cause: Cause,
+    },
     Stopping { signal: Signal },
-    Stopped { how: String },
+    Stopped { how: String, cause: Cause },
     Completed,
     Failed { reason: String },
 }
@@ -358,12 +415,15 @@ fn readiness(service: &Service) -> Option<Readiness> {
 /// What happens once a stopping process has exited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStop {
-    Stopped,
+    /// Stay stopped; asked, or idle.
+    Stopped(Cause),
     /// Start again: asked for, so the restart budget is not charged.
     Restart,
-    /// Start again because it was unhealthy: charged to the restart budget.
-    Heal,
-    Fail(String),
+    /// Start again because it was unhealthy (watchdog, liveness): charged to the
+    /// restart budget.
+    Heal(Cause),
+    /// Give up (the start deadline passed).
+    Fail(Cause),
 }
 
 /// A service's state: its phase, why, and what the machine must remember.
@@ -388,12 +448,12 @@ pub struct State {
     pub restart_times: VecDeque<Instant>,
     pub healthy_since: Option<Instant>,
     pub after_stop: AfterStop,
+    /// The stop deadline passed and SIGKILL was sent.
+    pub killed: bool,
     /// Consecutive liveness failures (while healthy) or successes (while unhealthy).
     pub alive_streak: u32,
     /// Unhealthy because heartbeats stopped (a heartbeat makes it healthy again).
     pub hung: bool,
-    /// The reason of the last time it became unhealthy.
-    pub last_unhealthy: Option<String>,
     /// The heartbeat deadline in force: the config's, or the service's `WATCHDOG_USEC`.
     pub watchdog: Option<Duration>,
 }
@@ -412,19 +472,12 @@ impl State {
             attempt: 0,
             restart_times: VecDeque::new(),
             healthy_since: None,
-            after_stop: AfterStop::Stopped,
+            after_stop: AfterStop::Stopped(Cause::Asked),
+            killed: false,
             alive_streak: 0,
             hung: false,
-            last_unhealthy: None,
             watchdog: None,
         }
-    }
-
-    /// Why the service was last unhealthy, for a give-up reason.
-    fn unhealthy_reason(&self) -> String {
-        self.last_unhealthy
-            .clone()
-            .unwrap_or_else(|| "unhealthy".to_owned())
     }
 
     fn to(&self, phase: Phase, reason: impl Into<String>) -> Self {
@@ -491,16 +544,22 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let next = state.to(Failed, reason.clone());
             (next, vec![Effect::Emit(Emit::Failed { reason })])
         }
-        (Pending, Input::Stop) => (state.to(Stopped, "stopped before it started"), vec![]),
-        (Exited, Input::Stop) => (
-            state.to(Stopped, "stopped while waiting to restart"),
-            vec![
-                Effect::Disarm(Timer::Restart),
-                Effect::Emit(Emit::Stopped {
-                    how: "stopped while waiting to restart".to_owned(),
-                }),
-            ],
-        ),
+        (Pending, Input::Stop | Input::IdleStop(_)) => {
+            (state.to(Stopped, "stopped before it started"), vec![])
+        }
+        (Exited, Input::Stop | Input::IdleStop(_)) => {
+            let how = "stopped while waiting to restart".to_owned();
+            (
+                state.to(Stopped, how.clone()),
+                vec![
+                    Effect::Disarm(Timer::Restart),
+                    Effect::Emit(Emit::Stopped {
+                        how,
+                        cause: Cause::Asked,
+                    }),
+                ],
+            )
+        }
         (Starting, Input::Spawned { pid }) if state.pid.is_none() => {
             spawned(policy, state, pid, now)
         }
@@ -596,25 +655,32 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             if let Some(last) = &state.last_probe_failure {
                 reason.push_str(&format!(" (last attempt: {last})"));
             }
-            stop(policy, state, AfterStop::Fail(reason), cancel_running())
+            let cause = Cause::StartDeadline(reason);
+            stop(policy, state, AfterStop::Fail(cause), cancel_running())
         }
         (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false),
         (Unhealthy, Input::Recovered) => recovered(state, "liveness passed again", now),
         (Starting | Healthy | Unhealthy, Input::Stop) => {
-            stop(policy, state, AfterStop::Stopped, cancel_running())
+            let after = AfterStop::Stopped(Cause::Asked);
+            stop(policy, state, after, cancel_running())
+        }
+        (Starting | Healthy | Unhealthy, Input::IdleStop(idle)) => {
+            let after = AfterStop::Stopped(Cause::Idle(idle));
+            stop(policy, state, after, cancel_running())
         }
         (Starting | Healthy | Unhealthy, Input::Restart) => {
             stop(policy, state, AfterStop::Restart, cancel_running())
         }
-        (Stopping, Input::Stop) => {
+        (Stopping, Input::Stop | Input::IdleStop(_)) => {
             let mut next = state.clone();
-            if matches!(next.after_stop, AfterStop::Restart | AfterStop::Heal) {
-                next.after_stop = AfterStop::Stopped;
+            if matches!(next.after_stop, AfterStop::Restart | AfterStop::Heal(_)) {
+                next.after_stop = AfterStop::Stopped(Cause::Asked);
             }
             (next, vec![])
         }
         (Stopping, Input::Timer(Timer::StopDeadline)) => {
             let mut next = state.clone();
+            next.killed = true;
             next.reason = format!(
                 "did not stop within {} of {}; killing it",
                 human(policy.stop_timeout),
@@ -672,10 +738,14 @@ fn unhealthy(policy: &Policy, state: &State, reason: String, hung: bool) -> (Sta
     next.healthy_since = None;
     next.alive_streak = 0;
     next.hung = hung;
-    next.last_unhealthy = Some(reason.clone());
+    let cause = if hung {
+        Cause::Watchdog(reason.clone())
+    } else {
+        Cause::Liveness(reason.clone())
+    };
     let mut effects = vec![Effect::Emit(Emit::Unhealthy { reason })];
     if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
-        let (stopping, more) = stop(policy, &next, AfterStop::Heal, cancel_running());
+        let (stopping, more) = stop(policy, &next, AfterStop::Heal(cause), cancel_running());
         effects.extend(more);
         return (stopping, effects);
     }
@@ -787,12 +857,14 @@ fn stop(
     mut effects: Vec<Effect>,
 ) -> (State, Vec<Effect>) {
     let reason = match &after {
-        AfterStop::Stopped => "stopping".to_owned(),
-        AfterStop::Restart | AfterStop::Heal => "restarting".to_owned(),
-        AfterStop::Fail(reason) => format!("stopping: {reason}"),
+        AfterStop::Stopped(Cause::Asked) => "stopping on request".to_owned(),
+        AfterStop::Stopped(cause) | AfterStop::Fail(cause) => format!("stopping: {cause}"),
+        AfterStop::Restart => "restarting on request".to_owned(),
+        AfterStop::Heal(cause) => format!("restarting: {cause}"),
     };
     let mut next = state.to(Phase::Stopping, reason);
     next.after_stop = after;
+    next.killed = false;
     next.healthy_since = None;
     effects.extend([
         Effect::Signal(policy.stop_signal),
@@ -811,53 +883,99 @@ fn stopped(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, 
     next.pid = None;
     next.last_exit = Some(exit);
     next.healthy_since = None;
+    next.killed = false;
+    next.after_stop = AfterStop::Stopped(Cause::Asked);
+    let outcome = stop_outcome(policy, state, exit);
     let mut effects = vec![Effect::Disarm(Timer::StopDeadline)];
+    let stopped = |how: String, cause: &Cause, effects: &mut Vec<Effect>| {
+        effects.push(Effect::Emit(Emit::Stopped {
+            how: how.clone(),
+            cause: cause.clone(),
+        }));
+        effects.push(Effect::EndRun(how));
+    };
     match &state.after_stop {
-        AfterStop::Stopped => {
+        AfterStop::Stopped(cause) => {
+            let how = match cause {
+                Cause::Asked => format!("stopped on request; {outcome}"),
+                cause => format!("stopped: {cause}; {outcome}"),
+            };
             next.phase = Phase::Stopped;
-            next.reason = format!("stopped ({exit})");
-            effects.push(Effect::Emit(Emit::Stopped {
-                how: next.reason.clone(),
-            }));
+            next.reason = how.clone();
+            stopped(how, cause, &mut effects);
         }
         AfterStop::Restart => {
+            stopped(
+                format!("stopped to restart on request; {outcome}"),
+                &Cause::Asked,
+                &mut effects,
+            );
             next.phase = Phase::Starting;
             next.reason = "spawning".to_owned();
             next.restarts += 1;
-            effects.push(Effect::Emit(Emit::Stopped {
-                how: format!("stopped to restart ({exit})"),
-            }));
+            effects.push(restarting(Duration::ZERO, 0, Cause::Asked));
             effects.push(Effect::Spawn);
         }
-        AfterStop::Heal => {
-            effects.push(Effect::Emit(Emit::Stopped {
-                how: format!("stopped to restart ({exit})"),
-            }));
-            match charge_restart(policy, &mut next, now) {
-                Ok(()) => {
-                    next.phase = Phase::Starting;
-                    next.reason = "spawning".to_owned();
-                    next.restarts += 1;
-                    effects.push(Effect::Spawn);
-                }
-                Err(spent) => {
-                    let reason = format!("{}; {spent}", state.unhealthy_reason());
-                    next.phase = Phase::Failed;
-                    next.reason = reason.clone();
-                    effects.push(Effect::Emit(Emit::Failed { reason }));
-                }
+        AfterStop::Heal(cause) => match charge_restart(policy, &mut next, now) {
+            Ok(()) => {
+                stopped(
+                    format!("stopped to restart: {cause}; {outcome}"),
+                    cause,
+                    &mut effects,
+                );
+                next.phase = Phase::Starting;
+                next.reason = "spawning".to_owned();
+                next.restarts += 1;
+                effects.push(restarting(Duration::ZERO, 0, cause.clone()));
+                effects.push(Effect::Spawn);
             }
-        }
-        AfterStop::Fail(reason) => {
+            Err(spent) => {
+                stopped(
+                    format!("stopped: {cause}; {outcome}; {spent}"),
+                    cause,
+                    &mut effects,
+                );
+                let reason = format!("{cause}; {spent}");
+                next.phase = Phase::Failed;
+                next.reason = reason.clone();
+                effects.push(Effect::Emit(Emit::Failed { reason }));
+            }
+        },
+        AfterStop::Fail(cause) => {
+            stopped(format!("stopped: {cause}; {outcome}"), cause, &mut effects);
             next.phase = Phase::Failed;
-            next.reason = reason.clone();
+            next.reason = cause.to_string();
             effects.push(Effect::Emit(Emit::Failed {
-                reason: reason.clone(),
+                reason: cause.to_string(),
             }));
         }
     }
-    next.after_stop = AfterStop::Stopped;
     (next, effects)
+}
+
+/// How a process muster stopped ended: on the stop signal, killed at the stop
+/// deadline, or however else (a status of its own, another signal).
+fn stop_outcome(policy: &Policy, state: &State, exit: Exit) -> String {
+    match exit {
+        Exit::Signal(signal) if signal == policy.stop_signal => {
+            format!("exited on {}", signal.as_str())
+        }
+        Exit::Signal(Signal::SIGKILL) if state.killed => format!(
+            "killed by SIGKILL after it did not stop within {} of {}",
+            human(policy.stop_timeout),
+            policy.stop_signal.as_str()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The `restarting` event: exactly one for every restart, whatever caused it.
+fn restarting(delay: Duration, attempt: u32, cause: Cause) -> Effect {
+    Effect::Emit(Emit::Restarting {
+        delay,
+        attempt,
+        cause,
+    })
 }
 
 fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, Vec<Effect>) {
@@ -890,6 +1008,7 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
             next.reason = reason.clone();
             effects.push(Effect::Emit(Emit::Failed { reason }));
         }
+        effects.push(Effect::EndRun(next.reason.clone()));
         return (next, effects);
     }
 
@@ -898,6 +1017,7 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
         next.phase = Phase::Failed;
         next.reason = reason.clone();
         effects.push(Effect::Emit(Emit::Failed { reason }));
+        effects.push(Effect::EndRun(next.reason.clone()));
         return (next, effects);
     }
     if was_healthy_for.is_some_and(|healthy| healthy >= policy.backoff.reset_after) {
@@ -907,10 +1027,8 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
     let delay = backoff_delay(&policy.backoff, next.attempt);
     next.phase = Phase::Exited;
     next.reason = format!("{exit}; restarting in {}", human(delay));
-    effects.push(Effect::Emit(Emit::Restarting {
-        delay,
-        attempt: next.attempt,
-    }));
+    effects.push(Effect::EndRun(next.reason.clone()));
+    effects.push(restarting(delay, next.attempt, Cause::Exit(exit)));
     effects.push(Effect::Arm(Timer::Restart, delay));
     (next, effects)
 }

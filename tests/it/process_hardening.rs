@@ -2,6 +2,7 @@
 //! binary: signal dispositions and mask, descriptors, `up -d` under a capturing
 //! caller, the true cause of every restart and stop, and programs that daemonize.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::helpers::muster;
-use crate::helpers::up::{WAIT, alive, collect, eventually};
+use crate::helpers::up::{Up, WAIT, alive, collect, eventually};
+use crate::helpers::{muster, muster_run};
 
 /// The two signals glibc keeps for its threads (`SIGCANCEL`, `SIGSETXID`): its
 /// `posix_spawn` hands them to every child as ignored, and no program can use them (its
@@ -357,4 +358,145 @@ fn supervisor_pid(dir: &Path) -> u32 {
             })
         })
         .expect("a process holds the state lock")
+}
+
+/// The runs `muster history NAME --json` shows, oldest first.
+fn history(up: &Up, service: &str) -> Vec<Value> {
+    let file = up.path("muster.toml");
+    let output = muster_run(&["history", service, "--json", "-f", file.to_str().unwrap()]);
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let document: Value = serde_json::from_str(&output.stdout).unwrap();
+    let mut runs = document["runs"].as_array().unwrap().clone();
+    runs.sort_by_key(|r| r["run_id"].as_u64());
+    runs
+}
+
+fn reason(run: &Value) -> &str {
+    run["reason"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn history_and_events_tell_the_true_cause_of_every_restart_and_stop() {
+    let mut up = Up::start(
+        r#"
+[settings]
+state-dir = "{dir}/state"
+
+[services.hung]
+command = ["sleep", "1000"]
+watchdog = "300ms"
+
+[services.sick]
+command = ["sleep", "1000"]
+alive = { exec = ["false"], interval = "100ms", failures = 2 }
+
+[services.crashing]
+shell = "sleep 0.2; exit 3"
+backoff = { initial = "5s" }
+
+[services.asked]
+command = ["sleep", "1000"]
+
+[services.idle]
+command = ["sleep", "1000"]
+idle-stop = "300ms"
+
+[[hooks]]
+on = ["restarting"]
+run = ["sh", "-c", "printf '%s' \"$MUSTER_EVENT_JSON\" > {dir}/restarting.$MUSTER_EVENT_ID.json"]
+"#,
+        &[],
+    );
+    for name in ["hung", "sick", "crashing", "asked", "idle"] {
+        up.wait_event(name, "ready");
+    }
+    let answer = up.call(hyper::Method::POST, "/v1/services/asked/restart");
+    assert!(answer.status.is_success(), "{:?}", answer.body);
+    let mut restarts = BTreeMap::new();
+    for (name, cause) in [
+        ("hung", "watchdog"),
+        ("sick", "liveness"),
+        ("crashing", "exit"),
+        ("asked", "asked"),
+    ] {
+        let event = up.wait_event(name, "restarting");
+        assert_eq!(event["data"]["cause"], cause, "{event}");
+        restarts.insert(name, event);
+    }
+    let idle = up.wait_event("idle", "stopped");
+    for name in ["hung", "sick", "asked"] {
+        up.wait_for(&format!("a second run of {name}"), |e| {
+            e["service"] == name && e["kind"] == "spawned" && e["run_id"] != restarts[name]["run_id"]
+        });
+    }
+    let answer = up.call(hyper::Method::POST, "/v1/services/asked/stop");
+    assert!(answer.status.is_success(), "{:?}", answer.body);
+    let asked_stop = up.wait_for("`asked` stopped on request", |e| {
+        e["service"] == "asked" && e["kind"] == "stopped" && e["run_id"] != restarts["asked"]["run_id"]
+    });
+
+    // Each restart: one event, its cause in words too, under the run that ended.
+    assert_eq!(
+        restarts["hung"]["data"]["reason"],
+        "no heartbeat for 300ms"
+    );
+    assert!(
+        restarts["sick"]["data"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("liveness probe exec `false` failed 2 times in a row"),
+        "{}",
+        restarts["sick"]
+    );
+    assert_eq!(restarts["crashing"]["data"]["reason"], "exited with status 3");
+    assert_eq!(restarts["asked"]["message"], "now: on request");
+    // Hooks on `restarting` fire for every cause.
+    eventually("the hook ran for each restart", || {
+        restarts.values().all(|event| {
+            up.path(&format!("restarting.{}.json", event["id"]))
+                .exists()
+        })
+    });
+
+    // A stop on request or for idleness is not a crash.
+    assert_eq!(idle["message"], "stopped: idle for 300ms; exited on SIGTERM");
+    assert_eq!(idle["data"]["cause"], "idle");
+    assert_eq!(asked_stop["message"], "stopped on request; exited on SIGTERM");
+    assert_eq!(asked_stop["data"]["cause"], "asked");
+
+    // The history says what ended each run, not what the next one was doing.
+    let hung = history(&up, "hung");
+    assert_eq!(
+        reason(&hung[0]),
+        "stopped to restart: no heartbeat for 300ms; exited on SIGTERM",
+        "{hung:#?}"
+    );
+    let sick = history(&up, "sick");
+    assert!(
+        reason(&sick[0]).starts_with("stopped to restart: liveness probe exec `false` failed"),
+        "{sick:#?}"
+    );
+    let crashing = history(&up, "crashing");
+    assert_eq!(reason(&crashing[0]), "exited with status 3; restarting in 5s");
+    let asked = history(&up, "asked");
+    assert_eq!(
+        reason(&asked[0]),
+        "stopped to restart on request; exited on SIGTERM"
+    );
+    assert_eq!(
+        reason(&asked[1]),
+        "stopped on request; exited on SIGTERM"
+    );
+    assert_eq!(
+        reason(&history(&up, "idle")[0]),
+        "stopped: idle for 300ms; exited on SIGTERM"
+    );
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    // Exactly one `restarting` per restart: one per run that was followed by another.
+    for name in ["hung", "sick", "asked"] {
+        let restarting = ended.of(name, "restarting").len();
+        let spawned = ended.of(name, "spawned").len();
+        assert_eq!(restarting, spawned - 1, "{name}: {:#?}", ended.events);
+    }
 }

@@ -268,7 +268,10 @@ stop-timeout = "300ms"
     let stop = |name: &str| stamp(&up.path(&format!("{name}.stop")));
     assert!(stop("top") < stop("middle") && stop("middle") < stop("base"));
     let stubborn = ended.of("stubborn", "stopped");
-    assert_eq!(message(stubborn[0]), "stopped (killed by SIGKILL)");
+    assert_eq!(
+        message(stubborn[0]),
+        "stopped on request; killed by SIGKILL after it did not stop within 300ms of SIGTERM"
+    );
 }
 
 #[test]

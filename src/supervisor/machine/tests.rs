@@ -85,10 +85,12 @@ fn states(now: Instant) -> Vec<State> {
         running.runs = 1;
         all.push(running.clone());
         for after in [
-            AfterStop::Stopped,
+            AfterStop::Stopped(Cause::Asked),
+            AfterStop::Stopped(Cause::Idle(Duration::from_secs(600))),
             AfterStop::Restart,
-            AfterStop::Heal,
-            AfterStop::Fail("x".into()),
+            AfterStop::Heal(Cause::Watchdog("no heartbeat for 30s".into())),
+            AfterStop::Heal(Cause::Liveness("liveness probe failed".into())),
+            AfterStop::Fail(Cause::StartDeadline("timed out".into())),
         ] {
             let mut s = running.clone();
             s.after_stop = after;
@@ -113,6 +115,7 @@ fn inputs() -> Vec<Input> {
         Input::Await("`db` (healthy)".into()),
         Input::DependencyFailed("dependency `db` failed".into()),
         Input::Stop,
+        Input::IdleStop(Duration::from_secs(600)),
         Input::Restart,
         Input::Spawned { pid: 7 },
         Input::SpawnFailed("cannot spawn".into()),
@@ -501,7 +504,10 @@ fn unhealthy_restarts_or_only_reports() {
     );
     assert_eq!(
         (s.phase, s.after_stop.clone()),
-        (Phase::Stopping, AfterStop::Heal)
+        (
+            Phase::Stopping,
+            AfterStop::Heal(Cause::Liveness("no heartbeat for 30s".into()))
+        )
     );
     let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
     assert_eq!(s.phase, Phase::Starting);
@@ -569,7 +575,12 @@ fn a_missed_heartbeat_makes_the_service_unhealthy_and_restarts_it() {
     };
     let (s, effects) = step(&p, &s, expired, now);
     assert_eq!(s.phase, Phase::Stopping);
-    assert_eq!(s.after_stop, AfterStop::Heal);
+    assert_eq!(
+        s.after_stop,
+        AfterStop::Heal(Cause::Watchdog(
+            "no heartbeat for 30s (last: STATUS=step 3/7)".into()
+        ))
+    );
     assert!(effects.contains(&Effect::Emit(Emit::Unhealthy {
         reason: "no heartbeat for 30s (last: STATUS=step 3/7)".into()
     })));
@@ -725,4 +736,154 @@ fn restarts_for_health_are_charged_to_the_restart_budget() {
             );
         }
     }
+}
+
+/// The `restarting` events and the recorded run ends among `effects`.
+fn restarts_and_ends(effects: &[Effect]) -> (Vec<Cause>, Vec<String>) {
+    let restarts = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Emit(Emit::Restarting { cause, .. }) => Some(cause.clone()),
+            _ => None,
+        })
+        .collect();
+    let ends = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::EndRun(reason) => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    (restarts, ends)
+}
+
+#[test]
+fn every_restart_has_one_restarting_event_with_its_cause_and_the_run_ends_with_it() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::OnFailure);
+    let term = || Input::Exited(Exit::Signal(Signal::SIGTERM));
+    let heartbeat = "no heartbeat for 30s (last: STATUS=busy)";
+    let liveness = "liveness probe http http://127.0.0.1:1/health failed 3 times in a row (last: 503)";
+    let cases: Vec<(Vec<Input>, Cause, String)> = vec![
+        (
+            vec![Input::Exited(Exit::Code(3))],
+            Cause::Exit(Exit::Code(3)),
+            "exited with status 3; restarting in 100ms".to_owned(),
+        ),
+        (
+            vec![
+                Input::WatchdogExpired {
+                    last_status: Some("busy".into()),
+                },
+                term(),
+            ],
+            Cause::Watchdog(heartbeat.into()),
+            format!("stopped to restart: {heartbeat}; exited on SIGTERM"),
+        ),
+        (
+            vec![
+                Input::Alive(Err("503".into())),
+                Input::Alive(Err("503".into())),
+                Input::Alive(Err("503".into())),
+                term(),
+            ],
+            Cause::Liveness(liveness.into()),
+            format!("stopped to restart: {liveness}; exited on SIGTERM"),
+        ),
+        (
+            vec![Input::Restart, term()],
+            Cause::Asked,
+            "stopped to restart on request; exited on SIGTERM".to_owned(),
+        ),
+    ];
+    for (inputs, cause, end) in cases {
+        let (s, effects) = run(&p, &healthy(&p, now), &inputs, now);
+        let (restarts, ends) = restarts_and_ends(&effects);
+        assert_eq!(restarts, [cause.clone()], "{inputs:?}");
+        assert_eq!(ends, [end], "{inputs:?}");
+        // The event comes before the next spawn, so it belongs to the run that ended.
+        let restarting = effects
+            .iter()
+            .position(|e| matches!(e, Effect::Emit(Emit::Restarting { .. })));
+        let spawn = effects.iter().position(|e| *e == Effect::Spawn);
+        assert!(spawn.is_none() || restarting < spawn, "{effects:?}");
+        assert!(matches!(s.phase, Phase::Starting | Phase::Exited), "{s:?}");
+    }
+    assert_eq!(Cause::Watchdog(String::new()).kind(), "watchdog");
+    assert_eq!(Cause::StartDeadline(String::new()).kind(), "start-deadline");
+}
+
+#[test]
+fn a_run_ended_by_the_start_deadline_is_recorded_as_such_and_not_restarted() {
+    let p = policy(RestartPolicy::Always, polling());
+    let now = Instant::now();
+    let (_, effects) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Timer(Timer::StartDeadline),
+            Input::Exited(Exit::Signal(Signal::SIGTERM)),
+        ],
+        now,
+    );
+    let (restarts, ends) = restarts_and_ends(&effects);
+    assert!(restarts.is_empty());
+    assert_eq!(
+        ends,
+        ["stopped: readiness probe tcp 127.0.0.1:5433 timed out after 1m; exited on SIGTERM"]
+    );
+}
+
+#[test]
+fn a_stop_on_request_or_for_idleness_does_not_read_as_a_crash() {
+    let now = Instant::now();
+    let p = policy(RestartPolicy::OnFailure, None);
+    let running = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    )
+    .0;
+    let term = Input::Exited(Exit::Signal(Signal::SIGTERM));
+    for (stop, reason, cause) in [
+        (
+            Input::Stop,
+            "stopped on request; exited on SIGTERM",
+            Cause::Asked,
+        ),
+        (
+            Input::IdleStop(Duration::from_secs(600)),
+            "stopped: idle for 10m; exited on SIGTERM",
+            Cause::Idle(Duration::from_secs(600)),
+        ),
+    ] {
+        let (s, effects) = run(&p, &running, &[stop, term.clone()], now);
+        assert_eq!((s.phase, s.reason.as_str()), (Phase::Stopped, reason));
+        assert!(effects.contains(&Effect::Emit(Emit::Stopped {
+            how: reason.into(),
+            cause
+        })));
+        assert_eq!(restarts_and_ends(&effects).1, [reason]);
+    }
+    // One that would not stop says it was killed, and why.
+    let (s, _) = run(
+        &p,
+        &running,
+        &[
+            Input::Stop,
+            Input::Timer(Timer::StopDeadline),
+            Input::Exited(Exit::Signal(Signal::SIGKILL)),
+        ],
+        now,
+    );
+    assert_eq!(
+        s.reason,
+        "stopped on request; killed by SIGKILL after it did not stop within 10s of SIGTERM"
+    );
+    // One that handles the stop signal and exits with a status of its own says so.
+    let (s, _) = run(&p, &running, &[Input::Stop, Input::Exited(Exit::Code(0))], now);
+    assert_eq!(s.reason, "stopped on request; exited with status 0");
 }
