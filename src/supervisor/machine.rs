@@ -93,6 +93,8 @@ pub const ALLOWED: &[(Phase, Phase)] = {
         (Pending, Failed),
         (Starting, Healthy),
         (Starting, Stopping),
+        // With `pidfile`, stopped before the daemon is known: no process to wait for.
+        (Starting, Stopped),
         (Starting, Exited),
         (Starting, Completed),
         (Starting, Failed),
@@ -284,6 +286,15 @@ pub enum Input {
     Timer(Timer),
     /// The main process ended.
     Exited(Exit),
+    /// The main process exited with status 0 within its start and left these processes
+    /// of its run running (muster stopped them): it went into the background.
+    Daemonized {
+        left: String,
+    },
+    /// With `pidfile`: the daemon's pid, read from the file, vouched for and taken over.
+    MainPid(u32),
+    /// With `pidfile`: why the file does not give a pid yet.
+    MainPidPending(String),
 }
 
 /// What the actor must do after a step.
@@ -304,16 +315,27 @@ pub enum Effect {
     /// Record the end of the current run (its exit came with the input), with what
     /// ended it.
     EndRun(String),
+    /// With `pidfile`: the launcher has exited with status 0; find the daemon's pid in
+    /// the file, then feed back `MainPid` (or `MainPidPending` while it cannot).
+    FindMainPid,
 }
 
 /// An event the step produced, with its human-readable detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Emit {
-    Spawned { pid: u32 },
-    Ready { how: String },
-    Unhealthy { reason: String },
+    Spawned {
+        pid: u32,
+    },
+    Ready {
+        how: String,
+    },
+    Unhealthy {
+        reason: String,
+    },
     Healthy,
-    Exited { exit: Exit },
+    Exited {
+        exit: Exit,
+    },
     /// A run ended and the next one comes after `delay`; `attempt` is the step of the
     /// backoff (0: no backoff applies, as for a heal or an asked restart).
     Restarting {
@@ -321,10 +343,17 @@ pub enum Emit {
         attempt: u32,
         cause: Cause,
     },
-    Stopping { signal: Signal },
-    Stopped { how: String, cause: Cause },
+    Stopping {
+        signal: Signal,
+    },
+    Stopped {
+        how: String,
+        cause: Cause,
+    },
     Completed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// The parts of a service's definition the machine decides by.
@@ -339,6 +368,8 @@ pub struct Policy {
     pub ready: Option<Readiness>,
     pub alive: Option<Liveness>,
     pub watchdog: Option<Duration>,
+    /// The pid file of a program that can only run in the background, as shown.
+    pub pidfile: Option<String>,
 }
 
 /// How liveness is watched, as far as the machine cares.
@@ -379,7 +410,17 @@ impl Policy {
                 successes: probe.successes.max(1),
             }),
             watchdog: service.watchdog,
+            pidfile: service.pidfile.as_ref().map(|p| p.display().to_string()),
         }
+    }
+
+    /// How long a start may take: the readiness deadline, or the default one.
+    fn start_deadline(&self) -> Duration {
+        self.ready
+            .as_ref()
+            .map_or(crate::config::defaults::READY_TIMEOUT, |ready| {
+                ready.deadline
+            })
     }
 }
 
@@ -456,6 +497,16 @@ pub struct State {
     pub hung: bool,
     /// The heartbeat deadline in force: the config's, or the service's `WATCHDOG_USEC`.
     pub watchdog: Option<Duration>,
+    /// When the current run was spawned.
+    pub spawned_at: Option<Instant>,
+    /// With `pidfile`: the launcher exited with status 0 and the daemon's pid is not
+    /// known yet. `pid` is still the launcher's: its group may hold the daemon.
+    pub awaiting_pid: bool,
+    /// With `pidfile`: `pid` is the daemon's, taken over from the file.
+    pub adopted: bool,
+    /// With `pidfile`: readiness pushed (`READY=1`, a log line) before the daemon was
+    /// known, applied once it is.
+    pub early_ready: Option<String>,
 }
 
 impl State {
@@ -477,6 +528,10 @@ impl State {
             alive_streak: 0,
             hung: false,
             watchdog: None,
+            spawned_at: None,
+            awaiting_pid: false,
+            adopted: false,
+            early_ready: None,
         }
     }
 
@@ -567,7 +622,46 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let next = state.to(Failed, reason.clone());
             (next, vec![Effect::Emit(Emit::Failed { reason })])
         }
+        (Starting, Input::Ready(how))
+            if state.pid.is_some() && policy.pidfile.is_some() && !state.adopted =>
+        {
+            let mut next = state.clone();
+            next.early_ready = Some(how);
+            (next, vec![])
+        }
+        (Starting, Input::MainPid(pid)) if state.awaiting_pid => adopted(policy, state, pid, now),
+        (Starting, Input::MainPidPending(detail)) if state.awaiting_pid => {
+            let mut next = state.clone();
+            next.last_probe_failure = Some(detail);
+            (next, vec![])
+        }
+        // Before its daemon is known a forking service is starting (readiness waits
+        // for the daemon), so only then can its launcher exit.
+        (Starting, Input::Exited(Exit::Code(0)) | Input::Daemonized { .. })
+            if state.pid.is_some()
+                && !state.awaiting_pid
+                && policy.pidfile.is_some()
+                && !state.adopted =>
+        {
+            launched(policy, state)
+        }
+        (Starting | Healthy | Unhealthy, Input::Daemonized { left })
+            if state.pid.is_some() && !state.awaiting_pid =>
+        {
+            let quick = state
+                .spawned_at
+                .map(|at| now.saturating_duration_since(at))
+                .filter(|ran| *ran <= policy.start_deadline());
+            match quick {
+                Some(ran) if policy.pidfile.is_none() => daemonized(state, &left, ran),
+                _ => exited(policy, state, Exit::Code(0), now),
+            }
+        }
         (Starting, Input::Ready(how)) if state.pid.is_some() => {
+            let how = match (&policy.pidfile, state.pid) {
+                (Some(pidfile), Some(pid)) => format!("{how} (daemon pid {pid} from {pidfile})"),
+                _ => how,
+            };
             let mut next = state.to(Healthy, how.clone());
             next.healthy_since = Some(now);
             let mut effects = vec![
@@ -637,39 +731,50 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             if let Some(text) = last_status {
                 reason.push_str(&format!(" (last: STATUS={text})"));
             }
-            unhealthy(policy, state, reason, true)
+            unhealthy(policy, state, reason, true, now)
         }
         (Healthy, Input::WatchdogTrigger) => unhealthy(
             policy,
             state,
             "the service reported itself hung (WATCHDOG=trigger)".to_owned(),
             true,
+            now,
         ),
 
         (Starting, Input::Timer(Timer::StartDeadline)) if state.pid.is_some() => {
             let (what, deadline) = match &policy.ready {
                 Some(ready) => (ready.describe.as_str(), ready.deadline),
-                None => ("readiness", Duration::ZERO),
+                None => ("readiness", policy.start_deadline()),
             };
-            let mut reason = format!("{what} timed out after {}", human(deadline));
+            let mut reason = match &policy.pidfile {
+                Some(pidfile) if state.awaiting_pid => {
+                    format!("no usable pid in {pidfile} within {}", human(deadline))
+                }
+                Some(pidfile) if !state.adopted => format!(
+                    "the launcher was still running after {}: with `pidfile` ({pidfile}) the \
+                     program must go into the background and exit",
+                    human(deadline)
+                ),
+                _ => format!("{what} timed out after {}", human(deadline)),
+            };
             if let Some(last) = &state.last_probe_failure {
                 reason.push_str(&format!(" (last attempt: {last})"));
             }
             let cause = Cause::StartDeadline(reason);
-            stop(policy, state, AfterStop::Fail(cause), cancel_running())
+            stop(policy, state, AfterStop::Fail(cause), cancel_running(), now)
         }
-        (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false),
+        (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false, now),
         (Unhealthy, Input::Recovered) => recovered(state, "liveness passed again", now),
         (Starting | Healthy | Unhealthy, Input::Stop) => {
             let after = AfterStop::Stopped(Cause::Asked);
-            stop(policy, state, after, cancel_running())
+            stop(policy, state, after, cancel_running(), now)
         }
         (Starting | Healthy | Unhealthy, Input::IdleStop(idle)) => {
             let after = AfterStop::Stopped(Cause::Idle(idle));
-            stop(policy, state, after, cancel_running())
+            stop(policy, state, after, cancel_running(), now)
         }
         (Starting | Healthy | Unhealthy, Input::Restart) => {
-            stop(policy, state, AfterStop::Restart, cancel_running())
+            stop(policy, state, AfterStop::Restart, cancel_running(), now)
         }
         (Stopping, Input::Stop | Input::IdleStop(_)) => {
             let mut next = state.clone();
@@ -733,7 +838,13 @@ fn start_watching(policy: &Policy, state: &State) -> Vec<Effect> {
 
 /// Healthy to unhealthy: report it, then restart unless told only to report (or the
 /// policy never restarts).
-fn unhealthy(policy: &Policy, state: &State, reason: String, hung: bool) -> (State, Vec<Effect>) {
+fn unhealthy(
+    policy: &Policy,
+    state: &State,
+    reason: String,
+    hung: bool,
+    now: Instant,
+) -> (State, Vec<Effect>) {
     let mut next = state.to(Phase::Unhealthy, reason.clone());
     next.healthy_since = None;
     next.alive_streak = 0;
@@ -745,7 +856,7 @@ fn unhealthy(policy: &Policy, state: &State, reason: String, hung: bool) -> (Sta
     };
     let mut effects = vec![Effect::Emit(Emit::Unhealthy { reason })];
     if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
-        let (stopping, more) = stop(policy, &next, AfterStop::Heal(cause), cancel_running());
+        let (stopping, more) = stop(policy, &next, AfterStop::Heal(cause), cancel_running(), now);
         effects.extend(more);
         return (stopping, effects);
     }
@@ -786,7 +897,7 @@ fn alive_result(
                     n => format!("{n} times in a row"),
                 };
                 let reason = format!("{} failed {times} (last: {failure})", alive.describe);
-                let (next, mut effects) = unhealthy(policy, &next, reason, false);
+                let (next, mut effects) = unhealthy(policy, &next, reason, false, now);
                 if next.phase == Phase::Unhealthy {
                     effects.push(again);
                 }
@@ -828,7 +939,18 @@ fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Ve
     next.watchdog = policy.watchdog;
     next.alive_streak = 0;
     next.hung = false;
+    next.spawned_at = Some(now);
+    next.awaiting_pid = false;
+    next.adopted = false;
+    next.early_ready = None;
     let mut effects = vec![Effect::Emit(Emit::Spawned { pid })];
+    if let Some(pidfile) = &policy.pidfile {
+        // Readiness is looked for once the daemon is known; until then the launcher
+        // has the start deadline to go into the background.
+        next.reason = format!("waiting for the launcher to exit and leave its pid in {pidfile}");
+        effects.push(Effect::Arm(Timer::StartDeadline, policy.start_deadline()));
+        return (next, effects);
+    }
     match &policy.ready {
         None => {
             next.phase = Phase::Healthy;
@@ -850,12 +972,105 @@ fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Ve
     (next, effects)
 }
 
+/// With `pidfile`: the launcher exited with status 0; the daemon's pid is looked for.
+fn launched(policy: &Policy, state: &State) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.awaiting_pid = true;
+    next.last_exit = Some(Exit::Code(0));
+    next.reason = format!(
+        "the launcher exited with status 0; waiting for its daemon's pid in {}",
+        policy.pidfile.as_deref().unwrap_or("the pidfile")
+    );
+    (next, vec![Effect::FindMainPid])
+}
+
+/// With `pidfile`: the daemon is known and supervised from now on; it is healthy now,
+/// or once readiness is proven.
+fn adopted(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = Some(pid);
+    next.awaiting_pid = false;
+    next.adopted = true;
+    next.last_probe_failure = None;
+    let pidfile = policy.pidfile.as_deref().unwrap_or("the pidfile");
+    let early = next.early_ready.take();
+    match (&policy.ready, early) {
+        (Some(ready), None) => {
+            next.reason = format!(
+                "daemon pid {pid} from {pidfile}; waiting for {}",
+                ready.describe
+            );
+            let effects = match ready.poll_every {
+                Some(_) => vec![Effect::Probe(ProbeKind::Ready)],
+                None => vec![],
+            };
+            (next, effects)
+        }
+        (ready, early) => {
+            let how = match (ready, early) {
+                (Some(_), Some(pushed)) => format!("{pushed} (daemon pid {pid} from {pidfile})"),
+                _ => format!("daemon pid {pid} read from {pidfile}"),
+            };
+            next.phase = Phase::Healthy;
+            next.reason = format!("running (daemon pid {pid} from {pidfile})");
+            next.healthy_since = Some(now);
+            let mut effects = vec![
+                Effect::Disarm(Timer::StartDeadline),
+                Effect::Emit(Emit::Ready { how }),
+            ];
+            effects.extend(start_watching(policy, &next));
+            (next, effects)
+        }
+    }
+}
+
+/// The main process exited with status 0 within its start and left processes of its
+/// run behind: it went into the background, where muster cannot supervise it. Retrying
+/// cannot help; the fix is in the config.
+fn daemonized(state: &State, left: &str, ran: Duration) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = None;
+    next.last_exit = Some(Exit::Code(0));
+    next.healthy_since = None;
+    let reason = format!(
+        "went into the background: exited with status 0 after {} leaving {left} running, \
+         which muster stopped; run it in the foreground (often `--nodaemon`, `--foreground` \
+         or `-f`), or set `pidfile` to the file it writes its daemon's pid to",
+        human(ran)
+    );
+    next.phase = Phase::Failed;
+    next.reason = reason.clone();
+    let mut effects = cancel_running();
+    effects.extend([
+        Effect::Emit(Emit::Exited {
+            exit: Exit::Code(0),
+        }),
+        Effect::Emit(Emit::Failed {
+            reason: reason.clone(),
+        }),
+        Effect::EndRun(reason),
+    ]);
+    (next, effects)
+}
+
 fn stop(
     policy: &Policy,
     state: &State,
     after: AfterStop,
     mut effects: Vec<Effect>,
+    now: Instant,
 ) -> (State, Vec<Effect>) {
+    if state.awaiting_pid {
+        // The launcher has exited and the daemon is not known: there is no process to
+        // stop gracefully, and no exit will come. What the launcher left is killed and
+        // the run ends now.
+        let mut next = state.clone();
+        next.after_stop = after;
+        effects.push(Effect::Signal(Signal::SIGKILL));
+        let (next, more) = stopped(policy, &next, Exit::Code(0), now);
+        effects.extend(more);
+        return (next, effects);
+    }
     let reason = match &after {
         AfterStop::Stopped(Cause::Asked) => "stopping on request".to_owned(),
         AfterStop::Stopped(cause) | AfterStop::Fail(cause) => format!("stopping: {cause}"),
@@ -884,6 +1099,8 @@ fn stopped(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, 
     next.last_exit = Some(exit);
     next.healthy_since = None;
     next.killed = false;
+    next.awaiting_pid = false;
+    next.adopted = false;
     next.after_stop = AfterStop::Stopped(Cause::Asked);
     let outcome = stop_outcome(policy, state, exit);
     let mut effects = vec![Effect::Disarm(Timer::StopDeadline)];
@@ -956,6 +1173,11 @@ fn stopped(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, 
 /// How a process muster stopped ended: on the stop signal, killed at the stop
 /// deadline, or however else (a status of its own, another signal).
 fn stop_outcome(policy: &Policy, state: &State, exit: Exit) -> String {
+    if state.awaiting_pid {
+        return "its launcher had exited with status 0 and no pid was read from the pidfile \
+                yet; what it left was killed"
+            .to_owned();
+    }
     match exit {
         Exit::Signal(signal) if signal == policy.stop_signal => {
             format!("exited on {}", signal.as_str())
@@ -982,6 +1204,8 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
     let mut next = state.clone();
     next.pid = None;
     next.last_exit = Some(exit);
+    next.adopted = false;
+    next.awaiting_pid = false;
     let was_healthy_for = state
         .healthy_since
         .map(|since| now.saturating_duration_since(since));

@@ -207,9 +207,17 @@ fn children_start_clean_whatever_muster_ignores_or_blocks() {
     for launcher in launchers {
         // The launcher really leaves what it runs with them ignored and blocked.
         let (ignored, blocked) = launched_sets(launcher);
-        assert_ne!(ignored & bit(Signal::SIGHUP), 0, "{launcher:?}: {ignored:#x}");
+        assert_ne!(
+            ignored & bit(Signal::SIGHUP),
+            0,
+            "{launcher:?}: {ignored:#x}"
+        );
         if launcher[0] == "python3" {
-            assert_ne!(blocked & bit(Signal::SIGTERM), 0, "{launcher:?}: {blocked:#x}");
+            assert_ne!(
+                blocked & bit(Signal::SIGTERM),
+                0,
+                "{launcher:?}: {blocked:#x}"
+            );
         }
         let mut up = Launched::start(WRITES_ITS_SIGNALS, launcher, &["up", "--json"]);
         let pid = service_pid(&up.path("muster.toml"), "svc");
@@ -220,7 +228,10 @@ fn children_start_clean_whatever_muster_ignores_or_blocks() {
             });
         }
         let seen = [
-            ("service", (signal_set(pid, "SigIgn"), signal_set(pid, "SigBlk"))),
+            (
+                "service",
+                (signal_set(pid, "SigIgn"), signal_set(pid, "SigBlk")),
+            ),
             ("exec probe", written_sets(&up.path("probe.sig"))),
             ("hook", written_sets(&up.path("hook.sig"))),
         ];
@@ -230,7 +241,10 @@ fn children_start_clean_whatever_muster_ignores_or_blocks() {
                 0,
                 "{launcher:?}: the {who} starts with signals ignored: {ignored:#x}"
             );
-            assert_eq!(blocked, 0, "{launcher:?}: the {who} starts with signals blocked");
+            assert_eq!(
+                blocked, 0,
+                "{launcher:?}: the {who} starts with signals blocked"
+            );
         }
         // muster itself does not keep an inherited mask: SIGTERM (blocked by the python
         // launcher) stops it.
@@ -426,20 +440,21 @@ run = ["sh", "-c", "printf '%s' \"$MUSTER_EVENT_JSON\" > {dir}/restarting.$MUSTE
     let idle = up.wait_event("idle", "stopped");
     for name in ["hung", "sick", "asked"] {
         up.wait_for(&format!("a second run of {name}"), |e| {
-            e["service"] == name && e["kind"] == "spawned" && e["run_id"] != restarts[name]["run_id"]
+            e["service"] == name
+                && e["kind"] == "spawned"
+                && e["run_id"] != restarts[name]["run_id"]
         });
     }
     let answer = up.call(hyper::Method::POST, "/v1/services/asked/stop");
     assert!(answer.status.is_success(), "{:?}", answer.body);
     let asked_stop = up.wait_for("`asked` stopped on request", |e| {
-        e["service"] == "asked" && e["kind"] == "stopped" && e["run_id"] != restarts["asked"]["run_id"]
+        e["service"] == "asked"
+            && e["kind"] == "stopped"
+            && e["run_id"] != restarts["asked"]["run_id"]
     });
 
     // Each restart: one event, its cause in words too, under the run that ended.
-    assert_eq!(
-        restarts["hung"]["data"]["reason"],
-        "no heartbeat for 300ms"
-    );
+    assert_eq!(restarts["hung"]["data"]["reason"], "no heartbeat for 300ms");
     assert!(
         restarts["sick"]["data"]["reason"]
             .as_str()
@@ -448,7 +463,10 @@ run = ["sh", "-c", "printf '%s' \"$MUSTER_EVENT_JSON\" > {dir}/restarting.$MUSTE
         "{}",
         restarts["sick"]
     );
-    assert_eq!(restarts["crashing"]["data"]["reason"], "exited with status 3");
+    assert_eq!(
+        restarts["crashing"]["data"]["reason"],
+        "exited with status 3"
+    );
     assert_eq!(restarts["asked"]["message"], "now: on request");
     // Hooks on `restarting` fire for every cause.
     eventually("the hook ran for each restart", || {
@@ -459,9 +477,15 @@ run = ["sh", "-c", "printf '%s' \"$MUSTER_EVENT_JSON\" > {dir}/restarting.$MUSTE
     });
 
     // A stop on request or for idleness is not a crash.
-    assert_eq!(idle["message"], "stopped: idle for 300ms; exited on SIGTERM");
+    assert_eq!(
+        idle["message"],
+        "stopped: idle for 300ms; exited on SIGTERM"
+    );
     assert_eq!(idle["data"]["cause"], "idle");
-    assert_eq!(asked_stop["message"], "stopped on request; exited on SIGTERM");
+    assert_eq!(
+        asked_stop["message"],
+        "stopped on request; exited on SIGTERM"
+    );
     assert_eq!(asked_stop["data"]["cause"], "asked");
 
     // The history says what ended each run, not what the next one was doing.
@@ -477,16 +501,16 @@ run = ["sh", "-c", "printf '%s' \"$MUSTER_EVENT_JSON\" > {dir}/restarting.$MUSTE
         "{sick:#?}"
     );
     let crashing = history(&up, "crashing");
-    assert_eq!(reason(&crashing[0]), "exited with status 3; restarting in 5s");
+    assert_eq!(
+        reason(&crashing[0]),
+        "exited with status 3; restarting in 5s"
+    );
     let asked = history(&up, "asked");
     assert_eq!(
         reason(&asked[0]),
         "stopped to restart on request; exited on SIGTERM"
     );
-    assert_eq!(
-        reason(&asked[1]),
-        "stopped on request; exited on SIGTERM"
-    );
+    assert_eq!(reason(&asked[1]), "stopped on request; exited on SIGTERM");
     assert_eq!(
         reason(&history(&up, "idle")[0]),
         "stopped: idle for 300ms; exited on SIGTERM"
@@ -499,4 +523,166 @@ run = ["sh", "-c", "printf '%s' \"$MUSTER_EVENT_JSON\" > {dir}/restarting.$MUSTE
         let spawned = ended.of(name, "spawned").len();
         assert_eq!(restarting, spawned - 1, "{name}: {:#?}", ended.events);
     }
+}
+
+/// A python3 launcher that forks, leaves its process group (`setsid`) and forks again:
+/// the daemon, which execs `sleep 1000`; with a path argument, the daemon writes its pid
+/// there after 300 ms (so the file comes after the launcher has exited). The launcher
+/// exits 0 once the middle process has exited, leaving the daemon an orphan.
+const DOUBLE_FORK: &str = "\
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        if len(sys.argv) > 1:
+            time.sleep(0.3)
+            with open(sys.argv[1] + '.tmp', 'w') as f:
+                f.write(str(os.getpid()))
+            os.rename(sys.argv[1] + '.tmp', sys.argv[1])
+        os.execvp('sleep', ['sleep', '1000'])
+    os._exit(0)
+os.wait()
+";
+
+/// Kills the pids it is given when dropped: daemons that left every group a test's
+/// other guards know.
+#[derive(Default)]
+struct KillOnDrop(std::cell::RefCell<Vec<u32>>);
+
+impl KillOnDrop {
+    fn add(&self, pid: u32) -> u32 {
+        self.0.borrow_mut().push(pid);
+        pid
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in self.0.borrow().iter() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The pids of live processes carrying `entry` in their environment.
+fn carriers(entry: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| alive(pid as i32))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn programs_that_daemonize_are_recognised_and_supervised_through_their_pidfile() {
+    let daemons = KillOnDrop::default();
+    let python = |args: &str| format!("command = [\"python3\", \"-c\", {DOUBLE_FORK:?}{args}]");
+    let mut up = Up::start(
+        &format!(
+            r#"
+[settings]
+state-dir = "{{dir}}/state"
+
+[services.forks]
+shell = "sleep 1000 & exit 0"
+
+[services.leaves]
+{}
+
+[services.same-group]
+shell = "sleep 1000 & echo $! > {{dir}}/same.pid; exit 0"
+pidfile = "same.pid"
+
+[services.own-session]
+{}
+pidfile = "own.pid"
+ready = {{ exec = ["true"] }}
+"#,
+            python(""),
+            python(", \"{dir}/own.pid\""),
+        ),
+        &[],
+    );
+    // Without `pidfile`: recognised, said in one line with the fix, its daemon stopped.
+    for name in ["forks", "leaves"] {
+        let failed = up.wait_event(name, "failed");
+        let message = failed["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("went into the background: exited with status 0 after ")
+                && message.contains("(`sleep 1000`) running, which muster stopped")
+                && message.contains("run it in the foreground")
+                && message.contains("set `pidfile`")
+                && !message.contains('\n'),
+            "{name}: {message}"
+        );
+        assert!(
+            up.events
+                .iter()
+                .all(|e| e["service"] != name || e["kind"] != "completed")
+        );
+        let run = failed["run_id"].as_u64().unwrap();
+        let marker = format!("MUSTER_RUN_ID={run}");
+        eventually(&format!("the daemon of {name} is stopped"), || {
+            carriers(&marker).is_empty()
+        });
+    }
+    // With `pidfile`: healthy once the daemon is taken over, shown with its pid.
+    let file = up.path("muster.toml");
+    for (name, pidfile) in [("same-group", "same.pid"), ("own-session", "own.pid")] {
+        let ready = up.wait_event(name, "ready");
+        let daemon = daemons.add(written(&up.path(pidfile)));
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("daemon pid {daemon}")),
+            "{ready}"
+        );
+        assert_eq!(status_of(&file, name).unwrap()["pid"], daemon, "{name}");
+        assert!(alive(daemon as i32));
+    }
+    // Its end is seen (it is muster's child by now) and restarts the service.
+    let first = written(&up.path("own.pid"));
+    std::fs::remove_file(up.path("own.pid")).unwrap();
+    kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    let exited = up.wait_event("own-session", "exited");
+    assert_eq!(exited["data"]["signal"], "SIGKILL", "{exited}");
+    let restarting = up.wait_event("own-session", "restarting");
+    assert_eq!(restarting["data"]["cause"], "exit");
+    up.wait_for("the next daemon is taken over", |e| {
+        e["service"] == "own-session" && e["kind"] == "ready" && e["run_id"] != exited["run_id"]
+    });
+    let second = daemons.add(written(&up.path("own.pid")));
+    assert_ne!(second, first);
+    // Stopping it sends the stop signal to the daemon and waits for its exit.
+    for name in ["same-group", "own-session"] {
+        let answer = up.call(hyper::Method::POST, &format!("/v1/services/{name}/stop"));
+        assert!(answer.status.is_success(), "{:?}", answer.body);
+        let stopped = up.wait_event(name, "stopped");
+        assert_eq!(
+            stopped["message"], "stopped on request; exited on SIGTERM",
+            "{name}"
+        );
+    }
+    for pid in daemons.0.borrow().iter() {
+        eventually(&format!("daemon {pid} is gone"), || !alive(*pid as i32));
+    }
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+}
+
+/// The pid a fixture wrote to `path`, once it is there.
+fn written(path: &Path) -> u32 {
+    eventually(&format!("{} is written", path.display()), || {
+        std::fs::read_to_string(path).is_ok_and(|t| t.trim().parse::<u32>().is_ok())
+    });
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

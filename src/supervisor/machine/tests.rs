@@ -20,7 +20,15 @@ fn policy(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
         ready,
         alive: None,
         watchdog: None,
+        pidfile: None,
     }
+}
+
+/// A program that can only run in the background, with its pid file.
+fn forking(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
+    let mut p = policy(restart, ready);
+    p.pidfile = Some("/run/app.pid".to_owned());
+    p
 }
 
 fn watched(restart: RestartPolicy) -> Policy {
@@ -66,6 +74,8 @@ fn policies() -> Vec<Policy> {
                 let mut w = watched(restart);
                 w.ready = ready.clone();
                 w.on_unhealthy = on_unhealthy;
+                all.push(w.clone());
+                w.pidfile = Some("/run/app.pid".to_owned());
                 all.push(w);
             }
         }
@@ -105,6 +115,20 @@ fn states(now: Instant) -> Vec<State> {
         all.push(watching.clone());
         watching.hung = true;
         all.push(watching);
+        // Only a starting service waits for its daemon's pid.
+        if phase == Phase::Starting {
+            let mut launched = running.clone();
+            launched.awaiting_pid = true;
+            all.push(launched.clone());
+            launched.early_ready = Some("READY=1".into());
+            all.push(launched);
+        }
+        let mut adopted = running.clone();
+        adopted.adopted = true;
+        all.push(adopted);
+        let mut young = running.clone();
+        young.spawned_at = Some(now);
+        all.push(young);
     }
     all
 }
@@ -138,6 +162,11 @@ fn inputs() -> Vec<Input> {
         Input::Exited(Exit::Code(0)),
         Input::Exited(Exit::Code(1)),
         Input::Exited(Exit::Signal(Signal::SIGKILL)),
+        Input::Daemonized {
+            left: "pid 8 (`sleep 1000`)".into(),
+        },
+        Input::MainPid(8),
+        Input::MainPidPending("/run/app.pid does not exist".into()),
     ];
     all.extend(Timer::ALL.map(Input::Timer));
     all
@@ -763,7 +792,8 @@ fn every_restart_has_one_restarting_event_with_its_cause_and_the_run_ends_with_i
     let p = watched(RestartPolicy::OnFailure);
     let term = || Input::Exited(Exit::Signal(Signal::SIGTERM));
     let heartbeat = "no heartbeat for 30s (last: STATUS=busy)";
-    let liveness = "liveness probe http http://127.0.0.1:1/health failed 3 times in a row (last: 503)";
+    let liveness =
+        "liveness probe http http://127.0.0.1:1/health failed 3 times in a row (last: 503)";
     let cases: Vec<(Vec<Input>, Cause, String)> = vec![
         (
             vec![Input::Exited(Exit::Code(3))],
@@ -799,7 +829,7 @@ fn every_restart_has_one_restarting_event_with_its_cause_and_the_run_ends_with_i
     for (inputs, cause, end) in cases {
         let (s, effects) = run(&p, &healthy(&p, now), &inputs, now);
         let (restarts, ends) = restarts_and_ends(&effects);
-        assert_eq!(restarts, [cause.clone()], "{inputs:?}");
+        assert_eq!(restarts, std::slice::from_ref(&cause), "{inputs:?}");
         assert_eq!(ends, [end], "{inputs:?}");
         // The event comes before the next spawn, so it belongs to the run that ended.
         let restarting = effects
@@ -884,6 +914,209 @@ fn a_stop_on_request_or_for_idleness_does_not_read_as_a_crash() {
         "stopped on request; killed by SIGKILL after it did not stop within 10s of SIGTERM"
     );
     // One that handles the stop signal and exits with a status of its own says so.
-    let (s, _) = run(&p, &running, &[Input::Stop, Input::Exited(Exit::Code(0))], now);
+    let (s, _) = run(
+        &p,
+        &running,
+        &[Input::Stop, Input::Exited(Exit::Code(0))],
+        now,
+    );
     assert_eq!(s.reason, "stopped on request; exited with status 0");
+}
+
+#[test]
+fn a_program_that_goes_into_the_background_fails_with_the_fix() {
+    let now = Instant::now();
+    for restart in [RestartPolicy::OnFailure, RestartPolicy::Always] {
+        let p = policy(restart, None);
+        let (s, effects) = run(
+            &p,
+            &State::new(),
+            &[
+                Input::Start,
+                Input::Spawned { pid: 9 },
+                Input::Daemonized {
+                    left: "pid 10 (`sleep 1000`)".into(),
+                },
+            ],
+            now + Duration::from_millis(20),
+        );
+        assert_eq!(
+            s.phase,
+            Phase::Failed,
+            "{restart:?}: not retried, not completed"
+        );
+        assert!(
+            s.reason.starts_with(
+                "went into the background: exited with status 0 after 0s leaving pid 10 (`sleep 1000`) running"
+            ),
+            "{}",
+            s.reason
+        );
+        assert!(s.reason.contains("`--nodaemon`") && s.reason.contains("set `pidfile`"));
+        assert!(!s.reason.contains('\n'));
+        assert_eq!(
+            restarts_and_ends(&effects).1,
+            std::slice::from_ref(&s.reason)
+        );
+    }
+    // Long after its start, an exit 0 that leaves something is an exit 0 (the leftover
+    // was stopped), not a daemon.
+    let p = policy(RestartPolicy::OnFailure, None);
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
+    let (s, _) = step(
+        &p,
+        &s,
+        Input::Daemonized {
+            left: "pid 10 (`sleep 1000`)".into(),
+        },
+        now + Duration::from_secs(3600),
+    );
+    assert_eq!(s.phase, Phase::Completed);
+}
+
+#[test]
+fn with_a_pidfile_the_daemon_is_taken_over_once_the_launcher_exits() {
+    let now = Instant::now();
+    let p = forking(RestartPolicy::OnFailure, None);
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Starting);
+    assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
+    // The launcher exits 0 (leaving its daemon): the pid is looked for.
+    let (s, effects) = step(
+        &p,
+        &s,
+        Input::Daemonized {
+            left: "pid 10 (`app`)".into(),
+        },
+        now,
+    );
+    assert_eq!(
+        (s.phase, s.awaiting_pid, s.pid),
+        (Phase::Starting, true, Some(9))
+    );
+    assert_eq!(effects, [Effect::FindMainPid]);
+    let (s, _) = step(&p, &s, Input::MainPidPending("not yet".into()), now);
+    let (s, effects) = step(&p, &s, Input::MainPid(10), now);
+    assert_eq!(
+        (s.phase, s.pid, s.adopted),
+        (Phase::Healthy, Some(10), true)
+    );
+    assert_eq!(s.reason, "running (daemon pid 10 from /run/app.pid)");
+    assert!(effects.contains(&Effect::Disarm(Timer::StartDeadline)));
+    // Its exit is the run's end, as for any process.
+    let (s, effects) = step(&p, &s, Input::Exited(Exit::Code(1)), now);
+    assert_eq!(s.phase, Phase::Exited);
+    assert_eq!(restarts_and_ends(&effects).0, [Cause::Exit(Exit::Code(1))]);
+    // And stopping it signals it, then waits for its exit.
+    let (running, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Exited(Exit::Code(0)),
+            Input::MainPid(10),
+            Input::Stop,
+        ],
+        now,
+    );
+    assert_eq!((running.phase, running.pid), (Phase::Stopping, Some(10)));
+}
+
+#[test]
+fn with_a_pidfile_readiness_is_looked_for_once_the_daemon_is_known() {
+    let now = Instant::now();
+    let p = forking(RestartPolicy::OnFailure, polling());
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
+    assert!(!effects.contains(&Effect::Probe(ProbeKind::Ready)));
+    let (s, effects) = run(
+        &p,
+        &s,
+        &[Input::Exited(Exit::Code(0)), Input::MainPid(10)],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Starting);
+    assert!(effects.contains(&Effect::Probe(ProbeKind::Ready)));
+    // A pushed signal that came before the daemon was known counts once it is.
+    let p = forking(RestartPolicy::OnFailure, pushed());
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Ready("READY=1".into()),
+            Input::Exited(Exit::Code(0)),
+            Input::MainPid(10),
+        ],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Healthy);
+}
+
+#[test]
+fn with_a_pidfile_no_pid_by_the_deadline_fails_and_a_stop_meanwhile_ends_the_run_at_once() {
+    let now = Instant::now();
+    let p = forking(RestartPolicy::Always, None);
+    let (launched, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Exited(Exit::Code(0)),
+            Input::MainPidPending("/run/app.pid does not exist".into()),
+        ],
+        now,
+    );
+    let (s, effects) = step(&p, &launched, Input::Timer(Timer::StartDeadline), now);
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(
+        s.reason,
+        "no usable pid in /run/app.pid within 1m (last attempt: /run/app.pid does not exist)"
+    );
+    assert!(effects.contains(&Effect::Signal(Signal::SIGKILL)));
+    assert_eq!(restarts_and_ends(&effects).1.len(), 1);
+    // No exit will come: a stop ends the run now.
+    let (s, effects) = step(&p, &launched, Input::Stop, now);
+    assert_eq!(
+        (s.phase, s.pid, s.awaiting_pid),
+        (Phase::Stopped, None, false)
+    );
+    assert!(effects.contains(&Effect::Signal(Signal::SIGKILL)));
+    assert!(
+        s.reason
+            .starts_with("stopped on request; its launcher had exited")
+    );
+    // A launcher that never exits is told what `pidfile` needs.
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Timer(Timer::StartDeadline),
+        ],
+        now,
+    );
+    assert!(
+        s.reason.contains("the launcher was still running after 1m"),
+        "{}",
+        s.reason
+    );
 }
