@@ -587,7 +587,10 @@ impl Actor {
                 };
                 // Before the daemon is known, what the launcher left may have left its
                 // group too: everything carrying the run's marker gets the signal.
-                let marker = self.state.awaiting_pid.then_some(run.marker.as_slice());
+                let marker = self
+                    .state
+                    .awaiting_pid
+                    .then_some((run.marker.as_slice(), run.pid));
                 let sent = match run.group {
                     Some(group) => signal_run(group, marker, signal),
                     None => {
@@ -641,6 +644,7 @@ impl Actor {
         let watch = Watch {
             marker: claim.marker.clone(),
             keep_on_success: false,
+            first: Some(claim.launcher),
         };
         tokio::spawn(async move {
             let mut wake = Wake::new(&claim.path);
@@ -906,6 +910,7 @@ impl Actor {
             marker: marker.clone(),
             // A launcher's daemon is to be taken over, not killed as a leftover.
             keep_on_success: self.service.pidfile.is_some(),
+            first: None,
         };
         let child = self
             .shared

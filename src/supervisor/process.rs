@@ -71,6 +71,9 @@ pub struct Watch {
     /// After an exit with status 0, leave the run's other processes running: a
     /// launcher whose daemon muster is to take over from its pid file.
     pub keep_on_success: bool,
+    /// The run's first process, when it is not this one (the launcher of a daemon
+    /// muster took over): every other process of the run was created after it.
+    pub first: Option<u32>,
 }
 
 /// Someone waiting for a child's end.
@@ -253,7 +256,8 @@ fn reap_all() {
 fn end_of_run(pid: u32, exit: Exit, watch: &Watch) -> Ended {
     let group = group_of(pid);
     let left = if exit.success() {
-        run_processes(pid, group, &watch.marker)
+        let first = watch.first.unwrap_or(pid);
+        run_processes(pid, first, group, &watch.marker)
     } else {
         Vec::new()
     };
@@ -276,10 +280,17 @@ fn group_of(pid: u32) -> Option<u32> {
 }
 
 /// The live processes of a run other than `pid`: in `group`, or carrying every entry of
-/// `marker` in their environment; with their command lines.
-fn run_processes(pid: u32, group: Option<u32>, marker: &[String]) -> Vec<(u32, String)> {
+/// `marker` in their environment; with their command lines. Only processes created
+/// since the run's `first` are read: an exit does not cost a read of the whole process
+/// table (a crash loop exits hundreds of times a second).
+fn run_processes(
+    pid: u32,
+    first: u32,
+    group: Option<u32>,
+    marker: &[String],
+) -> Vec<(u32, String)> {
     let entries: Vec<&str> = marker.iter().map(String::as_str).collect();
-    procfs::processes()
+    procfs::processes_where(procfs::created_since(first))
         .into_iter()
         .filter(|(other, stat)| *other != pid && !stat.is_zombie())
         .filter(|(other, stat)| {
@@ -301,12 +312,13 @@ fn kill_process(pid: u32, signal: Signal) {
 }
 
 /// Sends `signal` to a run: its process group, and with a `marker`, every process
-/// carrying it outside the group too (what a launcher left before its daemon is known).
-pub fn signal_run(group: u32, marker: Option<&[String]>, signal: Signal) -> io::Result<()> {
+/// carrying it outside the group too (what a launcher, the run's `first` process, left
+/// before its daemon is known).
+pub fn signal_run(group: u32, marker: Option<(&[String], u32)>, signal: Signal) -> io::Result<()> {
     let result = signal_group(group, signal);
-    if let Some(marker) = marker {
+    if let Some((marker, first)) = marker {
         let entries: Vec<&str> = marker.iter().map(String::as_str).collect();
-        for (pid, stat) in procfs::processes() {
+        for (pid, stat) in procfs::processes_where(procfs::created_since(first)) {
             // The group has had it; a second stop signal may mean "now" to some.
             if stat.pgrp != group && !stat.is_zombie() && procfs::environ_has(pid, &entries) {
                 kill_process(pid, signal);
