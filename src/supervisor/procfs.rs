@@ -180,10 +180,11 @@ mod tests {
         assert!(!command_line(me).is_empty());
         assert!(signal_set(me, "SigIgn").is_some());
         // A child is created after its parent; the parent is not.
-        let child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         let since = created_since(me);
         assert!(since(child.id()) || child.id() < me, "pids wrapped around");
         assert!(!since(me));
+        child.wait().unwrap();
         assert_eq!(signal_set(me, "NoSuchField"), None);
     }
 }
