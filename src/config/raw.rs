@@ -79,6 +79,7 @@ pub struct RawService {
     pub autostart: Option<Spanned<bool>>,
     pub proxy: Option<Spanned<RawProxy>>,
     pub idle_stop: Option<Spanned<RawDuration>>,
+    pub pidfile: Option<Spanned<String>>,
 }
 
 /// A readiness (`ready`) or liveness (`alive`) check. Exactly one of the kind keys

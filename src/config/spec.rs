@@ -183,6 +183,9 @@ pub struct Service {
     pub autostart: bool,
     pub proxy: Option<Proxy>,
     pub idle_stop: Option<Duration>,
+    /// For a program that can only run in the background: the file it writes its
+    /// daemon's pid to. muster supervises that process once the launcher exits 0.
+    pub pidfile: Option<PathBuf>,
 }
 
 /// The `KEY=VALUE` pairs of a service's env files, in order, as read at load time.

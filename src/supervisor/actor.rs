@@ -28,7 +28,8 @@ use super::logs::{LineWatch, Log, SharedLog, Stream, pump};
 use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, State, Timer};
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
-use super::process::{Reaper, signal_group};
+use super::process::daemon::{self, Claim, Wake};
+use super::process::{Ended, Reaper, Watch, signal_run};
 use super::procfs;
 use super::usage::Usage;
 use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
@@ -90,7 +91,17 @@ pub(super) enum Message {
     Input(Input),
     Exited {
         run: u64,
-        exit: Exit,
+        ended: Ended,
+    },
+    /// With `pidfile`: the daemon's pid, taken over by the reaper.
+    Adopted {
+        run: u64,
+        pid: u32,
+    },
+    /// With `pidfile`: why the file does not give a pid yet.
+    PidPending {
+        run: u64,
+        detail: String,
     },
     Probe {
         run: u64,
@@ -251,6 +262,8 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         drafts: Vec::new(),
         ended: None,
         closing: false,
+        run: None,
+        pid_wait: None,
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -298,11 +311,31 @@ struct Actor {
     /// published, each with the run it concerns: the run current when it was drafted,
     /// since a step that ends a run may spawn the next.
     drafts: Vec<(u64, Draft)>,
-    /// The exit of the current run, when this step handles it: recorded with the
-    /// reason the step leaves.
+    /// The exit of the current run, when this step handles it: recorded by the step's
+    /// `EndRun`.
     ended: Option<(u64, Exit, SystemTime)>,
     /// The supervisor is shutting down: nothing may start the service again.
     closing: bool,
+    /// The current run's processes, while it has any.
+    run: Option<RunTarget>,
+    /// With `pidfile`: dropped to stop the wait for the daemon's pid.
+    pid_wait: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Where the current run's processes are, for signals and notify routes.
+#[derive(Debug, Clone)]
+struct RunTarget {
+    /// Its process group: the spawned process's, or the group of the daemon muster took
+    /// over (`None` if that is muster's own: then only the daemon itself is signalled).
+    group: Option<u32>,
+    /// The process whose end ends the run.
+    pid: u32,
+    /// `MUSTER_RUN_ID=...` and `NOTIFY_SOCKET=...`, carried by every process of the run.
+    marker: Vec<String>,
+    /// Process groups whose notify datagrams are routed to this actor.
+    routes: Vec<u32>,
+    /// The spawned process's start time, in clock ticks since boot.
+    start_ticks: Option<u64>,
 }
 
 impl Actor {
@@ -345,7 +378,10 @@ impl Actor {
                 // running process is stopped later, in reverse dependency order.
                 let restart_due = match self.state.phase {
                     Phase::Pending | Phase::Exited => true,
-                    Phase::Stopping => self.state.after_stop != machine::AfterStop::Stopped,
+                    Phase::Stopping => matches!(
+                        self.state.after_stop,
+                        machine::AfterStop::Restart | machine::AfterStop::Heal(_)
+                    ),
                     _ => false,
                 };
                 if restart_due {
@@ -354,13 +390,25 @@ impl Actor {
                     Vec::new()
                 }
             }
-            Message::Exited { run, exit } if current(run) => {
-                if let Some(pid) = self.state.pid {
-                    self.shared.notify.unregister(pid);
-                }
+            Message::Exited { run, ended } if current(run) => {
+                let Ended { exit, left } = ended;
                 Log::lock(&self.log).note(&exit.to_string());
                 self.ended = Some((run, exit, SystemTime::now()));
-                vec![Input::Exited(exit)]
+                if left.is_empty() {
+                    return vec![Input::Exited(exit)];
+                }
+                let left = describe_left(&left);
+                Log::lock(&self.log).note(&format!("{left} still running"));
+                vec![Input::Daemonized { left }]
+            }
+            Message::Adopted { run, pid } if current(run) => {
+                self.pid_wait = None;
+                self.adopt(pid);
+                vec![Input::MainPid(pid)]
+            }
+            Message::PidPending { run, detail } if current(run) => {
+                Log::lock(&self.log).note(&format!("no daemon pid yet: {detail}"));
+                vec![Input::MainPidPending(detail)]
             }
             Message::Probe { run, kind, result } if current(run) => {
                 if result.is_err() {
@@ -532,21 +580,9 @@ impl Actor {
                 }
             }
         }
-        if let Some((run_id, exit, ended_at)) = self.ended.take() {
-            let (exit_code, signal) = match exit {
-                Exit::Code(code) => (Some(code), None),
-                Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
-            };
-            self.drafts.push((
-                run_id,
-                Draft::RunEnded(RunEnd {
-                    run_id,
-                    ended_at,
-                    exit_code,
-                    signal,
-                    reason: self.state.reason.clone(),
-                }),
-            ));
+        // Every exit the machine takes ends its run with `EndRun`; this is a net.
+        if self.ended.is_some() && !self.state.phase.has_process() {
+            self.end_run(None);
         }
         let drafts = std::mem::take(&mut self.drafts);
         self.shared
@@ -561,7 +597,8 @@ impl Actor {
                 service: status.service.clone(),
                 phase: state.phase,
                 reason: state.reason.clone(),
-                pid: state.pid,
+                // A launcher that has exited is no process to show.
+                pid: state.pid.filter(|_| !state.awaiting_pid),
                 run_id: self.run_id,
                 restarts: state.restarts,
                 since: status.since,
@@ -622,22 +659,178 @@ impl Actor {
             }
             Effect::Disarm(timer) => self.timers[timer.index()] = None,
             Effect::Signal(signal) => {
-                if let Some(pid) = self.state.pid {
-                    if signal == nix::sys::signal::Signal::SIGCONT {
-                        // Only a safety net for stopped processes; not worth a log line.
-                        let _ = signal_group(pid, signal);
-                        return None;
+                let Some(run) = &self.run else {
+                    return None;
+                };
+                // Before the daemon is known, what the launcher left may have left its
+                // group too: everything carrying the run's marker gets the signal.
+                let marker = self
+                    .state
+                    .awaiting_pid
+                    .then_some((run.marker.as_slice(), run.pid));
+                let sent = match run.group {
+                    Some(group) => signal_run(group, marker, signal),
+                    None => {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.pid as i32), signal)
+                            .or_else(|errno| match errno {
+                                nix::errno::Errno::ESRCH => Ok(()),
+                                errno => Err(errno),
+                            })
+                            .map_err(std::io::Error::from)
                     }
-                    let note = match signal_group(pid, signal) {
-                        Ok(()) => format!("sent {} to process group {pid}", signal.as_str()),
-                        Err(error) => format!("cannot signal process group {pid}: {error}"),
-                    };
-                    Log::lock(&self.log).note(&note);
+                };
+                if signal == nix::sys::signal::Signal::SIGCONT {
+                    // Only a safety net for stopped processes; not worth a log line.
+                    return None;
                 }
+                let whom = match run.group {
+                    Some(group) => format!("process group {group}"),
+                    None => format!("pid {}", run.pid),
+                };
+                let note = match sent {
+                    Ok(()) => format!("sent {} to {whom}", signal.as_str()),
+                    Err(error) => format!("cannot signal {whom}: {error}"),
+                };
+                Log::lock(&self.log).note(&note);
             }
             Effect::Emit(emit) => self.emit(emit),
+            Effect::EndRun(reason) => self.end_run(Some(reason)),
+            Effect::FindMainPid => self.find_main_pid(),
         }
         None
+    }
+
+    /// With `pidfile`: waits for the daemon's pid in the file, vouches for it and hands
+    /// it to the reaper; the answer comes back as `Adopted`. Stopped by dropping
+    /// `pid_wait` (the run ends, or the machine gives up at the start deadline).
+    fn find_main_pid(&mut self) {
+        let (Some(path), Some(run)) = (self.service.pidfile.clone(), &self.run) else {
+            return;
+        };
+        let claim = Claim {
+            path,
+            launcher: run.pid,
+            since_ticks: run.start_ticks,
+            marker: run.marker.clone(),
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        self.pid_wait = Some(stop);
+        let reaper = Arc::clone(&self.shared.reaper);
+        let myself = self.myself.clone();
+        let run_id = self.run_id;
+        let watch = Watch {
+            marker: claim.marker.clone(),
+            keep_on_success: false,
+            first: Some(claim.launcher),
+        };
+        tokio::spawn(async move {
+            let mut wake = Wake::new(&claim.path);
+            let mut told: Option<String> = None;
+            loop {
+                let send = |message| {
+                    if let Some(sender) = myself.upgrade() {
+                        let _ = sender.send(message);
+                    }
+                };
+                let attempt = daemon::vouch(&claim).and_then(|pid| {
+                    let on_exit = {
+                        let myself = myself.clone();
+                        move |ended| {
+                            if let Some(sender) = myself.upgrade() {
+                                let _ = sender.send(Message::Exited { run: run_id, ended });
+                            }
+                        }
+                    };
+                    let announce = || send(Message::Adopted { run: run_id, pid });
+                    reaper.adopt(pid, watch.clone(), announce, on_exit)
+                });
+                let Err(detail) = attempt else { return };
+                if told.as_ref() != Some(&detail) {
+                    told = Some(detail.clone());
+                    send(Message::PidPending {
+                        run: run_id,
+                        detail,
+                    });
+                }
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = wake.next() => {}
+                }
+            }
+        });
+    }
+
+    /// With `pidfile`: the daemon `pid` is the run's main process from now on; its
+    /// group is signalled (unless it is muster's own) and routes notify datagrams.
+    fn adopt(&mut self, pid: u32) {
+        let group = procfs::stat(pid)
+            .map(|stat| stat.pgrp)
+            .filter(|&group| group > 1 && group != nix::unistd::getpgrp().as_raw() as u32);
+        let pidfile = self
+            .service
+            .pidfile
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        Log::lock(&self.log).note(&format!(
+            "took over daemon pid {pid} from {pidfile}: {}",
+            procfs::command_line(pid)
+        ));
+        let run_id = self.run_id;
+        let route = self.route(run_id);
+        if let Some(run) = &mut self.run {
+            run.pid = pid;
+            run.group = group;
+            if let Some(group) = group
+                && !run.routes.contains(&group)
+            {
+                self.shared.notify.register(group, route);
+                run.routes.push(group);
+            }
+        }
+    }
+
+    /// Routes notify datagrams of run `run` to this actor.
+    fn route(&self, run: u64) -> super::notify::Route {
+        let myself = self.myself.clone();
+        Box::new(move |message| {
+            if let Some(sender) = myself.upgrade() {
+                let _ = sender.send(Message::Notify {
+                    run,
+                    message: Box::new(message),
+                });
+            }
+        })
+    }
+
+    /// Records the end of the run whose exit this step handles, with what ended it (the
+    /// machine's word; the phase's reason if it gave none). Drafted now, so it is under
+    /// the old run even when the same step spawns the next.
+    fn end_run(&mut self, reason: Option<String>) {
+        // Nothing of the run is to be signalled or waited for any more.
+        self.pid_wait = None;
+        if let Some(run) = self.run.take() {
+            for group in run.routes {
+                self.shared.notify.unregister(group);
+            }
+        }
+        let Some((run_id, exit, ended_at)) = self.ended.take() else {
+            return;
+        };
+        let (exit_code, signal) = match exit {
+            Exit::Code(code) => (Some(code), None),
+            Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
+        };
+        self.drafts.push((
+            run_id,
+            Draft::RunEnded(RunEnd {
+                run_id,
+                ended_at,
+                exit_code,
+                signal,
+                reason: reason.unwrap_or_else(|| self.state.reason.clone()),
+            }),
+        ));
     }
 
     fn emit(&mut self, emit: Emit) {
@@ -665,17 +858,37 @@ impl Actor {
                     json!({ "code": code, "signal": signal }),
                 )
             }
-            Emit::Restarting { delay, attempt } => (
-                EventKind::Restarting,
-                format!("in {} (attempt {attempt})", machine::human(delay)),
-                json!({ "delay_ms": delay.as_millis() as u64, "attempt": attempt }),
-            ),
+            Emit::Restarting {
+                delay,
+                attempt,
+                cause,
+            } => {
+                let when = match attempt {
+                    0 if delay.is_zero() => "now".to_owned(),
+                    0 => format!("in {}", machine::human(delay)),
+                    _ => format!("in {} (attempt {attempt})", machine::human(delay)),
+                };
+                (
+                    EventKind::Restarting,
+                    format!("{when}: {cause}"),
+                    json!({
+                        "delay_ms": delay.as_millis() as u64,
+                        "attempt": attempt,
+                        "cause": cause.kind(),
+                        "reason": cause.to_string(),
+                    }),
+                )
+            }
             Emit::Stopping { signal } => (
                 EventKind::Stopping,
                 format!("sent {}", signal.as_str()),
                 json!({ "signal": signal.as_str() }),
             ),
-            Emit::Stopped { how } => (EventKind::Stopped, how, json!({})),
+            Emit::Stopped { how, cause } => (
+                EventKind::Stopped,
+                how,
+                json!({ "cause": cause.kind(), "reason": cause.to_string() }),
+            ),
             Emit::Completed => (
                 EventKind::Completed,
                 "exited with status 0".to_owned(),
@@ -766,11 +979,24 @@ impl Actor {
             Err(reason) => return self.spawn_failed(reason),
         };
         let myself = self.myself.clone();
-        let child = self.shared.reaper.spawn(&mut command, move |exit| {
-            if let Some(sender) = myself.upgrade() {
-                let _ = sender.send(Message::Exited { run, exit });
-            }
-        });
+        let marker = vec![
+            format!("MUSTER_RUN_ID={run}"),
+            format!("NOTIFY_SOCKET={}", self.shared.notify.address),
+        ];
+        let watch = Watch {
+            marker: marker.clone(),
+            // A launcher's daemon is to be taken over, not killed as a leftover.
+            keep_on_success: self.service.pidfile.is_some(),
+            first: None,
+        };
+        let child = self
+            .shared
+            .reaper
+            .spawn_watched(&mut command, watch, move |ended| {
+                if let Some(sender) = myself.upgrade() {
+                    let _ = sender.send(Message::Exited { run, ended });
+                }
+            });
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
@@ -780,6 +1006,7 @@ impl Actor {
             }
         };
         let pid = child.id();
+        let start_ticks = procfs::start_ticks(pid);
         // Recorded before anything else: a supervisor killed from here on leaves a
         // row the next one finds, with what tells this process from a later one
         // given the same pid.
@@ -789,7 +1016,7 @@ impl Actor {
                 run_id: run,
                 service: self.service.name.clone(),
                 pid,
-                start_ticks: procfs::start_ticks(pid),
+                start_ticks,
                 boot_id: procfs::boot_id(),
                 instance: self.shared.notify.address.clone(),
                 started_at: SystemTime::now(),
@@ -822,18 +1049,15 @@ impl Actor {
                 }
             }
         }
-        let myself = self.myself.clone();
-        self.shared.notify.register(
+        self.shared.notify.register(pid, self.route(run));
+        self.pid_wait = None;
+        self.run = Some(RunTarget {
+            group: Some(pid),
             pid,
-            Box::new(move |message| {
-                if let Some(sender) = myself.upgrade() {
-                    let _ = sender.send(Message::Notify {
-                        run,
-                        message: Box::new(message),
-                    });
-                }
-            }),
-        );
+            marker,
+            routes: vec![pid],
+            start_ticks,
+        });
         Log::lock(&self.log).note(&format!(
             "spawned pid {pid} (run {run}): {}",
             self.describe_run()
@@ -873,6 +1097,18 @@ impl Actor {
             Run::Shell(line) => format!("sh -c {line:?}"),
         }
     }
+}
+
+/// "pid 4321 (`sleep 1000`)", and how many more: the processes a run left running.
+fn describe_left(left: &[(u32, String)]) -> String {
+    let mut text = match left.first() {
+        Some((pid, command)) => format!("pid {pid} (`{command}`)"),
+        None => String::new(),
+    };
+    if left.len() > 1 {
+        text.push_str(&format!(" and {} more", left.len() - 1));
+    }
+    text
 }
 
 /// The command for one run of `service`, and the context its exec probes run in. Env

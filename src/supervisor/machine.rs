@@ -93,6 +93,8 @@ pub const ALLOWED: &[(Phase, Phase)] = {
         (Pending, Failed),
         (Starting, Healthy),
         (Starting, Stopping),
+        // With `pidfile`, stopped before the daemon is known: no process to wait for.
+        (Starting, Stopped),
         (Starting, Exited),
         (Starting, Completed),
         (Starting, Failed),
@@ -142,6 +144,52 @@ impl fmt::Display for Exit {
         match self {
             Exit::Code(code) => write!(f, "exited with status {code}"),
             Exit::Signal(signal) => write!(f, "killed by {}", signal.as_str()),
+        }
+    }
+}
+
+/// Why a run ended, a service stopped or a restart came: data until it reaches a
+/// person (the `cause` of `restarting` and `stopped` events, the end reason of a run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The process exited by itself.
+    Exit(Exit),
+    /// Heartbeats stopped, or the service reported itself hung; the text says which.
+    Watchdog(String),
+    /// The liveness probe failed; the text says how.
+    Liveness(String),
+    /// Readiness was not proven within the start deadline; the text says how.
+    StartDeadline(String),
+    /// Someone asked: `muster stop`, `restart`, `down`, the API, a shutdown, a reload.
+    Asked,
+    /// `idle-stop`: not used for this long.
+    Idle(Duration),
+}
+
+impl Cause {
+    /// Its stable name, for event data: `exit`, `watchdog`, `liveness`,
+    /// `start-deadline`, `asked` or `idle`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::Exit(_) => "exit",
+            Cause::Watchdog(_) => "watchdog",
+            Cause::Liveness(_) => "liveness",
+            Cause::StartDeadline(_) => "start-deadline",
+            Cause::Asked => "asked",
+            Cause::Idle(_) => "idle",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Exit(exit) => exit.fmt(f),
+            Cause::Watchdog(text) | Cause::Liveness(text) | Cause::StartDeadline(text) => {
+                f.write_str(text)
+            }
+            Cause::Asked => f.write_str("on request"),
+            Cause::Idle(idle) => write!(f, "idle for {}", human(*idle)),
         }
     }
 }
@@ -202,6 +250,8 @@ pub enum Input {
     /// A dependency will not reach its condition; the text says why.
     DependencyFailed(String),
     Stop,
+    /// `idle-stop`: stop it, unused for this long.
+    IdleStop(Duration),
     Restart,
     /// The spawn effect succeeded.
     Spawned {
@@ -236,6 +286,15 @@ pub enum Input {
     Timer(Timer),
     /// The main process ended.
     Exited(Exit),
+    /// The main process exited with status 0 within its start and left these processes
+    /// of its run running (muster stopped them): it went into the background.
+    Daemonized {
+        left: String,
+    },
+    /// With `pidfile`: the daemon's pid, read from the file, vouched for and taken over.
+    MainPid(u32),
+    /// With `pidfile`: why the file does not give a pid yet.
+    MainPidPending(String),
 }
 
 /// What the actor must do after a step.
@@ -253,21 +312,48 @@ pub enum Effect {
     Signal(Signal),
     /// Record and publish an event.
     Emit(Emit),
+    /// Record the end of the current run (its exit came with the input), with what
+    /// ended it.
+    EndRun(String),
+    /// With `pidfile`: the launcher has exited with status 0; find the daemon's pid in
+    /// the file, then feed back `MainPid` (or `MainPidPending` while it cannot).
+    FindMainPid,
 }
 
 /// An event the step produced, with its human-readable detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Emit {
-    Spawned { pid: u32 },
-    Ready { how: String },
-    Unhealthy { reason: String },
+    Spawned {
+        pid: u32,
+    },
+    Ready {
+        how: String,
+    },
+    Unhealthy {
+        reason: String,
+    },
     Healthy,
-    Exited { exit: Exit },
-    Restarting { delay: Duration, attempt: u32 },
-    Stopping { signal: Signal },
-    Stopped { how: String },
+    Exited {
+        exit: Exit,
+    },
+    /// A run ended and the next one comes after `delay`; `attempt` is the step of the
+    /// backoff (0: no backoff applies, as for a heal or an asked restart).
+    Restarting {
+        delay: Duration,
+        attempt: u32,
+        cause: Cause,
+    },
+    Stopping {
+        signal: Signal,
+    },
+    Stopped {
+        how: String,
+        cause: Cause,
+    },
     Completed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// The parts of a service's definition the machine decides by.
@@ -282,6 +368,8 @@ pub struct Policy {
     pub ready: Option<Readiness>,
     pub alive: Option<Liveness>,
     pub watchdog: Option<Duration>,
+    /// The pid file of a program that can only run in the background, as shown.
+    pub pidfile: Option<String>,
 }
 
 /// How liveness is watched, as far as the machine cares.
@@ -322,7 +410,17 @@ impl Policy {
                 successes: probe.successes.max(1),
             }),
             watchdog: service.watchdog,
+            pidfile: service.pidfile.as_ref().map(|p| p.display().to_string()),
         }
+    }
+
+    /// How long a start may take: the readiness deadline, or the default one.
+    fn start_deadline(&self) -> Duration {
+        self.ready
+            .as_ref()
+            .map_or(crate::config::defaults::READY_TIMEOUT, |ready| {
+                ready.deadline
+            })
     }
 }
 
@@ -358,12 +456,15 @@ fn readiness(service: &Service) -> Option<Readiness> {
 /// What happens once a stopping process has exited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStop {
-    Stopped,
+    /// Stay stopped; asked, or idle.
+    Stopped(Cause),
     /// Start again: asked for, so the restart budget is not charged.
     Restart,
-    /// Start again because it was unhealthy: charged to the restart budget.
-    Heal,
-    Fail(String),
+    /// Start again because it was unhealthy (watchdog, liveness): charged to the
+    /// restart budget.
+    Heal(Cause),
+    /// Give up (the start deadline passed).
+    Fail(Cause),
 }
 
 /// A service's state: its phase, why, and what the machine must remember.
@@ -388,14 +489,24 @@ pub struct State {
     pub restart_times: VecDeque<Instant>,
     pub healthy_since: Option<Instant>,
     pub after_stop: AfterStop,
+    /// The stop deadline passed and SIGKILL was sent.
+    pub killed: bool,
     /// Consecutive liveness failures (while healthy) or successes (while unhealthy).
     pub alive_streak: u32,
     /// Unhealthy because heartbeats stopped (a heartbeat makes it healthy again).
     pub hung: bool,
-    /// The reason of the last time it became unhealthy.
-    pub last_unhealthy: Option<String>,
     /// The heartbeat deadline in force: the config's, or the service's `WATCHDOG_USEC`.
     pub watchdog: Option<Duration>,
+    /// When the current run was spawned.
+    pub spawned_at: Option<Instant>,
+    /// With `pidfile`: the launcher exited with status 0 and the daemon's pid is not
+    /// known yet. `pid` is still the launcher's: its group may hold the daemon.
+    pub awaiting_pid: bool,
+    /// With `pidfile`: `pid` is the daemon's, taken over from the file.
+    pub adopted: bool,
+    /// With `pidfile`: readiness pushed (`READY=1`, a log line) before the daemon was
+    /// known, applied once it is.
+    pub early_ready: Option<String>,
 }
 
 impl State {
@@ -412,19 +523,16 @@ impl State {
             attempt: 0,
             restart_times: VecDeque::new(),
             healthy_since: None,
-            after_stop: AfterStop::Stopped,
+            after_stop: AfterStop::Stopped(Cause::Asked),
+            killed: false,
             alive_streak: 0,
             hung: false,
-            last_unhealthy: None,
             watchdog: None,
+            spawned_at: None,
+            awaiting_pid: false,
+            adopted: false,
+            early_ready: None,
         }
-    }
-
-    /// Why the service was last unhealthy, for a give-up reason.
-    fn unhealthy_reason(&self) -> String {
-        self.last_unhealthy
-            .clone()
-            .unwrap_or_else(|| "unhealthy".to_owned())
     }
 
     fn to(&self, phase: Phase, reason: impl Into<String>) -> Self {
@@ -491,16 +599,22 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let next = state.to(Failed, reason.clone());
             (next, vec![Effect::Emit(Emit::Failed { reason })])
         }
-        (Pending, Input::Stop) => (state.to(Stopped, "stopped before it started"), vec![]),
-        (Exited, Input::Stop) => (
-            state.to(Stopped, "stopped while waiting to restart"),
-            vec![
-                Effect::Disarm(Timer::Restart),
-                Effect::Emit(Emit::Stopped {
-                    how: "stopped while waiting to restart".to_owned(),
-                }),
-            ],
-        ),
+        (Pending, Input::Stop | Input::IdleStop(_)) => {
+            (state.to(Stopped, "stopped before it started"), vec![])
+        }
+        (Exited, Input::Stop | Input::IdleStop(_)) => {
+            let how = "stopped while waiting to restart".to_owned();
+            (
+                state.to(Stopped, how.clone()),
+                vec![
+                    Effect::Disarm(Timer::Restart),
+                    Effect::Emit(Emit::Stopped {
+                        how,
+                        cause: Cause::Asked,
+                    }),
+                ],
+            )
+        }
         (Starting, Input::Spawned { pid }) if state.pid.is_none() => {
             spawned(policy, state, pid, now)
         }
@@ -508,7 +622,46 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let next = state.to(Failed, reason.clone());
             (next, vec![Effect::Emit(Emit::Failed { reason })])
         }
+        (Starting, Input::Ready(how))
+            if state.pid.is_some() && policy.pidfile.is_some() && !state.adopted =>
+        {
+            let mut next = state.clone();
+            next.early_ready = Some(how);
+            (next, vec![])
+        }
+        (Starting, Input::MainPid(pid)) if state.awaiting_pid => adopted(policy, state, pid, now),
+        (Starting, Input::MainPidPending(detail)) if state.awaiting_pid => {
+            let mut next = state.clone();
+            next.last_probe_failure = Some(detail);
+            (next, vec![])
+        }
+        // Before its daemon is known a forking service is starting (readiness waits
+        // for the daemon), so only then can its launcher exit.
+        (Starting, Input::Exited(Exit::Code(0)) | Input::Daemonized { .. })
+            if state.pid.is_some()
+                && !state.awaiting_pid
+                && policy.pidfile.is_some()
+                && !state.adopted =>
+        {
+            launched(policy, state)
+        }
+        (Starting | Healthy | Unhealthy, Input::Daemonized { left })
+            if state.pid.is_some() && !state.awaiting_pid =>
+        {
+            let quick = state
+                .spawned_at
+                .map(|at| now.saturating_duration_since(at))
+                .filter(|ran| *ran <= policy.start_deadline());
+            match quick {
+                Some(ran) if policy.pidfile.is_none() => daemonized(state, &left, ran),
+                _ => exited(policy, state, Exit::Code(0), now),
+            }
+        }
         (Starting, Input::Ready(how)) if state.pid.is_some() => {
+            let how = match (&policy.pidfile, state.pid) {
+                (Some(pidfile), Some(pid)) => format!("{how} (daemon pid {pid} from {pidfile})"),
+                _ => how,
+            };
             let mut next = state.to(Healthy, how.clone());
             next.healthy_since = Some(now);
             let mut effects = vec![
@@ -578,43 +731,61 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             if let Some(text) = last_status {
                 reason.push_str(&format!(" (last: STATUS={text})"));
             }
-            unhealthy(policy, state, reason, true)
+            unhealthy(policy, state, reason, true, now)
         }
         (Healthy, Input::WatchdogTrigger) => unhealthy(
             policy,
             state,
             "the service reported itself hung (WATCHDOG=trigger)".to_owned(),
             true,
+            now,
         ),
 
         (Starting, Input::Timer(Timer::StartDeadline)) if state.pid.is_some() => {
             let (what, deadline) = match &policy.ready {
                 Some(ready) => (ready.describe.as_str(), ready.deadline),
-                None => ("readiness", Duration::ZERO),
+                None => ("readiness", policy.start_deadline()),
             };
-            let mut reason = format!("{what} timed out after {}", human(deadline));
+            let mut reason = match &policy.pidfile {
+                Some(pidfile) if state.awaiting_pid => {
+                    format!("no usable pid in {pidfile} within {}", human(deadline))
+                }
+                Some(pidfile) if !state.adopted => format!(
+                    "the launcher was still running after {}: with `pidfile` ({pidfile}) the \
+                     program must go into the background and exit",
+                    human(deadline)
+                ),
+                _ => format!("{what} timed out after {}", human(deadline)),
+            };
             if let Some(last) = &state.last_probe_failure {
                 reason.push_str(&format!(" (last attempt: {last})"));
             }
-            stop(policy, state, AfterStop::Fail(reason), cancel_running())
+            let cause = Cause::StartDeadline(reason);
+            stop(policy, state, AfterStop::Fail(cause), cancel_running(), now)
         }
-        (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false),
+        (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false, now),
         (Unhealthy, Input::Recovered) => recovered(state, "liveness passed again", now),
         (Starting | Healthy | Unhealthy, Input::Stop) => {
-            stop(policy, state, AfterStop::Stopped, cancel_running())
+            let after = AfterStop::Stopped(Cause::Asked);
+            stop(policy, state, after, cancel_running(), now)
+        }
+        (Starting | Healthy | Unhealthy, Input::IdleStop(idle)) => {
+            let after = AfterStop::Stopped(Cause::Idle(idle));
+            stop(policy, state, after, cancel_running(), now)
         }
         (Starting | Healthy | Unhealthy, Input::Restart) => {
-            stop(policy, state, AfterStop::Restart, cancel_running())
+            stop(policy, state, AfterStop::Restart, cancel_running(), now)
         }
-        (Stopping, Input::Stop) => {
+        (Stopping, Input::Stop | Input::IdleStop(_)) => {
             let mut next = state.clone();
-            if matches!(next.after_stop, AfterStop::Restart | AfterStop::Heal) {
-                next.after_stop = AfterStop::Stopped;
+            if matches!(next.after_stop, AfterStop::Restart | AfterStop::Heal(_)) {
+                next.after_stop = AfterStop::Stopped(Cause::Asked);
             }
             (next, vec![])
         }
         (Stopping, Input::Timer(Timer::StopDeadline)) => {
             let mut next = state.clone();
+            next.killed = true;
             next.reason = format!(
                 "did not stop within {} of {}; killing it",
                 human(policy.stop_timeout),
@@ -667,15 +838,25 @@ fn start_watching(policy: &Policy, state: &State) -> Vec<Effect> {
 
 /// Healthy to unhealthy: report it, then restart unless told only to report (or the
 /// policy never restarts).
-fn unhealthy(policy: &Policy, state: &State, reason: String, hung: bool) -> (State, Vec<Effect>) {
+fn unhealthy(
+    policy: &Policy,
+    state: &State,
+    reason: String,
+    hung: bool,
+    now: Instant,
+) -> (State, Vec<Effect>) {
     let mut next = state.to(Phase::Unhealthy, reason.clone());
     next.healthy_since = None;
     next.alive_streak = 0;
     next.hung = hung;
-    next.last_unhealthy = Some(reason.clone());
+    let cause = if hung {
+        Cause::Watchdog(reason.clone())
+    } else {
+        Cause::Liveness(reason.clone())
+    };
     let mut effects = vec![Effect::Emit(Emit::Unhealthy { reason })];
     if policy.on_unhealthy == OnUnhealthy::Restart && policy.restart != RestartPolicy::Never {
-        let (stopping, more) = stop(policy, &next, AfterStop::Heal, cancel_running());
+        let (stopping, more) = stop(policy, &next, AfterStop::Heal(cause), cancel_running(), now);
         effects.extend(more);
         return (stopping, effects);
     }
@@ -716,7 +897,7 @@ fn alive_result(
                     n => format!("{n} times in a row"),
                 };
                 let reason = format!("{} failed {times} (last: {failure})", alive.describe);
-                let (next, mut effects) = unhealthy(policy, &next, reason, false);
+                let (next, mut effects) = unhealthy(policy, &next, reason, false, now);
                 if next.phase == Phase::Unhealthy {
                     effects.push(again);
                 }
@@ -758,7 +939,18 @@ fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Ve
     next.watchdog = policy.watchdog;
     next.alive_streak = 0;
     next.hung = false;
+    next.spawned_at = Some(now);
+    next.awaiting_pid = false;
+    next.adopted = false;
+    next.early_ready = None;
     let mut effects = vec![Effect::Emit(Emit::Spawned { pid })];
+    if let Some(pidfile) = &policy.pidfile {
+        // Readiness is looked for once the daemon is known; until then the launcher
+        // has the start deadline to go into the background.
+        next.reason = format!("waiting for the launcher to exit and leave its pid in {pidfile}");
+        effects.push(Effect::Arm(Timer::StartDeadline, policy.start_deadline()));
+        return (next, effects);
+    }
     match &policy.ready {
         None => {
             next.phase = Phase::Healthy;
@@ -780,19 +972,114 @@ fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Ve
     (next, effects)
 }
 
+/// With `pidfile`: the launcher exited with status 0; the daemon's pid is looked for.
+fn launched(policy: &Policy, state: &State) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.awaiting_pid = true;
+    next.last_exit = Some(Exit::Code(0));
+    next.reason = format!(
+        "the launcher exited with status 0; waiting for its daemon's pid in {}",
+        policy.pidfile.as_deref().unwrap_or("the pidfile")
+    );
+    (next, vec![Effect::FindMainPid])
+}
+
+/// With `pidfile`: the daemon is known and supervised from now on; it is healthy now,
+/// or once readiness is proven.
+fn adopted(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = Some(pid);
+    next.awaiting_pid = false;
+    next.adopted = true;
+    next.last_probe_failure = None;
+    let pidfile = policy.pidfile.as_deref().unwrap_or("the pidfile");
+    let early = next.early_ready.take();
+    match (&policy.ready, early) {
+        (Some(ready), None) => {
+            next.reason = format!(
+                "daemon pid {pid} from {pidfile}; waiting for {}",
+                ready.describe
+            );
+            let effects = match ready.poll_every {
+                Some(_) => vec![Effect::Probe(ProbeKind::Ready)],
+                None => vec![],
+            };
+            (next, effects)
+        }
+        (ready, early) => {
+            let how = match (ready, early) {
+                (Some(_), Some(pushed)) => format!("{pushed} (daemon pid {pid} from {pidfile})"),
+                _ => format!("daemon pid {pid} read from {pidfile}"),
+            };
+            next.phase = Phase::Healthy;
+            next.reason = format!("running (daemon pid {pid} from {pidfile})");
+            next.healthy_since = Some(now);
+            let mut effects = vec![
+                Effect::Disarm(Timer::StartDeadline),
+                Effect::Emit(Emit::Ready { how }),
+            ];
+            effects.extend(start_watching(policy, &next));
+            (next, effects)
+        }
+    }
+}
+
+/// The main process exited with status 0 within its start and left processes of its
+/// run behind: it went into the background, where muster cannot supervise it. Retrying
+/// cannot help; the fix is in the config.
+fn daemonized(state: &State, left: &str, ran: Duration) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    next.pid = None;
+    next.last_exit = Some(Exit::Code(0));
+    next.healthy_since = None;
+    let reason = format!(
+        "went into the background: exited with status 0 after {} leaving {left} running, \
+         which muster stopped; run it in the foreground (often `--nodaemon`, `--foreground` \
+         or `-f`), or set `pidfile` to the file it writes its daemon's pid to",
+        human(ran)
+    );
+    next.phase = Phase::Failed;
+    next.reason = reason.clone();
+    let mut effects = cancel_running();
+    effects.extend([
+        Effect::Emit(Emit::Exited {
+            exit: Exit::Code(0),
+        }),
+        Effect::Emit(Emit::Failed {
+            reason: reason.clone(),
+        }),
+        Effect::EndRun(reason),
+    ]);
+    (next, effects)
+}
+
 fn stop(
     policy: &Policy,
     state: &State,
     after: AfterStop,
     mut effects: Vec<Effect>,
+    now: Instant,
 ) -> (State, Vec<Effect>) {
+    if state.awaiting_pid {
+        // The launcher has exited and the daemon is not known: there is no process to
+        // stop gracefully, and no exit will come. What the launcher left is killed and
+        // the run ends now.
+        let mut next = state.clone();
+        next.after_stop = after;
+        effects.push(Effect::Signal(Signal::SIGKILL));
+        let (next, more) = stopped(policy, &next, Exit::Code(0), now);
+        effects.extend(more);
+        return (next, effects);
+    }
     let reason = match &after {
-        AfterStop::Stopped => "stopping".to_owned(),
-        AfterStop::Restart | AfterStop::Heal => "restarting".to_owned(),
-        AfterStop::Fail(reason) => format!("stopping: {reason}"),
+        AfterStop::Stopped(Cause::Asked) => "stopping on request".to_owned(),
+        AfterStop::Stopped(cause) | AfterStop::Fail(cause) => format!("stopping: {cause}"),
+        AfterStop::Restart => "restarting on request".to_owned(),
+        AfterStop::Heal(cause) => format!("restarting: {cause}"),
     };
     let mut next = state.to(Phase::Stopping, reason);
     next.after_stop = after;
+    next.killed = false;
     next.healthy_since = None;
     effects.extend([
         Effect::Signal(policy.stop_signal),
@@ -811,59 +1098,114 @@ fn stopped(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, 
     next.pid = None;
     next.last_exit = Some(exit);
     next.healthy_since = None;
+    next.killed = false;
+    next.awaiting_pid = false;
+    next.adopted = false;
+    next.after_stop = AfterStop::Stopped(Cause::Asked);
+    let outcome = stop_outcome(policy, state, exit);
     let mut effects = vec![Effect::Disarm(Timer::StopDeadline)];
+    let stopped = |how: String, cause: &Cause, effects: &mut Vec<Effect>| {
+        effects.push(Effect::Emit(Emit::Stopped {
+            how: how.clone(),
+            cause: cause.clone(),
+        }));
+        effects.push(Effect::EndRun(how));
+    };
     match &state.after_stop {
-        AfterStop::Stopped => {
+        AfterStop::Stopped(cause) => {
+            let how = match cause {
+                Cause::Asked => format!("stopped on request; {outcome}"),
+                cause => format!("stopped: {cause}; {outcome}"),
+            };
             next.phase = Phase::Stopped;
-            next.reason = format!("stopped ({exit})");
-            effects.push(Effect::Emit(Emit::Stopped {
-                how: next.reason.clone(),
-            }));
+            next.reason = how.clone();
+            stopped(how, cause, &mut effects);
         }
         AfterStop::Restart => {
+            stopped(
+                format!("stopped to restart on request; {outcome}"),
+                &Cause::Asked,
+                &mut effects,
+            );
             next.phase = Phase::Starting;
             next.reason = "spawning".to_owned();
             next.restarts += 1;
-            effects.push(Effect::Emit(Emit::Stopped {
-                how: format!("stopped to restart ({exit})"),
-            }));
+            effects.push(restarting(Duration::ZERO, 0, Cause::Asked));
             effects.push(Effect::Spawn);
         }
-        AfterStop::Heal => {
-            effects.push(Effect::Emit(Emit::Stopped {
-                how: format!("stopped to restart ({exit})"),
-            }));
-            match charge_restart(policy, &mut next, now) {
-                Ok(()) => {
-                    next.phase = Phase::Starting;
-                    next.reason = "spawning".to_owned();
-                    next.restarts += 1;
-                    effects.push(Effect::Spawn);
-                }
-                Err(spent) => {
-                    let reason = format!("{}; {spent}", state.unhealthy_reason());
-                    next.phase = Phase::Failed;
-                    next.reason = reason.clone();
-                    effects.push(Effect::Emit(Emit::Failed { reason }));
-                }
+        AfterStop::Heal(cause) => match charge_restart(policy, &mut next, now) {
+            Ok(()) => {
+                stopped(
+                    format!("stopped to restart: {cause}; {outcome}"),
+                    cause,
+                    &mut effects,
+                );
+                next.phase = Phase::Starting;
+                next.reason = "spawning".to_owned();
+                next.restarts += 1;
+                effects.push(restarting(Duration::ZERO, 0, cause.clone()));
+                effects.push(Effect::Spawn);
             }
-        }
-        AfterStop::Fail(reason) => {
+            Err(spent) => {
+                stopped(
+                    format!("stopped: {cause}; {outcome}; {spent}"),
+                    cause,
+                    &mut effects,
+                );
+                let reason = format!("{cause}; {spent}");
+                next.phase = Phase::Failed;
+                next.reason = reason.clone();
+                effects.push(Effect::Emit(Emit::Failed { reason }));
+            }
+        },
+        AfterStop::Fail(cause) => {
+            stopped(format!("stopped: {cause}; {outcome}"), cause, &mut effects);
             next.phase = Phase::Failed;
-            next.reason = reason.clone();
+            next.reason = cause.to_string();
             effects.push(Effect::Emit(Emit::Failed {
-                reason: reason.clone(),
+                reason: cause.to_string(),
             }));
         }
     }
-    next.after_stop = AfterStop::Stopped;
     (next, effects)
+}
+
+/// How a process muster stopped ended: on the stop signal, killed at the stop
+/// deadline, or however else (a status of its own, another signal).
+fn stop_outcome(policy: &Policy, state: &State, exit: Exit) -> String {
+    if state.awaiting_pid {
+        return "its launcher had exited with status 0 and no pid was read from the pidfile \
+                yet; what it left was killed"
+            .to_owned();
+    }
+    match exit {
+        Exit::Signal(signal) if signal == policy.stop_signal => {
+            format!("exited on {}", signal.as_str())
+        }
+        Exit::Signal(Signal::SIGKILL) if state.killed => format!(
+            "killed by SIGKILL after it did not stop within {} of {}",
+            human(policy.stop_timeout),
+            policy.stop_signal.as_str()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The `restarting` event: exactly one for every restart, whatever caused it.
+fn restarting(delay: Duration, attempt: u32, cause: Cause) -> Effect {
+    Effect::Emit(Emit::Restarting {
+        delay,
+        attempt,
+        cause,
+    })
 }
 
 fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, Vec<Effect>) {
     let mut next = state.clone();
     next.pid = None;
     next.last_exit = Some(exit);
+    next.adopted = false;
+    next.awaiting_pid = false;
     let was_healthy_for = state
         .healthy_since
         .map(|since| now.saturating_duration_since(since));
@@ -890,6 +1232,7 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
             next.reason = reason.clone();
             effects.push(Effect::Emit(Emit::Failed { reason }));
         }
+        effects.push(Effect::EndRun(next.reason.clone()));
         return (next, effects);
     }
 
@@ -898,6 +1241,7 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
         next.phase = Phase::Failed;
         next.reason = reason.clone();
         effects.push(Effect::Emit(Emit::Failed { reason }));
+        effects.push(Effect::EndRun(next.reason.clone()));
         return (next, effects);
     }
     if was_healthy_for.is_some_and(|healthy| healthy >= policy.backoff.reset_after) {
@@ -907,10 +1251,8 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
     let delay = backoff_delay(&policy.backoff, next.attempt);
     next.phase = Phase::Exited;
     next.reason = format!("{exit}; restarting in {}", human(delay));
-    effects.push(Effect::Emit(Emit::Restarting {
-        delay,
-        attempt: next.attempt,
-    }));
+    effects.push(Effect::EndRun(next.reason.clone()));
+    effects.push(restarting(delay, next.attempt, Cause::Exit(exit)));
     effects.push(Effect::Arm(Timer::Restart, delay));
     (next, effects)
 }

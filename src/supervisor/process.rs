@@ -8,10 +8,26 @@
 //! reused), then reaps it and tells whoever registered it. Unregistered children
 //! (orphaned grandchildren) are reaped and forgotten.
 //!
+//! A service's main process is watched more closely: when it exits with status 0, the
+//! other processes of its run still alive (its group's, and any carrying its
+//! `MUSTER_RUN_ID` and `NOTIFY_SOCKET`, which a daemon that left the group keeps) are
+//! reported with the exit, so that a program that went into the background is told
+//! from one that finished. With a `pidfile` they are left alone at that moment: the
+//! launcher has exited and its daemon is about to be taken over ([`Reaper::adopt`],
+//! [`daemon`]). A daemon muster takes over is its child by then (an orphan re-parented
+//! to the subreaper), so its exit reaches the reaper like any other.
+//!
 //! Registration happens under the same lock as the spawn, so an exit cannot be reaped
 //! before its waiter is known. `waitpid` is process-wide, so the table of waiters is too:
 //! several supervisors in one process (tests, embedders) each run a reaper task, and
 //! whichever wakes first reaps for all of them.
+//!
+//! What a child inherits is decided here too ([`inherit`]). [`disinherit`], first thing in `main`,
+//! closes the descriptors muster was started with and empties its signal mask;
+//! [`Reaper::start`] gives every signal muster inherited as ignored a handler that does
+//! nothing, so that `exec` resets it to its default in every child. Services, hooks and
+//! exec probes therefore start with stdin, stdout and stderr only, an empty signal mask
+//! and default dispositions, whatever muster's own caller left ignored, blocked or open.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,11 +45,47 @@ use tokio::sync::Notify;
 use super::machine::Exit;
 use super::procfs;
 
+pub mod daemon;
+mod inherit;
+
+pub use inherit::disinherit;
+
 /// Told how a registered child ended, from the reaper task.
 pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
 
+/// How a service's main process ended, and what of its run it left alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub exit: Exit,
+    /// After an exit with status 0: the run's other processes alive at that moment
+    /// (pid and command line), in its process group or carrying its marker.
+    pub left: Vec<(u32, String)>,
+}
+
+/// How the reaper treats a service's main process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// `KEY=VALUE` entries every process of the run carries in its environment
+    /// (`MUSTER_RUN_ID=...`, `NOTIFY_SOCKET=...`).
+    pub marker: Vec<String>,
+    /// After an exit with status 0, leave the run's other processes running: a
+    /// launcher whose daemon muster is to take over from its pid file.
+    pub keep_on_success: bool,
+    /// The run's first process, when it is not this one (the launcher of a daemon
+    /// muster took over): every other process of the run was created after it.
+    pub first: Option<u32>,
+}
+
+/// Someone waiting for a child's end.
+enum Waiter {
+    /// A hook or a probe: its group is killed, nothing else is looked at.
+    Plain(OnExit),
+    /// A service's main process.
+    Watched(Watch, Box<dyn FnOnce(Ended) + Send>),
+}
+
 /// Registered children of this process, by pid.
-static WAITERS: Mutex<BTreeMap<i32, OnExit>> = Mutex::new(BTreeMap::new());
+static WAITERS: Mutex<BTreeMap<i32, Waiter>> = Mutex::new(BTreeMap::new());
 /// Woken after every round of reaping.
 static REAPED: Notify = Notify::const_new();
 
@@ -48,6 +100,7 @@ impl Reaper {
     /// inside the runtime.
     pub fn start() -> io::Result<Arc<Self>> {
         nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+        inherit::handle_inherited_ignores();
         let reaper = Arc::new(Self { _private: () });
         let mut sigchld = signal(SignalKind::child())?;
         tokio::spawn(async move {
@@ -70,8 +123,53 @@ impl Reaper {
     ) -> io::Result<Child> {
         let mut waiters = lock();
         let child = command.spawn()?;
-        waiters.insert(child.id() as i32, Box::new(on_exit));
+        waiters.insert(child.id() as i32, Waiter::Plain(Box::new(on_exit)));
         Ok(child)
+    }
+
+    /// Spawns a service's main process (`command` must put it in its own process
+    /// group); `on_exit` is told how it ended and what of its run it left alive.
+    pub fn spawn_watched(
+        &self,
+        command: &mut Command,
+        watch: Watch,
+        on_exit: impl FnOnce(Ended) + Send + 'static,
+    ) -> io::Result<Child> {
+        let mut waiters = lock();
+        let child = command.spawn()?;
+        waiters.insert(child.id() as i32, Waiter::Watched(watch, Box::new(on_exit)));
+        Ok(child)
+    }
+
+    /// Takes over `pid`, the daemon a service's launcher left: `on_exit` is told how it
+    /// ends, as for a spawned main process. It must already be this process's child (an
+    /// orphan re-parented to muster, the child subreaper), or its end would never be
+    /// seen. `announce` runs once it is registered, under the reaper's lock: whatever
+    /// it sends arrives before anything `on_exit` sends. `Err` says why not (yet).
+    pub fn adopt(
+        &self,
+        pid: u32,
+        watch: Watch,
+        announce: impl FnOnce(),
+        on_exit: impl FnOnce(Ended) + Send + 'static,
+    ) -> Result<(), String> {
+        let mut waiters = lock();
+        // A zombie still here has not been reaped: the reaper will find it registered.
+        let Some(stat) = procfs::stat(pid) else {
+            return Err(format!("pid {pid} has exited"));
+        };
+        if stat.ppid != std::process::id() {
+            return Err(format!(
+                "pid {pid} is not muster's child yet (its parent, pid {}, has not exited)",
+                stat.ppid
+            ));
+        }
+        if waiters.contains_key(&(pid as i32)) {
+            return Err(format!("pid {pid} is already supervised"));
+        }
+        waiters.insert(pid as i32, Waiter::Watched(watch, Box::new(on_exit)));
+        announce();
+        Ok(())
     }
 
     /// Kills every remaining child of this process that carries `marker` in its
@@ -112,7 +210,7 @@ impl Reaper {
     }
 }
 
-fn lock() -> std::sync::MutexGuard<'static, BTreeMap<i32, OnExit>> {
+fn lock() -> std::sync::MutexGuard<'static, BTreeMap<i32, Waiter>> {
     WAITERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -128,19 +226,106 @@ fn reap_all() {
             _ => break,
         };
         let mut waiters = lock();
-        let waiter = waiters.remove(&pid.as_raw());
-        if waiter.is_some() {
-            // The leader is a zombie, so its group id is still its own: kill
-            // whatever the service left running in the group.
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
+        let tell: Option<Box<dyn FnOnce()>> = match waiters.remove(&pid.as_raw()) {
+            Some(Waiter::Plain(on_exit)) => {
+                // The leader is a zombie, so its group id is still its own: kill
+                // whatever it left running in the group.
+                let _ = killpg(pid, Signal::SIGKILL);
+                Some(Box::new(move || on_exit(exit)))
+            }
+            Some(Waiter::Watched(watch, on_exit)) => {
+                let ended = end_of_run(pid.as_raw() as u32, exit, &watch);
+                Some(Box::new(move || on_exit(ended)))
+            }
+            None => None,
+        };
         let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
         drop(waiters);
-        if let Some(on_exit) = waiter {
-            on_exit(exit);
+        if let Some(tell) = tell {
+            tell();
         }
     }
     REAPED.notify_waiters();
+}
+
+/// What a service's main process, a zombie not yet reaped, leaves: after an exit with
+/// status 0 the run's other live processes are listed; then, unless a launcher's
+/// daemon is to be taken over, they are killed. Its group is the one its stat names
+/// (its own for a spawned process; a daemon muster took over may have stayed in its
+/// launcher's), pinned by the zombie so the id cannot have been reused.
+fn end_of_run(pid: u32, exit: Exit, watch: &Watch) -> Ended {
+    let group = group_of(pid);
+    let left = if exit.success() {
+        let first = watch.first.unwrap_or(pid);
+        run_processes(pid, first, group, &watch.marker)
+    } else {
+        Vec::new()
+    };
+    if !(exit.success() && watch.keep_on_success) {
+        if let Some(group) = group {
+            let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
+        }
+        for (other, _) in &left {
+            kill_process(*other, Signal::SIGKILL);
+        }
+    }
+    Ended { exit, left }
+}
+
+/// The process group of `pid`, unless it is muster's own (never to be signalled).
+fn group_of(pid: u32) -> Option<u32> {
+    let group = procfs::stat(pid).map_or(pid, |stat| stat.pgrp);
+    let own = nix::unistd::getpgrp().as_raw() as u32;
+    (group > 1 && group != own).then_some(group)
+}
+
+/// The live processes of a run other than `pid`: in `group`, or carrying every entry of
+/// `marker` in their environment; with their command lines. Only processes created
+/// since the run's `first` are read: an exit does not cost a read of the whole process
+/// table (a crash loop exits hundreds of times a second).
+fn run_processes(
+    pid: u32,
+    first: u32,
+    group: Option<u32>,
+    marker: &[String],
+) -> Vec<(u32, String)> {
+    let entries: Vec<&str> = marker.iter().map(String::as_str).collect();
+    procfs::processes_where(procfs::created_since(first))
+        .into_iter()
+        .filter(|(other, stat)| *other != pid && !stat.is_zombie())
+        .filter(|(other, stat)| {
+            Some(stat.pgrp) == group
+                || (!entries.is_empty() && procfs::environ_has(*other, &entries))
+        })
+        .map(|(other, _)| (other, procfs::command_line(other)))
+        .collect()
+}
+
+/// Signals one process, and its group too when it leads one (a daemon that called
+/// `setsid`). Gone is not an error.
+fn kill_process(pid: u32, signal: Signal) {
+    let target = Pid::from_raw(pid as i32);
+    if procfs::stat(pid).is_some_and(|stat| stat.pgrp == pid) {
+        let _ = killpg(target, signal);
+    }
+    let _ = kill(target, signal);
+}
+
+/// Sends `signal` to a run: its process group, and with a `marker`, every process
+/// carrying it outside the group too (what a launcher, the run's `first` process, left
+/// before its daemon is known).
+pub fn signal_run(group: u32, marker: Option<(&[String], u32)>, signal: Signal) -> io::Result<()> {
+    let result = signal_group(group, signal);
+    if let Some((marker, first)) = marker {
+        let entries: Vec<&str> = marker.iter().map(String::as_str).collect();
+        for (pid, stat) in procfs::processes_where(procfs::created_since(first)) {
+            // The group has had it; a second stop signal may mean "now" to some.
+            if stat.pgrp != group && !stat.is_zombie() && procfs::environ_has(pid, &entries) {
+                kill_process(pid, signal);
+            }
+        }
+    }
+    result
 }
 
 /// Sends `signal` to the process group led by `pid`. A group that is already gone is

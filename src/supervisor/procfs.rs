@@ -64,13 +64,34 @@ pub fn boot_id() -> Option<String> {
 
 /// Every process visible in `/proc` with its stat, zombies included.
 pub fn processes() -> Vec<(u32, Stat)> {
+    processes_where(|_| true)
+}
+
+/// The processes visible in `/proc` whose pid passes `keep`, with their stat: only
+/// those are read.
+pub fn processes_where(keep: impl Fn(u32) -> bool) -> Vec<(u32, Stat)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| keep(pid))
         .filter_map(|pid| Some((pid, stat(pid)?)))
         .collect()
+}
+
+/// Whether `pid` may have been created after `first`: pids are handed out going up
+/// from the last one given (`ns_last_pid`), wrapping around at `pid_max`. Every pid
+/// may, when the last one given is not known.
+pub fn created_since(first: u32) -> impl Fn(u32) -> bool {
+    let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    move |pid| match last {
+        Some(last) if last >= first => pid > first && pid <= last,
+        Some(last) => pid > first || pid <= last,
+        None => true,
+    }
 }
 
 /// The pids whose parent is `parent`, not counting zombies.
@@ -89,6 +110,16 @@ pub fn environ_has(pid: u32, entries: &[&str]) -> bool {
         entries
             .iter()
             .all(|entry| present.contains(&entry.as_bytes()))
+    })
+}
+
+/// A signal set of `/proc/PID/status` (`SigIgn`, `SigBlk`, ...): bit `n - 1` is signal
+/// `n`.
+pub fn signal_set(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        u64::from_str_radix(value.trim(), 16).ok()
     })
 }
 
@@ -152,5 +183,13 @@ mod tests {
         assert!(processes().iter().any(|(pid, _)| *pid == me));
         assert!(boot_id().is_some_and(|id| id.len() == 36));
         assert!(!command_line(me).is_empty());
+        assert!(signal_set(me, "SigIgn").is_some());
+        // A child is created after its parent; the parent is not.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let since = created_since(me);
+        assert!(since(child.id()));
+        assert!(!since(me));
+        child.wait().unwrap();
+        assert_eq!(signal_set(me, "NoSuchField"), None);
     }
 }

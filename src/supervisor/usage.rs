@@ -133,7 +133,7 @@ pub(super) async fn idle_stop(
                     json!({ "idle_seconds": idle.as_secs_f64() }),
                 );
                 let Some(actor) = actor.upgrade() else { return };
-                let _ = actor.send(Message::Input(Input::Stop));
+                let _ = actor.send(Message::Input(Input::IdleStop(idle)));
                 if status
                     .wait_for(|s| s.phase != Phase::Healthy)
                     .await

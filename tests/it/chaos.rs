@@ -1198,7 +1198,13 @@ fn the_end_of_a_run_is_told_under_its_own_run_id() {
         ended.of("svc", "stopped")
     );
     assert_eq!(runs_of("exited"), [second_run], "{:#?}", ended.events);
-    assert_eq!(runs_of("restarting"), [second_run], "{:#?}", ended.events);
+    // Each restart (asked, then after the kill) is told under the run that ended.
+    assert_eq!(
+        runs_of("restarting"),
+        [first_run, second_run],
+        "{:#?}",
+        ended.events
+    );
     // The stored history says the same.
     let db = evidence::open_history(&up.path("state"));
     let stored: Vec<(String, u64)> = evidence::stored_events(&db)
@@ -1207,9 +1213,10 @@ fn the_end_of_a_run_is_told_under_its_own_run_id() {
         .map(|e| (e.kind, e.run_id))
         .collect();
     assert_eq!(
-        &stored[..3],
+        &stored[..4],
         [
             ("stopped".to_owned(), first_run),
+            ("restarting".to_owned(), first_run),
             ("exited".to_owned(), second_run),
             ("restarting".to_owned(), second_run),
         ]

@@ -20,6 +20,7 @@ mod health;
 mod helpers;
 mod history;
 mod hooks;
+mod process_hardening;
 mod proxy;
 mod security;
 mod up;

@@ -159,6 +159,17 @@ impl Validator<'_> {
             .idle_stop
             .as_ref()
             .map(|d| self.positive(&key("idle-stop"), Some(d), Duration::from_secs(600)));
+        let pidfile = raw.pidfile.as_ref().and_then(|text| {
+            if text.get_ref().trim().is_empty() {
+                self.error(
+                    Diagnostic::error("invalid-value", format!("`{}` is empty", key("pidfile")))
+                        .at(text.span(), "")
+                        .help("name the file the program writes its pid to, e.g. `pidfile = \"run/app.pid\"` (relative paths start at the config file's directory)"),
+                );
+                return None;
+            }
+            Some(self.path(text.get_ref()))
+        });
 
         let valid = self.errors == before;
         let service = match (valid, valid_name.clone(), run) {
@@ -185,6 +196,7 @@ impl Validator<'_> {
                 autostart,
                 proxy: proxy.as_ref().and_then(|p| p.1.clone()),
                 idle_stop,
+                pidfile,
             }),
             _ => None,
         };

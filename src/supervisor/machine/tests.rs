@@ -20,7 +20,15 @@ fn policy(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
         ready,
         alive: None,
         watchdog: None,
+        pidfile: None,
     }
+}
+
+/// A program that can only run in the background, with its pid file.
+fn forking(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
+    let mut p = policy(restart, ready);
+    p.pidfile = Some("/run/app.pid".to_owned());
+    p
 }
 
 fn watched(restart: RestartPolicy) -> Policy {
@@ -66,6 +74,8 @@ fn policies() -> Vec<Policy> {
                 let mut w = watched(restart);
                 w.ready = ready.clone();
                 w.on_unhealthy = on_unhealthy;
+                all.push(w.clone());
+                w.pidfile = Some("/run/app.pid".to_owned());
                 all.push(w);
             }
         }
@@ -85,10 +95,12 @@ fn states(now: Instant) -> Vec<State> {
         running.runs = 1;
         all.push(running.clone());
         for after in [
-            AfterStop::Stopped,
+            AfterStop::Stopped(Cause::Asked),
+            AfterStop::Stopped(Cause::Idle(Duration::from_secs(600))),
             AfterStop::Restart,
-            AfterStop::Heal,
-            AfterStop::Fail("x".into()),
+            AfterStop::Heal(Cause::Watchdog("no heartbeat for 30s".into())),
+            AfterStop::Heal(Cause::Liveness("liveness probe failed".into())),
+            AfterStop::Fail(Cause::StartDeadline("timed out".into())),
         ] {
             let mut s = running.clone();
             s.after_stop = after;
@@ -103,6 +115,20 @@ fn states(now: Instant) -> Vec<State> {
         all.push(watching.clone());
         watching.hung = true;
         all.push(watching);
+        // Only a starting service waits for its daemon's pid.
+        if phase == Phase::Starting {
+            let mut launched = running.clone();
+            launched.awaiting_pid = true;
+            all.push(launched.clone());
+            launched.early_ready = Some("READY=1".into());
+            all.push(launched);
+        }
+        let mut adopted = running.clone();
+        adopted.adopted = true;
+        all.push(adopted);
+        let mut young = running.clone();
+        young.spawned_at = Some(now);
+        all.push(young);
     }
     all
 }
@@ -113,6 +139,7 @@ fn inputs() -> Vec<Input> {
         Input::Await("`db` (healthy)".into()),
         Input::DependencyFailed("dependency `db` failed".into()),
         Input::Stop,
+        Input::IdleStop(Duration::from_secs(600)),
         Input::Restart,
         Input::Spawned { pid: 7 },
         Input::SpawnFailed("cannot spawn".into()),
@@ -135,6 +162,11 @@ fn inputs() -> Vec<Input> {
         Input::Exited(Exit::Code(0)),
         Input::Exited(Exit::Code(1)),
         Input::Exited(Exit::Signal(Signal::SIGKILL)),
+        Input::Daemonized {
+            left: "pid 8 (`sleep 1000`)".into(),
+        },
+        Input::MainPid(8),
+        Input::MainPidPending("/run/app.pid does not exist".into()),
     ];
     all.extend(Timer::ALL.map(Input::Timer));
     all
@@ -501,7 +533,10 @@ fn unhealthy_restarts_or_only_reports() {
     );
     assert_eq!(
         (s.phase, s.after_stop.clone()),
-        (Phase::Stopping, AfterStop::Heal)
+        (
+            Phase::Stopping,
+            AfterStop::Heal(Cause::Liveness("no heartbeat for 30s".into()))
+        )
     );
     let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
     assert_eq!(s.phase, Phase::Starting);
@@ -569,7 +604,12 @@ fn a_missed_heartbeat_makes_the_service_unhealthy_and_restarts_it() {
     };
     let (s, effects) = step(&p, &s, expired, now);
     assert_eq!(s.phase, Phase::Stopping);
-    assert_eq!(s.after_stop, AfterStop::Heal);
+    assert_eq!(
+        s.after_stop,
+        AfterStop::Heal(Cause::Watchdog(
+            "no heartbeat for 30s (last: STATUS=step 3/7)".into()
+        ))
+    );
     assert!(effects.contains(&Effect::Emit(Emit::Unhealthy {
         reason: "no heartbeat for 30s (last: STATUS=step 3/7)".into()
     })));
@@ -725,4 +765,358 @@ fn restarts_for_health_are_charged_to_the_restart_budget() {
             );
         }
     }
+}
+
+/// The `restarting` events and the recorded run ends among `effects`.
+fn restarts_and_ends(effects: &[Effect]) -> (Vec<Cause>, Vec<String>) {
+    let restarts = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Emit(Emit::Restarting { cause, .. }) => Some(cause.clone()),
+            _ => None,
+        })
+        .collect();
+    let ends = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::EndRun(reason) => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    (restarts, ends)
+}
+
+#[test]
+fn every_restart_has_one_restarting_event_with_its_cause_and_the_run_ends_with_it() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::OnFailure);
+    let term = || Input::Exited(Exit::Signal(Signal::SIGTERM));
+    let heartbeat = "no heartbeat for 30s (last: STATUS=busy)";
+    let liveness =
+        "liveness probe http http://127.0.0.1:1/health failed 3 times in a row (last: 503)";
+    let cases: Vec<(Vec<Input>, Cause, String)> = vec![
+        (
+            vec![Input::Exited(Exit::Code(3))],
+            Cause::Exit(Exit::Code(3)),
+            "exited with status 3; restarting in 100ms".to_owned(),
+        ),
+        (
+            vec![
+                Input::WatchdogExpired {
+                    last_status: Some("busy".into()),
+                },
+                term(),
+            ],
+            Cause::Watchdog(heartbeat.into()),
+            format!("stopped to restart: {heartbeat}; exited on SIGTERM"),
+        ),
+        (
+            vec![
+                Input::Alive(Err("503".into())),
+                Input::Alive(Err("503".into())),
+                Input::Alive(Err("503".into())),
+                term(),
+            ],
+            Cause::Liveness(liveness.into()),
+            format!("stopped to restart: {liveness}; exited on SIGTERM"),
+        ),
+        (
+            vec![Input::Restart, term()],
+            Cause::Asked,
+            "stopped to restart on request; exited on SIGTERM".to_owned(),
+        ),
+    ];
+    for (inputs, cause, end) in cases {
+        let (s, effects) = run(&p, &healthy(&p, now), &inputs, now);
+        let (restarts, ends) = restarts_and_ends(&effects);
+        assert_eq!(restarts, std::slice::from_ref(&cause), "{inputs:?}");
+        assert_eq!(ends, [end], "{inputs:?}");
+        // The event comes before the next spawn, so it belongs to the run that ended.
+        let restarting = effects
+            .iter()
+            .position(|e| matches!(e, Effect::Emit(Emit::Restarting { .. })));
+        let spawn = effects.iter().position(|e| *e == Effect::Spawn);
+        assert!(spawn.is_none() || restarting < spawn, "{effects:?}");
+        assert!(matches!(s.phase, Phase::Starting | Phase::Exited), "{s:?}");
+    }
+    assert_eq!(Cause::Watchdog(String::new()).kind(), "watchdog");
+    assert_eq!(Cause::StartDeadline(String::new()).kind(), "start-deadline");
+}
+
+#[test]
+fn a_run_ended_by_the_start_deadline_is_recorded_as_such_and_not_restarted() {
+    let p = policy(RestartPolicy::Always, polling());
+    let now = Instant::now();
+    let (_, effects) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Timer(Timer::StartDeadline),
+            Input::Exited(Exit::Signal(Signal::SIGTERM)),
+        ],
+        now,
+    );
+    let (restarts, ends) = restarts_and_ends(&effects);
+    assert!(restarts.is_empty());
+    assert_eq!(
+        ends,
+        ["stopped: readiness probe tcp 127.0.0.1:5433 timed out after 1m; exited on SIGTERM"]
+    );
+}
+
+#[test]
+fn a_stop_on_request_or_for_idleness_does_not_read_as_a_crash() {
+    let now = Instant::now();
+    let p = policy(RestartPolicy::OnFailure, None);
+    let running = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    )
+    .0;
+    let term = Input::Exited(Exit::Signal(Signal::SIGTERM));
+    for (stop, reason, cause) in [
+        (
+            Input::Stop,
+            "stopped on request; exited on SIGTERM",
+            Cause::Asked,
+        ),
+        (
+            Input::IdleStop(Duration::from_secs(600)),
+            "stopped: idle for 10m; exited on SIGTERM",
+            Cause::Idle(Duration::from_secs(600)),
+        ),
+    ] {
+        let (s, effects) = run(&p, &running, &[stop, term.clone()], now);
+        assert_eq!((s.phase, s.reason.as_str()), (Phase::Stopped, reason));
+        assert!(effects.contains(&Effect::Emit(Emit::Stopped {
+            how: reason.into(),
+            cause
+        })));
+        assert_eq!(restarts_and_ends(&effects).1, [reason]);
+    }
+    // One that would not stop says it was killed, and why.
+    let (s, _) = run(
+        &p,
+        &running,
+        &[
+            Input::Stop,
+            Input::Timer(Timer::StopDeadline),
+            Input::Exited(Exit::Signal(Signal::SIGKILL)),
+        ],
+        now,
+    );
+    assert_eq!(
+        s.reason,
+        "stopped on request; killed by SIGKILL after it did not stop within 10s of SIGTERM"
+    );
+    // One that handles the stop signal and exits with a status of its own says so.
+    let (s, _) = run(
+        &p,
+        &running,
+        &[Input::Stop, Input::Exited(Exit::Code(0))],
+        now,
+    );
+    assert_eq!(s.reason, "stopped on request; exited with status 0");
+}
+
+#[test]
+fn a_program_that_goes_into_the_background_fails_with_the_fix() {
+    let now = Instant::now();
+    for restart in [RestartPolicy::OnFailure, RestartPolicy::Always] {
+        let p = policy(restart, None);
+        let (s, effects) = run(
+            &p,
+            &State::new(),
+            &[
+                Input::Start,
+                Input::Spawned { pid: 9 },
+                Input::Daemonized {
+                    left: "pid 10 (`sleep 1000`)".into(),
+                },
+            ],
+            now + Duration::from_millis(20),
+        );
+        assert_eq!(
+            s.phase,
+            Phase::Failed,
+            "{restart:?}: not retried, not completed"
+        );
+        assert!(
+            s.reason.starts_with(
+                "went into the background: exited with status 0 after 0s leaving pid 10 (`sleep 1000`) running"
+            ),
+            "{}",
+            s.reason
+        );
+        assert!(s.reason.contains("`--nodaemon`") && s.reason.contains("set `pidfile`"));
+        assert!(!s.reason.contains('\n'));
+        assert_eq!(
+            restarts_and_ends(&effects).1,
+            std::slice::from_ref(&s.reason)
+        );
+    }
+    // Long after its start, an exit 0 that leaves something is an exit 0 (the leftover
+    // was stopped), not a daemon.
+    let p = policy(RestartPolicy::OnFailure, None);
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
+    let (s, _) = step(
+        &p,
+        &s,
+        Input::Daemonized {
+            left: "pid 10 (`sleep 1000`)".into(),
+        },
+        now + Duration::from_secs(3600),
+    );
+    assert_eq!(s.phase, Phase::Completed);
+}
+
+#[test]
+fn with_a_pidfile_the_daemon_is_taken_over_once_the_launcher_exits() {
+    let now = Instant::now();
+    let p = forking(RestartPolicy::OnFailure, None);
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Starting);
+    assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
+    // The launcher exits 0 (leaving its daemon): the pid is looked for.
+    let (s, effects) = step(
+        &p,
+        &s,
+        Input::Daemonized {
+            left: "pid 10 (`app`)".into(),
+        },
+        now,
+    );
+    assert_eq!(
+        (s.phase, s.awaiting_pid, s.pid),
+        (Phase::Starting, true, Some(9))
+    );
+    assert_eq!(effects, [Effect::FindMainPid]);
+    let (s, _) = step(&p, &s, Input::MainPidPending("not yet".into()), now);
+    let (s, effects) = step(&p, &s, Input::MainPid(10), now);
+    assert_eq!(
+        (s.phase, s.pid, s.adopted),
+        (Phase::Healthy, Some(10), true)
+    );
+    assert_eq!(s.reason, "running (daemon pid 10 from /run/app.pid)");
+    assert!(effects.contains(&Effect::Disarm(Timer::StartDeadline)));
+    // Its exit is the run's end, as for any process.
+    let (s, effects) = step(&p, &s, Input::Exited(Exit::Code(1)), now);
+    assert_eq!(s.phase, Phase::Exited);
+    assert_eq!(restarts_and_ends(&effects).0, [Cause::Exit(Exit::Code(1))]);
+    // And stopping it signals it, then waits for its exit.
+    let (running, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Exited(Exit::Code(0)),
+            Input::MainPid(10),
+            Input::Stop,
+        ],
+        now,
+    );
+    assert_eq!((running.phase, running.pid), (Phase::Stopping, Some(10)));
+}
+
+#[test]
+fn with_a_pidfile_readiness_is_looked_for_once_the_daemon_is_known() {
+    let now = Instant::now();
+    let p = forking(RestartPolicy::OnFailure, polling());
+    let (s, effects) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 9 }],
+        now,
+    );
+    assert!(!effects.contains(&Effect::Probe(ProbeKind::Ready)));
+    let (s, effects) = run(
+        &p,
+        &s,
+        &[Input::Exited(Exit::Code(0)), Input::MainPid(10)],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Starting);
+    assert!(effects.contains(&Effect::Probe(ProbeKind::Ready)));
+    // A pushed signal that came before the daemon was known counts once it is.
+    let p = forking(RestartPolicy::OnFailure, pushed());
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Ready("READY=1".into()),
+            Input::Exited(Exit::Code(0)),
+            Input::MainPid(10),
+        ],
+        now,
+    );
+    assert_eq!(s.phase, Phase::Healthy);
+}
+
+#[test]
+fn with_a_pidfile_no_pid_by_the_deadline_fails_and_a_stop_meanwhile_ends_the_run_at_once() {
+    let now = Instant::now();
+    let p = forking(RestartPolicy::Always, None);
+    let (launched, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Exited(Exit::Code(0)),
+            Input::MainPidPending("/run/app.pid does not exist".into()),
+        ],
+        now,
+    );
+    let (s, effects) = step(&p, &launched, Input::Timer(Timer::StartDeadline), now);
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(
+        s.reason,
+        "no usable pid in /run/app.pid within 1m (last attempt: /run/app.pid does not exist)"
+    );
+    assert!(effects.contains(&Effect::Signal(Signal::SIGKILL)));
+    assert_eq!(restarts_and_ends(&effects).1.len(), 1);
+    // No exit will come: a stop ends the run now.
+    let (s, effects) = step(&p, &launched, Input::Stop, now);
+    assert_eq!(
+        (s.phase, s.pid, s.awaiting_pid),
+        (Phase::Stopped, None, false)
+    );
+    assert!(effects.contains(&Effect::Signal(Signal::SIGKILL)));
+    assert!(
+        s.reason
+            .starts_with("stopped on request; its launcher had exited")
+    );
+    // A launcher that never exits is told what `pidfile` needs.
+    let (s, _) = run(
+        &p,
+        &State::new(),
+        &[
+            Input::Start,
+            Input::Spawned { pid: 9 },
+            Input::Timer(Timer::StartDeadline),
+        ],
+        now,
+    );
+    assert!(
+        s.reason.contains("the launcher was still running after 1m"),
+        "{}",
+        s.reason
+    );
 }
