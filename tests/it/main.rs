@@ -22,4 +22,5 @@ mod history;
 mod hooks;
 mod proxy;
 mod security;
+mod typed_api;
 mod up;
