@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::{ApiError, ErrorKind};
 
 /// The tokens read from their files at start.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub async fn authorize(
     let Some(presented) = presented else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorKind::Unauthorized,
             "send Authorization: Bearer <token>",
         )
         .into_response();
@@ -79,7 +79,7 @@ pub async fn authorize(
     if !control && !read {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorKind::Unauthorized,
             "the token is not valid",
         )
         .into_response();
@@ -87,7 +87,7 @@ pub async fn authorize(
     if !control && request.method() != Method::GET {
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorKind::Forbidden,
             "the read token may only read; use the control token",
         )
         .into_response();

@@ -1,5 +1,8 @@
 //! A client for the API on the unix socket, for the CLI: one request per connection,
-//! JSON in and out.
+//! JSON in and out. An answer is read as the type its endpoint promises (the types in
+//! [`crate::api::model`], which the server writes): [`Answer::outcome`] gives the
+//! document, or the error body of a failed request, or says which endpoint answered
+//! with something else.
 //!
 //! Every wait has a deadline. A supervisor that does not answer (stopped with SIGSTOP,
 //! or stuck) accepts connections all the same, since the kernel queues them, so without
@@ -15,8 +18,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
+
+use super::model::ErrorBody;
 
 /// How long a plain request waits for its answer unless told otherwise.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(10);
@@ -130,9 +136,78 @@ fn no_answer(socket: &Path, after: Duration, pid: Option<u32>, stopped: bool) ->
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
+    /// The body as JSON; a body that is not JSON is here as a string.
     pub body: serde_json::Value,
     /// The supervisor's process (the socket's peer), when the system says.
     pub pid: Option<u32>,
+    /// What was asked, such as `GET /v1/services`: a body that cannot be read says so.
+    pub asked: String,
+}
+
+impl Answer {
+    /// The body as the document `T` (whatever the status).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Unreadable> {
+        T::deserialize(&self.body).map_err(|error| Unreadable {
+            asked: self.asked.clone(),
+            status: self.status,
+            pid: self.pid,
+            problem: match &self.body {
+                // No endpoint answers a bare string: this body was not JSON at all.
+                serde_json::Value::String(text) => format!("not JSON: {}", excerpt(text)),
+                _ => error.to_string(),
+            },
+        })
+    }
+
+    /// A success as the document `T` its endpoint promises, a failure as the error body
+    /// every endpoint shares.
+    pub fn outcome<T: DeserializeOwned>(&self) -> Result<Result<T, ErrorBody>, Unreadable> {
+        if self.status.is_success() {
+            self.parse().map(Ok)
+        } else {
+            self.parse().map(Err)
+        }
+    }
+}
+
+/// An answer that is not the document its endpoint promises: a supervisor of another
+/// version of muster, most likely, still running from before an upgrade.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the supervisor{} answered {asked} with {status} and a body this muster cannot read \
+     ({problem}); if it runs another version of muster, restart it (`muster down`, then \
+     `muster up`)",
+    pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+)]
+pub struct Unreadable {
+    pub asked: String,
+    pub status: StatusCode,
+    pub pid: Option<u32>,
+    /// What is wrong with the body: a missing field, an unknown state, not JSON.
+    pub problem: String,
+}
+
+/// The start of a long text, on one line.
+fn excerpt(text: &str) -> String {
+    const LIMIT: usize = 200;
+    let line: String = text.chars().take(LIMIT).collect();
+    let line = line.replace(['\n', '\r'], " ");
+    if text.chars().count() > LIMIT {
+        format!("{line:?}...")
+    } else {
+        format!("{line:?}")
+    }
+}
+
+/// The JSON of a body, or (when it is not JSON) its text as a string.
+fn json_or_text(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// `GET /v1/services`: how answers name what was asked.
+fn asked(method: &Method, path: &str) -> String {
+    format!("{method} {path}")
 }
 
 /// Sends one request to the supervisor listening on `socket`, with the default patience.
@@ -148,6 +223,7 @@ pub async fn request_within(
     patience: Patience,
 ) -> Result<Answer, ClientError> {
     let began = Instant::now();
+    let asked = asked(&method, path);
     let head = open(socket, method, path, patience).await?;
     let pid = head.pid;
     let collect = head.body.collect();
@@ -159,13 +235,11 @@ pub async fn request_within(
     let bytes = collected
         .map_err(|e| broken(socket, e.to_string()))?
         .to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        serde_json::json!({ "error": { "kind": "not-json", "message": String::from_utf8_lossy(&bytes) } })
-    });
     Ok(Answer {
         status: head.status,
-        body,
+        body: json_or_text(&bytes),
         pid,
+        asked,
     })
 }
 
@@ -189,10 +263,39 @@ pub struct Stream {
     pub headers: HeaderMap,
     /// The supervisor's process (the socket's peer), when the system says.
     pub pid: Option<u32>,
+    asked: String,
     body: Incoming,
 }
 
+/// Reads the items of a [`Stream`] (JSON lines, or events' `data`) as documents, while
+/// the stream is being read.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    asked: String,
+    pid: Option<u32>,
+}
+
+impl Reader {
+    /// One item as the document `T`.
+    pub fn parse<T: DeserializeOwned>(&self, text: &str) -> Result<T, Unreadable> {
+        serde_json::from_str(text).map_err(|error| Unreadable {
+            asked: self.asked.clone(),
+            status: StatusCode::OK,
+            pid: self.pid,
+            problem: format!("{error} in {}", excerpt(text)),
+        })
+    }
+}
+
 impl Stream {
+    /// What reads this stream's items.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            asked: self.asked.clone(),
+            pid: self.pid,
+        }
+    }
+
     /// Calls `line` with each line as it arrives, until the server ends the answer.
     /// An answer cut off (the supervisor went away) is an error.
     pub async fn each_line(&mut self, mut line: impl FnMut(&str)) -> Result<(), ClientError> {
@@ -229,6 +332,7 @@ pub async fn follow(
             socket: socket.to_path_buf(),
             headers: head.headers,
             pid: head.pid,
+            asked: asked(&Method::GET, path),
             body: head.body,
         }));
     }
@@ -237,11 +341,11 @@ pub async fn follow(
         .await?
         .map_err(|e| broken(socket, e.to_string()))?
         .to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     Ok(Err(Answer {
         status: head.status,
-        body,
+        body: json_or_text(&bytes),
         pid,
+        asked: asked(&Method::GET, path),
     }))
 }
 
@@ -390,4 +494,60 @@ async fn connect(
 fn lock_holder(socket: &Path) -> Option<u32> {
     let lock = socket.with_file_name("lock");
     std::fs::read_to_string(lock).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::ServiceList;
+
+    fn answer(status: StatusCode, body: &[u8]) -> Answer {
+        Answer {
+            status,
+            body: json_or_text(body),
+            pid: Some(42),
+            asked: asked(&Method::GET, "/v1/services"),
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_promised_document_names_the_endpoint_and_what_is_wrong() {
+        let old = answer(StatusCode::OK, br#"{"booted": true, "services": []}"#);
+        let error = old.outcome::<ServiceList>().unwrap_err().to_string();
+        assert!(
+            error.contains("(pid 42) answered GET /v1/services with 200 OK"),
+            "{error}"
+        );
+        assert!(error.contains("missing field `lifecycle`"), "{error}");
+        assert!(error.contains("`muster down`, then `muster up`"), "{error}");
+
+        let text = answer(StatusCode::BAD_GATEWAY, b"upstream went away\n");
+        let error = text.outcome::<ServiceList>().unwrap_err().to_string();
+        assert!(
+            error.contains(r#"not JSON: "upstream went away ""#),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_failure_reads_as_the_error_body_and_a_success_as_the_document() {
+        let failed = answer(
+            StatusCode::NOT_FOUND,
+            br#"{"error": {"kind": "unknown-service", "message": "no service named `x`",
+                "service": "x", "cause": [], "log_tail": []}}"#,
+        );
+        let error = failed.outcome::<ServiceList>().unwrap().unwrap_err();
+        assert_eq!(
+            error.error.kind,
+            crate::api::model::ErrorKind::UnknownService
+        );
+        assert_eq!(error.error.service.as_deref(), Some("x"));
+
+        let listed = answer(
+            StatusCode::OK,
+            br#"{"lifecycle": "running", "booted": true, "services": []}"#,
+        );
+        let list = listed.outcome::<ServiceList>().unwrap().unwrap();
+        assert_eq!(list.lifecycle, crate::supervisor::Lifecycle::Running);
+    }
 }

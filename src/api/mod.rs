@@ -28,7 +28,7 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 
 use crate::supervisor::{Explanation, Failure, Supervisor};
-use model::{ErrorBody, ErrorDetail, Reloaded, ShuttingDown};
+use model::{ErrorBody, ErrorDetail, ErrorKind, Reloaded, ShuttingDown};
 pub use services::DEFAULT_ENSURE_TIMEOUT;
 pub use stream::{MAX_TAIL, POSITIONS};
 
@@ -126,14 +126,14 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    kind: &'static str,
+    kind: ErrorKind,
     message: String,
     service: Option<String>,
     explanation: Option<Box<Explanation>>,
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -152,7 +152,7 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                kind: self.kind.to_owned(),
+                kind: self.kind,
                 message: self.message,
                 service: self.service,
                 cause,
@@ -171,15 +171,15 @@ impl From<Failure> for ApiError {
             Failure::Unknown(name) => unknown(name),
             Failure::ShuttingDown => ApiError::new(
                 StatusCode::CONFLICT,
-                "shutting-down",
+                ErrorKind::ShuttingDown,
                 "the supervisor is shutting down; nothing starts any more",
             ),
-            Failure::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
+            Failure::Refused(why) => ApiError::new(StatusCode::CONFLICT, ErrorKind::Refused, why),
             Failure::NotHealthy(explanation) => {
                 let status = &explanation.status;
                 let mut error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not-healthy",
+                    ErrorKind::NotHealthy,
                     match status.phase {
                         crate::supervisor::Phase::Failed => {
                             format!("`{}` failed: {}", status.service, status.reason)
@@ -195,7 +195,7 @@ impl From<Failure> for ApiError {
                 let status = &explanation.status;
                 let mut error = ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
+                    ErrorKind::Timeout,
                     format!(
                         "`{}` was not healthy within {}: {} ({})",
                         status.service,
@@ -215,7 +215,7 @@ impl From<Failure> for ApiError {
 pub(crate) fn unknown(name: String) -> ApiError {
     let mut error = ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown-service",
+        ErrorKind::UnknownService,
         format!("no service named `{name}`"),
     );
     error.service = Some(name);
@@ -246,7 +246,7 @@ pub(crate) fn known(supervisor: &Supervisor, name: String) -> Result<String, Api
 pub(crate) fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
-        "bad-request",
+        ErrorKind::BadRequest,
         rejection.body_text(),
     )
 }
@@ -258,7 +258,7 @@ async fn limit_body(request: Request, next: Next) -> Response {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
+            ErrorKind::TooLarge,
             format!("request bodies are limited to {MAX_BODY} bytes; no endpoint reads one"),
         )
         .into_response()
@@ -286,7 +286,7 @@ async fn limit_body(request: Request, next: Next) -> Response {
         Ok(Err(error)) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad-request",
+                ErrorKind::BadRequest,
                 format!("cannot read the request body: {error}"),
             )
             .into_response();
@@ -294,7 +294,7 @@ async fn limit_body(request: Request, next: Next) -> Response {
         Err(_) => {
             return ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "timeout",
+                ErrorKind::Timeout,
                 format!(
                     "the request body did not arrive within {}",
                     crate::supervisor::machine::human(serve::HEAD_TIMEOUT)
@@ -330,7 +330,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not-found",
+        ErrorKind::NotFound,
         format!("no route {}; GET /v1/openapi.json lists them", uri.path()),
     )
 }
@@ -338,7 +338,7 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ErrorKind::MethodNotAllowed,
         format!(
             "{} does not take {method}; GET /v1/openapi.json lists the routes",
             uri.path()
@@ -366,7 +366,7 @@ async fn reload(State(supervisor): State<Arc<Supervisor>>) -> Response {
             let report = error.into_report();
             let body = ErrorBody {
                 error: ErrorDetail {
-                    kind: "invalid-config".to_owned(),
+                    kind: ErrorKind::InvalidConfig,
                     message: format!("{} is not valid; nothing was changed", path.display()),
                     service: None,
                     cause: Vec::new(),

@@ -1,19 +1,25 @@
 //! The API's documents as types: what each endpoint answers. The handlers serialize
-//! these, and the OpenAPI document (`GET /v1/openapi.json`) is generated from the same
-//! definitions, so the two cannot drift apart.
+//! these, the OpenAPI document (`GET /v1/openapi.json`) is generated from the same
+//! definitions, and the CLI deserializes them: server, document and client cannot drift
+//! apart.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::supervisor::actor::ProbeOutcome;
 use crate::supervisor::logs::Stream;
-use crate::supervisor::{Phase, ReloadReport, ServiceHandle};
+use crate::supervisor::{Lifecycle, Phase, ReloadReport, ServiceHandle};
 
 /// `GET /v1/services`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceList {
+    /// Where the supervisor is in its life: `booting` while it starts the selected
+    /// services, `running` once it has launched them all, then `shutting-down` and
+    /// `done`.
+    pub lifecycle: Lifecycle,
     /// Whether the bootstrap has settled: every selected service reached its condition,
-    /// failed, or waits on one that failed.
+    /// failed, or waits on one that failed. Once true it stays true, whatever happens
+    /// to the services later.
     pub booted: bool,
     pub services: Vec<ServiceView>,
     /// Why events cannot be written to the history database at the moment (they are
@@ -23,7 +29,7 @@ pub struct ServiceList {
 }
 
 /// A service: its live status and what the config declares.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceView {
     pub name: String,
     pub description: Option<String>,
@@ -64,7 +70,7 @@ pub struct ServiceView {
 }
 
 /// The proxy in front of a service, and its numbers since the supervisor started.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProxyView {
     /// Where clients connect.
     pub listen: String,
@@ -106,7 +112,7 @@ impl ProxyView {
 }
 
 /// The last probe attempt.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProbeView {
     /// `ready` (readiness) or `alive` (liveness).
     pub kind: String,
@@ -172,16 +178,86 @@ fn rfc3339(time: std::time::SystemTime) -> String {
 }
 
 /// Every error: `{"error": {...}}` with a fitting status code.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+/// What went wrong, as a stable name for programs (the message is for people, and may
+/// be reworded): `unknown-service` (404, no service by that name), `not-found` (404,
+/// no such route), `method-not-allowed` (405), `bad-request` (400, a malformed query),
+/// `not-healthy` (503, the service cannot be made healthy), `timeout` (504, not
+/// healthy in time; 408, a request body that did not arrive), `invalid-config` (422,
+/// `reload` of an invalid config), `unauthorized` (401, no valid token), `forbidden`
+/// (403, the read token tried to act), `too-large` (413, a request body over the
+/// limit), `shutting-down` (409, nothing starts any more), `refused` (409, the request
+/// cannot be honoured; the message says why). A service's HTTP proxy answers with
+/// these too, and with `busy` (503, too many connections already wait for a start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    UnknownService,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+    NotHealthy,
+    Timeout,
+    InvalidConfig,
+    Unauthorized,
+    Forbidden,
+    TooLarge,
+    ShuttingDown,
+    Refused,
+    Busy,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownService => "unknown-service",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::MethodNotAllowed => "method-not-allowed",
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::NotHealthy => "not-healthy",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::InvalidConfig => "invalid-config",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::TooLarge => "too-large",
+            ErrorKind::ShuttingDown => "shutting-down",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Busy => "busy",
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::UnknownService,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::BadRequest,
+        ErrorKind::NotHealthy,
+        ErrorKind::Timeout,
+        ErrorKind::InvalidConfig,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::TooLarge,
+        ErrorKind::ShuttingDown,
+        ErrorKind::Refused,
+        ErrorKind::Busy,
+    ];
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable: `unknown-service`, `not-found`, `bad-request`, `not-healthy`, `timeout`,
-    /// `invalid-config`, `unauthorized`, `forbidden`, `too-large`.
-    pub kind: String,
+    /// What went wrong, for programs to match on.
+    pub kind: ErrorKind,
     pub message: String,
     /// The service concerned, when there is one.
     pub service: Option<String>,
@@ -198,13 +274,13 @@ pub struct ErrorDetail {
 }
 
 /// `GET /v1/events` without `follow`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<crate::supervisor::Event>,
 }
 
 /// One line of `GET /v1/services/{name}/logs` and `GET /v1/logs` (JSON Lines).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LogLine {
     pub service: String,
     /// RFC 3339.
@@ -214,13 +290,35 @@ pub struct LogLine {
 }
 
 /// `POST /v1/reload`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Reloaded {
     pub reloaded: ReloadReport,
 }
 
 /// `POST /v1/shutdown`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ShuttingDown {
     pub shutting_down: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn error_kinds_read_back_and_are_all_listed() {
+        for kind in ErrorKind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+            assert_eq!(serde_json::from_value::<ErrorKind>(json).unwrap(), kind);
+        }
+        // The document's enum is generated from the type: `ALL` misses none of it.
+        let schema = serde_json::to_value(<ErrorKind as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["enum"].as_array().map(Vec::len),
+            Some(ErrorKind::ALL.len()),
+            "{schema}"
+        );
+        assert!(serde_json::from_str::<ErrorKind>("\"exploded\"").is_err());
+    }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::model::{ErrorBody, ServiceList, ServiceView};
-use super::{ApiError, bad_query, known, unknown};
+use super::{ApiError, ErrorKind, bad_query, known, unknown};
 use crate::config::Condition;
 use crate::supervisor::{Failure, Phase, Status, Supervisor};
 
@@ -31,6 +31,7 @@ pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<ServiceList
         })
         .collect();
     Json(ServiceList {
+        lifecycle: supervisor.lifecycle(),
         booted: supervisor.booted(),
         services,
         history_problem: supervisor.history_problem(),
@@ -86,7 +87,7 @@ pub async fn ensure(
         Some(text) => crate::config::values::duration(text).map_err(|problem| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad-request",
+                ErrorKind::BadRequest,
                 format!("timeout: {}", problem.message),
             )
         })?,
@@ -120,7 +121,7 @@ impl StartQuery {
                 crate::config::values::duration(text).map_err(|problem| {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
-                        "bad-request",
+                        ErrorKind::BadRequest,
                         format!("timeout: {}", problem.message),
                     )
                 })
@@ -131,7 +132,7 @@ impl StartQuery {
             (false, None) => Ok(None),
             (false, Some(_)) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad-request",
+                ErrorKind::BadRequest,
                 "timeout: only with wait=true (without it the answer comes at once)",
             )),
         }

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use utoipa::IntoParams;
 
 use super::model::{ErrorBody, EventList, LogLine};
-use super::{ApiError, bad_query, known};
+use super::{ApiError, ErrorKind, bad_query, known};
 use crate::supervisor::logs::{Line, Log};
 use crate::supervisor::{Event, Supervisor};
 
@@ -95,7 +95,7 @@ fn tail_in_range(query: &LogsQuery) -> Result<(), ApiError> {
     match query.tail {
         Some(tail) if tail as usize > MAX_TAIL => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad-request",
+            ErrorKind::BadRequest,
             format!("tail: at most {MAX_TAIL}"),
         )),
         _ => Ok(()),
@@ -214,7 +214,7 @@ pub async fn events(
     if query.since > MAX_EVENT_ID {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad-request",
+            ErrorKind::BadRequest,
             format!("since: at most {MAX_EVENT_ID}"),
         ));
     }
@@ -223,7 +223,7 @@ pub async fn events(
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad-request",
+            ErrorKind::BadRequest,
             format!(
                 "`{kind}` is not an event kind; one of: {}",
                 crate::config::EVENT_KINDS.join(", ")

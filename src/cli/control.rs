@@ -1,8 +1,9 @@
 //! The commands that talk to a running supervisor over its socket: `ensure`, `start`,
 //! `stop`, `restart`, `down` and `reload`, and the plumbing every client command shares:
 //! one request with a deadline ([`call`]), or a follow ([`Client::follow`]) that ends
-//! quietly when the supervisor stops. The answer is printed for people or, with
-//! `--json`, as the API's JSON.
+//! quietly when the supervisor stops. Answers are read as the API's types ([`typed`]);
+//! an error answer is printed from its [`ErrorBody`] and its kind decides the exit
+//! status. The answer is printed for people or, with `--json`, as the API's JSON.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hyper::Method;
+use serde::de::DeserializeOwned;
 
 use super::out::{err, errln, outln};
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
-use crate::api::client::{self, Answer, ClientError, Patience};
+use crate::api::client::{self, Answer, ClientError, Patience, Unreadable};
+use crate::api::model::{ErrorBody, ErrorKind, Reloaded, ServiceView, ShuttingDown};
+use crate::supervisor::Phase;
 
 #[derive(Debug, Args)]
 pub struct EnsureArgs {
@@ -144,14 +148,13 @@ impl<'a> Client<'a> {
             .block_on(client::follow(&self.socket, path, patience))
         {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(answer)) => {
-                errln!("muster: {}", error_message(&answer));
-                Err(ExitCode::from(if answer.status.is_client_error() {
-                    EXIT_USAGE
-                } else {
-                    EXIT_FAILED
-                }))
-            }
+            Ok(Err(answer)) => Err(match answer.parse::<ErrorBody>() {
+                Ok(error) => {
+                    errln!("muster: {}", error.error.message);
+                    exit_for(&error)
+                }
+                Err(unreadable) => report_unreadable(&unreadable),
+            }),
             Err(error) => Err(no_answer(self.global, &error)),
         }
     }
@@ -212,11 +215,29 @@ pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, E
     Client::new(global)?.call(method, path, Patience::plain(global.api_timeout))
 }
 
-/// The one-line message of an error answer.
-pub fn error_message(answer: &Answer) -> String {
-    answer.body["error"]["message"]
-        .as_str()
-        .map_or_else(|| answer.body.to_string(), str::to_owned)
+/// The answer as the document `T` its endpoint promises, or its error body; an answer
+/// that is neither is reported.
+pub fn typed<T: DeserializeOwned>(answer: &Answer) -> Result<Result<T, ErrorBody>, ExitCode> {
+    answer
+        .outcome()
+        .map_err(|unreadable| report_unreadable(&unreadable))
+}
+
+/// Says that an answer could not be read, and gives the exit code.
+pub fn report_unreadable(unreadable: &Unreadable) -> ExitCode {
+    errln!("muster: {unreadable}");
+    ExitCode::from(EXIT_FAILED)
+}
+
+/// 2 for what the user got wrong (a name that does not exist, a malformed request, an
+/// invalid config), 1 for anything else that failed.
+pub fn exit_for(error: &ErrorBody) -> ExitCode {
+    match error.error.kind {
+        ErrorKind::UnknownService | ErrorKind::BadRequest | ErrorKind::InvalidConfig => {
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => ExitCode::from(EXIT_FAILED),
+    }
 }
 
 fn print_json(answer: &Answer) {
@@ -256,70 +277,54 @@ fn conclude(name: &str, answer: &Answer, json: bool) -> ExitCode {
     if json {
         print_json(answer);
     }
-    if !answer.status.is_success() {
-        if !json {
-            report_failure(answer);
+    let view = match typed::<ServiceView>(answer) {
+        Ok(Ok(view)) => view,
+        Ok(Err(error)) => {
+            if !json {
+                report_failure(&error);
+            }
+            return exit_for(&error);
         }
-        return code_for(answer);
-    }
+        Err(code) => return code,
+    };
     if !json {
-        outln!("{}", outcome_line(name, &answer.body));
+        outln!("{}", outcome_line(name, &view));
     }
     ExitCode::SUCCESS
 }
 
 /// "web is healthy (pid 42) on 127.0.0.1:8080", or "migrate completed (exited with
 /// status 0)".
-fn outcome_line(name: &str, body: &serde_json::Value) -> String {
-    if body["state"] == "completed" {
-        let how = body["last_exit"]
-            .as_str()
-            .or_else(|| body["reason"].as_str())
-            .unwrap_or("exited with status 0");
+fn outcome_line(name: &str, view: &ServiceView) -> String {
+    if view.state == Phase::Completed {
+        let how = view.last_exit.as_deref().unwrap_or(&view.reason);
         return format!("{name} completed ({how})");
     }
-    let ports: Vec<&str> = body["ports"]
-        .as_array()
-        .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
     let mut line = format!("{name} is healthy");
-    if let Some(pid) = body["pid"].as_u64() {
+    if let Some(pid) = view.pid {
         line.push_str(&format!(" (pid {pid})"));
     }
-    if !ports.is_empty() {
-        line.push_str(&format!(" on {}", ports.join(", ")));
+    if !view.ports.is_empty() {
+        line.push_str(&format!(" on {}", view.ports.join(", ")));
     }
     line
 }
 
 /// An error answer for people: the message, the cause chain, the log tail.
-fn report_failure(answer: &Answer) {
-    errln!("muster: {}", error_message(answer));
-    let error = &answer.body["error"];
-    if let Some(cause) = error["cause"].as_array().filter(|c| c.len() > 1) {
+fn report_failure(error: &ErrorBody) {
+    let error = &error.error;
+    errln!("muster: {}", error.message);
+    if error.cause.len() > 1 {
         errln!("because:");
-        for step in cause.iter().skip(1).filter_map(|c| c.as_str()) {
+        for step in &error.cause[1..] {
             errln!("  {step}");
         }
     }
-    if let Some(tail) = error["log_tail"].as_array().filter(|t| !t.is_empty()) {
+    if !error.log_tail.is_empty() {
         errln!("last lines of its log:");
-        for line in tail.iter().filter_map(|l| l.as_str()) {
+        for line in &error.log_tail {
             errln!("  | {line}");
         }
-    }
-}
-
-/// 2 for a name that does not exist or a request the user got wrong, 1 for anything
-/// else that failed.
-fn code_for(answer: &Answer) -> ExitCode {
-    if matches!(
-        answer.status,
-        hyper::StatusCode::NOT_FOUND | hyper::StatusCode::BAD_REQUEST
-    ) {
-        ExitCode::from(EXIT_USAGE)
-    } else {
-        ExitCode::from(EXIT_FAILED)
     }
 }
 
@@ -363,14 +368,18 @@ pub fn command(global: &GlobalArgs, args: &NameArgs, verb: &str) -> ExitCode {
     if args.json {
         print_json(&answer);
     }
-    if !answer.status.is_success() {
-        if !args.json {
-            report_failure(&answer);
+    let view = match typed::<ServiceView>(&answer) {
+        Ok(Ok(view)) => view,
+        Ok(Err(error)) => {
+            if !args.json {
+                report_failure(&error);
+            }
+            return exit_for(&error);
         }
-        return code_for(&answer);
-    }
+        Err(code) => return code,
+    };
     if !args.json {
-        let state = answer.body["state"].as_str().unwrap_or("?");
+        let state = view.state;
         if verb == "stop" {
             outln!("stop: {} (now {state})", args.name);
         } else {
@@ -386,9 +395,13 @@ pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    if !answer.status.is_success() {
-        report_failure(&answer);
-        return ExitCode::from(EXIT_FAILED);
+    match typed::<ShuttingDown>(&answer) {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            report_failure(&error);
+            return ExitCode::from(EXIT_FAILED);
+        }
+        Err(code) => return code,
     }
     errln!("muster: stopping; waiting for the supervisor to exit");
     let Some(pid) = answer.pid else {
@@ -460,46 +473,36 @@ pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
     if args.json {
         print_json(&answer);
     }
-    if answer.status == hyper::StatusCode::UNPROCESSABLE_ENTITY {
-        if !args.json {
-            err!(
-                "{}",
-                answer.body["error"]["report"].as_str().unwrap_or_default()
-            );
-            errln!("muster: {}", error_message(&answer));
+    let report = match typed::<Reloaded>(&answer) {
+        Ok(Ok(reloaded)) => reloaded.reloaded,
+        Ok(Err(error)) => {
+            if !args.json {
+                match &error.error.report {
+                    // The diagnostics as `muster check` prints them, then the verdict.
+                    Some(report) if error.error.kind == ErrorKind::InvalidConfig => {
+                        err!("{report}");
+                        errln!("muster: {}", error.error.message);
+                    }
+                    _ => report_failure(&error),
+                }
+            }
+            return exit_for(&error);
         }
-        return ExitCode::from(EXIT_USAGE);
-    }
-    if !answer.status.is_success() {
-        if !args.json {
-            report_failure(&answer);
-        }
-        return ExitCode::from(EXIT_FAILED);
-    }
+        Err(code) => return code,
+    };
     if !args.json {
-        let report = &answer.body["reloaded"];
-        let list = |key: &str| -> Vec<String> {
-            report[key]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let mut parts = Vec::new();
-        for (key, verb) in [
-            ("restarted", "restarted"),
-            ("added", "added"),
-            ("removed", "removed"),
+        for (names, verb) in [
+            (&report.restarted, "restarted"),
+            (&report.added, "added"),
+            (&report.removed, "removed"),
         ] {
-            let names = list(key);
             if !names.is_empty() {
+                let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
                 parts.push(format!("{verb} {}", names.join(", ")));
             }
         }
-        parts.push(format!("{} unchanged", list("unchanged").len()));
+        parts.push(format!("{} unchanged", report.unchanged.len()));
         outln!("reloaded: {}", parts.join("; "));
     }
     ExitCode::SUCCESS

@@ -4,6 +4,7 @@
 //! happens next, from the running supervisor.
 
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use clap::Args;
 
@@ -12,7 +13,8 @@ use super::out::{errln, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::config::EVENT_KINDS;
-use crate::store::EventFilter;
+use crate::store::{EventFilter, StoredEvent};
+use crate::supervisor::Event;
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -50,21 +52,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let json = args.json;
-    let print = |event: &serde_json::Value| {
-        if json {
-            outln!("{event}");
-        } else {
-            outln!(
-                "{:>6} {} {:<12} {:<10} {}",
-                event["id"].as_u64().unwrap_or(0),
-                event["time"].as_str().unwrap_or(""),
-                event["service"].as_str().unwrap_or(""),
-                event["kind"].as_str().unwrap_or(""),
-                printable(event["message"].as_str().unwrap_or(""))
-            );
-        }
-    };
+    let printer = Printer { json: args.json };
     // What is recorded first; following picks up after the last event printed.
     let mut since = args.since;
     match super::history::open(global) {
@@ -100,7 +88,7 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
             for event in &events {
-                print(&serde_json::to_value(event).unwrap_or_default());
+                printer.stored(event);
             }
             // Following goes on after the last event stored (later ones of other services
             // or kinds were filtered out, not missed).
@@ -120,20 +108,87 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
     if let Some(kind) = &args.kind {
         path.push_str(&format!("&kind={}", encode(kind)));
     }
-    // The answer is server-sent events: the JSON is on `data:` lines.
-    let on_line = |line: &str| {
-        if let Some(data) = line.strip_prefix("data:")
-            && let Ok(event) = serde_json::from_str(data.trim_start())
-        {
-            print(&event);
-        }
-    };
     let client = match Client::new(global) {
         Ok(client) => client,
         Err(code) => return code,
     };
-    match client.follow(&path) {
-        Ok(mut stream) => client.follow_to_end(&mut stream, on_line),
-        Err(code) => code,
+    let mut stream = match client.follow(&path) {
+        Ok(stream) => stream,
+        Err(code) => return code,
+    };
+    // The answer is server-sent events: each event's JSON is on a `data:` line. One
+    // that cannot be read is said once, and the rest still shown.
+    let mut unreadable = false;
+    let reader = stream.reader();
+    client.follow_to_end(&mut stream, |line| {
+        let Some(data) = line.strip_prefix("data:") else {
+            return;
+        };
+        match reader.parse::<Event>(data.trim_start()) {
+            Ok(event) => printer.live(&event),
+            Err(error) if !unreadable => {
+                unreadable = true;
+                errln!("muster: {error}");
+            }
+            Err(_) => {}
+        }
+    })
+}
+
+/// Prints events, from the history or from the supervisor, in one form.
+#[derive(Debug, Clone, Copy)]
+struct Printer {
+    /// One JSON object per line, as the API has it.
+    json: bool,
+}
+
+impl Printer {
+    fn stored(self, event: &StoredEvent) {
+        let line = Line {
+            id: event.id,
+            time: event.time,
+            service: &event.service,
+            kind: &event.kind,
+            message: &event.message,
+        };
+        self.print(event, &line);
     }
+
+    fn live(self, event: &Event) {
+        let line = Line {
+            id: event.id,
+            time: event.time,
+            service: event.service.as_str(),
+            kind: event.kind.as_str(),
+            message: &event.message,
+        };
+        self.print(event, &line);
+    }
+
+    fn print(self, whole: &impl serde::Serialize, line: &Line<'_>) {
+        if self.json {
+            // Through a `Value`, whose keys are in order: the same line for an event
+            // from the history as for one from the supervisor.
+            outln!("{}", serde_json::to_value(whole).unwrap_or_default());
+        } else {
+            outln!(
+                "{:>6} {} {:<12} {:<10} {}",
+                line.id,
+                humantime::format_rfc3339_millis(line.time),
+                line.service,
+                line.kind,
+                printable(line.message)
+            );
+        }
+    }
+}
+
+/// What a line of the listing shows.
+#[derive(Debug)]
+struct Line<'a> {
+    id: u64,
+    time: SystemTime,
+    service: &'a str,
+    kind: &'a str,
+    message: &'a str,
 }

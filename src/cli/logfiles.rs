@@ -9,6 +9,9 @@
 //! Memory stays small whatever is asked: the files are scanned backwards to find where
 //! the last N lines begin, then read forwards from there and merged by time, one line
 //! per service in hand.
+//!
+//! A line the supervisor sends (the API's [`LogLine`], when following) becomes the same
+//! [`Line`], so both print alike.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,7 +19,9 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::api::model::LogLine;
 use crate::config::ServiceName;
+use crate::supervisor::logs::Stream;
 
 /// One line of a log file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +32,23 @@ pub struct Line {
     pub time: String,
     pub stream: String,
     pub text: String,
+}
+
+impl From<LogLine> for Line {
+    fn from(line: LogLine) -> Self {
+        // As the files name them.
+        let stream = match line.stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Muster => "muster",
+        };
+        Self {
+            service: line.service,
+            time: line.time,
+            stream: stream.to_owned(),
+            text: line.text,
+        }
+    }
 }
 
 /// Where a follow picks up in a service's log: the file (by inode) and the offset

@@ -121,17 +121,18 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     let Some((client, mut stream)) = follow else {
         return ExitCode::SUCCESS;
     };
+    // A line that cannot be read is said once, and the rest still shown.
+    let reader = stream.reader();
+    let mut unreadable = false;
     client.follow_to_end(&mut stream, |text| {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-            return;
-        };
-        let field = |key: &str| value[key].as_str().unwrap_or_default().to_owned();
-        printer.print(&Line {
-            service: field("service"),
-            time: field("time"),
-            stream: field("stream"),
-            text: field("text"),
-        });
+        match reader.parse::<crate::api::model::LogLine>(text) {
+            Ok(line) => printer.print(&Line::from(line)),
+            Err(error) if !unreadable => {
+                unreadable = true;
+                errln!("muster: {error}");
+            }
+            Err(_) => {}
+        }
     })
 }
 

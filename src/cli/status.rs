@@ -1,5 +1,6 @@
 //! `muster status [NAME] [--json]`: every service (or one) of the running supervisor: a
-//! summary line, then a table of state, pid, uptime, restarts and reason.
+//! summary line (where the supervisor is in its life, and the services' states), then a
+//! table of state, pid, uptime, restarts and reason.
 
 use std::process::ExitCode;
 
@@ -7,10 +8,12 @@ use clap::Args;
 use console::style;
 use hyper::Method;
 
-use super::control::{call, error_message};
+use super::control::{call, exit_for, typed};
 use super::out::{errln, out, outln};
 use super::printable::printable;
-use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs, print_json};
+use super::{EXIT_FAILED, GlobalArgs, print_json};
+use crate::api::model::{ServiceList, ServiceView};
+use crate::supervisor::{Lifecycle, Phase};
 
 #[derive(Debug, Args)]
 #[command(
@@ -38,80 +41,85 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    if !answer.status.is_success() {
-        errln!("muster: {}", error_message(&answer));
-        return ExitCode::from(if answer.status == hyper::StatusCode::NOT_FOUND {
-            EXIT_USAGE
-        } else {
-            EXIT_FAILED
-        });
+    match &args.name {
+        Some(_) => match typed::<ServiceView>(&answer) {
+            Ok(Ok(view)) => {
+                if args.json {
+                    print_json(&answer.body);
+                } else {
+                    out!("{}", table(std::slice::from_ref(&view)));
+                    out!("{}", detail(&view));
+                }
+                // Scripts ask `muster status db` whether db is up: the exit status says.
+                state_code(view.state)
+            }
+            Ok(Err(error)) => {
+                errln!("muster: {}", error.error.message);
+                exit_for(&error)
+            }
+            Err(code) => code,
+        },
+        None => match typed::<ServiceList>(&answer) {
+            Ok(Ok(list)) => {
+                if args.json {
+                    print_json(&answer.body);
+                    return ExitCode::SUCCESS;
+                }
+                outln!("{}", summary(&list));
+                if let Some(problem) = &list.history_problem {
+                    outln!("history: {problem}");
+                }
+                out!("{}", table(&list.services));
+                ExitCode::SUCCESS
+            }
+            Ok(Err(error)) => {
+                errln!("muster: {}", error.error.message);
+                exit_for(&error)
+            }
+            Err(code) => code,
+        },
     }
-    // Scripts ask `muster status db` whether db is up: the exit status says.
-    let code = match &args.name {
-        Some(_) => state_code(answer.body["state"].as_str().unwrap_or("")),
-        None => ExitCode::SUCCESS,
-    };
-    if args.json {
-        print_json(&answer.body);
-        return code;
-    }
-    let services: Vec<serde_json::Value> = match &args.name {
-        Some(_) => vec![answer.body.clone()],
-        None => answer.body["services"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    };
-    if args.name.is_none() {
-        outln!("{}", summary(answer.body["booted"] == true, &services));
-        if let Some(problem) = answer.body["history_problem"].as_str() {
-            outln!("history: {problem}");
-        }
-    }
-    out!("{}", table(&services));
-    if let Some(service) = services.first().filter(|_| args.name.is_some()) {
-        out!("{}", detail(service));
-    }
-    code
 }
 
 /// Exit status 3 for a service that is not running, as LSB init scripts' `status`.
 const EXIT_STOPPED: u8 = 3;
 
 /// What `status NAME` exits with, by the service's state (see the command's help).
-fn state_code(state: &str) -> ExitCode {
+fn state_code(state: Phase) -> ExitCode {
     match state {
-        "healthy" | "completed" => ExitCode::SUCCESS,
-        "stopped" => ExitCode::from(EXIT_STOPPED),
+        Phase::Healthy | Phase::Completed => ExitCode::SUCCESS,
+        Phase::Stopped => ExitCode::from(EXIT_STOPPED),
         _ => ExitCode::from(EXIT_FAILED),
     }
 }
 
-/// "bootstrap complete: 4/5 healthy, 1 failed" (or "bootstrapping: ..." before the
-/// bootstrap has settled).
-pub(super) fn summary(booted: bool, services: &[serde_json::Value]) -> String {
-    let mut others: Vec<(String, usize)> = Vec::new();
+/// "running: 4/5 healthy, 1 restarting": "bootstrapping" until the bootstrap has
+/// settled, "running" from then on (a service that restarts later does not make it a
+/// bootstrap again), "shutting down" once the shutdown has begun.
+pub(super) fn summary(list: &ServiceList) -> String {
+    let mut others: Vec<(&str, usize)> = Vec::new();
     let mut healthy = 0;
-    for service in services {
-        let state = service["state"].as_str().unwrap_or("?");
-        if state == "healthy" {
-            healthy += 1;
-            continue;
-        }
-        match others.iter_mut().find(|(s, _)| s == state) {
+    for service in &list.services {
+        let state = match service.state {
+            Phase::Healthy => {
+                healthy += 1;
+                continue;
+            }
+            // Exited means a restart is scheduled: say what is happening to it.
+            Phase::Exited => "restarting",
+            phase => phase.as_str(),
+        };
+        match others.iter_mut().find(|(s, _)| *s == state) {
             Some((_, n)) => *n += 1,
-            None => others.push((state.to_owned(), 1)),
+            None => others.push((state, 1)),
         }
     }
-    let mut line = format!(
-        "{}: {healthy}/{} healthy",
-        if booted {
-            "bootstrap complete"
-        } else {
-            "bootstrapping"
-        },
-        services.len()
-    );
+    let heading = match list.lifecycle {
+        Lifecycle::ShuttingDown | Lifecycle::Done => "shutting down",
+        Lifecycle::Booting | Lifecycle::Running if !list.booted => "bootstrapping",
+        Lifecycle::Booting | Lifecycle::Running => "running",
+    };
+    let mut line = format!("{heading}: {healthy}/{} healthy", list.services.len());
     for (state, n) in others {
         line.push_str(&format!(", {n} {state}"));
     }
@@ -128,37 +136,31 @@ fn bytes(count: u64) -> String {
 }
 
 /// The lines `status NAME` adds under the table: what the list leaves out.
-fn detail(service: &serde_json::Value) -> String {
+fn detail(service: &ServiceView) -> String {
     let mut out = String::new();
     let mut field = |label: &str, value: String| out.push_str(&format!("  {label:<12} {value}\n"));
-    if let Some(text) = service["description"].as_str() {
-        field("description", text.to_owned());
+    if let Some(text) = &service.description {
+        field("description", text.clone());
     }
-    if let Some(ports) = service["ports"].as_array().filter(|p| !p.is_empty()) {
-        let ports: Vec<&str> = ports.iter().filter_map(|p| p.as_str()).collect();
-        field("ports", ports.join(", "));
+    if !service.ports.is_empty() {
+        field("ports", service.ports.join(", "));
     }
-    let probe = &service["last_probe"];
-    if let (Some(kind), Some(message)) = (probe["kind"].as_str(), probe["message"].as_str()) {
-        let verdict = if probe["ok"] == true {
-            "passed"
-        } else {
-            "failed"
-        };
-        let kind = if kind == "ready" {
+    if let Some(probe) = &service.last_probe {
+        let verdict = if probe.ok { "passed" } else { "failed" };
+        let kind = if probe.kind == "ready" {
             "readiness"
         } else {
             "liveness"
         };
         field(
             "last probe",
-            format!("{kind} {verdict}: {}", printable(message)),
+            format!("{kind} {verdict}: {}", printable(&probe.message)),
         );
     }
     // The count is of every failed attempt, readiness ones included: a service that
     // takes a while to listen fails many before it is ready, which is no fault. Said
     // so, rather than shown as a bare number that reads like trouble.
-    let failures = service["probe_failures"].as_u64().unwrap_or(0);
+    let failures = service.probe_failures;
     if failures > 0 {
         field(
             "probes",
@@ -168,30 +170,28 @@ fn detail(service: &serde_json::Value) -> String {
             ),
         );
     }
-    if let Some(exit) = service["last_exit"].as_str() {
-        field("last exit", exit.to_owned());
+    if let Some(exit) = &service.last_exit {
+        field("last exit", exit.clone());
     }
-    if let Some(main) = service["main_pid"].as_u64() {
+    if let Some(main) = service.main_pid {
         field("main pid", main.to_string());
     }
-    let proxy = &service["proxy"];
-    if let (Some(listen), Some(upstream)) = (proxy["listen"].as_str(), proxy["upstream"].as_str()) {
-        field("proxy", format!("{listen} -> {upstream}"));
-        let number = |key: &str| proxy[key].as_u64().unwrap_or(0);
+    if let Some(proxy) = &service.proxy {
+        field("proxy", format!("{} -> {}", proxy.listen, proxy.upstream));
         field(
             "connections",
             format!(
                 "{} open ({} waiting), {} served, {} refused; {} in, {} out",
-                number("open_connections"),
-                number("waiting"),
-                number("served"),
-                number("refused"),
-                bytes(number("bytes_in")),
-                bytes(number("bytes_out")),
+                proxy.open_connections,
+                proxy.waiting,
+                proxy.served,
+                proxy.refused,
+                bytes(proxy.bytes_in),
+                bytes(proxy.bytes_out),
             ),
         );
     }
-    if let Some(idle) = service["idle_stop_seconds"].as_f64() {
+    if let Some(idle) = service.idle_stop_seconds {
         field(
             "idle stop",
             format!(
@@ -200,7 +200,7 @@ fn detail(service: &serde_json::Value) -> String {
             ),
         );
     }
-    if service["autostart"] == false {
+    if !service.autostart {
         field(
             "on demand",
             "started by `muster ensure` or the API".to_owned(),
@@ -209,11 +209,10 @@ fn detail(service: &serde_json::Value) -> String {
     out
 }
 
-pub(super) fn table(services: &[serde_json::Value]) -> String {
+pub(super) fn table(services: &[ServiceView]) -> String {
     let width = services
         .iter()
-        .filter_map(|s| s["name"].as_str())
-        .map(str::len)
+        .map(|s| s.name.len())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -222,29 +221,24 @@ pub(super) fn table(services: &[serde_json::Value]) -> String {
         "NAME", "STATE", "PID", "UPTIME", "RESTARTS"
     );
     for service in services {
-        let state = service["state"].as_str().unwrap_or("?");
-        let painted = match state {
-            "healthy" | "completed" => style(format!("{state:<9}")).green(),
-            "failed" => style(format!("{state:<9}")).red().bold(),
-            "unhealthy" | "exited" => style(format!("{state:<9}")).yellow(),
+        let state = service.state.as_str();
+        let painted = match service.state {
+            Phase::Healthy | Phase::Completed => style(format!("{state:<9}")).green(),
+            Phase::Failed => style(format!("{state:<9}")).red().bold(),
+            Phase::Unhealthy | Phase::Exited => style(format!("{state:<9}")).yellow(),
             _ => style(format!("{state:<9}")).cyan(),
         };
-        let pid = service["pid"]
-            .as_u64()
-            .map_or("-".to_owned(), |p| p.to_string());
-        let uptime = service["uptime_seconds"]
-            .as_f64()
-            .map_or("-".to_owned(), |secs| {
-                crate::supervisor::machine::human(std::time::Duration::from_secs(secs as u64))
-            });
-        let mut reason = printable(service["reason"].as_str().unwrap_or("")).into_owned();
-        if let Some(text) = service["notify_status"].as_str() {
+        let pid = service.pid.map_or("-".to_owned(), |p| p.to_string());
+        let uptime = service.uptime_seconds.map_or("-".to_owned(), |secs| {
+            crate::supervisor::machine::human(std::time::Duration::from_secs(secs as u64))
+        });
+        let mut reason = printable(&service.reason).into_owned();
+        if let Some(text) = &service.notify_status {
             reason.push_str(&format!(" [STATUS={}]", printable(text)));
         }
         out.push_str(&format!(
             "{:<width$}  {painted}  {pid:>7}  {uptime:>8}  {:>8}  {reason}\n",
-            service["name"].as_str().unwrap_or("?"),
-            service["restarts"].as_u64().unwrap_or(0),
+            service.name, service.restarts,
         ));
     }
     out

@@ -466,15 +466,25 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
         }
         match api::client::request(&socket, hyper::Method::GET, "/v1/services").await {
             Ok(answer) => {
-                let services = answer.body["services"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                println!("{}", super::status::summary(true, &services));
-                print!("{}", super::status::table(&services));
-                let all_up = services.iter().all(|s| {
-                    s["selected"] != true
-                        || matches!(s["state"].as_str(), Some("healthy" | "completed"))
+                let list = match answer.outcome::<api::model::ServiceList>() {
+                    Ok(Ok(list)) => list,
+                    Ok(Err(error)) => {
+                        eprintln!("muster: {}", error.error.message);
+                        return ExitCode::from(EXIT_FAILED);
+                    }
+                    Err(unreadable) => {
+                        eprintln!("muster: {unreadable}");
+                        return ExitCode::from(EXIT_FAILED);
+                    }
+                };
+                println!("{}", super::status::summary(&list));
+                print!("{}", super::status::table(&list.services));
+                let all_up = list.services.iter().all(|s| {
+                    s.selected != Some(true)
+                        || matches!(
+                            s.state,
+                            crate::supervisor::Phase::Healthy | crate::supervisor::Phase::Completed
+                        )
                 });
                 if all_up {
                     ExitCode::SUCCESS

@@ -86,6 +86,15 @@ impl fmt::Display for ServiceName {
     }
 }
 
+/// Read back (from the API) through [`ServiceName::new`], so a name that could not be
+/// a service's is refused rather than trusted.
+impl<'de> serde::Deserialize<'de> for ServiceName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(deserializer)?;
+        Self::new(&name).map_err(|error| serde::de::Error::custom(format!("`{name}`: {error}")))
+    }
+}
+
 impl std::borrow::Borrow<str> for ServiceName {
     fn borrow(&self) -> &str {
         &self.0

@@ -68,11 +68,11 @@ impl EventKind {
 }
 
 /// One event: `{"id", "time", "service", "run_id", "kind", "message", "data"}`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: u64,
     /// RFC 3339.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
     #[schema(value_type = String)]
     pub time: SystemTime,
     #[schema(value_type = String)]
@@ -87,6 +87,13 @@ pub struct Event {
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+/// The reverse of [`rfc3339`], for clients that read events back.
+fn from_rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    humantime::parse_rfc3339(&text)
+        .map_err(|error| serde::de::Error::custom(format!("time {text:?}: {error}")))
 }
 
 /// Where events are published.

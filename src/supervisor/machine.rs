@@ -15,7 +15,19 @@ use serde::Serialize;
 use crate::config::{Backoff, OnUnhealthy, RestartLimit, RestartPolicy, Service};
 
 /// Where a service is in its life. Every phase comes with a reason (see [`State`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     /// Waiting for its dependencies.

@@ -120,6 +120,8 @@ pub struct Supervisor {
     pub counters: Counters,
     /// Set once a client has started, stopped or ensured a service.
     controlled: AtomicBool,
+    /// Set once the bootstrap has settled (see [`Self::booted`]), and never cleared.
+    booted: AtomicBool,
     /// Runs an earlier supervisor recorded no end for; taken by [`Self::recover`].
     unfinished: std::sync::Mutex<Vec<crate::store::Run>>,
     /// Things the user should know about how the supervisor started.
@@ -260,6 +262,7 @@ impl Supervisor {
             shared,
             counters: Counters::default(),
             controlled: AtomicBool::new(false),
+            booted: AtomicBool::new(false),
             unfinished: std::sync::Mutex::new(unfinished),
             notices,
             proxies: watch::Sender::new(0),
@@ -624,14 +627,25 @@ impl Supervisor {
             .collect()
     }
 
-    /// Whether every selected service has reached where the bootstrap leaves it:
-    /// healthy, completed, or failed.
+    /// Whether the bootstrap has settled: every selected service has reached where the
+    /// bootstrap leaves it (healthy, completed, or failed). Once true it stays true: a
+    /// service that crashes and restarts later is not the bootstrap again, and `status`
+    /// said "bootstrapping" long after the boot when this was read from the statuses
+    /// alone.
     pub fn booted(&self) -> bool {
-        self.graph.borrow().launched
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.booted.load(Relaxed) {
+            return true;
+        }
+        let settled = self.graph.borrow().launched
             && self.selected().iter().all(|handle| {
                 let phase = handle.status().phase;
                 matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
-            })
+            });
+        if settled {
+            self.booted.store(true, Relaxed);
+        }
+        settled
     }
 
     /// Whether nothing is running or due to run: every service stopped, completed or
@@ -676,7 +690,7 @@ fn selection(
 }
 
 /// What a reload changed.
-#[derive(Debug, Default, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     #[schema(value_type = Vec<String>)]
     pub restarted: Vec<ServiceName>,

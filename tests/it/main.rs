@@ -23,4 +23,5 @@ mod hooks;
 mod process_hardening;
 mod proxy;
 mod security;
+mod typed_api;
 mod up;
