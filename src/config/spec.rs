@@ -278,6 +278,30 @@ pub enum Check {
     Notify,
 }
 
+impl Check {
+    /// The probe in a few words, as reasons show it: `tcp 127.0.0.1:5433`.
+    pub fn describe(&self) -> String {
+        match self {
+            Check::Tcp { host, port } => format!("tcp {host}:{port}"),
+            Check::Http { url, .. } => format!("http {url}"),
+            Check::Exec(argv) => format!(
+                "exec `{}`",
+                shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+            ),
+            Check::Log(regex) => format!("log /{}/", regex.as_str()),
+            Check::Notify => "notify (READY=1)".to_owned(),
+        }
+    }
+
+    /// Whether muster runs the check on an interval (rather than being told).
+    pub fn polls(&self) -> bool {
+        matches!(
+            self,
+            Check::Tcp { .. } | Check::Http { .. } | Check::Exec(_)
+        )
+    }
+}
+
 impl PartialEq for Check {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {

@@ -956,7 +956,7 @@ impl Actor {
                 if !ports.is_empty() {
                     passed.push(probe::ports_listening(&ports).await?);
                 }
-                if let Some(check) = check.as_ref().filter(|c| probe::polls(c)) {
+                if let Some(check) = check.as_ref().filter(|c| c.polls()) {
                     passed.push(probe::attempt(check, &reaper, &exec).await?);
                 }
                 Ok(passed.join("; "))
@@ -1001,8 +1001,10 @@ impl Actor {
             Ok(child) => child,
             Err(error) => {
                 let program = command.get_program().to_string_lossy().into_owned();
-                return self
-                    .spawn_failed(format!("cannot spawn {program}: {}", probe::plain(&error)));
+                return self.spawn_failed(format!(
+                    "cannot spawn {program}: {}",
+                    super::exit::plain(&error)
+                ));
             }
         };
         let pid = child.id();
@@ -1128,7 +1130,7 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
             format!(
                 "cannot read env-file {}: {}",
                 file.display(),
-                probe::plain(&error)
+                super::exit::plain(&error)
             )
         })?;
         let pairs = envfile::parse(&text)
@@ -1149,7 +1151,7 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
         format!(
             "cannot create {}: {}",
             heartbeat.display(),
-            probe::plain(&error)
+            super::exit::plain(&error)
         )
     })?;
     env.push((

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::event::{Event, EventBus, EventKind};
-use super::machine::Exit;
+use super::exit::Exit;
 use super::process::{Reaper, signal_group};
 use crate::config::{Hook, executable};
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
+pub use super::exit::Exit;
 use crate::config::{Backoff, OnUnhealthy, RestartLimit, RestartPolicy, Service};
 
 /// Where a service is in its life. Every phase comes with a reason (see [`State`]).
@@ -136,28 +137,6 @@ pub const ALLOWED: &[(Phase, Phase)] = {
 
 pub fn allowed(from: Phase, to: Phase) -> bool {
     from == to || ALLOWED.contains(&(from, to))
-}
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(Signal),
-}
-
-impl Exit {
-    pub fn success(self) -> bool {
-        self == Exit::Code(0)
-    }
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Exit::Code(code) => write!(f, "exited with status {code}"),
-            Exit::Signal(signal) => write!(f, "killed by {}", signal.as_str()),
-        }
-    }
 }
 
 /// Why a run ended, a service stopped or a restart came: data until it reaches a
@@ -416,7 +395,7 @@ impl Policy {
             on_unhealthy: service.on_unhealthy,
             ready: readiness(service),
             alive: service.alive.as_ref().map(|probe| Liveness {
-                describe: format!("liveness probe {}", super::probe::describe(&probe.check)),
+                describe: format!("liveness probe {}", probe.check.describe()),
                 interval: probe.interval,
                 failures: probe.failures.max(1),
                 successes: probe.successes.max(1),
@@ -446,13 +425,13 @@ fn readiness(service: &Service) -> Option<Readiness> {
     };
     match &service.ready {
         Some(probe) => {
-            let mut describe = format!("readiness probe {}", super::probe::describe(&probe.check));
+            let mut describe = format!("readiness probe {}", probe.check.describe());
             if ports {
                 describe = format!("{describe} and {}", ports_text());
             }
             Some(Readiness {
                 describe,
-                poll_every: (super::probe::polls(&probe.check) || ports).then_some(probe.interval),
+                poll_every: (probe.check.polls() || ports).then_some(probe.interval),
                 deadline: probe.timeout,
             })
         }

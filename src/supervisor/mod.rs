@@ -13,6 +13,7 @@
 
 pub mod actor;
 pub mod event;
+pub mod exit;
 pub mod hooks;
 pub mod lock;
 pub mod logs;

@@ -16,34 +16,12 @@ use std::os::unix::process::CommandExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::machine::Exit;
+use super::exit::{Exit, plain};
 use super::process::{Reaper, signal_group};
 use crate::config::{Check, Port};
 
 /// The longest an HTTP probe reads of a body when looking for a substring.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The probe in a few words: "tcp 127.0.0.1:5433", "http http://...", "exec `pg_isready`".
-pub fn describe(check: &Check) -> String {
-    match check {
-        Check::Tcp { host, port } => format!("tcp {host}:{port}"),
-        Check::Http { url, .. } => format!("http {url}"),
-        Check::Exec(argv) => format!(
-            "exec `{}`",
-            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
-        ),
-        Check::Log(regex) => format!("log /{}/", regex.as_str()),
-        Check::Notify => "notify (READY=1)".to_owned(),
-    }
-}
-
-/// Whether muster runs the check on an interval (rather than being told).
-pub fn polls(check: &Check) -> bool {
-    matches!(
-        check,
-        Check::Tcp { .. } | Check::Http { .. } | Check::Exec(_)
-    )
-}
 
 /// Where an exec probe runs: the service's directory and environment.
 #[derive(Debug, Clone)]
@@ -151,7 +129,7 @@ async fn command(
     cwd: &Path,
     env: &[(String, String)],
 ) -> Result<String, String> {
-    let shown = describe(&Check::Exec(argv.to_vec()));
+    let shown = Check::Exec(argv.to_vec()).describe();
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -185,14 +163,5 @@ struct KillOnDrop(u32);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = signal_group(self.0, Signal::SIGKILL);
-    }
-}
-
-/// An I/O error without the "(os error N)" tail.
-pub fn plain(error: &std::io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error") {
-        Some(end) => text[..end].to_lowercase(),
-        None => text,
     }
 }

@@ -42,7 +42,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
-use super::machine::Exit;
+use super::exit::Exit;
 use super::procfs;
 
 pub mod daemon;

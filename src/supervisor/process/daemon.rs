@@ -23,7 +23,7 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use super::super::probe::plain;
+use super::super::exit::plain;
 use super::procfs;
 
 /// The first wait between attempts that no file event wakes; it doubles up to [`LONGEST`].
