@@ -9,6 +9,7 @@
 pub(crate) mod envfile;
 pub(crate) mod executable;
 mod foreign;
+mod keypath;
 mod raw;
 mod recover;
 mod spec;

@@ -7,40 +7,16 @@
 //! again. Every retry removes a key, so it ends; the raw types have no required keys, so
 //! removing one never causes a second, made-up error.
 
-use std::fmt;
 use std::ops::Range;
 
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::keypath::{KeyPath, Segment};
 use super::raw::RawConfig;
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
-
-/// A step of the path to a value: a table key or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-/// Where a value is: `services.api.ready.timeout`, `hooks[1].run`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyPath(pub Vec<Segment>);
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, segment) in self.0.iter().enumerate() {
-            match segment {
-                Segment::Key(key) if i == 0 => f.write_str(key)?,
-                Segment::Key(key) => write!(f, ".{key}")?,
-                Segment::Index(index) => write!(f, "[{index}]")?,
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The raw config and what was dropped from it to get there.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::recover::{KeyPath, Segment};
+use super::keypath::{KeyPath, Segment};
 use crate::diagnostic::Diagnostic;
 
 /// The diagnostic for the first syntax error of `source`.

@@ -7,8 +7,6 @@
 //! (the [`writer`] thread of a running supervisor); the CLI reads with its own
 //! connection, with or without a supervisor running.
 
-pub mod writer;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +15,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use serde::Serialize;
 
 use crate::config::ServiceName;
-use crate::supervisor::Event;
+use crate::event::Event;
 
 /// The database's file name in the state directory.
 pub const FILE_NAME: &str = "state.db";
@@ -563,7 +561,7 @@ fn rfc3339_opt<S: serde::Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::EventKind;
+    use crate::event::EventKind;
 
     fn event(id: u64, service: &str, kind: EventKind, time: SystemTime) -> Entry {
         Entry::Event(Arc::new(Event {

@@ -17,13 +17,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use serde_json::json;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::event::{Draft, EventBus, EventKind};
+use super::bus::{Draft, EventBus, EventKind};
 use super::logs::{LineWatch, Log, SharedLog, Stream, pump};
 use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, State, Timer};
 use super::notify::{self, NotifySocket};
@@ -31,59 +30,13 @@ use super::probe::{self, ExecContext};
 use super::process::daemon::{self, Claim, Wake};
 use super::process::{Ended, Reaper, Watch, signal_run};
 use super::procfs;
+pub use super::status::{ProbeOutcome, Status};
 use super::usage::Usage;
 use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
 use crate::store::{RunEnd, RunStart};
 
 /// The longest one readiness attempt may take (less if the start deadline is nearer).
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
-
-/// What observers see of a service.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub service: ServiceName,
-    pub phase: Phase,
-    pub reason: String,
-    pub pid: Option<u32>,
-    /// The current (or last) run; 0 before the first spawn.
-    pub run_id: u64,
-    pub restarts: u32,
-    /// When the phase was entered.
-    #[serde(serialize_with = "rfc3339")]
-    pub since: SystemTime,
-    pub last_exit: Option<String>,
-    /// The last `STATUS=` the service sent on the notify socket.
-    pub notify_status: Option<String>,
-    /// What the service last said it is doing: `reloading` (`RELOADING=1`, until the
-    /// next `READY=1`) or `stopping` (`STOPPING=1`).
-    pub notify_state: Option<String>,
-    /// The main pid the service named with `MAINPID=`, when it is in its process group.
-    pub main_pid: Option<u32>,
-    /// Failed probe attempts (readiness and liveness) since the supervisor started.
-    pub probe_failures: u64,
-    /// The last readiness or liveness attempt of the current (or last) run.
-    pub last_probe: Option<ProbeOutcome>,
-    /// How many times the phase has changed: orders statuses without a clock (a
-    /// wall-clock `since` can repeat or go back).
-    #[serde(skip)]
-    pub transitions: u64,
-}
-
-/// One probe attempt's result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeOutcome {
-    /// `ready` or `alive`.
-    pub kind: &'static str,
-    pub ok: bool,
-    /// What it saw: "tcp 127.0.0.1:8080 accepted", or why it failed.
-    pub message: String,
-    #[serde(serialize_with = "rfc3339")]
-    pub time: SystemTime,
-}
-
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
-}
 
 /// Everything that reaches an actor.
 #[derive(Debug)]
@@ -272,7 +225,14 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
             idle,
             Arc::clone(&usage),
             status.clone(),
-            sender.downgrade(),
+            {
+                let actor = sender.downgrade();
+                move |input| {
+                    actor
+                        .upgrade()
+                        .is_some_and(|actor| actor.send(Message::Input(input)).is_ok())
+                }
+            },
             actor.shared.bus.clone(),
         ));
     }

@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::event::{Event, EventBus, EventKind};
+use super::bus::{Event, EventBus, EventKind};
 use super::exit::Exit;
 use super::process::{Reaper, signal_group};
 use crate::config::{Hook, executable};
@@ -127,7 +127,7 @@ pub fn start(hooks: Hooks, context: Context) {
 }
 
 fn matches(hook: &Hook, event: &Event) -> bool {
-    hook.on.iter().any(|kind| kind == event.kind.as_str())
+    hook.on.contains(&event.kind)
         && hook
             .services
             .as_ref()
@@ -217,7 +217,7 @@ fn failed(context: &Context, index: usize, hook: &Hook, event: &Event, why: Stri
         event.id
     );
     if event.kind == EventKind::HookFailed {
-        super::warn(&message);
+        super::say::warn(&message);
         return;
     }
     context.bus.publish(

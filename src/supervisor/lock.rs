@@ -14,6 +14,17 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+/// Creates `dir` and its missing parents readable by the owner only: the state
+/// directory holds the services' logs (which may print secrets), the history and the
+/// control socket. A directory that already exists keeps its mode: the user chose it.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// The held lock; released when dropped (or when the process dies, whatever the way).
 #[derive(Debug)]
 pub struct StateLock {
@@ -80,7 +91,7 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        super::private_dir(state_dir).map_err(io)?;
+        private_dir(state_dir).map_err(io)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -144,7 +155,7 @@ fn config_lock_path(file: &Path) -> Option<PathBuf> {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("muster"),
         _ => std::env::temp_dir().join(format!("muster-{uid}")),
     };
-    super::private_dir(&base).ok()?;
+    private_dir(&base).ok()?;
     let meta = std::fs::symlink_metadata(&base).ok()?;
     // Someone else's directory (made first, in /tmp) must not decide who runs what.
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {

@@ -149,7 +149,7 @@ impl Log {
             Err(error) => {
                 let message = format!("cannot write {}: {error}", self.path.display());
                 if self.failing.as_deref() != Some(message.as_str()) {
-                    super::warn(format_args!("{message}; output is kept in memory only"));
+                    super::say::warn(format_args!("{message}; output is kept in memory only"));
                     self.failing = Some(message);
                 }
             }

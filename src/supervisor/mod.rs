@@ -12,7 +12,7 @@
 //! stopped.
 
 pub mod actor;
-pub mod event;
+pub mod bus;
 pub mod exit;
 pub mod hooks;
 pub mod lock;
@@ -20,26 +20,32 @@ pub mod logs;
 pub mod machine;
 pub mod notify;
 pub mod orphans;
-mod owner;
+pub mod owner;
 pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod procfs;
+mod say;
+pub mod status;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::event::{Event, EventKind};
 pub use actor::{ServiceHandle, Status};
-pub use event::{Draft, Event, EventBus, EventKind, Feed};
+pub use bus::{Draft, EventBus, Feed, HISTORY_IN_MEMORY};
+pub use lock::private_dir;
 pub use machine::{Input, Phase};
+pub use owner::{Explanation, Failure, Graph, Lifecycle, ReloadReport, Verdict, judge};
+pub use say::warn;
 
-use crate::config::{Condition, ServiceName, Spec};
+use crate::config::{ServiceName, Spec};
 use crate::store::Store;
 use logs::Log;
 
@@ -61,52 +67,6 @@ pub enum StartError {
     HistoryQuery(#[from] rusqlite::Error),
     #[error("cannot start the history writer: {0}")]
     Writer(std::io::Error),
-}
-
-/// Where the supervisor is in its life. Services start only while booting or running.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Lifecycle {
-    /// Starting the selected services.
-    Booting,
-    Running,
-    /// Stopping everything; nothing starts any more.
-    ShuttingDown,
-    /// Everything stopped and the history closed.
-    Done,
-}
-
-impl Lifecycle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Booting => "booting",
-            Lifecycle::Running => "running",
-            Lifecycle::ShuttingDown => "shutting-down",
-            Lifecycle::Done => "done",
-        }
-    }
-}
-
-/// What the graph looks like at one moment: published by the graph owner whenever it
-/// changes, read by everyone without a lock.
-#[derive(Debug, Clone)]
-pub struct Graph {
-    pub lifecycle: Lifecycle,
-    /// The config in force.
-    pub spec: Arc<Spec>,
-    pub services: Arc<BTreeMap<ServiceName, ServiceHandle>>,
-    /// The services the bootstrap starts.
-    pub selected: Arc<BTreeSet<ServiceName>>,
-    /// Every selected service has taken its first step.
-    pub launched: bool,
-    /// Why the shutdown began (a signal, a client), once it has.
-    pub why_shutdown: Option<Arc<str>>,
-    /// Processes killed at shutdown outside their service's group, once done.
-    pub strays: Option<usize>,
-    /// Counts the snapshots published: who acts on one says which it has acted on.
-    pub generation: u64,
 }
 
 /// A running supervisor: a handle to the graph owner ([`owner`]) plus what every
@@ -141,27 +101,6 @@ pub struct Counters {
     /// Total time callers waited in `ensure`, in microseconds.
     pub ensure_wait_micros: std::sync::atomic::AtomicU64,
 }
-
-/// Creates `dir` and its missing parents readable by the owner only: the state
-/// directory holds the services' logs (which may print secrets), the history and the
-/// control socket. A directory that already exists keeps its mode: the user chose it.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Writes `muster: <text>` on stderr. A closed stderr (whoever read it went away) is
-/// not a reason to stop supervising, so a failed write is ignored.
-pub fn warn(text: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "muster: {text}");
-}
-
-/// How many recent events the supervisor keeps in memory.
-pub const HISTORY_IN_MEMORY: usize = 10_000;
 
 impl Supervisor {
     /// Starts the actors, every service stopped, and the graph owner. Must run inside a
@@ -655,119 +594,5 @@ impl Supervisor {
         self.services()
             .iter()
             .all(|handle| handle.status().phase.is_settled())
-    }
-}
-
-/// `only` and everything it depends on; or every autostart service and its dependencies.
-fn selection(
-    services: &BTreeMap<ServiceName, ServiceHandle>,
-    only: &[ServiceName],
-) -> BTreeSet<ServiceName> {
-    let find = |name: &ServiceName| services.get(name);
-    let mut todo: Vec<ServiceName> = if only.is_empty() {
-        services
-            .values()
-            .filter(|h| h.service.autostart)
-            .map(|h| h.name().clone())
-            .collect()
-    } else {
-        only.to_vec()
-    };
-    let mut selected = BTreeSet::new();
-    while let Some(name) = todo.pop() {
-        if let Some(handle) = find(&name)
-            && selected.insert(name.clone())
-        {
-            todo.extend(
-                handle
-                    .service
-                    .depends_on
-                    .iter()
-                    .map(|dep| dep.service.clone()),
-            );
-        }
-    }
-    selected
-}
-
-/// What a reload changed.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ReloadReport {
-    #[schema(value_type = Vec<String>)]
-    pub restarted: Vec<ServiceName>,
-    #[schema(value_type = Vec<String>)]
-    pub added: Vec<ServiceName>,
-    #[schema(value_type = Vec<String>)]
-    pub removed: Vec<ServiceName>,
-    #[schema(value_type = Vec<String>)]
-    pub unchanged: Vec<ServiceName>,
-}
-
-/// Why a request about a service was not carried out.
-#[derive(Debug)]
-pub enum Failure {
-    Unknown(String),
-    /// The supervisor is shutting down: nothing starts any more.
-    ShuttingDown,
-    /// The request cannot be honoured; the text says why and what to do.
-    Refused(String),
-    NotHealthy(Box<Explanation>),
-    Timeout {
-        after: Duration,
-        explanation: Box<Explanation>,
-    },
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unknown(name) => write!(f, "no service named `{name}`"),
-            Failure::ShuttingDown => {
-                f.write_str("the supervisor is shutting down; nothing starts any more")
-            }
-            Failure::Refused(why) => f.write_str(why),
-            Failure::NotHealthy(explanation) => f.write_str(&explanation.cause.join("; ")),
-            Failure::Timeout { after, explanation } => write!(
-                f,
-                "not healthy within {}: {}",
-                machine::human(*after),
-                explanation.cause.join("; ")
-            ),
-        }
-    }
-}
-
-/// A service's state with its cause chain and the root cause's last log lines.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Explanation {
-    pub status: Status,
-    /// `service: phase (reason)`, from the service asked about to the root cause.
-    pub cause: Vec<String>,
-    pub log_tail: Vec<String>,
-}
-
-/// Whether a dependency's status meets a condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Met,
-    Wait,
-    /// It will not be met; the text says why.
-    Never(String),
-}
-
-pub fn judge(condition: Condition, status: &Status) -> Verdict {
-    let failed = || Verdict::Never(status.reason.clone());
-    match (condition, status.phase) {
-        (_, Phase::Failed) => failed(),
-        (Condition::Started, Phase::Healthy | Phase::Unhealthy | Phase::Completed) => Verdict::Met,
-        (Condition::Started, Phase::Starting) if status.pid.is_some() => Verdict::Met,
-        (Condition::Healthy, Phase::Healthy) => Verdict::Met,
-        (Condition::Healthy, Phase::Completed) => Verdict::Never(
-            "it completed (exited with status 0) instead of staying up; depend on it with condition = \"completed\""
-                .to_owned(),
-        ),
-        (Condition::Completed, Phase::Completed) => Verdict::Met,
-        // Stopped is where every actor begins; the bootstrap starts dependencies too.
-        _ => Verdict::Wait,
     }
 }

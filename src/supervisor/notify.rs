@@ -158,7 +158,7 @@ impl NotifySocket {
                 }
                 Ok(None) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => super::warn(format_args!("notify socket: {error}")),
+                Err(error) => super::say::warn(format_args!("notify socket: {error}")),
             }
         }
     }
@@ -175,7 +175,7 @@ impl NotifySocket {
                 let count = self.malformed.fetch_add(1, Ordering::Relaxed) + 1;
                 // Logged, but a sender that floods garbage cannot flood the log.
                 if count <= 10 || count.is_power_of_two() {
-                    super::warn(format_args!(
+                    super::say::warn(format_args!(
                         "notify socket: ignored a malformed datagram from pid {pid} ({error}); {count} so far"
                     ));
                 }

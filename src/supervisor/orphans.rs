@@ -24,7 +24,7 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use super::event::{Draft, EventBus, EventKind};
+use super::bus::{Draft, EventBus, EventKind};
 use super::procfs::{self, Stat};
 use crate::config::{ServiceName, Spec};
 use crate::store::{Run, RunEnd};

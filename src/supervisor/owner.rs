@@ -2,9 +2,9 @@
 //! supervisor's lifecycle (booting → running → shutting down → done).
 //!
 //! Everyone else (the API, proxies, idle-stop, the CLI's view) holds a
-//! [`super::Supervisor`] handle and sends it [`Request`]s; each request is answered on a
+//! `Supervisor` handle (the parent module) and sends it [`Request`]s; each request is answered on a
 //! oneshot, and one the current phase cannot honour is refused with
-//! [`super::Failure::ShuttingDown`]. Because only this task changes the map, two
+//! [`Failure::ShuttingDown`]. Because only this task changes the map, two
 //! reloads can never both replace a service's actor: a reload is a step of `running`,
 //! and requests that change services wait (in arrival order) while one is in flight.
 //! What the map looks like is published on a `watch` as an immutable [`Graph`]
@@ -24,9 +24,10 @@ use futures_util::future::select_all;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::actor::{self, Order, ServiceHandle, Shared, Status};
-use super::event::EventKind;
+use super::bus::EventKind;
 use super::logs::Log;
-use super::{Failure, Graph, Lifecycle, ReloadReport, Verdict, hooks, judge, process};
+use super::machine::{self, Phase};
+use super::{hooks, process};
 use crate::config::{Condition, ServiceName, Spec};
 
 /// How many services the boot starts before it lets other requests in.
@@ -36,6 +37,166 @@ const HOOK_GRACE: Duration = Duration::from_secs(2);
 
 type Reply<T> = oneshot::Sender<Result<T, Failure>>;
 type Step<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Where the supervisor is in its life. Services start only while booting or running.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    /// Starting the selected services.
+    Booting,
+    Running,
+    /// Stopping everything; nothing starts any more.
+    ShuttingDown,
+    /// Everything stopped and the history closed.
+    Done,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Booting => "booting",
+            Lifecycle::Running => "running",
+            Lifecycle::ShuttingDown => "shutting-down",
+            Lifecycle::Done => "done",
+        }
+    }
+}
+
+/// What the graph looks like at one moment: published by the graph owner whenever it
+/// changes, read by everyone without a lock.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub lifecycle: Lifecycle,
+    /// The config in force.
+    pub spec: Arc<Spec>,
+    pub services: Arc<BTreeMap<ServiceName, ServiceHandle>>,
+    /// The services the bootstrap starts.
+    pub selected: Arc<BTreeSet<ServiceName>>,
+    /// Every selected service has taken its first step.
+    pub launched: bool,
+    /// Why the shutdown began (a signal, a client), once it has.
+    pub why_shutdown: Option<Arc<str>>,
+    /// Processes killed at shutdown outside their service's group, once done.
+    pub strays: Option<usize>,
+    /// Counts the snapshots published: who acts on one says which it has acted on.
+    pub generation: u64,
+}
+
+/// `only` and everything it depends on; or every autostart service and its dependencies.
+pub(super) fn selection(
+    services: &BTreeMap<ServiceName, ServiceHandle>,
+    only: &[ServiceName],
+) -> BTreeSet<ServiceName> {
+    let find = |name: &ServiceName| services.get(name);
+    let mut todo: Vec<ServiceName> = if only.is_empty() {
+        services
+            .values()
+            .filter(|h| h.service.autostart)
+            .map(|h| h.name().clone())
+            .collect()
+    } else {
+        only.to_vec()
+    };
+    let mut selected = BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if let Some(handle) = find(&name)
+            && selected.insert(name.clone())
+        {
+            todo.extend(
+                handle
+                    .service
+                    .depends_on
+                    .iter()
+                    .map(|dep| dep.service.clone()),
+            );
+        }
+    }
+    selected
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReloadReport {
+    #[schema(value_type = Vec<String>)]
+    pub restarted: Vec<ServiceName>,
+    #[schema(value_type = Vec<String>)]
+    pub added: Vec<ServiceName>,
+    #[schema(value_type = Vec<String>)]
+    pub removed: Vec<ServiceName>,
+    #[schema(value_type = Vec<String>)]
+    pub unchanged: Vec<ServiceName>,
+}
+
+/// Why a request about a service was not carried out.
+#[derive(Debug)]
+pub enum Failure {
+    Unknown(String),
+    /// The supervisor is shutting down: nothing starts any more.
+    ShuttingDown,
+    /// The request cannot be honoured; the text says why and what to do.
+    Refused(String),
+    NotHealthy(Box<Explanation>),
+    Timeout {
+        after: Duration,
+        explanation: Box<Explanation>,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unknown(name) => write!(f, "no service named `{name}`"),
+            Failure::ShuttingDown => {
+                f.write_str("the supervisor is shutting down; nothing starts any more")
+            }
+            Failure::Refused(why) => f.write_str(why),
+            Failure::NotHealthy(explanation) => f.write_str(&explanation.cause.join("; ")),
+            Failure::Timeout { after, explanation } => write!(
+                f,
+                "not healthy within {}: {}",
+                machine::human(*after),
+                explanation.cause.join("; ")
+            ),
+        }
+    }
+}
+
+/// A service's state with its cause chain and the root cause's last log lines.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub status: Status,
+    /// `service: phase (reason)`, from the service asked about to the root cause.
+    pub cause: Vec<String>,
+    pub log_tail: Vec<String>,
+}
+
+/// Whether a dependency's status meets a condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Met,
+    Wait,
+    /// It will not be met; the text says why.
+    Never(String),
+}
+
+pub fn judge(condition: Condition, status: &Status) -> Verdict {
+    let failed = || Verdict::Never(status.reason.clone());
+    match (condition, status.phase) {
+        (_, Phase::Failed) => failed(),
+        (Condition::Started, Phase::Healthy | Phase::Unhealthy | Phase::Completed) => Verdict::Met,
+        (Condition::Started, Phase::Starting) if status.pid.is_some() => Verdict::Met,
+        (Condition::Healthy, Phase::Healthy) => Verdict::Met,
+        (Condition::Healthy, Phase::Completed) => Verdict::Never(
+            "it completed (exited with status 0) instead of staying up; depend on it with condition = \"completed\""
+                .to_owned(),
+        ),
+        (Condition::Completed, Phase::Completed) => Verdict::Met,
+        // Stopped is where every actor begins; the bootstrap starts dependencies too.
+        _ => Verdict::Wait,
+    }
+}
 
 /// What the handles ask of the graph owner.
 #[derive(Debug)]
@@ -235,7 +396,7 @@ impl Owner {
             Request::Restart { name, reply } => {
                 let answer = self.closed().and_then(|()| self.find(&name));
                 if let Ok(handle) = &answer {
-                    if handle.status().phase == super::Phase::Pending {
+                    if handle.status().phase == Phase::Pending {
                         self.launch(&self.selection(std::slice::from_ref(handle.name())));
                     } else {
                         self.gates.remove(handle.name());
@@ -289,7 +450,7 @@ impl Owner {
     }
 
     fn selection(&self, only: &[ServiceName]) -> BTreeSet<ServiceName> {
-        super::selection(&self.services, only)
+        selection(&self.services, only)
     }
 
     // ---- boot ----
@@ -335,7 +496,7 @@ impl Owner {
             .collect();
         self.booting = Some(Box::pin(async move {
             let stepped = watches.into_iter().map(|mut status| async move {
-                let _ = status.wait_for(|s| s.phase != super::Phase::Stopped).await;
+                let _ = status.wait_for(|s| s.phase != Phase::Stopped).await;
             });
             // An actor takes its first input at once; the bound only guards against a
             // bug.
@@ -355,10 +516,7 @@ impl Owner {
             let Some(handle) = self.services.get(name) else {
                 continue;
             };
-            if !matches!(
-                handle.status().phase,
-                super::Phase::Stopped | super::Phase::Failed
-            ) {
+            if !matches!(handle.status().phase, Phase::Stopped | Phase::Failed) {
                 continue;
             }
             let deps: Vec<_> = handle
@@ -413,7 +571,7 @@ impl Owner {
                     to_stop.push(handle.clone());
                 }
                 Some(service) if *service != *handle.service => {
-                    if handle.status().phase != super::Phase::Stopped {
+                    if handle.status().phase != Phase::Stopped {
                         was_active.insert(name.clone());
                     }
                     report.restarted.push(name.clone());

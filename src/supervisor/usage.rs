@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::actor::{Message, Status};
-use super::event::{EventBus, EventKind};
+use super::bus::{EventBus, EventKind};
 use super::machine::{Input, Phase, human};
+use super::status::Status;
 use crate::config::ServiceName;
 
 /// Clients' use of one service.
@@ -101,7 +101,7 @@ pub(super) async fn idle_stop(
     idle: Duration,
     usage: Arc<Usage>,
     mut status: watch::Receiver<Status>,
-    actor: mpsc::WeakUnboundedSender<Message>,
+    stop: impl Fn(Input) -> bool + Send + 'static,
     bus: EventBus,
 ) {
     let mut activity = usage.activity.subscribe();
@@ -132,8 +132,10 @@ pub(super) async fn idle_stop(
                     format!("not used for {}; stopping", human(idle)),
                     json!({ "idle_seconds": idle.as_secs_f64() }),
                 );
-                let Some(actor) = actor.upgrade() else { return };
-                let _ = actor.send(Message::Input(Input::IdleStop(idle)));
+                // The actor is gone: so is the service.
+                if !stop(Input::IdleStop(idle)) {
+                    return;
+                }
                 if status
                     .wait_for(|s| s.phase != Phase::Healthy)
                     .await

@@ -6,9 +6,9 @@ use toml::Spanned;
 
 use super::{Validator, defaults};
 use crate::config::foreign;
+use crate::config::keypath::Segment;
 use crate::config::raw::{RawHook, keys_of};
-use crate::config::recover::Segment;
-use crate::config::spec::{EVENT_KINDS, Hook, ServiceName};
+use crate::config::spec::{EVENT_KINDS, EventKind, Hook, ServiceName};
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
@@ -27,8 +27,8 @@ impl Validator<'_> {
         match &raw.on {
             Some(kinds) if !kinds.get_ref().is_empty() => {
                 for kind in kinds.get_ref() {
-                    if EVENT_KINDS.contains(&kind.get_ref().as_str()) {
-                        on.push(kind.get_ref().clone());
+                    if let Some(known) = EventKind::parse(kind.get_ref()) {
+                        on.push(known);
                     } else {
                         let help =
                             match suggest::nearest(kind.get_ref(), EVENT_KINDS.iter().copied()) {

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::config::keypath::{KeyPath, Segment};
 use crate::config::raw::{RawConfig, RawDuration};
-use crate::config::recover::{KeyPath, Segment};
 use crate::config::spec::{Condition, Dependency, Port, RestartPolicy, Service, ServiceName, Spec};
 use crate::config::values;
 use crate::diagnostic::Diagnostic;

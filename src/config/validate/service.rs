@@ -10,11 +10,11 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{DepRef, Draft, ProxyRef, Validator, defaults};
+use crate::config::keypath::Segment;
 use crate::config::raw::{
     EnvValue, RawBackoff, RawDependsOn, RawPort, RawProxy, RawRestartLimit, RawService,
     StringOrList,
 };
-use crate::config::recover::Segment;
 use crate::config::spec::{
     Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run,
     Service, ServiceName,

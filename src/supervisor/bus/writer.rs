@@ -18,10 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::{Entry, Store};
+use super::super::say::warn;
 use crate::config::HistorySettings;
-use crate::supervisor::{Event, HISTORY_IN_MEMORY, warn};
+use crate::event::Event;
+use crate::store::{Entry, Store};
 
+/// How many recent events the supervisor keeps in memory.
+pub const HISTORY_IN_MEMORY: usize = 10_000;
 /// Entries written per transaction at most.
 const MAX_BATCH: usize = 4096;
 /// Entries kept in memory while the database cannot be written; older ones are lost

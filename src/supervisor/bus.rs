@@ -12,89 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
+mod writer;
+
 use crate::config::{HistorySettings, ServiceName};
-use crate::store::writer::{self, Message, Outlets};
+pub use crate::event::{Event, EventKind};
 use crate::store::{Entry, LastIds, RunEnd, RunStart, Store};
-
-/// The stable event kinds (the JSON field `kind`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    Spawned,
-    Ready,
-    Unhealthy,
-    Healthy,
-    Exited,
-    Restarting,
-    Stopping,
-    Stopped,
-    Completed,
-    Failed,
-    OrphanStopped,
-    IdleStopped,
-    HookFailed,
-    Reloaded,
-}
-
-impl EventKind {
-    /// The kind named `name` (`orphan-stopped`), if there is one.
-    pub fn parse(name: &str) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Spawned => "spawned",
-            EventKind::Ready => "ready",
-            EventKind::Unhealthy => "unhealthy",
-            EventKind::Healthy => "healthy",
-            EventKind::Exited => "exited",
-            EventKind::Restarting => "restarting",
-            EventKind::Stopping => "stopping",
-            EventKind::Stopped => "stopped",
-            EventKind::Completed => "completed",
-            EventKind::Failed => "failed",
-            EventKind::OrphanStopped => "orphan-stopped",
-            EventKind::IdleStopped => "idle-stopped",
-            EventKind::HookFailed => "hook-failed",
-            EventKind::Reloaded => "reloaded",
-        }
-    }
-}
-
-/// One event: `{"id", "time", "service", "run_id", "kind", "message", "data"}`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Event {
-    pub id: u64,
-    /// RFC 3339.
-    #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
-    #[schema(value_type = String)]
-    pub time: SystemTime,
-    #[schema(value_type = String)]
-    pub service: ServiceName,
-    /// The run (one spawn) it concerns; 0 when there was none.
-    pub run_id: u64,
-    pub kind: EventKind,
-    /// One line for people.
-    pub message: String,
-    pub data: serde_json::Value,
-}
-
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
-}
-
-/// The reverse of [`rfc3339`], for clients that read events back.
-fn from_rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
-    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
-    humantime::parse_rfc3339(&text)
-        .map_err(|error| serde::de::Error::custom(format!("time {text:?}: {error}")))
-}
+pub use writer::HISTORY_IN_MEMORY;
+use writer::{Message, Outlets};
 
 /// Where events are published.
 #[derive(Debug, Clone)]
@@ -338,7 +264,7 @@ impl EventBus {
         })
     }
 
-    /// The kept events (the last [`super::HISTORY_IN_MEMORY`] released) after `since`.
+    /// The kept events (the last [`HISTORY_IN_MEMORY`] released) after `since`.
     /// Subscribe first, then read these: every event is in one or the other.
     pub fn recent(&self, since: u64) -> Vec<Arc<Event>> {
         let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
