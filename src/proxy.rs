@@ -178,7 +178,10 @@ async fn connection(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Se
             if asked && status.phase.is_settled() {
                 Usage::add(&counters.refused, 1);
                 let explanation = supervisor.explain(status);
-                let refusal = Refusal::Failed(explanation.cause.join("; "), explanation.log_tail);
+                let refusal = Refusal::Failed(
+                    crate::supervisor::chain(&explanation.cause),
+                    explanation.log_tail,
+                );
                 refuse(&mut client, &proxy, refusal).await;
                 return;
             }
@@ -259,13 +262,13 @@ async fn wait_for_start(
             Vec::new(),
         )),
         Err(Failure::NotHealthy(explanation)) => Err(Refusal::Failed(
-            explanation.cause.join("; "),
+            crate::supervisor::chain(&explanation.cause),
             explanation.log_tail.clone(),
         )),
         Err(Failure::Timeout { after, explanation }) => Err(Refusal::Timeout(format!(
             "`{name}` was not healthy within {}: {}",
             crate::supervisor::machine::human(after),
-            explanation.cause.join("; ")
+            crate::supervisor::chain(&explanation.cause)
         ))),
     }
 }

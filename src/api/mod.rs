@@ -147,7 +147,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (cause, log_tail) = match &self.explanation {
-            Some(e) => (e.cause.clone(), e.log_tail.clone()),
+            Some(e) => (
+                e.cause.iter().map(ToString::to_string).collect(),
+                e.log_tail.clone(),
+            ),
             None => (Vec::new(), Vec::new()),
         };
         let body = ErrorBody {

@@ -36,6 +36,10 @@ pub struct ServiceView {
     pub state: Phase,
     /// Why it is in that state, in one line.
     pub reason: String,
+    /// Failed because this dependency will not meet its condition: the next link of the
+    /// cause chain.
+    #[serde(default)]
+    pub blocked_by: Option<String>,
     /// The process group leader of the current run.
     pub pid: Option<u32>,
     /// The current (or last) run; 0 before the first spawn.
@@ -148,6 +152,7 @@ impl ServiceView {
             description: handle.service.description.clone(),
             state: status.phase,
             reason: status.reason,
+            blocked_by: status.blocked_by.as_ref().map(ToString::to_string),
             pid: status.pid,
             run_id: status.run_id,
             since: rfc3339(status.since),

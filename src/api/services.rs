@@ -12,7 +12,6 @@ use utoipa::IntoParams;
 
 use super::model::{ErrorBody, ServiceList, ServiceView};
 use super::{ApiError, ErrorKind, bad_query, known, unknown};
-use crate::config::Condition;
 use crate::supervisor::{Failure, Phase, Status, Supervisor};
 
 /// How long `ensure` waits when the caller does not say.
@@ -179,7 +178,7 @@ pub async fn start(
     // A start leaves a running or completed service as it is: nothing to wait for.
     match before.phase {
         Phase::Completed => Ok((StatusCode::OK, Json(view(&supervisor, &name)?))),
-        Phase::Healthy if !is_one_shot(&supervisor, &name) => {
+        Phase::Healthy if !supervisor.spec().is_one_shot(&name) => {
             Ok((StatusCode::OK, Json(view(&supervisor, &name)?)))
         }
         Phase::Unhealthy => Err(Failure::NotHealthy(supervisor.explain(before)).into()),
@@ -209,7 +208,7 @@ async fn outcome(
     let handle = supervisor
         .service(name)
         .ok_or_else(|| unknown(name.to_owned()))?;
-    let one_shot = is_one_shot(supervisor, name);
+    let one_shot = supervisor.spec().is_one_shot(name);
     let mut status = handle.watch();
     let settled = |s: &Status| match s.phase {
         // Healthy only while its process is: one with no probe is healthy at its spawn,
@@ -294,18 +293,6 @@ pub async fn restart(
         // Whatever the state before, only a run after it counts.
         Some(timeout) => outcome(&supervisor, &name, Some(before.run_id), asked, timeout).await,
     }
-}
-
-/// Whether `name` is a one-shot: a service another waits on with `condition =
-/// "completed"`, which is how a config says so.
-fn is_one_shot(supervisor: &Supervisor, name: &str) -> bool {
-    supervisor.services().iter().any(|handle| {
-        handle
-            .service
-            .depends_on
-            .iter()
-            .any(|dep| dep.service.as_str() == name && dep.condition == Condition::Completed)
-    })
 }
 
 /// The service as it is now (a reload may have removed it meanwhile).

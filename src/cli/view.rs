@@ -290,7 +290,7 @@ impl View {
             .filter(|s| s.phase == Phase::Failed)
             .collect();
         // Root causes first, then the services that failed through them.
-        failed.sort_by_key(|s| s.reason.starts_with("dependency `"));
+        failed.sort_by_key(|s| s.blocked_by.is_some());
         let up = statuses
             .iter()
             .filter(|s| matches!(s.phase, Phase::Healthy | Phase::Unhealthy))
@@ -328,10 +328,7 @@ impl View {
             ));
         }
         // The services that failed by themselves (not through a dependency): their logs.
-        for status in failed
-            .iter()
-            .filter(|s| !s.reason.starts_with("dependency `"))
-        {
+        for status in failed.iter().filter(|s| s.blocked_by.is_none()) {
             let Some(handle) = supervisor.service(status.service.as_str()) else {
                 continue;
             };

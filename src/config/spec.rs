@@ -36,6 +36,18 @@ impl Spec {
         self.services.get(name)
     }
 
+    /// Whether `name` is a one-shot: a service another waits on with `condition =
+    /// "completed"`, which is how a config says so. Its outcome is completing, not
+    /// being up.
+    pub fn is_one_shot(&self, name: &str) -> bool {
+        self.services.values().any(|service| {
+            service
+                .depends_on
+                .iter()
+                .any(|dep| dep.service.as_str() == name && dep.condition == Condition::Completed)
+        })
+    }
+
     /// The wave (0-based) a service starts in.
     pub fn wave_of(&self, name: &str) -> Option<usize> {
         self.waves

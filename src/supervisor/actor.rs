@@ -116,7 +116,10 @@ pub(super) enum Order {
     /// Wait for dependencies; the text names them.
     Await(String),
     /// A dependency will never meet its condition; the text says why.
-    DependencyFailed(String),
+    DependencyFailed {
+        dependency: ServiceName,
+        reason: String,
+    },
     Stop,
     Restart,
 }
@@ -126,7 +129,9 @@ impl From<Order> for Input {
         match order {
             Order::Start => Input::Start,
             Order::Await(waiting) => Input::Await(waiting),
-            Order::DependencyFailed(reason) => Input::DependencyFailed(reason),
+            Order::DependencyFailed { dependency, reason } => {
+                Input::DependencyFailed { dependency, reason }
+            }
             Order::Stop => Input::Stop,
             Order::Restart => Input::Restart,
         }
@@ -194,6 +199,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         probe_failures: 0,
         last_probe: None,
         transitions: 0,
+        blocked_by: None,
     });
     let actor = Actor {
         policy: Policy::of(&service),
@@ -557,6 +563,7 @@ impl Actor {
                 service: status.service.clone(),
                 phase: state.phase,
                 reason: state.reason.clone(),
+                blocked_by: state.blocked_by.clone(),
                 // A launcher that has exited is no process to show.
                 pid: state.pid.filter(|_| !state.awaiting_pid),
                 run_id: self.run_id,

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 
 pub use super::exit::Exit;
-use crate::config::{Backoff, OnUnhealthy, RestartLimit, RestartPolicy, Service};
+use crate::config::{Backoff, OnUnhealthy, RestartLimit, RestartPolicy, Service, ServiceName};
 
 /// Where a service is in its life. Every phase comes with a reason (see [`State`]).
 #[derive(
@@ -239,7 +239,12 @@ pub enum Input {
     /// Wait for dependencies before starting (a start was asked while they are not met).
     Await(String),
     /// A dependency will not reach its condition; the text says why.
-    DependencyFailed(String),
+    DependencyFailed {
+        /// The dependency that will not meet its condition.
+        dependency: ServiceName,
+        /// Why, in its own words.
+        reason: String,
+    },
     Stop,
     /// `idle-stop`: stop it, unused for this long.
     IdleStop(Duration),
@@ -464,6 +469,9 @@ pub struct State {
     pub phase: Phase,
     /// Why it is in this phase, for people.
     pub reason: String,
+    /// Failed because this dependency will not meet its condition: the next link of
+    /// the cause chain, as data.
+    pub blocked_by: Option<ServiceName>,
     pub pid: Option<u32>,
     /// Spawns so far; the current run's number.
     pub runs: u64,
@@ -505,6 +513,7 @@ impl State {
         Self {
             phase: Phase::Stopped,
             reason: "not started".to_owned(),
+            blocked_by: None,
             pid: None,
             runs: 0,
             restarts: 0,
@@ -530,6 +539,7 @@ impl State {
         Self {
             phase,
             reason: reason.into(),
+            blocked_by: None,
             ..self.clone()
         }
     }
@@ -586,8 +596,11 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             next.last_probe_failure = None;
             (next, vec![Effect::Spawn])
         }
-        (Pending, Input::DependencyFailed(reason)) => {
-            let next = state.to(Failed, reason.clone());
+        (Pending, Input::DependencyFailed { dependency, reason }) => {
+            // The words are made here, once; who follows the chain reads `blocked_by`.
+            let reason = format!("dependency `{dependency}` failed: {reason}");
+            let mut next = state.to(Failed, reason.clone());
+            next.blocked_by = Some(dependency);
             (next, vec![Effect::Emit(Emit::Failed { reason })])
         }
         (Pending, Input::Stop | Input::IdleStop(_)) => {

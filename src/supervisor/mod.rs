@@ -42,7 +42,9 @@ pub use actor::{ServiceHandle, Status};
 pub use bus::{Draft, EventBus, Feed, HISTORY_IN_MEMORY};
 pub use lock::private_dir;
 pub use machine::{Input, Phase};
-pub use owner::{Explanation, Failure, Graph, Lifecycle, ReloadReport, Verdict, judge};
+pub use owner::{
+    Explanation, Failure, Graph, Lifecycle, Link, ReloadReport, Verdict, chain, judge,
+};
 pub use say::warn;
 
 use crate::config::{ServiceName, Spec};
@@ -362,23 +364,27 @@ impl Supervisor {
     /// The cause chain of a service's state, down to the service that failed by itself,
     /// with the last lines of that one's log.
     pub fn explain(&self, status: Status) -> Box<Explanation> {
-        let mut cause = vec![format!(
-            "{}: {} ({})",
-            status.service, status.phase, status.reason
-        )];
+        let link = |status: &Status| Link {
+            service: status.service.clone(),
+            phase: status.phase,
+            reason: status.reason.clone(),
+        };
+        let mut cause = vec![link(&status)];
         let mut root = status.service.clone();
-        let mut reason = status.reason.clone();
-        while let Some(rest) = reason.strip_prefix("dependency `") {
-            let Some(dep) = rest.split('`').next().and_then(|d| self.service(d)) else {
+        let mut next = status.blocked_by.clone();
+        // A chain is as long as the graph is deep, and the graph has no cycle; the
+        // bound only guards against a dependency replaced by a reload meanwhile.
+        while let Some(dependency) = next
+            .take()
+            .filter(|_| cause.len() <= self.graph().services.len())
+        {
+            let Some(handle) = self.service(dependency.as_str()) else {
                 break;
             };
-            let dep_status = dep.status();
-            cause.push(format!(
-                "{}: {} ({})",
-                dep_status.service, dep_status.phase, dep_status.reason
-            ));
+            let dep_status = handle.status();
+            cause.push(link(&dep_status));
             root = dep_status.service.clone();
-            reason = dep_status.reason.clone();
+            next = dep_status.blocked_by;
         }
         let log_tail = match self.service(root.as_str()) {
             Some(handle) => Log::lock(handle.log())
@@ -577,10 +583,14 @@ impl Supervisor {
         if self.booted.load(Relaxed) {
             return true;
         }
+        let spec = self.spec();
+        // A one-shot's outcome is its completion: being up is not where the boot leaves
+        // it, so the summary cannot count it as up.
         let settled = self.graph.borrow().launched
             && self.selected().iter().all(|handle| {
                 let phase = handle.status().phase;
-                matches!(phase, Phase::Healthy | Phase::Unhealthy) || phase.is_settled()
+                let up = matches!(phase, Phase::Healthy | Phase::Unhealthy);
+                (up && !spec.is_one_shot(handle.name().as_str())) || phase.is_settled()
             });
         if settled {
             self.booted.store(true, Relaxed);

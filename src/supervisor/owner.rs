@@ -152,23 +152,47 @@ impl std::fmt::Display for Failure {
                 f.write_str("the supervisor is shutting down; nothing starts any more")
             }
             Failure::Refused(why) => f.write_str(why),
-            Failure::NotHealthy(explanation) => f.write_str(&explanation.cause.join("; ")),
+            Failure::NotHealthy(explanation) => f.write_str(&chain(&explanation.cause)),
             Failure::Timeout { after, explanation } => write!(
                 f,
                 "not healthy within {}: {}",
                 machine::human(*after),
-                explanation.cause.join("; ")
+                chain(&explanation.cause)
             ),
         }
     }
+}
+
+/// One link of a cause chain: a service, its state and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Link {
+    pub service: ServiceName,
+    pub phase: Phase,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} ({})", self.service, self.phase, self.reason)
+    }
+}
+
+/// A cause chain in words, joined: what is shown where one line must do.
+pub fn chain(links: &[Link]) -> String {
+    links
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A service's state with its cause chain and the root cause's last log lines.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Explanation {
     pub status: Status,
-    /// `service: phase (reason)`, from the service asked about to the root cause.
-    pub cause: Vec<String>,
+    /// From the service asked about to the root cause, each link typed; in words only
+    /// where it is shown (`service: phase (reason)`).
+    pub cause: Vec<Link>,
     pub log_tail: Vec<String>,
 }
 
@@ -820,9 +844,10 @@ async fn gate(
                 Verdict::Met => {}
                 Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
                 Verdict::Never(reason) => {
-                    handle.send(Order::DependencyFailed(format!(
-                        "dependency `{name}` failed: {reason}"
-                    )));
+                    handle.send(Order::DependencyFailed {
+                        dependency: name.clone(),
+                        reason,
+                    });
                     return;
                 }
             }

@@ -15,6 +15,8 @@ pub struct Status {
     pub service: ServiceName,
     pub phase: Phase,
     pub reason: String,
+    /// Failed because this dependency will not meet its condition.
+    pub blocked_by: Option<ServiceName>,
     pub pid: Option<u32>,
     /// The current (or last) run; 0 before the first spawn.
     pub run_id: u64,

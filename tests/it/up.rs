@@ -500,7 +500,11 @@ fn plain_output_names_each_event_and_says_when_everything_is_up() {
     let file = dir.path().join("muster.toml");
     std::fs::write(
         &file,
-        "[services.once]\ncommand = [\"sh\", \"-c\", \"echo hello\"]\n",
+        // `after` waits for `once` to complete: that is how a config says `once` is a
+        // one-shot, whose outcome is completing, not being up.
+        "[services.once]\ncommand = [\"sh\", \"-c\", \"echo hello\"]\n\n\
+         [services.after]\ncommand = [\"true\"]\nready = { log = \"^never$\" }\n\
+         depends-on = { once = \"completed\" }\n",
     )
     .unwrap();
     let result = run(muster(&["up", "-f", file.to_str().unwrap()])
@@ -509,12 +513,12 @@ fn plain_output_names_each_event_and_says_when_everything_is_up() {
     assert!(
         result
             .stdout
-            .contains("once completed  exited with status 0"),
+            .contains("once  completed  exited with status 0"),
         "{}",
         result.stdout
     );
     assert!(
-        result.stdout.contains("muster: 1 service completed in"),
+        result.stdout.contains("muster: 2 services completed in"),
         "{}",
         result.stdout
     );

@@ -137,7 +137,10 @@ fn inputs() -> Vec<Input> {
     let mut all = vec![
         Input::Start,
         Input::Await("`db` (healthy)".into()),
-        Input::DependencyFailed("dependency `db` failed".into()),
+        Input::DependencyFailed {
+            dependency: ServiceName::new("db").unwrap(),
+            reason: "failed".into(),
+        },
         Input::Stop,
         Input::IdleStop(Duration::from_secs(600)),
         Input::Restart,
@@ -504,9 +507,15 @@ fn a_failed_dependency_fails_a_pending_service_with_the_chain() {
     assert_eq!(s.phase, Phase::Pending);
     assert_eq!(s.reason, "waiting for `db` (healthy)");
     let reason = "dependency `db` failed: exited with status 1 (restart = \"never\")";
-    let (s, effects) = step(&p, &s, Input::DependencyFailed(reason.into()), now);
+    let failed = Input::DependencyFailed {
+        dependency: ServiceName::new("db").unwrap(),
+        reason: "exited with status 1 (restart = \"never\")".into(),
+    };
+    let (s, effects) = step(&p, &s, failed, now);
     assert_eq!(s.phase, Phase::Failed);
     assert_eq!(s.reason, reason);
+    // The chain is data: the next link is named, not parsed out of the words.
+    assert_eq!(s.blocked_by.as_ref().map(ServiceName::as_str), Some("db"));
     assert_eq!(
         effects,
         vec![Effect::Emit(Emit::Failed {
