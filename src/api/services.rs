@@ -103,7 +103,8 @@ pub struct StartQuery {
     /// instead of at once. Default false.
     #[serde(default)]
     wait: bool,
-    /// With `wait`: how long to wait for the outcome, such as `30s` (default 60s).
+    /// How long to wait for the outcome, such as `30s` (default 60s); giving it means
+    /// waiting, as `wait=true` does.
     #[param(
         pattern = r"^ *([0-9]{1,9} *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w) *)+$"
     )]
@@ -129,11 +130,8 @@ impl StartQuery {
         match (self.wait, timeout) {
             (true, timeout) => Ok(Some(timeout.unwrap_or(DEFAULT_ENSURE_TIMEOUT))),
             (false, None) => Ok(None),
-            (false, Some(_)) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::BadRequest,
-                "timeout: only with wait=true (without it the answer comes at once)",
-            )),
+            // A caller that says how long to wait wants to wait.
+            (false, Some(timeout)) => Ok(Some(timeout)),
         }
     }
 }
