@@ -174,6 +174,21 @@ impl ServiceHandle {
         self.status.clone()
     }
 
+    /// Resolves once the service is down (stopped, completed or failed: no process
+    /// left), with its status then. The one way anything waits for a stop to finish.
+    pub async fn settled(&self) -> Status {
+        let mut status = self.watch();
+        let _ = status.wait_for(|s| s.phase.is_settled()).await;
+        self.status()
+    }
+
+    /// Stops the service and waits until it is down: for the graph owner, who alone
+    /// decides when a service may be stopped (everyone else asks it).
+    pub(super) async fn stop_and_settle(&self) -> Status {
+        self.send(Order::Stop);
+        self.settled().await
+    }
+
     pub fn log(&self) -> &SharedLog {
         &self.log
     }

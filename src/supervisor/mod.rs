@@ -459,9 +459,7 @@ impl Supervisor {
                 reply,
             })
             .await?;
-        let mut status = handle.watch();
-        let _ = status.wait_for(|s| s.phase.is_settled()).await;
-        Ok(handle.status())
+        Ok(handle.settled().await)
     }
 
     /// Restarts `name` (starts it, when it never ran) without waiting for it to be up.

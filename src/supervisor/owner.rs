@@ -612,13 +612,12 @@ impl Owner {
             .collect();
         for handle in &to_stop {
             self.gates.remove(handle.name());
-            handle.send(Order::Stop);
         }
         // Down means no process: the actor SIGKILLs the group at its stop timeout, so
         // this ends; a new actor never runs beside the old one's process.
         let stopped = async move {
             let down = to_stop.into_iter().map(|handle| async move {
-                let _ = handle.watch().wait_for(|s| s.phase.is_settled()).await;
+                handle.stop_and_settle().await;
             });
             futures_util::future::join_all(down).await;
         };
@@ -790,8 +789,7 @@ async fn stop_all(
             for mut dependent in dependents {
                 let _ = dependent.wait_for(|s| s.phase.is_settled()).await;
             }
-            handle.send(Order::Stop);
-            let _ = handle.watch().wait_for(|s| s.phase.is_settled()).await;
+            handle.stop_and_settle().await;
         }
     });
     let all_stopped = futures_util::future::join_all(stoppers);
@@ -802,9 +800,7 @@ async fn stop_all(
                 let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
-        let everyone = services.iter().map(|handle| async {
-            let _ = handle.watch().wait_for(|s| s.phase.is_settled()).await;
-        });
+        let everyone = services.iter().map(ServiceHandle::settled);
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             futures_util::future::join_all(everyone),
