@@ -113,6 +113,8 @@ impl Shared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Order {
     Start,
+    /// Needed by something (see [`Input::Demand`]).
+    Demand,
     /// Wait for dependencies; the text names them.
     Await(String),
     /// A dependency will never meet its condition; the text says why.
@@ -128,6 +130,7 @@ impl From<Order> for Input {
     fn from(order: Order) -> Self {
         match order {
             Order::Start => Input::Start,
+            Order::Demand => Input::Demand,
             Order::Await(waiting) => Input::Await(waiting),
             Order::DependencyFailed { dependency, reason } => {
                 Input::DependencyFailed { dependency, reason }
@@ -1177,7 +1180,7 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
 /// process (a start, a restart, the restart timer) stops it instead.
 fn while_closing(input: Input) -> Input {
     match input {
-        Input::Start | Input::Restart | Input::Timer(Timer::Restart) => Input::Stop,
+        Input::Start | Input::Demand | Input::Restart | Input::Timer(Timer::Restart) => Input::Stop,
         other => other,
     }
 }

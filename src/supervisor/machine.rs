@@ -104,6 +104,7 @@ pub const ALLOWED: &[(Phase, Phase)] = {
         (Pending, Starting),
         (Pending, Stopped),
         (Pending, Failed),
+        (Pending, Exited),
         (Starting, Healthy),
         (Starting, Stopping),
         // With `pidfile`, stopped before the daemon is known: no process to wait for.
@@ -128,10 +129,12 @@ pub const ALLOWED: &[(Phase, Phase)] = {
         (Exited, Stopped),
         (Stopped, Pending),
         (Stopped, Starting),
+        (Stopped, Exited),
         (Completed, Pending),
         (Completed, Starting),
         (Failed, Pending),
         (Failed, Starting),
+        (Failed, Exited),
     ]
 };
 
@@ -234,8 +237,14 @@ pub enum ProbeKind {
 /// What can happen to a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// Start it (its dependencies are met, or someone asked).
+    /// Start it: someone asked for this service by name (`muster start`, the boot, a
+    /// reload); the restart budget begins afresh.
     Start,
+    /// Start it because something needs it (an `ensure`, a proxied connection, a
+    /// dependent): bound by the restart policy like a restart. After a failure of its
+    /// own it waits out its backoff and is charged to its restart limit; with the limit
+    /// spent it stays failed until someone asks by name.
+    Demand,
     /// Wait for dependencies before starting (a start was asked while they are not met).
     Await(String),
     /// A dependency will not reach its condition; the text says why.
@@ -472,6 +481,9 @@ pub struct State {
     /// Failed because this dependency will not meet its condition: the next link of
     /// the cause chain, as data.
     pub blocked_by: Option<ServiceName>,
+    /// It failed by itself (not through a dependency) and has not been healthy or
+    /// started by name since: a demand for it is bound by the restart policy.
+    pub own_failure: bool,
     pub pid: Option<u32>,
     /// Spawns so far; the current run's number.
     pub runs: u64,
@@ -514,6 +526,7 @@ impl State {
             phase: Phase::Stopped,
             reason: "not started".to_owned(),
             blocked_by: None,
+            own_failure: false,
             pid: None,
             runs: 0,
             restarts: 0,
@@ -562,7 +575,16 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32) -> Duration {
 
 /// One step of the machine.
 pub fn step(policy: &Policy, state: &State, input: Input, now: Instant) -> (State, Vec<Effect>) {
-    let (next, effects) = transition(policy, state, input, now);
+    let (mut next, effects) = transition(policy, state, input, now);
+    // Whether it failed by itself is decided where a phase is entered, once for all
+    // the transitions.
+    if next.phase != state.phase {
+        match next.phase {
+            Phase::Failed if next.blocked_by.is_none() => next.own_failure = true,
+            Phase::Healthy | Phase::Completed => next.own_failure = false,
+            _ => {}
+        }
+    }
     debug_assert!(
         allowed(state.phase, next.phase),
         "transition {} -> {} is not in the table",
@@ -587,6 +609,15 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             // An asked-for start begins with a fresh restart budget.
             next.attempt = 0;
             next.restart_times.clear();
+            next.last_probe_failure = None;
+            next.own_failure = false;
+            (next, vec![Effect::Spawn])
+        }
+        (Pending | Stopped | Completed | Failed, Input::Demand) if state.own_failure => {
+            demanded_after_failure(policy, state, now)
+        }
+        (Pending | Stopped | Completed | Failed, Input::Demand) => {
+            let mut next = state.to(Starting, "spawning");
             next.last_probe_failure = None;
             (next, vec![Effect::Spawn])
         }
@@ -1259,6 +1290,31 @@ fn exited(policy: &Policy, state: &State, exit: Exit, now: Instant) -> (State, V
     effects.push(restarting(delay, next.attempt, Cause::Exit(exit)));
     effects.push(Effect::Arm(Timer::Restart, delay));
     (next, effects)
+}
+
+/// A service that failed by itself is needed again (an `ensure`, a proxied connection,
+/// a dependent): it starts as a restart would, after its backoff and charged to its
+/// restart limit. With the limit spent it stays as it is: a client in a loop, or a
+/// connection a second, cannot make a crash loop of a service the policy gave up on.
+fn demanded_after_failure(policy: &Policy, state: &State, now: Instant) -> (State, Vec<Effect>) {
+    let mut next = state.clone();
+    if charge_restart(policy, &mut next, now).is_err() {
+        return (state.clone(), Vec::new());
+    }
+    next.attempt += 1;
+    next.blocked_by = None;
+    next.last_probe_failure = None;
+    let delay = backoff_delay(&policy.backoff, next.attempt);
+    let cause = state.last_exit.map_or(Cause::Asked, Cause::Exit);
+    next.phase = Phase::Exited;
+    next.reason = format!("needed again after it failed; starting in {}", human(delay));
+    (
+        next,
+        vec![
+            restarting(delay, state.attempt + 1, cause),
+            Effect::Arm(Timer::Restart, delay),
+        ],
+    )
 }
 
 /// Charges one restart to the budget (at most `count` within `within`), or says why

@@ -332,6 +332,7 @@ impl Supervisor {
         let handle = self
             .ask(|reply| owner::Request::Launch {
                 name: name.to_owned(),
+                by_name: false,
                 reply,
             })
             .await?;
@@ -445,6 +446,7 @@ impl Supervisor {
         self.mark_controlled();
         self.ask(|reply| owner::Request::Launch {
             name: name.to_owned(),
+            by_name: true,
             reply,
         })
         .await

@@ -232,8 +232,12 @@ pub(super) enum Request {
         reply: oneshot::Sender<()>,
     },
     /// Start `name` with whatever it depends on, unless it is already starting or up.
+    /// `by_name`: someone asked for this service (`muster start`), so its restart
+    /// budget begins afresh; otherwise (an `ensure`, a proxied connection) it is a
+    /// demand, bound by its restart policy. Dependencies are always demands.
     Launch {
         name: String,
+        by_name: bool,
         reply: Reply<ServiceHandle>,
     },
     Stop {
@@ -400,10 +404,16 @@ impl Owner {
         }
         match request {
             Request::Boot { only, reply } => self.boot(&only, reply),
-            Request::Launch { name, reply } => {
+            Request::Launch {
+                name,
+                by_name,
+                reply,
+            } => {
                 let answer = self.closed().and_then(|()| self.find(&name));
                 if let Ok(handle) = &answer {
-                    self.launch(&self.selection(std::slice::from_ref(handle.name())));
+                    let asked = by_name.then(|| handle.name().clone());
+                    let selection = self.selection(std::slice::from_ref(handle.name()));
+                    self.launch(&selection, asked.as_ref());
                 }
                 let _ = reply.send(answer);
             }
@@ -421,7 +431,8 @@ impl Owner {
                 let answer = self.closed().and_then(|()| self.find(&name));
                 if let Ok(handle) = &answer {
                     if handle.status().phase == Phase::Pending {
-                        self.launch(&self.selection(std::slice::from_ref(handle.name())));
+                        let selection = self.selection(std::slice::from_ref(handle.name()));
+                        self.launch(&selection, Some(handle.name()));
                     } else {
                         self.gates.remove(handle.name());
                         handle.send(Order::Restart);
@@ -513,7 +524,10 @@ impl Owner {
             return;
         }
         let group: BTreeSet<ServiceName> = self.boot_queue.drain(..count).collect();
-        self.launch(&group);
+        // The boot asks for every service it selected.
+        for name in &group {
+            self.launch(&BTreeSet::from([name.clone()]), Some(name));
+        }
         let watches: Vec<_> = group
             .iter()
             .filter_map(|name| self.services.get(name).map(ServiceHandle::watch))
@@ -534,8 +548,9 @@ impl Owner {
 
     /// Starts every service in `names` that is stopped or failed, each once its own
     /// dependencies meet their conditions. One already starting or running is left
-    /// alone, so concurrent callers share one start.
-    fn launch(&mut self, names: &BTreeSet<ServiceName>) {
+    /// alone, so concurrent callers share one start. `asked` was asked for by name (a
+    /// fresh start); the others are demands, bound by their restart policy.
+    fn launch(&mut self, names: &BTreeSet<ServiceName>, asked: Option<&ServiceName>) {
         for name in names {
             let Some(handle) = self.services.get(name) else {
                 continue;
@@ -552,14 +567,19 @@ impl Owner {
                     Some((dep.service.clone(), dep.condition, watch))
                 })
                 .collect();
+            let start = if asked == Some(name) {
+                Order::Start
+            } else {
+                Order::Demand
+            };
             if deps.is_empty() {
-                handle.send(Order::Start);
+                handle.send(start);
                 continue;
             }
             handle.send(Order::Await(waiting_for(&deps)));
             let (cancel, cancelled) = oneshot::channel();
             self.gates.insert(name.clone(), cancel);
-            tokio::spawn(gate(handle.clone(), deps, cancelled));
+            tokio::spawn(gate(handle.clone(), deps, start, cancelled));
         }
     }
 
@@ -667,7 +687,7 @@ impl Owner {
         );
         for name in &start {
             let selection = self.selection(std::slice::from_ref(name));
-            self.launch(&selection);
+            self.launch(&selection, Some(name));
         }
         for (names, what) in [
             (&report.restarted, "definition changed"),
@@ -830,6 +850,7 @@ fn waiting_for(deps: &[(ServiceName, Condition, watch::Receiver<Status>)]) -> St
 async fn gate(
     handle: ServiceHandle,
     mut deps: Vec<(ServiceName, Condition, watch::Receiver<Status>)>,
+    start: Order,
     mut cancelled: oneshot::Receiver<()>,
 ) {
     loop {
@@ -849,7 +870,7 @@ async fn gate(
             }
         }
         if waiting.is_empty() {
-            handle.send(Order::Start);
+            handle.send(start);
             return;
         }
         handle.send(Order::Await(waiting.join(", ")));

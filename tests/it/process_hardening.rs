@@ -564,15 +564,20 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The pids of live processes carrying `entry` in their environment.
-fn carriers(entry: &str) -> Vec<u32> {
+/// The pids of live processes carrying every one of `entries` in their environment.
+/// A run id alone is no mark: other supervisors (other tests) number their runs from 1
+/// too, so a run is named with its supervisor's `NOTIFY_SOCKET` beside it.
+fn carriers(entries: &[&str]) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| alive(pid as i32))
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                entries
+                    .iter()
+                    .all(|entry| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+            })
         })
         .collect()
 }
@@ -626,8 +631,13 @@ ready = {{ exec = ["true"] }}
         );
         let run = failed["run_id"].as_u64().unwrap();
         let marker = format!("MUSTER_RUN_ID={run}");
+        let instance = format!(
+            "NOTIFY_SOCKET={}",
+            crate::helpers::evidence::instance_of(up.pid())
+                .expect("the supervisor's notify socket")
+        );
         eventually(&format!("the daemon of {name} is stopped"), || {
-            carriers(&marker).is_empty()
+            carriers(&[&marker, &instance]).is_empty()
         });
     }
     // With `pidfile`: healthy once the daemon is taken over, shown with its pid.

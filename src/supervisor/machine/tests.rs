@@ -129,6 +129,18 @@ fn states(now: Instant) -> Vec<State> {
         let mut young = running.clone();
         young.spawned_at = Some(now);
         all.push(young);
+        // Failed by itself, and needed again: bound by the restart policy. (Being
+        // healthy or completing clears it, so only these phases can carry it.)
+        if !matches!(phase, Phase::Failed | Phase::Pending | Phase::Stopped) {
+            continue;
+        }
+        let mut crashed = base.clone();
+        crashed.last_exit = Some(Exit::Code(1));
+        crashed.own_failure = true;
+        crashed.attempt = 1;
+        all.push(crashed.clone());
+        crashed.restart_times = (0..3).map(|_| now).collect();
+        all.push(crashed);
     }
     all
 }
@@ -136,6 +148,7 @@ fn states(now: Instant) -> Vec<State> {
 fn inputs() -> Vec<Input> {
     let mut all = vec![
         Input::Start,
+        Input::Demand,
         Input::Await("`db` (healthy)".into()),
         Input::DependencyFailed {
             dependency: ServiceName::new("db").unwrap(),
@@ -217,14 +230,53 @@ fn inputs_reach_exactly_the_allowed_transitions() {
 }
 
 #[test]
-fn settled_phases_ignore_everything_but_start_await_and_restart() {
+fn a_demand_after_a_failure_waits_its_backoff_and_is_charged_to_the_restart_limit() {
+    let now = Instant::now();
+    let mut p = policy(RestartPolicy::Never, None);
+    p.restart_limit = RestartLimit {
+        count: 2,
+        within: Duration::from_secs(60),
+    };
+    // It ran, and exited with status 1: restart = "never" gives up at once.
+    let (s, _) = step(&p, &State::new(), Input::Start, now);
+    let (s, _) = step(&p, &s, Input::Spawned { pid: 7 }, now);
+    let (s, _) = step(&p, &s, Input::Exited(Exit::Code(1)), now);
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.own_failure);
+    // Needed again (an ensure, a proxied connection): after the backoff, counted.
+    let (s, effects) = step(&p, &s, Input::Demand, now);
+    assert_eq!(s.phase, Phase::Exited, "{}", s.reason);
+    assert!(effects.contains(&Effect::Arm(Timer::Restart, p.backoff.initial)));
+    let (s, _) = step(&p, &s, Input::Timer(Timer::Restart), now);
+    let (s, _) = step(&p, &s, Input::Spawned { pid: 8 }, now);
+    let (s, _) = step(&p, &s, Input::Exited(Exit::Code(1)), now);
+    let (s, effects) = step(&p, &s, Input::Demand, now);
+    assert_eq!(s.phase, Phase::Exited);
+    // The backoff doubles like a restart's.
+    assert!(effects.contains(&Effect::Arm(Timer::Restart, p.backoff.initial * 2)));
+    let (s, _) = step(&p, &s, Input::Timer(Timer::Restart), now);
+    let (s, _) = step(&p, &s, Input::Spawned { pid: 9 }, now);
+    let (s, _) = step(&p, &s, Input::Exited(Exit::Code(1)), now);
+    // The limit is spent: a demand changes nothing, however often it comes.
+    let (after, effects) = step(&p, &s, Input::Demand, now);
+    assert_eq!((after.clone(), effects), (s.clone(), vec![]));
+    // Asked for by name, it starts, with a fresh budget.
+    let (s, effects) = step(&p, &after, Input::Start, now);
+    assert_eq!((s.phase, effects), (Phase::Starting, vec![Effect::Spawn]));
+    assert!(!s.own_failure);
+}
+
+#[test]
+fn settled_phases_ignore_everything_but_start_demand_await_and_restart() {
     let now = Instant::now();
     for policy in policies() {
         for phase in [Phase::Stopped, Phase::Completed, Phase::Failed] {
             let state = State::new().to(phase, "test");
             for input in inputs() {
-                let expected_change =
-                    matches!(input, Input::Start | Input::Await(_) | Input::Restart);
+                let expected_change = matches!(
+                    input,
+                    Input::Start | Input::Demand | Input::Await(_) | Input::Restart
+                );
                 let (next, effects) = step(&policy, &state, input.clone(), now);
                 assert_eq!(
                     next != state,
