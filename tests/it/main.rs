@@ -22,6 +22,7 @@ mod history;
 mod hooks;
 mod process_hardening;
 mod proxy;
+mod reload_hardening;
 mod security;
 mod typed_api;
 mod up;
