@@ -255,21 +255,27 @@ fn timeout(text: &str) -> Result<Duration, ExitCode> {
 }
 
 pub fn ensure(global: &GlobalArgs, args: &EnsureArgs) -> ExitCode {
-    let wait = match timeout(&args.timeout) {
+    waited(global, &args.name, "ensure?", &args.timeout, args.json)
+}
+
+/// `POST /v1/services/NAME/{action}timeout=…`, waited for up to its timeout (on top
+/// of the API's own), and its outcome printed.
+fn waited(global: &GlobalArgs, name: &str, action: &str, limit: &str, json: bool) -> ExitCode {
+    let wait = match timeout(limit) {
         Ok(wait) => wait,
         Err(code) => return code,
     };
     let path = format!(
-        "/v1/services/{}/ensure?timeout={}",
-        encode(&args.name),
-        encode(&args.timeout)
+        "/v1/services/{}/{action}timeout={}",
+        encode(name),
+        encode(limit)
     );
     let patience = Patience::waiting(global.api_timeout, wait);
     let answer = match Client::new(global).and_then(|c| c.call(Method::POST, &path, patience)) {
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    conclude(&args.name, &answer, args.json)
+    conclude(name, &answer, json)
 }
 
 /// Prints a waited-for outcome (healthy or completed, or why not) and gives its code.
@@ -338,21 +344,8 @@ pub fn start(global: &GlobalArgs, args: &StartArgs, verb: &str) -> ExitCode {
         };
         return command(global, &names, verb);
     }
-    let wait = match timeout(&args.timeout) {
-        Ok(wait) => wait,
-        Err(code) => return code,
-    };
-    let path = format!(
-        "/v1/services/{}/{verb}?wait=true&timeout={}",
-        encode(&args.name),
-        encode(&args.timeout)
-    );
-    let patience = Patience::waiting(global.api_timeout, wait);
-    let answer = match Client::new(global).and_then(|c| c.call(Method::POST, &path, patience)) {
-        Ok(answer) => answer,
-        Err(code) => return code,
-    };
-    conclude(&args.name, &answer, args.json)
+    let action = format!("{verb}?wait=true&");
+    waited(global, &args.name, &action, &args.timeout, args.json)
 }
 
 /// `stop`, or `start`/`restart --no-wait`: one request, and the state it answers with.

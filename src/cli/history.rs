@@ -83,22 +83,47 @@ pub fn open(global: &GlobalArgs) -> Result<Store, ExitCode> {
 /// Whether `name` is a service of the config; if not, says so (nothing of it is
 /// recorded either: `what`, such as "runs") with the nearest name.
 pub(super) fn known(global: &GlobalArgs, name: &str, what: &str) -> bool {
-    let Ok(loaded) = crate::config::load(&global.file) else {
+    match unknown_service(global, name) {
         // No valid config to compare with: an empty history is answer enough.
-        return true;
+        Unknown::NoConfig | Unknown::Known => true,
+        Unknown::Not { file, hint } => {
+            errln!(
+                "muster: no service named `{name}` in {} and no {what} recorded for it{hint}",
+                file.display()
+            );
+            false
+        }
+    }
+}
+
+/// What the config says of a service name the history or the logs do not know.
+pub(super) enum Unknown {
+    /// The config cannot be read: nothing to compare with.
+    NoConfig,
+    Known,
+    /// Not in `file`; `hint` names the nearest name ("; did you mean `db`?") or is empty.
+    Not {
+        file: std::path::PathBuf,
+        hint: String,
+    },
+}
+
+/// Whether the config names a service `name`, and if not, which name is nearest.
+pub(super) fn unknown_service(global: &GlobalArgs, name: &str) -> Unknown {
+    let Ok(loaded) = crate::config::load(&global.file) else {
+        return Unknown::NoConfig;
     };
     if loaded.spec.services.contains_key(name) {
-        return true;
+        return Unknown::Known;
     }
     let names = loaded.spec.services.keys().map(|n| n.as_str());
     let hint = crate::suggest::nearest(name, names)
         .map(|near| format!("; did you mean `{near}`?"))
         .unwrap_or_default();
-    errln!(
-        "muster: no service named `{name}` in {} and no {what} recorded for it{hint}",
-        loaded.spec.path.display()
-    );
-    false
+    Unknown::Not {
+        file: loaded.spec.path.clone(),
+        hint,
+    }
 }
 
 /// How long it ran: "3m 12s", or "running" for a run with no end yet.

@@ -202,23 +202,22 @@ fn parse_positions(header: &str) -> BTreeMap<String, Position> {
 /// Whether a service with no log on disk is one of the config's (it has written
 /// nothing yet); if not, says so with the nearest name.
 fn known(global: &GlobalArgs, name: &str, logs_dir: &std::path::Path) -> bool {
-    let Ok(loaded) = crate::config::load(&global.file) else {
-        errln!("muster: no log of `{name}` in {}", logs_dir.display());
-        return false;
-    };
-    if loaded.spec.services.contains_key(name) {
-        return true;
+    use super::history::{Unknown, unknown_service};
+    match unknown_service(global, name) {
+        Unknown::Known => true,
+        Unknown::NoConfig => {
+            errln!("muster: no log of `{name}` in {}", logs_dir.display());
+            false
+        }
+        Unknown::Not { file, hint } => {
+            errln!(
+                "muster: no service named `{name}` in {} and no log of it in {}{hint}",
+                file.display(),
+                logs_dir.display()
+            );
+            false
+        }
     }
-    let names = loaded.spec.services.keys().map(|n| n.as_str());
-    let hint = crate::suggest::nearest(name, names)
-        .map(|near| format!("; did you mean `{near}`?"))
-        .unwrap_or_default();
-    errln!(
-        "muster: no service named `{name}` in {} and no log of it in {}{hint}",
-        loaded.spec.path.display(),
-        logs_dir.display()
-    );
-    false
 }
 
 #[cfg(test)]
