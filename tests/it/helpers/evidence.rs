@@ -272,3 +272,129 @@ pub fn show(events: &[&Stored]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The environment variable a test gives every service of its config (with a value of
+/// its own, such as its temp dir), so that `/proc` tells that config's processes from
+/// everyone else's, whatever supervisor (foreground, background, a second one) spawned
+/// them, and whatever they forked.
+pub const TAG: &str = "MUSTER_TEST_TAG";
+
+/// Every live (not zombie) process carrying `MUSTER_TEST_TAG=tag`, with the service it
+/// belongs to (`MUSTER_SERVICE`, empty if it has none).
+pub fn tagged(tag: &str) -> Vec<(u32, String)> {
+    let entry = format!("{TAG}={tag}");
+    procfs::processes()
+        .into_iter()
+        .filter(|(_, stat)| !stat.is_zombie())
+        .filter(|(pid, _)| procfs::environ_has(*pid, &[entry.as_str()]))
+        // Gone between the two reads, or a zombie by now: not a live process.
+        .filter(|(pid, _)| procfs::stat(*pid).is_some_and(|stat| !stat.is_zombie()))
+        .map(|(pid, _)| (pid, env_value(pid, "MUSTER_SERVICE").unwrap_or_default()))
+        .collect()
+}
+
+/// Kills, when dropped, every process still carrying `MUSTER_TEST_TAG=tag`: a failed
+/// test leaves nothing behind.
+#[derive(Debug)]
+pub struct TagSweep(pub String);
+
+impl Drop for TagSweep {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = tagged(&self.0);
+            if left.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for (pid, _) in left {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Looks at `/proc` every few milliseconds, from its start until [`Sampler::finish`],
+/// counting the live processes of each service of a tagged config.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<Samples>>,
+}
+
+/// What a [`Sampler`] saw.
+#[derive(Debug, Default)]
+pub struct Samples {
+    pub samples: usize,
+    /// The most live processes any one service had at one sample.
+    pub most: std::collections::BTreeMap<String, usize>,
+    /// The first sample where a service had more than one, with its processes.
+    pub first_double: Option<Vec<(u32, String, String)>>,
+}
+
+impl Samples {
+    /// Panics, showing the sample, if a service ever had two live processes.
+    pub fn assert_one_per_service(&self) {
+        if let Some(double) = &self.first_double {
+            panic!(
+                "a service had two live processes at once (of {} samples): {double:#?}",
+                self.samples
+            );
+        }
+    }
+}
+
+impl Sampler {
+    pub fn start(tag: &str) -> Self {
+        let tag = tag.to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut seen = Samples::default();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let processes = tagged(&tag);
+                let mut counts = std::collections::BTreeMap::<String, usize>::new();
+                for (_, service) in &processes {
+                    *counts.entry(service.clone()).or_default() += 1;
+                }
+                for (service, count) in counts {
+                    let most = seen.most.entry(service).or_default();
+                    *most = (*most).max(count);
+                    if count > 1 && seen.first_double.is_none() {
+                        seen.first_double = Some(
+                            processes
+                                .iter()
+                                .map(|(pid, service)| {
+                                    (*pid, service.clone(), procfs::command_line(*pid))
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                seen.samples += 1;
+                // The sampling period: this is how often /proc is looked at, not a wait.
+                thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> Samples {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("the sampler thread")
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
