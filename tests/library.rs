@@ -192,30 +192,56 @@ command = ["sleep", "1000"]
         )
     }
 
-    /// Live processes carrying `MUSTER_TEST_TAG=tag`, counted by service.
+    /// Live processes carrying `MUSTER_TEST_TAG=tag`, by service. The environment is
+    /// read once: a process that exits between two reads is not counted at all.
     fn live(tag: &str) -> BTreeMap<String, Vec<u32>> {
         let entry = format!("MUSTER_TEST_TAG={tag}");
         let mut by_service: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for (pid, stat) in procfs::processes() {
-            if stat.is_zombie() || !procfs::environ_has(pid, &[entry.as_str()]) {
+            if stat.is_zombie() {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            let mut entries = environ.split(|&b| b == 0);
+            if !entries.clone().any(|e| e == entry.as_bytes()) {
                 continue;
             }
             // Gone, or a zombie, by now: not alive.
             if procfs::stat(pid).is_none_or(|s| s.is_zombie()) {
                 continue;
             }
-            let service = std::fs::read(format!("/proc/{pid}/environ"))
-                .ok()
-                .and_then(|environ| {
-                    environ.split(|&b| b == 0).find_map(|e| {
-                        e.strip_prefix(b"MUSTER_SERVICE=")
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    })
-                })
+            let service = entries
+                .find_map(|e| e.strip_prefix(b"MUSTER_SERVICE="))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default();
             by_service.entry(service).or_default().push(pid);
         }
         by_service
+    }
+
+    /// Kills, when dropped, whatever of the case is still alive: a case that fails
+    /// returns before its shutdown.
+    struct Sweep(String);
+
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let left: Vec<u32> = live(&self.0).into_values().flatten().collect();
+                if left.is_empty() || Instant::now() > deadline {
+                    return;
+                }
+                for pid in left {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     /// Samples `/proc` every few milliseconds until stopped; the first sample where a
@@ -257,6 +283,7 @@ command = ["sleep", "1000"]
     async fn case(batches: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
         let dir = tempfile::tempdir().unwrap();
         let tag = dir.path().display().to_string();
+        let _sweep = Sweep(tag.clone());
         let specs = [spec(dir.path(), &tag, 1), spec(dir.path(), &tag, 2)];
         let supervisor = Supervisor::new(specs[0].clone()).unwrap();
         let seen = Arc::new(Mutex::new(Vec::<Arc<Event>>::new()));
