@@ -243,9 +243,7 @@ impl Daemon {
             .filter(|handle| handle.status().phase == Phase::Failed)
             .map(|handle| handle.name().clone())
             .collect();
-        let why = ended_by
-            .clone()
-            .unwrap_or_else(|| "nothing left to supervise".to_owned());
+        let why = ended_by.clone().unwrap_or_else(|| NOTHING_LEFT.to_owned());
         let strays = supervisor.shutdown_because(why).await;
         let _ = server.await;
         let _ = std::fs::remove_file(&socket);
@@ -256,6 +254,10 @@ impl Daemon {
         }
     }
 }
+
+/// Why a supervisor ends by itself: every service completed, failed or stopped, none is
+/// on demand, and no client has used the API.
+pub const NOTHING_LEFT: &str = "nothing left to supervise";
 
 /// A datagram socket with a fresh abstract name for a background supervisor to say
 /// `READY=1` on, and that name as `NOTIFY_SOCKET` spells it.
@@ -273,8 +275,8 @@ pub fn readiness_socket() -> std::io::Result<(tokio::net::UnixDatagram, String)>
 
 /// Tells whoever started the supervisor (systemd with `Type=notify`, or `up -d`), through
 /// `NOTIFY_SOCKET`, how it is: `READY=1` once the bootstrap has settled, `STOPPING=1`
-/// when the shutdown begins. Nothing happens without the variable; a failure to send
-/// is not a reason to stop supervising.
+/// (with `STATUS=` why) when the shutdown begins. Nothing happens without the
+/// variable; a failure to send is not a reason to stop supervising.
 pub fn tell_starter(message: &str) {
     use std::os::linux::net::SocketAddrExt;
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {

@@ -67,15 +67,52 @@ pub struct DownArgs {}
 /// Where the supervisor of this config listens: `--state-dir`, or the config's. A
 /// config being edited may be invalid while its supervisor runs, so this needs only
 /// `settings.state-dir` (default `.muster` beside the file), not a valid file.
+///
+/// When the config's `state-dir` was edited while its supervisor runs, that supervisor
+/// still keeps its state where the file named it then (it cannot move it): if nothing
+/// answers at the directory the file names now, the one the running supervisor of this
+/// file recorded is used, and that is said on stderr.
 pub fn socket(global: &GlobalArgs) -> Result<(PathBuf, PathBuf), ExitCode> {
     let state_dir = match global.state_dir() {
         Some(dir) => dir,
-        None => crate::config::state_dir_of(&global.file).map_err(|error| {
-            errln!("muster: {error}");
-            ExitCode::from(EXIT_USAGE)
-        })?,
+        None => {
+            let named = crate::config::state_dir_of(&global.file).map_err(|error| {
+                errln!("muster: {error}");
+                ExitCode::from(EXIT_USAGE)
+            })?;
+            running_elsewhere(global, &named).unwrap_or(named)
+        }
     };
     Ok((crate::api::socket_path(&state_dir), state_dir))
+}
+
+/// The state directory of the supervisor running this config file, when it is not
+/// `named` (the one the file names now) and no supervisor answers at `named`.
+fn running_elsewhere(global: &GlobalArgs, named: &std::path::Path) -> Option<PathBuf> {
+    let file = if global.file.is_dir() {
+        global.file.join(crate::config::DEFAULT_FILE_NAME)
+    } else {
+        global.file.clone()
+    };
+    let running = crate::supervisor::lock::running_state_dir(&file)?;
+    if running == named
+        || std::os::unix::net::UnixStream::connect(crate::api::socket_path(named)).is_ok()
+    {
+        return None;
+    }
+    // Said once per command, however many times it looks the directory up.
+    static TOLD: std::sync::Once = std::sync::Once::new();
+    TOLD.call_once(|| {
+        errln!(
+            "muster: the supervisor of {} keeps its state in {}, and that is where this \
+             command looks (the file now names {}, which takes effect after `muster down` \
+             and `muster up`)",
+            file.display(),
+            running.display(),
+            named.display()
+        );
+    });
+    Some(running)
 }
 
 /// A runtime for one command, or the exit code after saying why there is none.

@@ -426,35 +426,50 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
         let _ = exited_sender.send(child.wait());
     });
     let socket = api::socket_path(state_dir);
+    // Services a client or a proxy may still start keep an idle supervisor running.
+    let on_demand = spec
+        .services
+        .values()
+        .any(|s| !s.autostart || s.proxy.is_some() || s.idle_stop.is_some());
     runtime.block_on(async move {
         let mut buffer = [0u8; 4096];
-        let ready_said = async {
+        let heard = async {
             loop {
                 match ready.recv(&mut buffer).await {
-                    Ok(n) if String::from_utf8_lossy(&buffer[..n])
-                        .lines()
-                        .any(|line| line == "READY=1") => return,
-                    Ok(_) => {}
+                    Ok(n) => {
+                        if let Some(heard) = Heard::parse(&String::from_utf8_lossy(&buffer[..n])) {
+                            return heard;
+                        }
+                    }
                     Err(_) => std::future::pending::<()>().await,
                 }
             }
         };
-        tokio::select! {
-            () = ready_said => {}
-            status = exited => {
-                let status = status.ok().and_then(Result::ok);
-                let said = status.map_or_else(|| "ended".to_owned(), |s| s.to_string());
-                eprintln!(
-                    "muster: the supervisor exited ({said}) before its services were up; the end of {}:",
-                    log_path.display()
-                );
-                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                for line in &lines[lines.len().saturating_sub(15)..] {
-                    eprintln!("  | {line}");
-                }
-                return ExitCode::from(EXIT_FAILED);
+        let mut exited = exited;
+        let failed_early = |status: Option<std::process::ExitStatus>| {
+            let said = status.map_or_else(|| "ended".to_owned(), |s| s.to_string());
+            eprintln!(
+                "muster: the supervisor exited ({said}) before its services were up; the end of {}:",
+                log_path.display()
+            );
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                eprintln!("  | {line}");
             }
+            ExitCode::from(EXIT_FAILED)
+        };
+        let nothing_left = || {
+            eprintln!(
+                "muster: every service finished and the supervisor (pid {pid}) ended: \
+                 {}; see {}",
+                crate::daemon::NOTHING_LEFT,
+                log_path.display()
+            );
+        };
+        let heard = tokio::select! {
+            heard = heard => heard,
+            status = &mut exited => return failed_early(status.ok().and_then(Result::ok)),
             () = tokio::time::sleep(patience) => {
                 eprintln!(
                     "muster: the bootstrap has not settled after {}; see `muster status -f {}`",
@@ -463,6 +478,17 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_FAILED);
             }
+        };
+        if let Heard::Stopping(why) = heard {
+            // The shutdown began before the bootstrap was reported: a success only when
+            // the supervisor ended by itself, every service done, and exited with 0.
+            let status = tokio::time::timeout(patience, &mut exited).await;
+            let status = status.ok().and_then(Result::ok).and_then(Result::ok);
+            if why == crate::daemon::NOTHING_LEFT && status.is_some_and(|s| s.success()) {
+                nothing_left();
+                return ExitCode::SUCCESS;
+            }
+            return failed_early(status);
         }
         match api::client::request(&socket, hyper::Method::GET, "/v1/services").await {
             Ok(answer) => {
@@ -486,6 +512,15 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
                             crate::supervisor::Phase::Healthy | crate::supervisor::Phase::Completed
                         )
                 });
+                // Nothing runs and nothing can be started on demand: the supervisor
+                // ends by itself, as `up` does. Say so once it has.
+                let settled = list.services.iter().all(|s| s.state.is_settled());
+                if settled
+                    && !on_demand
+                    && tokio::time::timeout(patience, &mut exited).await.is_ok()
+                {
+                    nothing_left();
+                }
                 if all_up {
                     ExitCode::SUCCESS
                 } else {
@@ -495,13 +530,33 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
             // Every service was a one-shot and completed: the supervisor had nothing
             // left to supervise and ended by itself, as `up` does.
             Err(_) => {
-                eprintln!(
-                    "muster: every service finished and the supervisor (pid {pid}) ended: \
-                     nothing left to supervise; see {}",
-                    log_path.display()
-                );
+                nothing_left();
                 ExitCode::SUCCESS
             }
         }
     })
+}
+
+/// What a background supervisor said on the readiness socket.
+enum Heard {
+    /// `READY=1`: the bootstrap has settled.
+    Ready,
+    /// `STOPPING=1`, with the `STATUS=` that says why.
+    Stopping(String),
+}
+
+impl Heard {
+    fn parse(datagram: &str) -> Option<Self> {
+        let mut lines = datagram.lines();
+        if lines.clone().any(|line| line == "READY=1") {
+            return Some(Self::Ready);
+        }
+        if !lines.clone().any(|line| line == "STOPPING=1") {
+            return None;
+        }
+        let why = lines
+            .find_map(|line| line.strip_prefix("STATUS="))
+            .unwrap_or("");
+        Some(Self::Stopping(why.to_owned()))
+    }
 }

@@ -83,7 +83,13 @@ impl View {
             // The reason comes before the stops it causes.
             if closing && !announced {
                 announced = true;
-                crate::daemon::tell_starter("STOPPING=1");
+                // With why: `up -d` tells "nothing left to supervise", a success,
+                // from an end the user should hear about.
+                let why = current
+                    .why_shutdown
+                    .as_deref()
+                    .unwrap_or(crate::daemon::NOTHING_LEFT);
+                crate::daemon::tell_starter(&format!("STOPPING=1\nSTATUS={why}"));
                 if !booted {
                     self.tick(&supervisor);
                     self.finish_progress();
@@ -255,7 +261,7 @@ impl View {
             .filter(|h| !h.status().phase.is_settled())
             .count();
         match why {
-            Some("nothing left to supervise") | None => self.note("nothing left to supervise"),
+            Some(crate::daemon::NOTHING_LEFT) | None => self.note(crate::daemon::NOTHING_LEFT),
             Some(why) => self.note(&format!(
                 "{why}: stopping {} in reverse dependency order{}",
                 plural(running, "service"),

@@ -72,6 +72,12 @@ pub(super) enum Message {
     /// The supervisor is shutting down: from now on nothing starts this service again
     /// (a start, a restart or a restart timer becomes a stop).
     Closing,
+    /// Stop, and say so on `down` once the service has settled (no process left). A
+    /// watcher of the status could miss that moment: a start that came next would
+    /// leave it waiting for a stop that already happened.
+    StopAndTell {
+        down: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// What all actors share: the reaper, the notify socket and the event bus.
@@ -164,6 +170,14 @@ impl ServiceHandle {
         let _ = self.sender.send(Message::Input(order.into()));
     }
 
+    /// Stops the service; the receiver resolves once it has settled (no process left),
+    /// or when the actor is gone.
+    pub(super) fn stop_and_tell(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (down, told) = tokio::sync::oneshot::channel();
+        let _ = self.sender.send(Message::StopAndTell { down });
+        told
+    }
+
     /// Tells the actor the supervisor is shutting down (see [`Message::Closing`]).
     pub(super) fn close(&self) {
         let _ = self.sender.send(Message::Closing);
@@ -241,6 +255,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         closing: false,
         run: None,
         pid_wait: None,
+        stopped_waiters: Vec::new(),
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -304,6 +319,8 @@ struct Actor {
     run: Option<RunTarget>,
     /// With `pidfile`: dropped to stop the wait for the daemon's pid.
     pid_wait: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Callers of a stop, told once the service has settled.
+    stopped_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Where the current run's processes are, for signals and notify routes.
@@ -356,6 +373,10 @@ impl Actor {
         let current = |run: u64| run == self.run_id && self.state.pid.is_some();
         match message {
             Message::Input(input) => vec![input],
+            Message::StopAndTell { down } => {
+                self.stopped_waiters.push(down);
+                vec![Input::Stop]
+            }
             Message::Closing => {
                 self.closing = true;
                 // What would start the service again by itself is cancelled now; a
@@ -572,6 +593,11 @@ impl Actor {
         self.shared
             .bus
             .publish_runs(&self.service.name, drafts, || self.publish_status());
+        if self.state.phase.is_settled() {
+            for down in self.stopped_waiters.drain(..) {
+                let _ = down.send(());
+            }
+        }
     }
 
     fn publish_status(&self) {

@@ -194,6 +194,7 @@ impl Supervisor {
                 hook_runs,
                 graph: graph_sender,
                 closing: closing_sender,
+                myself: requests.downgrade(),
             },
         );
         tokio::spawn(owner.run(mailbox));
@@ -311,6 +312,11 @@ impl Supervisor {
         let handle = self
             .service(name)
             .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        // A service still running during the shutdown is about to stop: a caller told
+        // "healthy" would start using it just as it goes away.
+        if matches!(self.lifecycle(), Lifecycle::ShuttingDown | Lifecycle::Done) {
+            return Err(Failure::ShuttingDown);
+        }
         handle.usage.touch();
         let mut status = handle.watch();
         let asked = {
@@ -455,13 +461,16 @@ impl Supervisor {
     /// Stops `name` and returns once it is down (no process left).
     pub async fn stop(&self, name: &str) -> Result<Status, Failure> {
         self.mark_controlled();
-        let handle = self
+        let (handle, down) = self
             .ask(|reply| owner::Request::Stop {
                 name: name.to_owned(),
                 reply,
             })
             .await?;
-        Ok(handle.settled().await)
+        // Told by the actor, not read off its status: a start right after the stop
+        // (another client's, or a reload's) would hide the moment it was down.
+        let _ = down.await;
+        Ok(handle.status())
     }
 
     /// Restarts `name` (starts it, when it never ran) without waiting for it to be up.

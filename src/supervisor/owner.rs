@@ -240,9 +240,10 @@ pub(super) enum Request {
         by_name: bool,
         reply: Reply<ServiceHandle>,
     },
+    /// Answered with the service and what tells when it has settled.
     Stop {
         name: String,
-        reply: Reply<ServiceHandle>,
+        reply: Reply<(ServiceHandle, oneshot::Receiver<()>)>,
     },
     Restart {
         name: String,
@@ -258,6 +259,13 @@ pub(super) enum Request {
         why: String,
         reply: Option<oneshot::Sender<usize>>,
     },
+    /// From gate `gate` of `name`: every dependency meets its condition (`Ok`), or one
+    /// never will (`Err`, why). Carried out only while that gate is still current.
+    Open {
+        name: ServiceName,
+        gate: u64,
+        verdict: Result<Order, (ServiceName, String)>,
+    },
 }
 
 /// The state only the owner task touches.
@@ -272,9 +280,15 @@ pub(super) struct Owner {
     graph: watch::Sender<Arc<Graph>>,
     /// Set once shutdown begins; proxies and the API observe it.
     closing: watch::Sender<bool>,
-    /// One gate per service waiting on its dependencies; dropping the sender cancels
-    /// the gate (it sends nothing more).
-    gates: BTreeMap<ServiceName, oneshot::Sender<()>>,
+    /// One gate per service waiting on its dependencies, by number; dropping the sender
+    /// cancels the gate. A gate does not start its service itself: it asks the owner
+    /// ([`Request::Open`]), which does only if the gate is still the current one, so
+    /// a gate cancelled (the service was stopped, reloaded, or the shutdown began)
+    /// before it saw that it was starts nothing.
+    gates: BTreeMap<ServiceName, (u64, oneshot::Sender<()>)>,
+    next_gate: u64,
+    /// For gates to reach the owner; weak, so that gates do not keep it alive.
+    myself: mpsc::WeakUnboundedSender<Request>,
     /// The state directory the config file named when the supervisor started: a reload
     /// may not move it.
     file_state_dir: PathBuf,
@@ -328,6 +342,7 @@ pub(super) struct Parts {
     pub hook_runs: Arc<hooks::Runs>,
     pub graph: watch::Sender<Arc<Graph>>,
     pub closing: watch::Sender<bool>,
+    pub myself: mpsc::WeakUnboundedSender<Request>,
 }
 
 impl Owner {
@@ -344,6 +359,8 @@ impl Owner {
             graph: parts.graph,
             closing: parts.closing,
             gates: BTreeMap::new(),
+            next_gate: 0,
+            myself: parts.myself,
             file_state_dir: parts.file_state_dir,
             hooks: parts.hooks,
             hook_runs: parts.hook_runs,
@@ -397,8 +414,11 @@ impl Owner {
 
     fn handle(&mut self, request: Request) {
         // While a reload is in flight, what would change services waits for it: each
-        // request then acts on the services the reload left.
-        if self.reloading.is_some() && !matches!(request, Request::Shutdown { .. }) {
+        // request then acts on the services the reload left. A gate's verdict need not:
+        // the reload cancelled the gates of the services it changes.
+        if self.reloading.is_some()
+            && !matches!(request, Request::Shutdown { .. } | Request::Open { .. })
+        {
             self.deferred.push_back(request);
             return;
         }
@@ -418,13 +438,13 @@ impl Owner {
                 let _ = reply.send(answer);
             }
             Request::Stop { name, reply } => {
-                let answer = self.find(&name);
-                if let Ok(handle) = &answer {
+                let answer = self.find(&name).map(|handle| {
                     // A service waiting on its dependencies must not be started by its
                     // gate after it was asked to stop.
                     self.gates.remove(handle.name());
-                    handle.send(Order::Stop);
-                }
+                    let down = handle.stop_and_tell();
+                    (handle, down)
+                });
                 let _ = reply.send(answer);
             }
             Request::Restart { name, reply } => {
@@ -442,7 +462,37 @@ impl Owner {
             }
             Request::Reload { spec, reply } => self.reload(*spec, reply),
             Request::Shutdown { why, reply } => self.shutdown(why, reply),
+            Request::Open {
+                name,
+                gate,
+                verdict,
+            } => self.open(&name, gate, verdict),
         }
+    }
+
+    /// Carries out a gate's verdict, if the gate is still current (and so the service
+    /// is still to be started, by the actor the gate was made for).
+    fn open(
+        &mut self,
+        name: &ServiceName,
+        gate: u64,
+        verdict: Result<Order, (ServiceName, String)>,
+    ) {
+        if self
+            .gates
+            .get(name)
+            .is_none_or(|(current, _)| *current != gate)
+        {
+            return;
+        }
+        self.gates.remove(name);
+        let Some(handle) = self.services.get(name) else {
+            return;
+        };
+        handle.send(match verdict {
+            Ok(start) => start,
+            Err((dependency, reason)) => Order::DependencyFailed { dependency, reason },
+        });
     }
 
     /// Handles deferred requests until one starts another reload.
@@ -578,8 +628,15 @@ impl Owner {
             }
             handle.send(Order::Await(waiting_for(&deps)));
             let (cancel, cancelled) = oneshot::channel();
-            self.gates.insert(name.clone(), cancel);
-            tokio::spawn(gate(handle.clone(), deps, start, cancelled));
+            self.next_gate += 1;
+            let number = self.next_gate;
+            self.gates.insert(name.clone(), (number, cancel));
+            let owner = Gate {
+                owner: self.myself.clone(),
+                number,
+                cancelled,
+            };
+            tokio::spawn(gate(handle.clone(), deps, start, owner));
         }
     }
 
@@ -756,15 +813,16 @@ fn refuse(request: Request) {
         Request::Boot { reply, .. } => {
             let _ = reply.send(());
         }
-        Request::Launch { reply, .. }
-        | Request::Stop { reply, .. }
-        | Request::Restart { reply, .. } => {
+        Request::Launch { reply, .. } | Request::Restart { reply, .. } => {
+            let _ = reply.send(Err(Failure::ShuttingDown));
+        }
+        Request::Stop { reply, .. } => {
             let _ = reply.send(Err(Failure::ShuttingDown));
         }
         Request::Reload { reply, .. } => {
             let _ = reply.send(Err(Failure::ShuttingDown));
         }
-        Request::Shutdown { .. } => {}
+        Request::Shutdown { .. } | Request::Open { .. } => {}
     }
 }
 
@@ -844,16 +902,48 @@ fn waiting_for(deps: &[(ServiceName, Condition, watch::Receiver<Status>)]) -> St
         .join(", ")
 }
 
-/// Waits until every dependency meets its condition, then starts the service; or
-/// fails it, naming the dependency, as soon as one never will. Ends without a word
-/// when the owner cancels it (the service was stopped, reloaded, or shutdown began).
+/// What a gate needs to reach the owner.
+struct Gate {
+    owner: mpsc::WeakUnboundedSender<Request>,
+    number: u64,
+    cancelled: oneshot::Receiver<()>,
+}
+
+impl Gate {
+    /// Whether the owner has cancelled this gate.
+    fn is_cancelled(&mut self) -> bool {
+        !matches!(
+            self.cancelled.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        )
+    }
+
+    /// Tells the owner the verdict; the owner acts on it only if the gate is current.
+    fn open(self, name: &ServiceName, verdict: Result<Order, (ServiceName, String)>) {
+        if let Some(owner) = self.owner.upgrade() {
+            let _ = owner.send(Request::Open {
+                name: name.clone(),
+                gate: self.number,
+                verdict,
+            });
+        }
+    }
+}
+
+/// Waits until every dependency meets its condition, then asks the owner to start the
+/// service; or to fail it, naming the dependency, as soon as one never will. Ends
+/// without a word when the owner cancels it (the service was stopped, reloaded, or
+/// shutdown began); a verdict that crosses the cancellation is ignored by the owner.
 async fn gate(
     handle: ServiceHandle,
     mut deps: Vec<(ServiceName, Condition, watch::Receiver<Status>)>,
     start: Order,
-    mut cancelled: oneshot::Receiver<()>,
+    mut owner: Gate,
 ) {
     loop {
+        if owner.is_cancelled() {
+            return;
+        }
         let mut waiting = Vec::new();
         for (name, condition, status) in &mut deps {
             let status = status.borrow_and_update().clone();
@@ -861,16 +951,13 @@ async fn gate(
                 Verdict::Met => {}
                 Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
                 Verdict::Never(reason) => {
-                    handle.send(Order::DependencyFailed {
-                        dependency: name.clone(),
-                        reason,
-                    });
+                    owner.open(handle.name(), Err((name.clone(), reason)));
                     return;
                 }
             }
         }
         if waiting.is_empty() {
-            handle.send(start);
+            owner.open(handle.name(), Ok(start));
             return;
         }
         handle.send(Order::Await(waiting.join(", ")));
@@ -879,7 +966,7 @@ async fn gate(
             .map(|(_, _, status)| Box::pin(status.changed()));
         tokio::select! {
             (result, _, _) = select_all(changes) => if result.is_err() { return },
-            _ = &mut cancelled => return,
+            _ = &mut owner.cancelled => return,
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! The event bus hands it every entry (events and run records) in the order they were
 //! numbered. It takes whatever has queued up, writes it in one transaction, and only
-//! then releases it: the `released` count moves on (so `ensure` answers and
-//! `EventBus::flush` return) and the events go out to subscribers (the API's stream,
-//! `muster up`'s output, hooks). Supervision never waits on it: the queue is unbounded.
+//! then releases it: the events go out to subscribers (the API's stream, `muster up`'s
+//! output, hooks), and then the `released` count moves on (so `ensure` answers and
+//! `EventBus::flush` return, with the events already there to be read). Supervision never waits on it: the queue is unbounded.
 //!
 //! When the database fails (a full disk, a lock held by another program, corruption)
 //! the entries are released anyway and kept in memory (up to [`MAX_WAITING`]) to be
@@ -230,7 +230,9 @@ impl Writer {
             // No subscriber is not an error: the database and statuses hold it.
             let _ = self.outlets.events.send(event);
         }
-        // Counted last: whoever `flush`es and then reads its feed finds the events there.
+        // Counted last: whoever waits for an event to be released (`flush`: the boot
+        // summary, `ensure`'s answer) then finds it kept and sent. Counted first, on
+        // this thread, a feed could look before it was sent and miss it.
         self.outlets.released.send_replace(self.handled);
     }
 

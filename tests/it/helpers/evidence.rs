@@ -272,3 +272,147 @@ pub fn show(events: &[&Stored]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The environment variable a test gives every service of its config (with a value of
+/// its own, such as its temp dir), so that `/proc` tells that config's processes from
+/// everyone else's, whatever supervisor (foreground, background, a second one) spawned
+/// them, and whatever they forked.
+pub const TAG: &str = "MUSTER_TEST_TAG";
+
+/// Every live (not zombie) process carrying `MUSTER_TEST_TAG=tag`, with the service it
+/// belongs to (`MUSTER_SERVICE`, empty if it has none).
+///
+/// The environment is read once: a process that exits between two reads is not
+/// counted at all, rather than counted with no service.
+pub fn tagged(tag: &str) -> Vec<(u32, String)> {
+    let entry = format!("{TAG}={tag}");
+    let mut found = Vec::new();
+    for (pid, stat) in procfs::processes() {
+        if stat.is_zombie() {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut entries = environ.split(|&b| b == 0);
+        if !entries.clone().any(|e| e == entry.as_bytes()) {
+            continue;
+        }
+        // A zombie by now: not a live process.
+        if procfs::stat(pid).is_none_or(|stat| stat.is_zombie()) {
+            continue;
+        }
+        let service = entries
+            .find_map(|e| e.strip_prefix(b"MUSTER_SERVICE="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        found.push((pid, service));
+    }
+    found
+}
+
+/// Kills, when dropped, every process still carrying `MUSTER_TEST_TAG=tag`: a failed
+/// test leaves nothing behind.
+#[derive(Debug)]
+pub struct TagSweep(pub String);
+
+impl Drop for TagSweep {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = tagged(&self.0);
+            if left.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for (pid, _) in left {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Looks at `/proc` every few milliseconds, from its start until [`Sampler::finish`],
+/// counting the live processes of each service of a tagged config.
+#[derive(Debug)]
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<Samples>>,
+}
+
+/// What a [`Sampler`] saw.
+#[derive(Debug, Default)]
+pub struct Samples {
+    pub samples: usize,
+    /// The most live processes any one service had at one sample.
+    pub most: std::collections::BTreeMap<String, usize>,
+    /// The first sample where a service had more than one, with its processes.
+    pub first_double: Option<Vec<(u32, String, String)>>,
+}
+
+impl Samples {
+    /// Panics, showing the sample, if a service ever had two live processes.
+    pub fn assert_one_per_service(&self) {
+        if let Some(double) = &self.first_double {
+            panic!(
+                "a service had two live processes at once (of {} samples): {double:#?}",
+                self.samples
+            );
+        }
+    }
+}
+
+impl Sampler {
+    pub fn start(tag: &str) -> Self {
+        let tag = tag.to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut seen = Samples::default();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let processes = tagged(&tag);
+                let mut counts = std::collections::BTreeMap::<String, usize>::new();
+                for (_, service) in &processes {
+                    *counts.entry(service.clone()).or_default() += 1;
+                }
+                for (service, count) in counts {
+                    let most = seen.most.entry(service).or_default();
+                    *most = (*most).max(count);
+                    if count > 1 && seen.first_double.is_none() {
+                        seen.first_double = Some(
+                            processes
+                                .iter()
+                                .map(|(pid, service)| {
+                                    (*pid, service.clone(), procfs::command_line(*pid))
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                seen.samples += 1;
+                // The sampling period: this is how often /proc is looked at, not a wait.
+                thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> Samples {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("the sampler thread")
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

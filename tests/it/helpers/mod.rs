@@ -173,3 +173,14 @@ pub fn require(need: Need, what: &str) -> bool {
     );
     false
 }
+
+/// The python interpreter itself, not a shim: `python3` on PATH may be a script that
+/// forks helpers of its own (pyenv), which would be counted as the service's processes.
+pub fn python() -> String {
+    let output = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    assert!(output.status.success(), "python3 -c failed: {output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}

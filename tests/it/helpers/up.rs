@@ -330,3 +330,53 @@ pub fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, S
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (code, body)
 }
+
+/// A supervisor `muster up -d` left running in the background. Dropped while it is
+/// still there (a failed test), it is killed with its process group, and every process
+/// of the config (tagged with `MUSTER_TEST_TAG`, see [`super::evidence::TAG`]) after it.
+#[derive(Debug)]
+pub struct Detached {
+    pub pid: u32,
+    tag: String,
+}
+
+impl Detached {
+    /// Runs `muster up -d -f FILE ARGS...`; what it printed, and the background
+    /// supervisor it said it started, if it did.
+    pub fn start(file: &Path, tag: &str, args: &[&str]) -> (super::Run, Option<Self>) {
+        let mut command = muster(&["up", "-d", "-f", file.to_str().expect("utf-8 path")]);
+        command.args(args);
+        let started = super::run(&mut command);
+        let pid = Self::pid_in(&started.stderr);
+        (
+            started,
+            pid.map(|pid| Self {
+                pid,
+                tag: tag.to_owned(),
+            }),
+        )
+    }
+
+    /// The pid in "supervisor started in the background (pid N)".
+    fn pid_in(stderr: &str) -> Option<u32> {
+        let rest = stderr.split("in the background (pid ").nth(1)?;
+        rest.split(')').next()?.parse().ok()
+    }
+
+    /// Waits until the background supervisor has exited.
+    pub fn wait_gone(&self) {
+        eventually("the background supervisor exits", || {
+            !alive(self.pid as i32)
+        });
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if alive(self.pid as i32) {
+            // `up -d` puts the supervisor in a process group of its own.
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+        drop(super::evidence::TagSweep(self.tag.clone()));
+    }
+}
