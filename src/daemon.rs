@@ -6,7 +6,7 @@
 //! and creates the [`Supervisor`]. [`Daemon::run`] stops what an earlier supervisor
 //! left running, boots, serves the API and the proxies, and, when the shutdown future
 //! resolves, a client asks, or nothing is left to supervise, shuts down cooperatively:
-//! the proxies stop accepting when the shutdown begins (the supervisor's `closing`
+//! the proxies turn new clients away when the shutdown begins (the supervisor's `closing`
 //! signal), the API keeps answering (a `start` gets 409) until every service is down
 //! and the history closed, and only then does it stop accepting.
 //!

@@ -67,7 +67,8 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
 
 /// Serves the proxies bound at the start, then keeps the listeners in step with the
 /// config in force: a reload that adds a proxy (or moves one's `listen`) binds it, one
-/// that removes it closes it; the shutdown closes them all. Each step is reported to the
+/// that removes it closes it; during the shutdown every new client is turned away
+/// with the reason, and once it is done they all close. Each step is reported to the
 /// supervisor, whose `reload` answers only once its proxies listen.
 pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpListener)>) {
     let mut serving: BTreeMap<ServiceName, (SocketAddr, oneshot::Sender<()>)> = BTreeMap::new();
@@ -82,11 +83,20 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
     supervisor.manage_proxies();
     loop {
         let current = Arc::clone(&graph.borrow_and_update());
-        if current.lifecycle != Lifecycle::Booting && current.lifecycle != Lifecycle::Running {
-            // Dropping the senders ends every accept loop: no new client from now on.
+        if current.lifecycle == Lifecycle::Done {
+            // Dropping the senders ends every accept loop.
             serving.clear();
             supervisor.proxies_synced(current.generation);
             return;
+        }
+        // While the shutdown runs the listeners stay: a client is told why it is not
+        // served (503 in HTTP mode) rather than refused by the kernel.
+        if current.lifecycle == Lifecycle::ShuttingDown {
+            supervisor.proxies_synced(current.generation);
+            if graph.changed().await.is_err() {
+                return;
+            }
+            continue;
         }
         let wanted: BTreeMap<&ServiceName, SocketAddr> = current
             .spec
@@ -164,6 +174,16 @@ async fn connection(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Se
     let usage = Arc::clone(&handle.usage);
     let _in_use = usage.connection();
     let counters = &usage.proxy;
+    // Once the shutdown has begun no client is served: its service is about to stop.
+    if *supervisor.closing().borrow() {
+        Usage::add(&counters.refused, 1);
+        let refusal = Refusal::Failed(
+            crate::supervisor::Failure::ShuttingDown.to_string(),
+            Vec::new(),
+        );
+        refuse(&mut client, &proxy, refusal).await;
+        return;
+    }
     let began = Instant::now();
     let budget = start_budget(&supervisor.spec(), &name);
     let deadline = began + proxy.request_timeout.map_or(budget, |t| t.min(budget));

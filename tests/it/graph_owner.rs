@@ -841,7 +841,7 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     let summary = lines.iter().position(|l| l.contains("1 failed:")).unwrap();
     assert!(failed[0] < summary, "{lines:#?}");
     assert!(
-        lines[summary].contains("1 service up of 2 services in "),
+        lines[summary].contains("1 of 2 services up in "),
         "{lines:#?}"
     );
     assert!(tagged(&tag).is_empty());
