@@ -28,7 +28,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -52,12 +52,10 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// The soft descriptor limit muster is started with.
 const LOGIN_NOFILE: u64 = 1024;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 /// Each bounds test holds this for its whole run: the others' loads would skew its
 /// times, and two of them together would need more descriptors than some machines give.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+    crate::helpers::heavy()
 }
 
 const KIB: u64 = 1024;

@@ -739,6 +739,7 @@ fn show_memory(m: &Memory) -> String {
 
 #[test]
 fn thirty_services_survive_kills_stops_and_floods() {
+    let _turn = crate::helpers::heavy();
     let seconds = env_number("MUSTER_CHAOS_SECONDS").unwrap_or(DEFAULT_SECONDS);
     let seed = env_number("MUSTER_CHAOS_SEED").unwrap_or_else(|| fastrand::u64(..));
     eprintln!("chaos: seed {seed} (replay with MUSTER_CHAOS_SEED={seed}), faults for {seconds}s");

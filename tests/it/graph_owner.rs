@@ -280,6 +280,7 @@ env = {{ MUSTER_TEST_TAG = "{{dir}}" }}
 
 #[test]
 fn up_json_with_5000_services_loses_no_event() {
+    let _turn = crate::helpers::heavy();
     const SERVICES: usize = 5000;
     let dir = tempfile::tempdir().unwrap();
     let mut config = format!(
@@ -427,6 +428,7 @@ fn last_stored_id(state: &Path) -> u64 {
 
 #[test]
 fn an_sse_reader_that_pauses_gets_every_event_in_order() {
+    let _turn = crate::helpers::heavy();
     /// The supervisor keeps this many events in memory; a reader behind by more
     /// catches up from the database.
     const IN_MEMORY: u64 = muster::supervisor::HISTORY_IN_MEMORY as u64;

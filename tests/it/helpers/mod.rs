@@ -184,3 +184,14 @@ pub fn python() -> String {
     assert!(output.status.success(), "python3 -c failed: {output:?}");
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
+
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held for its whole run by each test that loads the machine on purpose (thousands of
+/// services, floods, crash loops, timed chaos): two of them at once on a 2-core machine
+/// starve each other's deadlines, and their figures would measure each other.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
