@@ -36,6 +36,16 @@ impl Spec {
         self.services.get(name)
     }
 
+    /// Every one-shot (see [`Self::is_one_shot`]), in one pass over the dependencies.
+    pub fn one_shots(&self) -> std::collections::BTreeSet<&ServiceName> {
+        self.services
+            .values()
+            .flat_map(|service| &service.depends_on)
+            .filter(|dep| dep.condition == Condition::Completed)
+            .map(|dep| &dep.service)
+            .collect()
+    }
+
     /// Whether `name` is a one-shot: a service another waits on with `condition =
     /// "completed"`, which is how a config says so. Its outcome is completing, not
     /// being up.

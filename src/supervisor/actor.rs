@@ -187,6 +187,11 @@ impl ServiceHandle {
         self.status.borrow().clone()
     }
 
+    /// Its phase now, without copying the rest of its status.
+    pub fn phase(&self) -> Phase {
+        self.status.borrow().phase
+    }
+
     pub fn watch(&self) -> watch::Receiver<Status> {
         self.status.clone()
     }

@@ -592,14 +592,22 @@ impl Supervisor {
         if self.booted.load(Relaxed) {
             return true;
         }
-        let spec = self.spec();
+        let graph = self.graph();
+        if !graph.launched {
+            return false;
+        }
         // A one-shot's outcome is its completion: being up is not where the boot leaves
-        // it, so the summary cannot count it as up.
-        let settled = self.graph.borrow().launched
-            && self.selected().iter().all(|handle| {
-                let phase = handle.status().phase;
+        // it, so the summary cannot count it as up. (Asked after every event while the
+        // graph boots: one pass over the dependencies, not one per service.)
+        let one_shots = graph.spec.one_shots();
+        let settled = graph
+            .selected
+            .iter()
+            .filter_map(|name| graph.services.get(name))
+            .all(|handle| {
+                let phase = handle.phase();
                 let up = matches!(phase, Phase::Healthy | Phase::Unhealthy);
-                (up && !spec.is_one_shot(handle.name().as_str())) || phase.is_settled()
+                (up && !one_shots.contains(handle.name())) || phase.is_settled()
             });
         if settled {
             self.booted.store(true, Relaxed);
@@ -610,8 +618,10 @@ impl Supervisor {
     /// Whether nothing is running or due to run: every service stopped, completed or
     /// failed.
     pub fn idle(&self) -> bool {
-        self.services()
-            .iter()
-            .all(|handle| handle.status().phase.is_settled())
+        self.graph
+            .borrow()
+            .services
+            .values()
+            .all(|handle| handle.phase().is_settled())
     }
 }
