@@ -236,6 +236,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         probe_failures: 0,
         last_probe: None,
         transitions: 0,
+        refused_demands: 0,
         blocked_by: None,
     });
     let actor = Actor {
@@ -261,6 +262,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         run: None,
         pid_wait: None,
         stopped_waiters: Vec::new(),
+        refused_demands: 0,
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -324,6 +326,8 @@ struct Actor {
     run: Option<RunTarget>,
     /// With `pidfile`: dropped to stop the wait for the daemon's pid.
     pid_wait: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Demands turned down by the spent restart limit (see [`Status::refused_demands`]).
+    refused_demands: u64,
     /// Callers of a stop, told once the service has settled.
     stopped_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -576,7 +580,13 @@ impl Actor {
             };
             let now = Instant::now();
             let before = self.state.phase;
+            let demand = input == Input::Demand;
             let (next, effects) = machine::step(&self.policy, &self.state, input, now.into_std());
+            // A demand its spent restart limit turned down changes nothing, yet whoever
+            // made it must hear so at once.
+            if demand && next == self.state && next.phase.is_settled() {
+                self.refused_demands += 1;
+            }
             self.state = next;
             if before != self.state.phase {
                 self.status.send_modify(|s| {
@@ -619,6 +629,7 @@ impl Actor {
                 restarts: state.restarts,
                 since: status.since,
                 transitions: status.transitions,
+                refused_demands: self.refused_demands,
                 last_exit: state.last_exit.map(|e| e.to_string()),
                 notify_status: self.notify_status.clone(),
                 notify_state: self.notify_state.clone(),
@@ -638,6 +649,7 @@ impl Actor {
                 || (&next.notify_status, &next.notify_state, next.main_pid)
                     != (&status.notify_status, &status.notify_state, status.main_pid)
                 || next.probe_failures != status.probe_failures
+                || next.refused_demands != status.refused_demands
                 || probe_news;
             *status = next;
             changed

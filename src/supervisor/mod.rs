@@ -332,7 +332,7 @@ impl Supervisor {
                     let now = now.clone();
                     return Err(Failure::NotHealthy(self.explain(now)));
                 }
-                _ => now.transitions,
+                _ => (now.transitions, now.refused_demands),
             }
         };
         let handle = self
@@ -349,7 +349,10 @@ impl Supervisor {
             let outcome = status
                 .wait_for(|s| {
                     (s.phase == Phase::Healthy && s.pid.is_none_or(procfs::is_alive))
-                        || (s.phase.is_settled() && s.transitions > asked)
+                        || (s.phase.is_settled() && s.transitions > asked.0)
+                        // Turned down by its spent restart limit: the failure is the
+                        // answer, now.
+                        || (s.phase == Phase::Failed && s.refused_demands > asked.1)
                 })
                 .await
                 .map(|status| status.clone());

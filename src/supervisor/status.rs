@@ -40,6 +40,10 @@ pub struct Status {
     /// wall-clock `since` can repeat or go back).
     #[serde(skip)]
     pub transitions: u64,
+    /// How many demands (an `ensure`, a proxied connection) its spent restart limit
+    /// turned down: each is an answer to give at once, though nothing changed.
+    #[serde(skip)]
+    pub refused_demands: u64,
 }
 
 /// One probe attempt's result.

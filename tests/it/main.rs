@@ -26,5 +26,6 @@ mod proxy;
 mod reload_hardening;
 mod security;
 mod signals;
+mod start_paths;
 mod typed_api;
 mod up;
