@@ -295,3 +295,14 @@ pub fn tell_starter(message: &str) {
         ),
     };
 }
+
+/// The whole daemon in one call, for programs that embed it: [`Daemon::prepare`], then
+/// [`Daemon::run`] until `shutdown` resolves (with the reason to give), a client asks,
+/// or nothing is left to supervise.
+pub async fn run(
+    spec: Spec,
+    options: Options,
+    shutdown: impl Future<Output = String>,
+) -> Result<Outcome, DaemonError> {
+    Ok(Daemon::prepare(spec, options).await?.run(shutdown).await)
+}
