@@ -71,21 +71,22 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
 /// with the reason, and once it is done they all close. Each step is reported to the
 /// supervisor, whose `reload` answers only once its proxies listen.
 pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpListener)>) {
-    let mut serving: BTreeMap<ServiceName, (SocketAddr, oneshot::Sender<()>)> = BTreeMap::new();
+    let mut serving: BTreeMap<ServiceName, (SocketAddr, Serving)> = BTreeMap::new();
     for (name, listener) in bound {
         let Ok(address) = listener.local_addr() else {
             continue;
         };
-        let stop = start_serving(listener, &supervisor, &name);
-        serving.insert(name, (address, stop));
+        let started = start_serving(listener, &supervisor, &name);
+        serving.insert(name, (address, started));
     }
     let mut graph = supervisor.watch_graph();
     supervisor.manage_proxies();
     loop {
         let current = Arc::clone(&graph.borrow_and_update());
         if current.lifecycle == Lifecycle::Done {
-            // Dropping the senders ends every accept loop.
-            serving.clear();
+            for (_, (_, started)) in std::mem::take(&mut serving) {
+                started.close().await;
+            }
             supervisor.proxies_synced(current.generation);
             return;
         }
@@ -104,15 +105,25 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
             .values()
             .filter_map(|service| Some((&service.name, service.proxy.as_ref()?.listen)))
             .collect();
-        serving.retain(|name, (address, _)| wanted.get(name) == Some(address));
+        let gone: Vec<ServiceName> = serving
+            .iter()
+            .filter(|(name, (address, _))| wanted.get(name) != Some(address))
+            .map(|(name, _)| name.clone())
+            .collect();
+        // Closed before the reload is answered: a client then finds nothing listening.
+        for name in gone {
+            if let Some((_, started)) = serving.remove(&name) {
+                started.close().await;
+            }
+        }
         for (name, address) in wanted {
             if serving.contains_key(name) {
                 continue;
             }
             match TcpListener::bind(address).await {
                 Ok(listener) => {
-                    let stop = start_serving(listener, &supervisor, name);
-                    serving.insert(name.clone(), (address, stop));
+                    let started = start_serving(listener, &supervisor, name);
+                    serving.insert(name.clone(), (address, started));
                 }
                 Err(error) => crate::supervisor::warn(format_args!(
                     "cannot listen on {address} (services.{name}.proxy.listen): {error}; \
@@ -128,20 +139,34 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
     }
 }
 
-/// Spawns the accept loop of one proxy; dropping the returned sender ends it.
+/// One proxy's accept loop, running.
+struct Serving {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Ends the accept loop and returns once its listener is closed.
+    async fn close(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
+}
+
+/// Spawns the accept loop of one proxy.
 fn start_serving(
     listener: TcpListener,
     supervisor: &Arc<Supervisor>,
     name: &ServiceName,
-) -> oneshot::Sender<()> {
+) -> Serving {
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(serve(
+    let task = tokio::spawn(serve(
         listener,
         Arc::clone(supervisor),
         name.clone(),
         stopped,
     ));
-    stop
+    Serving { stop, task }
 }
 
 /// Accepts connections for `name` until `stop` resolves (or its sender is dropped).
