@@ -571,6 +571,7 @@ impl Actor {
     }
 
     fn apply(&mut self, input: Input) {
+        let was_stopping = self.state.phase == Phase::Stopping;
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             let input = if self.closing {
@@ -608,7 +609,10 @@ impl Actor {
         self.shared
             .bus
             .publish_runs(&self.service.name, drafts, || self.publish_status());
-        if self.state.phase.is_settled() {
+        // The stop is done once its process is gone: settled, or (asked to start
+        // meanwhile) on to its next run.
+        let stop_done = was_stopping && self.state.phase != Phase::Stopping;
+        if self.state.phase.is_settled() || stop_done {
             for down in self.stopped_waiters.drain(..) {
                 let _ = down.send(());
             }

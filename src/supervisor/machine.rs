@@ -818,6 +818,16 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             }
             (next, vec![])
         }
+        // Asked to start while a stop is under way: it starts again once the old process
+        // is gone (never beside it).
+        (Stopping, Input::Start | Input::Demand)
+            if matches!(state.after_stop, AfterStop::Stopped(_)) =>
+        {
+            let mut next = state.clone();
+            next.after_stop = AfterStop::Restart;
+            next.reason = format!("{}; starting again once stopped", state.reason);
+            (next, vec![])
+        }
         (Stopping, Input::Timer(Timer::StopDeadline)) => {
             let mut next = state.clone();
             next.killed = true;

@@ -605,8 +605,19 @@ impl Owner {
             let Some(handle) = self.services.get(name) else {
                 continue;
             };
-            if !matches!(handle.status().phase, Phase::Stopped | Phase::Failed) {
-                continue;
+            match handle.phase() {
+                Phase::Stopped | Phase::Failed => {}
+                // It starts again once stopped, never beside its old process (the
+                // machine remembers it); its dependencies are up, or it was not stopping.
+                Phase::Stopping => {
+                    handle.send(if asked == Some(name) {
+                        Order::Start
+                    } else {
+                        Order::Demand
+                    });
+                    continue;
+                }
+                _ => continue,
             }
             let deps: Vec<_> = handle
                 .service
