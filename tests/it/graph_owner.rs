@@ -848,3 +848,46 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     );
     assert!(tagged(&tag).is_empty());
 }
+
+#[test]
+fn a_start_during_a_slow_stop_waits_for_it_and_never_runs_two() {
+    let ignores_term = ignores_term();
+    let config = format!(
+        r#"[settings]
+state-dir = "{{dir}}/state"
+
+[services.slow]
+command = {ignores_term}
+ready = {{ log = "^ignoring$" }}
+stop-timeout = "2s"
+env = {{ MUSTER_TEST_TAG = "{{dir}}" }}
+"#
+    );
+    let mut up = Up::start(&config, &[]);
+    let tag = up.dir.path().display().to_string();
+    let _sweep = TagSweep(tag.clone());
+    up.wait_event("slow", "ready");
+    let sampler = Sampler::start(&tag);
+    let file = file_of(&up);
+    let stopping = {
+        let file = file.clone();
+        thread::spawn(move || run(&mut muster(&["stop", "slow", "-f", &file])))
+    };
+    up.wait_event("slow", "stopping");
+    // While the old process ignores SIGTERM: a start, and an ensure, both wait for it
+    // to be gone and then get the new run.
+    let started = run(&mut muster(&["start", "slow", "-f", &file]));
+    let ensured = run(&mut muster(&["ensure", "slow", "-f", &file]));
+    let stopped = stopping.join().unwrap();
+    assert_eq!(stopped.code, 0, "{stopped:?}");
+    assert_eq!(started.code, 0, "{started:?}");
+    assert_eq!(ensured.code, 0, "{ensured:?}");
+    assert!(started.stdout.contains("healthy"), "{started:?}");
+    let down = run(&mut muster(&["down", "-f", &file]));
+    assert_eq!(down.code, 0, "{down:?}");
+    let samples = sampler.finish();
+    samples.assert_one_per_service();
+    let ended = up.wait_exit();
+    assert_eq!(ended.of("slow", "spawned").len(), 2, "{:#?}", ended.events);
+    assert!(tagged(&tag).is_empty());
+}
