@@ -104,13 +104,15 @@ impl StateLock {
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                let pid = text.lines().next().unwrap_or_default().trim();
+                let written = text.lines().next().unwrap_or_default().trim().to_owned();
+                // A holder that has just taken the lock may not have written its pid
+                // yet: the kernel knows who holds it.
+                let pid = Some(written)
+                    .filter(|pid| !pid.is_empty())
+                    .or_else(|| holder(&file))
+                    .unwrap_or_else(|| "unknown".to_owned());
                 return Err(LockError::Held {
-                    pid: if pid.is_empty() {
-                        "unknown".to_owned()
-                    } else {
-                        pid.to_owned()
-                    },
+                    pid,
                     dir: state_dir.to_path_buf(),
                 });
             }
@@ -124,6 +126,20 @@ impl StateLock {
         }
         Ok(Self { _lock: lock, path })
     }
+}
+
+/// The pid holding a `flock` on `file`, as `/proc/locks` tells it
+/// (`1: FLOCK  ADVISORY  WRITE 541 fd:00:123456 0 EOF`).
+fn holder(file: &File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = file.metadata().ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, place) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let locked_inode = place.rsplit(':').next()?.parse::<u64>().ok()?;
+        (*kind == "FLOCK" && locked_inode == inode).then(|| (*pid).to_owned())
+    })
 }
 
 /// The state directory of the supervisor running `file`, if one is: read from the
@@ -190,6 +206,25 @@ mod tests {
         }
         drop(first);
         assert!(StateLock::acquire(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn a_holder_that_has_not_written_its_pid_yet_is_named_by_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.path().join("lock"))
+            .unwrap();
+        // Locked, nothing written: the moment between a start's flock and its write.
+        let _held = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap();
+        match StateLock::acquire(dir.path()) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
