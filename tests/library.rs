@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use muster::supervisor::{EventKind, Phase, Supervisor};
 
+#[path = "common/tagged.rs"]
+mod tagged;
+
 /// Aborts the test process if a test outlives `limit` of real time. (A tokio timeout
 /// cannot serve: on the paused clock it would fire as soon as the runtime idles.)
 struct RealTimeLimit(Arc<AtomicBool>);
@@ -106,7 +109,7 @@ mod one_actor_per_service {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use muster::supervisor::{Event, EventKind, Failure, Lifecycle, Supervisor, procfs};
+    use muster::supervisor::{Event, EventKind, Failure, Lifecycle, Supervisor};
     use proptest::prelude::*;
 
     use super::RealTimeLimit;
@@ -192,30 +195,10 @@ command = ["sleep", "1000"]
         )
     }
 
-    /// Live processes carrying `MUSTER_TEST_TAG=tag`, by service. The environment is
-    /// read once: a process that exits between two reads is not counted at all.
+    /// Live processes carrying `MUSTER_TEST_TAG=tag`, by service.
     fn live(tag: &str) -> BTreeMap<String, Vec<u32>> {
-        let entry = format!("MUSTER_TEST_TAG={tag}");
         let mut by_service: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for (pid, stat) in procfs::processes() {
-            if stat.is_zombie() {
-                continue;
-            }
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            let mut entries = environ.split(|&b| b == 0);
-            if !entries.clone().any(|e| e == entry.as_bytes()) {
-                continue;
-            }
-            // Gone, or a zombie, by now: not alive.
-            if procfs::stat(pid).is_none_or(|s| s.is_zombie()) {
-                continue;
-            }
-            let service = entries
-                .find_map(|e| e.strip_prefix(b"MUSTER_SERVICE="))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
+        for (pid, service) in super::tagged::tagged(tag) {
             by_service.entry(service).or_default().push(pid);
         }
         by_service

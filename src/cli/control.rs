@@ -199,6 +199,32 @@ impl<'a> Client<'a> {
     /// Reads a follow's lines into `on_line` until it ends. The supervisor going away
     /// (`muster down`, Ctrl-C) is the normal end of a follow: one line on stderr and
     /// status 0. An answer cut off while the supervisor is still there is an error.
+    /// Follows `stream` to its end, reading as a `T` the text `item` picks out of each
+    /// line (lines it picks nothing from are skipped). One that cannot be read is said
+    /// once, and the rest still shown.
+    pub fn follow_items<T: DeserializeOwned>(
+        &self,
+        stream: &mut client::Stream,
+        item: impl Fn(&str) -> Option<&str>,
+        mut show: impl FnMut(T),
+    ) -> ExitCode {
+        let reader = stream.reader();
+        let mut unreadable = false;
+        self.follow_to_end(stream, |line| {
+            let Some(text) = item(line) else {
+                return;
+            };
+            match reader.parse::<T>(text) {
+                Ok(value) => show(value),
+                Err(error) if !unreadable => {
+                    unreadable = true;
+                    errln!("muster: {error}");
+                }
+                Err(_) => {}
+            }
+        })
+    }
+
     pub fn follow_to_end(
         &self,
         stream: &mut client::Stream,
@@ -229,16 +255,7 @@ const EXIT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Whether process `pid` is gone (or a zombie) within `patience`.
 fn exits_within(pid: u32, patience: Duration) -> bool {
-    let deadline = Instant::now() + patience;
-    loop {
-        if gone(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::supervisor::procfs::exits_within(pid, patience, || !gone(pid))
 }
 
 /// Whether process `pid` has exited (its descriptors, and so the state lock, are gone).
@@ -455,7 +472,8 @@ pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
     // SIGSTOP never finishes, and that is said once it has been stopped a while.
     let mut stopped_since: Option<Instant> = None;
     loop {
-        if gone(pid) {
+        // Woken by its exit; every so often, to see whether it was stopped instead.
+        if exits_within(pid, STOPPED_LOOK) {
             errln!("muster: the supervisor has exited");
             return ExitCode::SUCCESS;
         }
@@ -471,9 +489,11 @@ pub fn down(global: &GlobalArgs, _args: &DownArgs) -> ExitCode {
         } else {
             stopped_since = None;
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How often `down` looks whether a supervisor that has not exited yet was stopped.
+const STOPPED_LOOK: Duration = Duration::from_millis(200);
 
 /// Percent-encodes a query value.
 pub fn encode(text: &str) -> String {

@@ -116,23 +116,12 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
         Ok(stream) => stream,
         Err(code) => return code,
     };
-    // The answer is server-sent events: each event's JSON is on a `data:` line. One
-    // that cannot be read is said once, and the rest still shown.
-    let mut unreadable = false;
-    let reader = stream.reader();
-    client.follow_to_end(&mut stream, |line| {
-        let Some(data) = line.strip_prefix("data:") else {
-            return;
-        };
-        match reader.parse::<Event>(data.trim_start()) {
-            Ok(event) => printer.live(&event),
-            Err(error) if !unreadable => {
-                unreadable = true;
-                errln!("muster: {error}");
-            }
-            Err(_) => {}
-        }
-    })
+    // The answer is server-sent events: each event's JSON is on a `data:` line.
+    client.follow_items(
+        &mut stream,
+        |line| line.strip_prefix("data:").map(str::trim_start),
+        |event: Event| printer.live(&event),
+    )
 }
 
 /// Prints events, from the history or from the supervisor, in one form.

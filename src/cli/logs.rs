@@ -121,19 +121,11 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     let Some((client, mut stream)) = follow else {
         return ExitCode::SUCCESS;
     };
-    // A line that cannot be read is said once, and the rest still shown.
-    let reader = stream.reader();
-    let mut unreadable = false;
-    client.follow_to_end(&mut stream, |text| {
-        match reader.parse::<crate::api::model::LogLine>(text) {
-            Ok(line) => printer.print(&Line::from(line)),
-            Err(error) if !unreadable => {
-                unreadable = true;
-                errln!("muster: {error}");
-            }
-            Err(_) => {}
-        }
-    })
+    client.follow_items(
+        &mut stream,
+        |text| Some(text),
+        |line: crate::api::model::LogLine| printer.print(&Line::from(line)),
+    )
 }
 
 /// How lines are printed.

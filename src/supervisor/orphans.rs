@@ -290,32 +290,11 @@ async fn wait_gone(run: &Run, pids: &[u32], within: Duration) -> Vec<u32> {
 
 /// Whether `pid` stops being the run's live process within `within`.
 fn exits_within(pid: u32, start_ticks: Option<u64>, within: Duration) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let ours = || {
+    procfs::exits_within(pid, within, || {
         procfs::stat(pid).is_some_and(|stat| {
             !stat.is_zombie() && start_ticks.is_none_or(|t| stat.start_ticks >= t)
         })
-    };
-    let Some(raw) = rustix::process::Pid::from_raw(pid as i32) else {
-        return true;
-    };
-    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty());
-    // Looked at after the pidfd is open: the pid cannot change hands behind it then.
-    if !ours() {
-        return true;
-    }
-    if let Ok(pidfd) = pidfd {
-        let timeout = Timespec::try_from(within).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
-        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-        // Interrupted or failed: the look below decides.
-        let _ = poll(&mut fds, Some(&timeout));
-    }
-    // Without a pidfd (a kernel before 5.3) there is nothing to wait on: one look now,
-    // and a process still there gets the next signal (SIGKILL) at once.
-    !ours()
+    })
 }
 
 #[cfg(test)]

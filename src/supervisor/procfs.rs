@@ -46,6 +46,33 @@ fn parse_stat(line: &str) -> Option<Stat> {
     })
 }
 
+/// Waits up to `within` for `pid` to stop being the process `still_it` vouches for
+/// (gone, a zombie, or another process by now); whether it did. Through a pidfd, which
+/// becomes readable when the process exits: no polling, and it works for processes
+/// that are not the caller's children. `still_it` is asked once the pidfd is open, so
+/// the pid cannot change hands in between, and again at the end.
+pub fn exits_within(pid: u32, within: Duration, still_it: impl Fn() -> bool) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let Some(raw) = rustix::process::Pid::from_raw(pid as i32) else {
+        return true;
+    };
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty());
+    if !still_it() {
+        return true;
+    }
+    if let Ok(pidfd) = pidfd {
+        let timeout = Timespec::try_from(within).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        // Interrupted or failed: the look below decides.
+        let _ = poll(&mut fds, Some(&timeout));
+    }
+    // Without a pidfd (a kernel before 5.3) there is nothing to wait on: one look now.
+    !still_it()
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
 pub fn is_alive(pid: u32) -> bool {
     stat(pid).is_some_and(|stat| !stat.is_zombie())

@@ -3,7 +3,7 @@
 //! is read, one supervisor per config file, and boot summaries that count what happened.
 //!
 //! Every service of these configs carries `MUSTER_TEST_TAG` (see
-//! [`evidence::TAG`]) so that `/proc` tells its processes from everyone else's.
+//! `tests/common/tagged.rs`) so that `/proc` tells its processes from everyone else's.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

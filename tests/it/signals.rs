@@ -2,7 +2,7 @@
 //! signals are ignored (and said once each), and SIGHUP makes a background supervisor
 //! read its config again.
 //!
-//! Every service carries `MUSTER_TEST_TAG` (see [`evidence::TAG`]) so that `/proc`
+//! Every service carries `MUSTER_TEST_TAG` (see `tests/common/tagged.rs`) so that `/proc`
 //! tells its processes from everyone else's.
 
 use std::process::Command;
