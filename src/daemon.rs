@@ -2,7 +2,7 @@
 //!
 //! [`Daemon::prepare`] takes the state lock (one supervisor per state directory, and
 //! one per config file however its state directory is spelled), binds every listener
-//! (the TCP API, the proxies, then the socket, whose existence means they all accept)
+//! (the TCP API, the proxies, the router, then the socket, whose existence means they all accept)
 //! and creates the [`Supervisor`]. [`Daemon::run`] stops what an earlier supervisor
 //! left running, boots, serves the API and the proxies, and, when the shutdown future
 //! resolves, a client asks, or nothing is left to supervise, shuts down cooperatively:
@@ -78,6 +78,7 @@ pub struct Daemon {
     listener: UnixListener,
     tcp: Option<(TcpListener, api::auth::Tokens)>,
     proxies: Vec<(ServiceName, TcpListener)>,
+    router: Option<TcpListener>,
     /// Services that clients start (on demand, behind a proxy, stopped when idle) give
     /// an idle graph work to wait for.
     on_demand: bool,
@@ -126,6 +127,12 @@ impl Daemon {
                 what: "a proxy".to_owned(),
                 error,
             })?;
+        let router = crate::router::bind(&spec)
+            .await
+            .map_err(|error| DaemonError::Listen {
+                what: "the router".to_owned(),
+                error,
+            })?;
         // The socket last, once the other listeners are there: it existing means they
         // all accept connections.
         let socket = api::socket_path(&state_dir);
@@ -136,7 +143,8 @@ impl Daemon {
         let on_demand = spec
             .services
             .values()
-            .any(|s| !s.autostart || s.proxy.is_some() || s.idle_stop.is_some());
+            .any(|s| !s.autostart || s.proxy.is_some() || s.idle_stop.is_some())
+            || spec.router.is_some();
         let file_state_dir = options.file_state_dir.unwrap_or_else(|| state_dir.clone());
         let supervisor = match Supervisor::with_file_state_dir(spec, file_state_dir) {
             Ok(supervisor) => Arc::new(supervisor),
@@ -152,6 +160,7 @@ impl Daemon {
             listener,
             tcp,
             proxies,
+            router,
             on_demand,
             _lock: lock,
             _config_lock: config_lock,
@@ -172,6 +181,7 @@ impl Daemon {
             listener,
             tcp,
             proxies,
+            router,
             on_demand,
             _lock,
             _config_lock,
@@ -212,6 +222,7 @@ impl Daemon {
         }
         supervisor.boot(&only).await;
         tokio::spawn(crate::proxy::manage(Arc::clone(&supervisor), proxies));
+        tokio::spawn(crate::router::manage(Arc::clone(&supervisor), router));
         // Until a signal, a client's shutdown, or an idle graph that nobody controls.
         let mut events = supervisor.bus().feed();
         let idle = |supervisor: &Supervisor| {

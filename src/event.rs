@@ -38,13 +38,14 @@ pub enum EventKind {
     Failed,
     OrphanStopped,
     IdleStopped,
+    Evicted,
     HookFailed,
     Reloaded,
 }
 
 impl EventKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Spawned,
         EventKind::Ready,
         EventKind::Unhealthy,
@@ -57,6 +58,7 @@ impl EventKind {
         EventKind::Failed,
         EventKind::OrphanStopped,
         EventKind::IdleStopped,
+        EventKind::Evicted,
         EventKind::HookFailed,
         EventKind::Reloaded,
     ];
@@ -80,6 +82,7 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::OrphanStopped => "orphan-stopped",
             EventKind::IdleStopped => "idle-stopped",
+            EventKind::Evicted => "evicted",
             EventKind::HookFailed => "hook-failed",
             EventKind::Reloaded => "reloaded",
         }

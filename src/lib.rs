@@ -16,6 +16,7 @@ pub mod event;
 pub mod graph;
 pub mod name;
 pub mod proxy;
+pub mod router;
 pub mod store;
 pub mod suggest;
 pub mod supervisor;

@@ -30,9 +30,6 @@ use crate::config::{Proxy, ServiceName, Spec};
 use crate::supervisor::usage::{ProxyCounters, Usage};
 use crate::supervisor::{Failure, Lifecycle, Phase, Supervisor};
 
-/// How long a connection may wait for a service with no readiness probe (and so no
-/// start deadline of its own).
-const DEFAULT_START_WAIT: Duration = Duration::from_secs(60);
 const BUFFER: usize = 256 * 1024;
 
 /// The proxies of a config, bound: every `listen` address is taken before any service
@@ -210,7 +207,7 @@ async fn connection(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Se
         return;
     }
     let began = Instant::now();
-    let budget = start_budget(&supervisor.spec(), &name);
+    let budget = supervisor.spec().start_budget(&name);
     let deadline = began + proxy.request_timeout.map_or(budget, |t| t.min(budget));
     // Whether this connection has asked for a start: it asks once. A start that fails,
     // or a service that dies and will not come back by its own restart policy, ends the
@@ -369,39 +366,6 @@ fn http_head(status: &str, length: usize) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
     )
-}
-
-/// The longest a start of `name` may take: its own start deadline after the slowest
-/// chain of dependencies' deadlines.
-fn start_budget(spec: &Spec, name: &ServiceName) -> Duration {
-    // Memoized: each service's budget is computed once, so a diamond-shaped graph costs
-    // its size, not the number of its paths. The graph is acyclic (checked at load).
-    fn budget(
-        spec: &Spec,
-        name: &ServiceName,
-        known: &mut BTreeMap<ServiceName, Duration>,
-    ) -> Duration {
-        if let Some(done) = known.get(name) {
-            return *done;
-        }
-        let Some(service) = spec.services.get(name) else {
-            return Duration::ZERO;
-        };
-        let own = service
-            .ready
-            .as_ref()
-            .map_or(DEFAULT_START_WAIT, |ready| ready.timeout);
-        let deps = service
-            .depends_on
-            .iter()
-            .map(|dep| budget(spec, &dep.service, known))
-            .max()
-            .unwrap_or_default();
-        let total = own.saturating_add(deps);
-        known.insert(name.clone(), total);
-        total
-    }
-    budget(spec, name, &mut BTreeMap::new())
 }
 
 /// Copies both ways until both sides are done. A side that ends its sending is

@@ -21,9 +21,37 @@ pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, candidate)| candidate)
 }
 
+/// Up to `count` candidates, nearest to `word` first, however far: for listing what
+/// there is ("the nearest models are ...") rather than guessing a typo.
+pub fn nearest_few<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    count: usize,
+) -> Vec<&'a str> {
+    let word_lower = word.to_lowercase();
+    let mut ranked: Vec<(f64, &str)> = candidates
+        .into_iter()
+        .map(|candidate| {
+            let similarity = strsim::jaro_winkler(&word_lower, &candidate.to_lowercase());
+            (-similarity, candidate)
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    ranked.dedup_by(|a, b| a.1 == b.1);
+    ranked.into_iter().take(count).map(|(_, c)| c).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::nearest;
+    use super::{nearest, nearest_few};
+
+    #[test]
+    fn lists_the_nearest_first() {
+        let models = ["llama3-8b", "llama3", "qwen2.5-7b", "mistral"];
+        assert_eq!(nearest_few("llama-3", models, 2), ["llama3", "llama3-8b"]);
+        assert_eq!(nearest_few("x", ["a"], 3), ["a"]);
+        assert!(nearest_few("x", [], 3).is_empty());
+    }
 
     #[test]
     fn suggests_close_words_only() {

@@ -15,7 +15,7 @@ mod recover;
 mod spec;
 mod syntax;
 mod validate;
-pub(crate) mod values;
+pub mod values;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -105,6 +105,8 @@ pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
         ("restart-limit", keys_of::<RawRestartLimit>()),
         ("proxy", keys_of::<RawProxy>()),
         ("hooks", keys_of::<RawHook>()),
+        ("router", keys_of::<RawRouter>()),
+        ("groups.NAME", keys_of::<RawGroup>()),
     ]
 }
 

@@ -19,6 +19,25 @@ pub struct RawConfig {
     pub settings: Option<Spanned<RawSettings>>,
     pub services: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawService>>>>,
     pub hooks: Option<Vec<Spanned<RawHook>>>,
+    pub router: Option<Spanned<RawRouter>>,
+    pub groups: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawGroup>>>>,
+}
+
+/// `[router]`: the one front door that routes OpenAI-style requests by model.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRouter {
+    pub listen: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<RawDuration>>,
+}
+
+/// One `[groups.NAME]` table: services that share a budget (a GPU's memory).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawGroup {
+    pub capacity: Option<Spanned<String>>,
+    pub exclusive: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +99,13 @@ pub struct RawService {
     pub proxy: Option<Spanned<RawProxy>>,
     pub idle_stop: Option<Spanned<RawDuration>>,
     pub pidfile: Option<Spanned<String>>,
+    pub port: Option<Spanned<RawPort>>,
+    pub models: Option<Spanned<Vec<Spanned<String>>>>,
+    pub upstream: Option<Spanned<String>>,
+    pub max_concurrent: Option<Spanned<i64>>,
+    pub max_queued: Option<Spanned<i64>>,
+    pub group: Option<Spanned<String>>,
+    pub memory: Option<Spanned<String>>,
 }
 
 /// A readiness (`ready`) or liveness (`alive`) check. Exactly one of the kind keys

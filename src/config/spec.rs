@@ -18,6 +18,10 @@ use serde::Serialize;
 pub use crate::event::{EVENT_KINDS, EventKind};
 pub use crate::name::{MAX_NAME_LEN, NameError, ServiceName};
 
+/// How long a client may wait for a service with no readiness probe (and so no start
+/// deadline of its own).
+pub const DEFAULT_START_WAIT: Duration = Duration::from_secs(60);
+
 /// Everything in one `muster.toml`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -29,6 +33,10 @@ pub struct Spec {
     /// earlier waves, so a wave can start in parallel. Every service is in exactly one.
     pub waves: Vec<Vec<ServiceName>>,
     pub hooks: Vec<Hook>,
+    /// `[router]`: where OpenAI-style requests are routed to services by model.
+    pub router: Option<RouterSettings>,
+    /// `[groups.NAME]`: budgets that services share.
+    pub groups: BTreeMap<String, Group>,
 }
 
 impl Spec {
@@ -55,6 +63,53 @@ impl Spec {
                 .depends_on
                 .iter()
                 .any(|dep| dep.service.as_str() == name && dep.condition == Condition::Completed)
+        })
+    }
+
+    /// The longest a start of `name` may take: its own start deadline after the slowest
+    /// chain of its dependencies' deadlines. A service with no readiness probe (and so
+    /// no deadline of its own) counts [`DEFAULT_START_WAIT`].
+    pub fn start_budget(&self, name: &ServiceName) -> Duration {
+        // Memoized: each service's budget is computed once, so a diamond-shaped graph
+        // costs its size, not the number of its paths. The graph is acyclic (checked at
+        // load).
+        fn budget(
+            spec: &Spec,
+            name: &ServiceName,
+            known: &mut BTreeMap<ServiceName, Duration>,
+        ) -> Duration {
+            if let Some(done) = known.get(name) {
+                return *done;
+            }
+            let Some(service) = spec.services.get(name) else {
+                return Duration::ZERO;
+            };
+            let own = service
+                .ready
+                .as_ref()
+                .map_or(DEFAULT_START_WAIT, |ready| ready.timeout);
+            let deps = service
+                .depends_on
+                .iter()
+                .map(|dep| budget(spec, &dep.service, known))
+                .max()
+                .unwrap_or_default();
+            let total = own.saturating_add(deps);
+            known.insert(name.clone(), total);
+            total
+        }
+        budget(self, name, &mut BTreeMap::new())
+    }
+
+    /// The service that serves `model` (a name or an alias), with its routing.
+    pub fn route_of(&self, model: &str) -> Option<(&Service, &Routing)> {
+        self.services.values().find_map(|service| {
+            let routing = service.routing.as_ref()?;
+            routing
+                .models
+                .iter()
+                .any(|m| m == model)
+                .then_some((service, routing))
         })
     }
 
@@ -134,6 +189,150 @@ pub struct Service {
     /// For a program that can only run in the background: the file it writes its
     /// daemon's pid to. muster supervises that process once the launcher exits 0.
     pub pidfile: Option<PathBuf>,
+    /// `port`: the port given to each run, as `$PORT` and `{port}`.
+    pub port: Option<AssignedPort>,
+    /// `models` and what goes with them: how the router reaches this service.
+    pub routing: Option<Routing>,
+    /// `group` and `memory`: the budget this service draws on.
+    pub member: Option<Membership>,
+}
+
+impl Service {
+    /// The service as one run sees it: `{port}` replaced by `port` wherever a run reads
+    /// it (command, env, probes, route target).
+    pub fn with_port(&self, port: u16) -> Service {
+        let fill = |text: &String| text.replace(PORT_PLACEHOLDER, &port.to_string());
+        let check = |check: &Check| match check {
+            Check::Tcp { host, port: 0 } => Check::Tcp {
+                host: host.clone(),
+                port,
+            },
+            Check::Http { url, status, body } => Check::Http {
+                url: fill(url),
+                status: *status,
+                body: body.clone(),
+            },
+            Check::Exec(argv) => Check::Exec(argv.iter().map(fill).collect()),
+            other => other.clone(),
+        };
+        let mut run = self.clone();
+        run.run = match &self.run {
+            Run::Argv(argv) => Run::Argv(argv.iter().map(fill).collect()),
+            Run::Shell(line) => Run::Shell(fill(line)),
+        };
+        run.env = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.clone(), fill(value)))
+            .collect();
+        if let Some(ready) = &mut run.ready {
+            ready.check = check(&ready.check);
+        }
+        if let Some(alive) = &mut run.alive {
+            alive.check = check(&alive.check);
+        }
+        if let Some(routing) = &mut run.routing
+            && routing.upstream.port.is_none()
+        {
+            routing.upstream.port = Some(port);
+        }
+        run
+    }
+}
+
+/// Where a run's port goes in the strings of its definition.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
+/// `port = 8000` or `port = "auto"` (a free port chosen at each start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignedPort {
+    Fixed(u16),
+    Auto,
+}
+
+/// How the router reaches a service and how much it may send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// The model names (and aliases) routed to this service.
+    pub models: Vec<String>,
+    pub upstream: Upstream,
+    /// Requests forwarded at once; more wait in the queue.
+    pub max_concurrent: Option<usize>,
+    /// Requests allowed to wait (for the load, or for a slot); more get 429.
+    pub max_queued: usize,
+}
+
+/// Where routed requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    /// `None`: the run's `{port}`.
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            Some(port) => write!(f, "{host}:{port}"),
+            None => write!(f, "{host}:{PORT_PLACEHOLDER}"),
+        }
+    }
+}
+
+/// A service's share of a group's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub group: String,
+    /// Bytes it holds while it runs (in a `capacity` group).
+    pub memory: Option<u64>,
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSettings {
+    pub listen: SocketAddr,
+    /// The largest request body accepted, in bytes.
+    pub max_body: u64,
+    /// How long a request may wait for its model (queue and load) before a 504;
+    /// `None`: the model's own start deadline.
+    pub request_timeout: Option<Duration>,
+}
+
+/// Services that share a budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub budget: Budget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// One member runs at a time.
+    Exclusive,
+    /// The members running hold at most this many bytes (their `memory`).
+    Capacity(u64),
+}
+
+impl Budget {
+    /// What a member costs against this budget.
+    pub fn cost(&self, member: &Membership) -> u64 {
+        match self {
+            Budget::Exclusive => 1,
+            Budget::Capacity(_) => member.memory.unwrap_or(0),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        match self {
+            Budget::Exclusive => 1,
+            Budget::Capacity(bytes) => *bytes,
+        }
+    }
 }
 
 /// The `KEY=VALUE` pairs of a service's env files, in order, as read at load time.
@@ -201,7 +400,7 @@ impl fmt::Display for Port {
 /// What a probe checks.
 #[derive(Debug, Clone)]
 pub enum Check {
-    /// A TCP connection succeeds.
+    /// A TCP connection succeeds. Port 0 stands for the run's `{port}`.
     Tcp { host: String, port: u16 },
     /// A GET answers with `status` (or any 2xx), and the body holds `body` if given.
     Http {
@@ -221,6 +420,7 @@ impl Check {
     /// The probe in a few words, as reasons show it: `tcp 127.0.0.1:5433`.
     pub fn describe(&self) -> String {
         match self {
+            Check::Tcp { host, port: 0 } => format!("tcp {host}:{PORT_PLACEHOLDER}"),
             Check::Tcp { host, port } => format!("tcp {host}:{port}"),
             Check::Http { url, .. } => format!("http {url}"),
             Check::Exec(argv) => format!(

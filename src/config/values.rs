@@ -69,6 +69,27 @@ pub fn duration(text: &str) -> Parsed<Duration> {
     Ok(parsed)
 }
 
+/// `24GiB`, `512MiB`, `100 bytes`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            return if value.fract() == 0.0 {
+                format!("{value:.0}{unit}")
+            } else {
+                format!("{value:.1}{unit}")
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// `"10MiB"`, `"512 KB"`, `"1G"`, or a plain number of bytes.
 pub fn size(text: &str) -> Parsed<u64> {
     let trimmed = text.trim();
@@ -89,6 +110,8 @@ pub fn size(text: &str) -> Parsed<u64> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
         _ => return Err(bad()),
     };
     let bytes = number * multiplier as f64;

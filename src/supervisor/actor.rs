@@ -32,7 +32,7 @@ use super::process::{Ended, Reaper, Watch, signal_run};
 use super::procfs;
 pub use super::status::{ProbeOutcome, Status};
 use super::usage::Usage;
-use crate::config::{Check, Run, Service, ServiceName, envfile, executable};
+use crate::config::{AssignedPort, Check, Port, Run, Service, ServiceName, envfile, executable};
 use crate::store::{RunEnd, RunStart};
 
 /// The longest one readiness attempt may take (less if the start deadline is nearer).
@@ -238,10 +238,13 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         transitions: 0,
         refused_demands: 0,
         blocked_by: None,
+        port: None,
     });
     let actor = Actor {
         policy: Policy::of(&service),
+        template: Arc::clone(&service),
         service: Arc::clone(&service),
+        port: None,
         state,
         shared,
         myself: sender.downgrade(),
@@ -293,7 +296,12 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
 }
 
 struct Actor {
+    /// The service as configured, `{port}` and all.
+    template: Arc<Service>,
+    /// The service as the current run sees it: the template with the run's port filled in.
     service: Arc<Service>,
+    /// The port of the current (or last) run, with `port`.
+    port: Option<u16>,
     policy: Policy,
     state: State,
     shared: Arc<Shared>,
@@ -640,6 +648,7 @@ impl Actor {
                 main_pid: self.main_pid,
                 probe_failures: self.probe_failures,
                 last_probe: self.last_probe.clone(),
+                port: self.port,
             };
             // A repeated result only refreshes its time; observers are woken by news.
             let probe_news = match (&next.last_probe, &status.last_probe) {
@@ -1006,7 +1015,22 @@ impl Actor {
     /// Spawns the next run; the answer is fed back into the machine.
     fn spawn(&mut self) -> Input {
         let run = self.shared.bus.next_run_id();
-        let (mut command, exec) = match prepare(&self.service, run, &self.shared) {
+        // Each run gets its port before anything reads the definition: the command,
+        // probes and route target of this run all name it.
+        match self.template.port {
+            None => {}
+            Some(AssignedPort::Fixed(port)) => self.port = Some(port),
+            Some(AssignedPort::Auto) => match super::ports::free_port() {
+                Ok(port) => self.port = Some(port),
+                Err(error) => {
+                    return self.spawn_failed(format!("cannot find a free port: {error}"));
+                }
+            },
+        }
+        if let Some(port) = self.port {
+            self.service = Arc::new(self.template.with_port(port));
+        }
+        let (mut command, exec) = match prepare(&self.service, self.port, run, &self.shared) {
             Ok(prepared) => prepared,
             Err(reason) => return self.spawn_failed(reason),
         };
@@ -1147,7 +1171,12 @@ fn describe_left(left: &[(u32, String)]) -> String {
 
 /// The command for one run of `service`, and the context its exec probes run in. Env
 /// files are read now, so an edit applies at the next start.
-fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, ExecContext), String> {
+fn prepare(
+    service: &Service,
+    port: Option<u16>,
+    run: u64,
+    shared: &Shared,
+) -> Result<(Command, ExecContext), String> {
     let cwd = &service.cwd;
     if !cwd.is_dir() {
         return Err(format!(
@@ -1156,6 +1185,15 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
         ));
     }
     super::ports::check_free(&service.ports, &|pid| shared.leftover(pid))?;
+    if let Some(AssignedPort::Fixed(fixed)) = service.port {
+        let declared = Port {
+            ip: None,
+            port: fixed,
+        };
+        if !service.ports.iter().any(|p| p.overlaps(&declared)) {
+            super::ports::check_free(&[declared], &|pid| shared.leftover(pid))?;
+        }
+    }
     let mut env: Vec<(String, String)> = Vec::new();
     for file in &service.env_files {
         let text = std::fs::read_to_string(file).map_err(|error| {
@@ -1174,6 +1212,9 @@ fn prepare(service: &Service, run: u64, shared: &Shared) -> Result<(Command, Exe
         cwd: cwd.clone(),
         env: env.clone(),
     };
+    if let Some(port) = port {
+        env.push(("PORT".to_owned(), port.to_string()));
+    }
     env.push(("MUSTER_SERVICE".to_owned(), service.name.to_string()));
     env.push(("MUSTER_RUN_ID".to_owned(), run.to_string()));
     env.push(("NOTIFY_SOCKET".to_owned(), shared.notify.address.clone()));

@@ -13,6 +13,14 @@ use crate::config::Port;
 
 /// `Ok` when every port can be bound now; otherwise why not, naming the holder and
 /// adding what `known` says of it (a leftover of an earlier supervisor, say).
+/// A port free on loopback now, for a service with `port = "auto"`: the kernel picks
+/// it, as for any ephemeral port, and the socket is closed at once so that the
+/// service can bind it.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
 pub fn check_free(ports: &[Port], known: &dyn Fn(u32) -> Option<String>) -> Result<(), String> {
     for port in ports {
         let ip = port.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));

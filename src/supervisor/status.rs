@@ -36,6 +36,8 @@ pub struct Status {
     pub probe_failures: u64,
     /// The last readiness or liveness attempt of the current (or last) run.
     pub last_probe: Option<ProbeOutcome>,
+    /// The port of the current (or last) run, for a service with `port`.
+    pub port: Option<u16>,
     /// How many times the phase has changed: orders statuses without a clock (a
     /// wall-clock `since` can repeat or go back).
     #[serde(skip)]

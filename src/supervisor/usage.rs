@@ -1,6 +1,6 @@
-//! How clients use each service: proxied connections open now, the last `ensure` or
-//! connection, and the proxy's counters. `idle-stop` measures this; status, the API
-//! and `/metrics` show it.
+//! How clients use each service: proxied connections and routed requests open now, the
+//! last `ensure`, connection or request, and the proxy's and the router's counters.
+//! `idle-stop` measures this; status, the API and `/metrics` show it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,6 +20,7 @@ use crate::config::ServiceName;
 pub struct Usage {
     activity: watch::Sender<Activity>,
     pub proxy: ProxyCounters,
+    pub route: RouteCounters,
 }
 
 /// What idle-stop looks at.
@@ -48,6 +49,31 @@ pub struct ProxyCounters {
     pub wait_micros: AtomicU64,
 }
 
+/// The router's numbers for a service that serves models, since the supervisor started.
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    /// Requests routed to it.
+    pub requests: AtomicU64,
+    /// Requests the router answered with an error itself (queue full, load failed,
+    /// timed out, the server went away before answering).
+    pub failed: AtomicU64,
+    /// Requests being answered now.
+    pub in_flight: AtomicU64,
+    /// Requests waiting now: for room in its group, for the load, or for a slot.
+    pub queued: AtomicU64,
+    /// Time requests spent waiting before they were sent, in microseconds.
+    pub queue_micros: AtomicU64,
+    /// Starts that requests waited for, and their time in microseconds.
+    pub loads: AtomicU64,
+    pub load_micros: AtomicU64,
+    /// The last load's time, in microseconds.
+    pub last_load_micros: AtomicU64,
+    /// Times it was stopped to make room for another member of its group.
+    pub evictions: AtomicU64,
+    /// When a request last ended, in milliseconds since the Unix epoch (0: never).
+    pub last_used_ms: AtomicU64,
+}
+
 impl Default for Usage {
     fn default() -> Self {
         Self {
@@ -56,6 +82,7 @@ impl Default for Usage {
                 last: Instant::now(),
             }),
             proxy: ProxyCounters::default(),
+            route: RouteCounters::default(),
         }
     }
 }

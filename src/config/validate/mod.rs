@@ -24,6 +24,7 @@ use crate::suggest;
 mod across;
 mod hooks;
 mod probe;
+mod route;
 mod service;
 mod settings;
 mod state_dir;
@@ -53,6 +54,8 @@ pub mod defaults {
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
     pub const PROXY_MAX_PENDING: usize = 1024;
     pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const ROUTER_MAX_BODY: u64 = 64 << 20;
+    pub const ROUTE_MAX_QUEUED: usize = 1024;
 }
 
 /// Validates `raw` read from `file` (absolute). Returns the spec when there was no
@@ -72,6 +75,9 @@ pub fn validate(
         path_var: std::env::var_os("PATH"),
     };
     let settings = v.settings(raw.settings.as_ref());
+    let router = v.router(raw.router.as_ref());
+    let router_span = raw.router.as_ref().map(Spanned::span);
+    let groups = v.groups(raw.groups.as_ref());
     let shutdown_span = raw
         .settings
         .as_ref()
@@ -102,6 +108,7 @@ pub fn validate(
     }
     let edges = v.dependencies(&drafts, &known);
     v.port_clashes(&drafts);
+    v.routes_across(&drafts, router.as_ref(), router_span, &groups);
     if let Some(settings) = &settings {
         v.stop_outlasts_shutdown(&drafts, settings.shutdown_timeout, shutdown_span);
     }
@@ -143,6 +150,11 @@ pub fn validate(
         services,
         waves: waves?,
         hooks: hooks.into_iter().collect::<Option<Vec<_>>>()?,
+        router,
+        groups: groups
+            .into_iter()
+            .map(|(name, (group, _))| (name, group))
+            .collect(),
     })
 }
 
@@ -165,6 +177,7 @@ struct Draft {
     deps: Vec<DepRef>,
     ports: Vec<(Port, Range<usize>)>,
     proxy: Option<ProxyRef>,
+    route: Option<route::RouteRef>,
     restart: RestartPolicy,
     restart_span: Option<Range<usize>>,
     name_span: Range<usize>,

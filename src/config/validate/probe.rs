@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::{Validator, defaults};
 use crate::config::raw::RawProbe;
-use crate::config::spec::{AliveProbe, Check, ReadyProbe};
+use crate::config::spec::{AliveProbe, Check, PORT_PLACEHOLDER, ReadyProbe};
 use crate::config::values;
 use crate::diagnostic::Diagnostic;
 
@@ -110,16 +110,27 @@ impl Validator<'_> {
         match kind {
             "tcp" => {
                 let text = raw.tcp.as_ref()?;
-                let (host, port) = values::host_port(text.get_ref())
-                    .map_err(|problem| self.invalid(&sub("tcp"), text.span(), problem))
-                    .ok()?;
-                Some(Check::Tcp { host, port })
+                // `{port}` is the run's port: checked with a stand-in, kept as port 0.
+                let templated = text.get_ref().contains(PORT_PLACEHOLDER);
+                let (host, port) =
+                    values::host_port(&text.get_ref().replace(PORT_PLACEHOLDER, "1"))
+                        .map_err(|problem| self.invalid(&sub("tcp"), text.span(), problem))
+                        .ok()?;
+                Some(Check::Tcp {
+                    host,
+                    port: if templated { 0 } else { port },
+                })
             }
             "http" => {
                 let text = raw.http.as_ref()?;
-                let url = values::http_url(text.get_ref())
-                    .map_err(|problem| self.invalid(&sub("http"), text.span(), problem))
-                    .ok();
+                let url = if text.get_ref().contains(PORT_PLACEHOLDER) {
+                    values::http_url(&text.get_ref().replace(PORT_PLACEHOLDER, "1"))
+                        .map(|_| text.get_ref().trim().to_owned())
+                } else {
+                    values::http_url(text.get_ref())
+                }
+                .map_err(|problem| self.invalid(&sub("http"), text.span(), problem))
+                .ok();
                 let status = match &raw.status {
                     Some(status) if !(100..600).contains(status.get_ref()) => {
                         self.error(

@@ -171,6 +171,19 @@ impl Validator<'_> {
             Some(self.path(text.get_ref()))
         });
 
+        let port = self.assigned_port(&key("port"), raw.port.as_ref());
+        self.placeholders_need_a_port(name.get_ref(), raw);
+        let proxy_upstream = proxy
+            .as_ref()
+            .and_then(|p| p.1.as_ref().map(|p| p.upstream));
+        let (routing, route) = self.routing(
+            name.get_ref(),
+            raw,
+            port,
+            proxy_upstream,
+            table_span.clone(),
+        );
+
         let valid = self.errors == before;
         let service = match (valid, valid_name.clone(), run) {
             (true, Some(name), Some(run)) => Some(Service {
@@ -197,6 +210,9 @@ impl Validator<'_> {
                 proxy: proxy.as_ref().and_then(|p| p.1.clone()),
                 idle_stop,
                 pidfile,
+                port,
+                routing,
+                member: route.as_ref().and_then(|r| r.membership()),
             }),
             _ => None,
         };
@@ -207,6 +223,7 @@ impl Validator<'_> {
             deps,
             ports,
             proxy: proxy.map(|p| p.0),
+            route,
             restart,
             restart_span,
             name_span: name.span(),
