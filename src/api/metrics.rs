@@ -41,6 +41,19 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
             .collect()
     };
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Relaxed).to_string();
+    // Routed services: one sample per service that serves models.
+    let routed: Vec<_> = handles
+        .iter()
+        .filter(|h| h.service.routing.is_some())
+        .collect();
+    let per_model = |value: &dyn Fn(&ServiceHandle) -> String| -> Vec<(String, String)> {
+        routed
+            .iter()
+            .map(|h| (format!("{{service=\"{}\"}}", h.name()), value(h)))
+            .collect()
+    };
+    let seconds =
+        |counter: &std::sync::atomic::AtomicU64| (counter.load(Relaxed) as f64 / 1e6).to_string();
     let bytes: Vec<(String, String)> = proxied
         .iter()
         .flat_map(|h| {
@@ -132,6 +145,54 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
             "counter",
             "Time proxied connections spent waiting for starts.",
             per_proxy(&|h| (h.usage.proxy.wait_micros.load(Relaxed) as f64 / 1e6).to_string()),
+        ),
+        (
+            "muster_model_requests_total",
+            "counter",
+            "Requests the router sent toward each service that serves models.",
+            per_model(&|h| load(&h.usage.route.requests)),
+        ),
+        (
+            "muster_model_failed_total",
+            "counter",
+            "Requests the router answered with an error itself (queue full, load failed, timed out).",
+            per_model(&|h| load(&h.usage.route.failed)),
+        ),
+        (
+            "muster_model_in_flight",
+            "gauge",
+            "Routed requests being answered now.",
+            per_model(&|h| load(&h.usage.route.in_flight)),
+        ),
+        (
+            "muster_model_queued",
+            "gauge",
+            "Routed requests waiting now: for room in the group, the load, or a slot.",
+            per_model(&|h| load(&h.usage.route.queued)),
+        ),
+        (
+            "muster_model_queue_seconds_total",
+            "counter",
+            "Time routed requests waited before they were sent.",
+            per_model(&|h| seconds(&h.usage.route.queue_micros)),
+        ),
+        (
+            "muster_model_loads_total",
+            "counter",
+            "Starts that routed requests waited for.",
+            per_model(&|h| load(&h.usage.route.loads)),
+        ),
+        (
+            "muster_model_load_seconds_total",
+            "counter",
+            "Time those starts took.",
+            per_model(&|h| seconds(&h.usage.route.load_micros)),
+        ),
+        (
+            "muster_model_evictions_total",
+            "counter",
+            "Times a service was stopped to make room for another member of its group.",
+            per_model(&|h| load(&h.usage.route.evictions)),
         ),
     ];
     let mut out = String::new();

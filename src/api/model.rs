@@ -68,6 +68,12 @@ pub struct ServiceView {
     /// With `idle-stop`: stopped after this many seconds without use.
     pub idle_stop_seconds: Option<f64>,
     pub proxy: Option<ProxyView>,
+    /// The port of the current (or last) run, for a service with `port`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The models the router sends here, and its numbers.
+    #[serde(default)]
+    pub models: Option<ModelsView>,
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
@@ -111,6 +117,66 @@ impl ProxyView {
             bytes_in: counters.bytes_in.load(Relaxed),
             bytes_out: counters.bytes_out.load(Relaxed),
             wait_seconds: counters.wait_micros.load(Relaxed) as f64 / 1e6,
+        })
+    }
+}
+
+/// A service's models behind the router, and the router's numbers for it since the
+/// supervisor started.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelsView {
+    /// The model names and aliases routed here.
+    pub names: Vec<String>,
+    /// Where requests go: `127.0.0.1:8001` (with `{port}` filled in for the current run).
+    pub upstream: String,
+    /// The group whose budget it draws on, and what it holds there (bytes).
+    pub group: Option<String>,
+    pub memory: Option<u64>,
+    /// Requests being answered now.
+    pub in_flight: u64,
+    /// Requests waiting now: for room, for the load, or for a slot.
+    pub queued: u64,
+    pub requests: u64,
+    /// Requests the router answered with an error itself.
+    pub failed: u64,
+    /// Starts requests waited for, and their total and last time.
+    pub loads: u64,
+    pub load_seconds: f64,
+    pub last_load_seconds: Option<f64>,
+    /// Time requests waited before they were sent, summed.
+    pub queue_seconds: f64,
+    /// Times it was stopped to make room in its group.
+    pub evictions: u64,
+    /// When a request last ended (RFC 3339).
+    pub last_used: Option<String>,
+}
+
+impl ModelsView {
+    fn of(handle: &ServiceHandle, port: Option<u16>) -> Option<Self> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let routing = handle.service.routing.as_ref()?;
+        let route = &handle.usage.route;
+        let mut upstream = routing.upstream.clone();
+        upstream.port = upstream.port.or(port);
+        let last_used = route.last_used_ms.load(Relaxed);
+        let last_load = route.last_load_micros.load(Relaxed);
+        Some(Self {
+            names: routing.models.clone(),
+            upstream: upstream.to_string(),
+            group: handle.service.member.as_ref().map(|m| m.group.clone()),
+            memory: handle.service.member.as_ref().and_then(|m| m.memory),
+            in_flight: route.in_flight.load(Relaxed),
+            queued: route.queued.load(Relaxed),
+            requests: route.requests.load(Relaxed),
+            failed: route.failed.load(Relaxed),
+            loads: route.loads.load(Relaxed),
+            load_seconds: route.load_micros.load(Relaxed) as f64 / 1e6,
+            last_load_seconds: (last_load > 0).then(|| last_load as f64 / 1e6),
+            queue_seconds: route.queue_micros.load(Relaxed) as f64 / 1e6,
+            evictions: route.evictions.load(Relaxed),
+            last_used: (last_used > 0).then(|| {
+                rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(last_used))
+            }),
         })
     }
 }
@@ -173,6 +239,8 @@ impl ServiceView {
             autostart: handle.service.autostart,
             idle_stop_seconds: handle.service.idle_stop.map(|d| d.as_secs_f64()),
             proxy: ProxyView::of(handle),
+            port: status.port,
+            models: ModelsView::of(handle, status.port),
             selected: None,
         }
     }

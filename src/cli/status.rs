@@ -191,6 +191,42 @@ fn detail(service: &ServiceView) -> String {
             ),
         );
     }
+    if let Some(port) = service.port {
+        field("port", port.to_string());
+    }
+    if let Some(models) = &service.models {
+        let group = match (&models.group, models.memory) {
+            (Some(group), Some(memory)) => format!(
+                " (group {group}, {})",
+                crate::config::values::human_size(memory)
+            ),
+            (Some(group), None) => format!(" (group {group})"),
+            _ => String::new(),
+        };
+        field(
+            "models",
+            format!("{} -> {}{group}", models.names.join(", "), models.upstream),
+        );
+        let last_used = models
+            .last_used
+            .as_deref()
+            .map_or("never used".to_owned(), |t| format!("last used {t}"));
+        let load = models
+            .last_load_seconds
+            .map_or(String::new(), |s| format!(", last load {s:.1}s"));
+        field(
+            "requests",
+            format!(
+                "{} in flight, {} queued; {} routed, {} failed; {} loads{load}, {} evictions; {last_used}",
+                models.in_flight,
+                models.queued,
+                models.requests,
+                models.failed,
+                models.loads,
+                models.evictions,
+            ),
+        );
+    }
     if let Some(idle) = service.idle_stop_seconds {
         field(
             "idle stop",

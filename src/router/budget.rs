@@ -152,15 +152,15 @@ impl Scheduler {
         max_queued: usize,
     ) -> Result<Ticket, NotAdmitted> {
         let mut table = self.lock();
+        usage.route.requests.fetch_add(1, Relaxed);
         let slot = table.slots.entry(name.clone()).or_default();
-        if slot.queued >= max_queued {
+        if slot.queued + slot.admitted >= max_queued {
             return Err(NotAdmitted::QueueFull(max_queued));
         }
         slot.queued += 1;
         let seq = slot.next_seq;
         slot.next_seq += 1;
         usage.route.queued.fetch_add(1, Relaxed);
-        usage.route.requests.fetch_add(1, Relaxed);
         Ok(Ticket {
             scheduler: Arc::clone(self),
             name: name.clone(),

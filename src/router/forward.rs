@@ -188,7 +188,7 @@ pub fn tracked(
     let body = Tracked {
         incoming,
         sse,
-        pending: None,
+        ended: false,
         ticket,
         _in_use: in_use,
         _permit: permit,
@@ -207,10 +207,11 @@ pub fn tracked(
 struct Tracked {
     incoming: Incoming,
     /// A stream of server-sent events: a server failing mid-answer is told to the
-    /// client as an `error` event before the stream breaks.
+    /// client as an `error` event, which ends the stream (an aborted connection could
+    /// lose the event still in its buffer).
     sse: bool,
-    /// The server's error, held back one frame while that event goes out.
-    pending: Option<BoxError>,
+    /// The error event went out: the stream is over.
+    ended: bool,
     ticket: Ticket,
     _in_use: InUse,
     _permit: Option<OwnedSemaphorePermit>,
@@ -224,8 +225,8 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(error) = self.pending.take() {
-            return Poll::Ready(Some(Err(error)));
+        if self.ended {
+            return Poll::Ready(None);
         }
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(Some(Err(error))) => {
@@ -242,7 +243,7 @@ impl hyper::body::Body for Tracked {
                         "code": "upstream_error",
                         "param": null,
                     }});
-                    self.pending = Some(Box::new(error));
+                    self.ended = true;
                     let frame =
                         Frame::data(Bytes::from(format!("event: error\ndata: {event}\n\n")));
                     return Poll::Ready(Some(Ok(frame)));
@@ -256,7 +257,7 @@ impl hyper::body::Body for Tracked {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.incoming.is_end_stream()
+        self.ended || self.incoming.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {

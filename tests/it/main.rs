@@ -24,6 +24,7 @@ mod hooks;
 mod process_hardening;
 mod proxy;
 mod reload_hardening;
+mod router;
 mod security;
 mod signals;
 mod start_paths;
