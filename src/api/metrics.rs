@@ -167,7 +167,7 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
         (
             "muster_model_queued",
             "gauge",
-            "Routed requests waiting now: for room in the group, the load, or a slot.",
+            "Routed requests waiting now: for room in the pool, the load, or a slot.",
             per_model(&|h| load(&h.usage.route.queued)),
         ),
         (
@@ -191,7 +191,7 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
         (
             "muster_model_evictions_total",
             "counter",
-            "Times a service was stopped to make room for another member of its group.",
+            "Times a service was stopped to make room for another member of its pool.",
             per_model(&|h| load(&h.usage.route.evictions)),
         ),
     ];

@@ -129,8 +129,9 @@ pub struct ModelsView {
     pub names: Vec<String>,
     /// Where requests go: `127.0.0.1:8001` (with `{port}` filled in for the current run).
     pub upstream: String,
-    /// The group whose budget it draws on, and what it holds there (bytes).
-    pub group: Option<String>,
+    /// The pool whose budget it draws on.
+    pub pool: Option<String>,
+    /// What it holds in its pool while it runs, in bytes.
     pub memory: Option<u64>,
     /// Requests being answered now.
     pub in_flight: u64,
@@ -139,13 +140,15 @@ pub struct ModelsView {
     pub requests: u64,
     /// Requests the router answered with an error itself.
     pub failed: u64,
-    /// Starts requests waited for, and their total and last time.
+    /// Starts that requests waited for.
     pub loads: u64,
+    /// The time those starts took, summed.
     pub load_seconds: f64,
+    /// The time the last of them took.
     pub last_load_seconds: Option<f64>,
     /// Time requests waited before they were sent, summed.
     pub queue_seconds: f64,
-    /// Times it was stopped to make room in its group.
+    /// Times it was stopped to make room in its pool.
     pub evictions: u64,
     /// When a request last ended (RFC 3339).
     pub last_used: Option<String>,
@@ -163,7 +166,7 @@ impl ModelsView {
         Some(Self {
             names: routing.models.clone(),
             upstream: upstream.to_string(),
-            group: handle.service.member.as_ref().map(|m| m.group.clone()),
+            pool: handle.service.member.as_ref().map(|m| m.pool.clone()),
             memory: handle.service.member.as_ref().and_then(|m| m.memory),
             in_flight: route.in_flight.load(Relaxed),
             queued: route.queued.load(Relaxed),

@@ -195,17 +195,17 @@ fn detail(service: &ServiceView) -> String {
         field("port", port.to_string());
     }
     if let Some(models) = &service.models {
-        let group = match (&models.group, models.memory) {
-            (Some(group), Some(memory)) => format!(
-                " (group {group}, {})",
+        let pool = match (&models.pool, models.memory) {
+            (Some(pool), Some(memory)) => format!(
+                " (pool {pool}, {})",
                 crate::config::values::human_size(memory)
             ),
-            (Some(group), None) => format!(" (group {group})"),
+            (Some(pool), None) => format!(" (pool {pool})"),
             _ => String::new(),
         };
         field(
             "models",
-            format!("{} -> {}{group}", models.names.join(", "), models.upstream),
+            format!("{} -> {}{pool}", models.names.join(", "), models.upstream),
         );
         let last_used = models
             .last_used

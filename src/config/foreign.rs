@@ -170,14 +170,7 @@ const ALIASES: &[Alias] = &[
         advice: "write stop-signal = \"SIGINT\"",
     },
     Alias {
-        names: &[
-            "port",
-            "expose",
-            "listen",
-            "bind",
-            "published",
-            "container-port",
-        ],
+        names: &["expose", "listen", "bind", "published", "container-port"],
         table_has: SERVICE,
         key: Some("ports"),
         advice: "write ports = [8080] or [\"127.0.0.1:8080\"], the ports the service listens on (checked free before it starts)",

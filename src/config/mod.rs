@@ -106,7 +106,7 @@ pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
         ("proxy", keys_of::<RawProxy>()),
         ("hooks", keys_of::<RawHook>()),
         ("router", keys_of::<RawRouter>()),
-        ("groups.NAME", keys_of::<RawGroup>()),
+        ("pools.NAME", keys_of::<RawPool>()),
     ]
 }
 

@@ -20,7 +20,7 @@ pub struct RawConfig {
     pub services: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawService>>>>,
     pub hooks: Option<Vec<Spanned<RawHook>>>,
     pub router: Option<Spanned<RawRouter>>,
-    pub groups: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawGroup>>>>,
+    pub pools: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawPool>>>>,
 }
 
 /// `[router]`: the one front door that routes OpenAI-style requests by model.
@@ -32,10 +32,10 @@ pub struct RawRouter {
     pub request_timeout: Option<Spanned<RawDuration>>,
 }
 
-/// One `[groups.NAME]` table: services that share a budget (a GPU's memory).
+/// One `[pools.NAME]` table: services that share a budget (a GPU's memory).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RawGroup {
+pub struct RawPool {
     pub capacity: Option<Spanned<String>>,
     pub exclusive: Option<Spanned<bool>>,
 }
@@ -104,7 +104,7 @@ pub struct RawService {
     pub upstream: Option<Spanned<String>>,
     pub max_concurrent: Option<Spanned<i64>>,
     pub max_queued: Option<Spanned<i64>>,
-    pub group: Option<Spanned<String>>,
+    pub pool: Option<Spanned<String>>,
     pub memory: Option<Spanned<String>>,
 }
 

@@ -35,8 +35,8 @@ pub struct Spec {
     pub hooks: Vec<Hook>,
     /// `[router]`: where OpenAI-style requests are routed to services by model.
     pub router: Option<RouterSettings>,
-    /// `[groups.NAME]`: budgets that services share.
-    pub groups: BTreeMap<String, Group>,
+    /// `[pools.NAME]`: budgets that services share.
+    pub pools: BTreeMap<String, Pool>,
 }
 
 impl Spec {
@@ -193,7 +193,7 @@ pub struct Service {
     pub port: Option<AssignedPort>,
     /// `models` and what goes with them: how the router reaches this service.
     pub routing: Option<Routing>,
-    /// `group` and `memory`: the budget this service draws on.
+    /// `pool` and `memory`: the budget this service draws on.
     pub member: Option<Membership>,
 }
 
@@ -284,11 +284,11 @@ impl fmt::Display for Upstream {
     }
 }
 
-/// A service's share of a group's budget.
+/// A service's share of a pool's budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
-    pub group: String,
-    /// Bytes it holds while it runs (in a `capacity` group).
+    pub pool: String,
+    /// Bytes it holds while it runs (in a `capacity` pool).
     pub memory: Option<u64>,
 }
 
@@ -305,7 +305,7 @@ pub struct RouterSettings {
 
 /// Services that share a budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
+pub struct Pool {
     pub name: String,
     pub budget: Budget,
 }

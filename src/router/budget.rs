@@ -1,9 +1,9 @@
 //! Who may run, and when: each routed service's requests (queued, admitted, in flight)
-//! and each group's budget.
+//! and each pool's budget.
 //!
 //! A request holds a [`Ticket`] from its arrival to the end of its answer. It is
-//! *admitted* once its service runs or has room to start: a service outside a group
-//! always has room; a member of a group has room when the members that run (or are
+//! *admitted* once its service runs or has room to start: a service outside a pool
+//! always has room; a member of a pool has room when the members that run (or are
 //! about to) leave enough of the budget for it. Models waiting for room take turns, first
 //! come first served, and only the first may make room: it picks the members to stop,
 //! least recently used first and idle ones before busy ones, just enough of them.
@@ -28,7 +28,7 @@ use crate::event::EventKind;
 use crate::supervisor::Supervisor;
 use crate::supervisor::usage::Usage;
 
-/// The routed services' requests and the groups' budgets.
+/// The routed services' requests and the pools' budgets.
 #[derive(Debug)]
 pub struct Scheduler {
     supervisor: Arc<Supervisor>,
@@ -41,7 +41,7 @@ pub struct Scheduler {
 #[derive(Debug, Default)]
 struct Table {
     slots: HashMap<ServiceName, Slot>,
-    /// Per group, the services waiting for room, in the order they asked.
+    /// Per pool, the services waiting for room, in the order they asked.
     rooms: HashMap<String, VecDeque<ServiceName>>,
 }
 
@@ -71,7 +71,7 @@ struct Eviction {
     /// How many of them still wait.
     owed: usize,
     for_whom: ServiceName,
-    group: String,
+    pool: String,
 }
 
 /// Where a request stands.
@@ -205,19 +205,19 @@ impl Scheduler {
         }
     }
 
-    /// The members a waiting service waits on: those that still hold its group's room.
+    /// The members a waiting service waits on: those that still hold its pool's room.
     fn blocking(&self, name: &ServiceName) -> Vec<ServiceName> {
         let spec = self.supervisor.spec();
-        let Some(group) = spec
+        let Some(pool) = spec
             .services
             .get(name)
             .and_then(|s| s.member.as_ref())
-            .map(|m| m.group.clone())
+            .map(|m| m.pool.clone())
         else {
             return Vec::new();
         };
         let table = self.lock();
-        members(&spec, &group)
+        members(&spec, &pool)
             .filter(|(other, _)| *other != name && self.occupies(&table, other))
             .map(|(other, _)| other.clone())
             .collect()
@@ -252,11 +252,11 @@ impl Scheduler {
         if behind_door || (slot.stopping && slot.evicting.is_none()) {
             return Verdict::Wait;
         }
-        let group = service
+        let pool = service
             .member
             .as_ref()
-            .and_then(|member| Some((member, spec.groups.get(&member.group)?)));
-        let Some((member, group)) = group else {
+            .and_then(|member| Some((member, spec.pools.get(&member.pool)?)));
+        let Some((member, pool)) = pool else {
             admit(table, ticket);
             return Verdict::Admitted;
         };
@@ -266,7 +266,7 @@ impl Scheduler {
         }
         // Waiting for room: in turn, and only the first in line makes room.
         let waiting: Vec<ServiceName> = {
-            let queue = table.rooms.entry(group.name.clone()).or_default();
+            let queue = table.rooms.entry(pool.name.clone()).or_default();
             if !queue.contains(name) {
                 queue.push_back(name.clone());
             }
@@ -279,19 +279,19 @@ impl Scheduler {
             })
             .collect();
         let first = still_waiting.front() == Some(name);
-        table.rooms.insert(group.name.clone(), still_waiting);
+        table.rooms.insert(pool.name.clone(), still_waiting);
         if !first {
             return Verdict::Wait;
         }
-        let cost = group.budget.cost(member);
-        let limit = group.budget.limit();
-        let holding: Vec<(ServiceName, u64)> = members(spec, &group.name)
+        let cost = pool.budget.cost(member);
+        let limit = pool.budget.limit();
+        let holding: Vec<(ServiceName, u64)> = members(spec, &pool.name)
             .filter(|(other, _)| self.occupies(table, other))
             .map(|(other, cost)| (other.clone(), cost))
             .collect();
         let used: u64 = holding.iter().map(|(_, cost)| cost).sum();
         if used.saturating_add(cost) <= limit {
-            if let Some(queue) = table.rooms.get_mut(&group.name) {
+            if let Some(queue) = table.rooms.get_mut(&pool.name) {
                 queue.pop_front();
             }
             let slot = table.slots.entry(name.clone()).or_default();
@@ -336,7 +336,7 @@ impl Scheduler {
                 door: slot.next_seq,
                 owed: slot.queued,
                 for_whom: name.clone(),
-                group: group.name.clone(),
+                pool: pool.name.clone(),
             });
             freeing = freeing.saturating_add(victim_cost);
             evict.push(victim);
@@ -346,7 +346,7 @@ impl Scheduler {
 
     /// Stops an evicting service once it owes nothing and serves nothing.
     fn drain_if_done(self: &Arc<Self>, name: &ServiceName) {
-        let (for_whom, group) = {
+        let (for_whom, pool) = {
             let mut table = self.lock();
             let Some(slot) = table.slots.get_mut(name) else {
                 return;
@@ -355,7 +355,7 @@ impl Scheduler {
             match &slot.evicting {
                 Some(eviction) if done && eviction.owed == 0 && !slot.stopping => {
                     slot.stopping = true;
-                    (eviction.for_whom.clone(), eviction.group.clone())
+                    (eviction.for_whom.clone(), eviction.pool.clone())
                 }
                 _ => return,
             }
@@ -374,8 +374,8 @@ impl Scheduler {
                     &name,
                     run,
                     EventKind::Evicted,
-                    format!("stopping to make room for `{for_whom}` in group `{group}`"),
-                    json!({ "for": for_whom.as_str(), "group": group }),
+                    format!("stopping to make room for `{for_whom}` in pool `{pool}`"),
+                    json!({ "for": for_whom.as_str(), "pool": pool }),
                 );
             }
             let _ = supervisor.stop(name.as_str()).await;
@@ -438,11 +438,11 @@ impl Scheduler {
     }
 }
 
-/// The members of `group` and what each costs against its budget.
-fn members<'a>(spec: &'a Spec, group: &'a str) -> impl Iterator<Item = (&'a ServiceName, u64)> {
-    let budget = spec.groups.get(group).map(|g| g.budget);
+/// The members of `pool` and what each costs against its budget.
+fn members<'a>(spec: &'a Spec, pool: &'a str) -> impl Iterator<Item = (&'a ServiceName, u64)> {
+    let budget = spec.pools.get(pool).map(|g| g.budget);
     spec.services.values().filter_map(move |service| {
-        let member = service.member.as_ref().filter(|m| m.group == group)?;
+        let member = service.member.as_ref().filter(|m| m.pool == pool)?;
         Some((&service.name, budget?.cost(member)))
     })
 }

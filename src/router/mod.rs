@@ -1,11 +1,11 @@
 //! The model router: one OpenAI-compatible front door (`[router] listen`) that sends
 //! each request to the service serving the model it names, starting that service on
-//! demand and stopping others to keep a group within its budget.
+//! demand and stopping others to keep a pool within its budget.
 //!
 //! A request's way: its body is read (up to `max-body`), its model found
 //! ([`request`]), its service looked up in the config in force. It then holds a
 //! [`budget::Ticket`]: it queues (up to `max-queued`), is admitted once its service runs
-//! or has room in its group, waits for the service to be healthy through the same
+//! or has room in its pool, waits for the service to be healthy through the same
 //! single-flight `ensure` as every client, takes a `max-concurrent` permit, and is
 //! forwarded ([`forward`]). The answer streams back as the server produces it; the
 //! ticket (which counts the request in flight, and as use for `idle-stop`) ends with
@@ -237,7 +237,7 @@ fn model_entry(
             .to_string()
         }),
         "load_seconds": (last_load > 0).then(|| last_load as f64 / 1e6),
-        "group": service.member.as_ref().map(|m| m.group.as_str()),
+        "pool": service.member.as_ref().map(|m| m.pool.as_str()),
     })
 }
 
@@ -424,7 +424,7 @@ fn not_admitted(model: &str, name: &crate::config::ServiceName, why: NotAdmitted
             Refusal::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
-                format!("`{model}` found no room in its group in time: {held} still held it"),
+                format!("`{model}` found no room in its pool in time: {held} still held it"),
             )
         }
         NotAdmitted::Gone => Refusal::new(

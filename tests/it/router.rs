@@ -16,10 +16,10 @@ use crate::helpers::up::{Up, WAIT, eventually, free_port};
 
 /// A config with `[router]` on `listen` and `models` services, each a stand-in server
 /// loading for `load` seconds and recording its in-flight requests when stopped.
-fn config(listen: u16, router_extra: &str, groups: &str, models: &[(&str, &str)]) -> String {
+fn config(listen: u16, router_extra: &str, pools: &str, models: &[(&str, &str)]) -> String {
     let server = repo().join("examples/models/server.py");
     let mut text = format!(
-        "[settings]\nstate-dir = \"{{dir}}/state\"\n\n[router]\nlisten = \"127.0.0.1:{listen}\"\n{router_extra}\n{groups}\n"
+        "[settings]\nstate-dir = \"{{dir}}/state\"\n\n[router]\nlisten = \"127.0.0.1:{listen}\"\n{router_extra}\n{pools}\n"
     );
     for (name, extra) in models {
         text.push_str(&format!(
@@ -107,12 +107,12 @@ fn stops(up: &Up) -> Vec<Value> {
 #[test]
 fn a_hundred_requests_over_three_models_in_a_budget_of_two() {
     let listen = free_port();
-    let member = "group = \"gpu\"\nmemory = \"8GiB\"";
+    let member = "pool = \"gpu\"\nmemory = \"8GiB\"";
     let mut up = Up::start(
         &config(
             listen,
             "",
-            "[groups.gpu]\ncapacity = \"16GiB\"\n",
+            "[pools.gpu]\ncapacity = \"16GiB\"\n",
             &[("a", member), ("b", member), ("c", member)],
         ),
         &[],
@@ -434,14 +434,14 @@ fn idle_stop_counts_from_the_end_of_the_last_request() {
 }
 
 #[test]
-fn an_exclusive_group_runs_one_member_at_a_time() {
+fn an_exclusive_pool_runs_one_member_at_a_time() {
     let listen = free_port();
-    let member = "group = \"gpu\"";
+    let member = "pool = \"gpu\"";
     let mut up = Up::start(
         &config(
             listen,
             "",
-            "[groups.gpu]\nexclusive = true\n",
+            "[pools.gpu]\nexclusive = true\n",
             &[("a", member), ("b", member)],
         ),
         &[],
@@ -484,21 +484,21 @@ fn check_refuses_routing_that_cannot_work() {
     std::fs::write(
         &file,
         r#"
-[groups.gpu]
+[pools.gpu]
 capacity = "8GiB"
 
 [services.a]
 command = ["sleep", "100", "{port}"]
 models = ["m"]
 upstream = "127.0.0.1:9000"
-group = "gpu"
+pool = "gpu"
 memory = "16GiB"
 
 [services.b]
 command = ["sleep", "100"]
 port = "auto"
 models = ["m"]
-group = "gpx"
+pool = "gpx"
 "#,
     )
     .unwrap();
@@ -511,8 +511,8 @@ group = "gpx"
     for expected in [
         "uses `{port}` but the service has no `port`",
         "model `m` is served by both `a` and `b`",
-        "there is no group `gpx`",
-        "needs 16GiB but group `gpu` holds 8GiB in all",
+        "there is no pool `gpx`",
+        "needs 16GiB but pool `gpu` holds 8GiB in all",
         "no [router] to route them",
     ] {
         assert!(

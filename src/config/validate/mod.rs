@@ -77,7 +77,7 @@ pub fn validate(
     let settings = v.settings(raw.settings.as_ref());
     let router = v.router(raw.router.as_ref());
     let router_span = raw.router.as_ref().map(Spanned::span);
-    let groups = v.groups(raw.groups.as_ref());
+    let pools = v.pools(raw.pools.as_ref());
     let shutdown_span = raw
         .settings
         .as_ref()
@@ -108,7 +108,7 @@ pub fn validate(
     }
     let edges = v.dependencies(&drafts, &known);
     v.port_clashes(&drafts);
-    v.routes_across(&drafts, router.as_ref(), router_span, &groups);
+    v.routes_across(&drafts, router.as_ref(), router_span, &pools);
     if let Some(settings) = &settings {
         v.stop_outlasts_shutdown(&drafts, settings.shutdown_timeout, shutdown_span);
     }
@@ -151,9 +151,9 @@ pub fn validate(
         waves: waves?,
         hooks: hooks.into_iter().collect::<Option<Vec<_>>>()?,
         router,
-        groups: groups
+        pools: pools
             .into_iter()
-            .map(|(name, (group, _))| (name, group))
+            .map(|(name, (pool, _))| (name, pool))
             .collect(),
     })
 }

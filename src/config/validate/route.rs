@@ -1,7 +1,7 @@
-//! Model routing: `[router]`, `[groups.NAME]`, and a service's `port`, `models`,
-//! `upstream`, `max-concurrent`, `max-queued`, `group` and `memory`, on their own and
-//! across services (a model name served twice, a group that does not exist, a member
-//! that can never fit its group's budget).
+//! Model routing: `[router]`, `[pools.NAME]`, and a service's `port`, `models`,
+//! `upstream`, `max-concurrent`, `max-queued`, `pool` and `memory`, on their own and
+//! across services (a model name served twice, a pool that does not exist, a member
+//! that can never fit its pool's budget).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -9,9 +9,9 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::{Draft, Validator, defaults};
-use crate::config::raw::{RawGroup, RawPort, RawRouter, RawService, StringOrList};
+use crate::config::raw::{RawPool, RawPort, RawRouter, RawService, StringOrList};
 use crate::config::spec::{
-    AssignedPort, Budget, Group, Membership, PORT_PLACEHOLDER, RouterSettings, Routing, Upstream,
+    AssignedPort, Budget, Membership, PORT_PLACEHOLDER, Pool, RouterSettings, Routing, Upstream,
 };
 use crate::config::values;
 use crate::diagnostic::Diagnostic;
@@ -20,23 +20,23 @@ use crate::suggest;
 /// What the checks across services need of one service's routing.
 pub(super) struct RouteRef {
     models: Vec<(String, Range<usize>)>,
-    group: Option<(String, Range<usize>)>,
+    pool: Option<(String, Range<usize>)>,
     memory: Option<(u64, Range<usize>)>,
 }
 
 impl RouteRef {
-    /// The service's share of its group's budget, as the spec holds it.
+    /// The service's share of its pool's budget, as the spec holds it.
     pub(super) fn membership(&self) -> Option<Membership> {
-        let (group, _) = self.group.as_ref()?;
+        let (pool, _) = self.pool.as_ref()?;
         Some(Membership {
-            group: group.clone(),
+            pool: pool.clone(),
             memory: self.memory.as_ref().map(|(bytes, _)| *bytes),
         })
     }
 }
 
-/// The groups as written, with where each is.
-pub(super) type GroupsRef = BTreeMap<String, (Group, Range<usize>)>;
+/// The pools as written, with where each is.
+pub(super) type PoolsRef = BTreeMap<String, (Pool, Range<usize>)>;
 
 impl Validator<'_> {
     /// `[router]`, when there is one.
@@ -74,16 +74,16 @@ impl Validator<'_> {
         })
     }
 
-    /// Every `[groups.NAME]`.
-    pub(super) fn groups(
+    /// Every `[pools.NAME]`.
+    pub(super) fn pools(
         &mut self,
-        raw: Option<&Spanned<BTreeMap<Spanned<String>, Spanned<RawGroup>>>>,
-    ) -> GroupsRef {
-        let mut groups = BTreeMap::new();
-        for (name, group) in raw.map(Spanned::get_ref).into_iter().flatten() {
-            let key = format!("groups.{}", name.get_ref());
-            let span = group.span();
-            let raw = group.get_ref();
+        raw: Option<&Spanned<BTreeMap<Spanned<String>, Spanned<RawPool>>>>,
+    ) -> PoolsRef {
+        let mut pools = BTreeMap::new();
+        for (name, pool) in raw.map(Spanned::get_ref).into_iter().flatten() {
+            let key = format!("pools.{}", name.get_ref());
+            let span = pool.span();
+            let raw = pool.get_ref();
             let exclusive = raw.exclusive.as_ref().is_some_and(|e| *e.get_ref());
             let budget = match (&raw.capacity, exclusive) {
                 (Some(capacity), true) => {
@@ -93,7 +93,7 @@ impl Validator<'_> {
                             format!("`{key}` has both `capacity` and `exclusive = true`"),
                         )
                         .at(capacity.span(), "")
-                        .help("a group is either one member at a time (exclusive) or a memory budget (capacity): keep one"),
+                        .help("a pool is either one member at a time (exclusive) or a memory budget (capacity): keep one"),
                     );
                     None
                 }
@@ -114,14 +114,14 @@ impl Validator<'_> {
                 }
             };
             if let Some(budget) = budget {
-                let group = Group {
+                let pool = Pool {
                     name: name.get_ref().clone(),
                     budget,
                 };
-                groups.insert(name.get_ref().clone(), (group, name.span()));
+                pools.insert(name.get_ref().clone(), (pool, name.span()));
             }
         }
-        groups
+        pools
     }
 
     /// `port`: a number, or `"auto"` for a free port at each start.
@@ -230,9 +230,9 @@ impl Validator<'_> {
                     );
                 }
             }
-            let route = member.map(|(group, memory)| RouteRef {
+            let route = member.map(|(pool, memory)| RouteRef {
                 models: Vec::new(),
-                group: Some(group),
+                pool: Some(pool),
                 memory,
             });
             return (None, route);
@@ -308,13 +308,13 @@ impl Validator<'_> {
             0..1_000_001,
             defaults::ROUTE_MAX_QUEUED as i64,
         ) as usize;
-        let (group, memory) = match member {
-            Some((group, memory)) => (Some(group), memory),
+        let (pool, memory) = match member {
+            Some((pool, memory)) => (Some(pool), memory),
             None => (None, None),
         };
         let route = RouteRef {
             models: models.clone(),
-            group,
+            pool,
             memory,
         };
         let routing = upstream.map(|upstream| Routing {
@@ -354,7 +354,7 @@ impl Validator<'_> {
         })
     }
 
-    /// `group` and `memory`, with their places.
+    /// `pool` and `memory`, with their places.
     #[allow(clippy::type_complexity)]
     fn membership(
         &mut self,
@@ -369,16 +369,16 @@ impl Validator<'_> {
                 })
                 .ok()
         });
-        match (&raw.group, &raw.memory) {
-            (Some(group), _) => Some(((group.get_ref().clone(), group.span()), memory)),
+        match (&raw.pool, &raw.memory) {
+            (Some(pool), _) => Some(((pool.get_ref().clone(), pool.span()), memory)),
             (None, Some(text)) => {
                 self.error(
                     Diagnostic::error(
                         "invalid-value",
-                        format!("`services.{name}.memory` needs a `group` to count against"),
+                        format!("`services.{name}.memory` needs a `pool` to count against"),
                     )
                     .at(text.span(), "")
-                    .help("add group = \"gpu0\" and declare [groups.gpu0] capacity = \"24GiB\""),
+                    .help("add pool = \"gpu0\" and declare [pools.gpu0] capacity = \"24GiB\""),
                 );
                 None
             }
@@ -386,14 +386,14 @@ impl Validator<'_> {
         }
     }
 
-    /// Across services: each model routed once, groups that exist, members that fit,
+    /// Across services: each model routed once, pools that exist, members that fit,
     /// and a router for the models.
     pub(super) fn routes_across(
         &mut self,
         drafts: &[Draft],
         router: Option<&RouterSettings>,
         router_span: Option<Range<usize>>,
-        groups: &GroupsRef,
+        pools: &PoolsRef,
     ) {
         let mut served: BTreeMap<&str, (&str, Range<usize>)> = BTreeMap::new();
         let mut any_models = None;
@@ -418,39 +418,39 @@ impl Validator<'_> {
                     served.insert(model, (&draft.name, span.clone()));
                 }
             }
-            let Some((group_name, group_span)) = &route.group else {
+            let Some((pool_name, pool_span)) = &route.pool else {
                 continue;
             };
-            let Some((group, _)) = groups.get(group_name) else {
-                let help = match suggest::nearest(group_name, groups.keys().map(String::as_str)) {
+            let Some((pool, _)) = pools.get(pool_name) else {
+                let help = match suggest::nearest(pool_name, pools.keys().map(String::as_str)) {
                     Some(near) => format!("did you mean \"{near}\"?"),
                     None => format!(
-                        "declare it: [groups.{group_name}] capacity = \"24GiB\" (or exclusive = true)"
+                        "declare it: [pools.{pool_name}] capacity = \"24GiB\" (or exclusive = true)"
                     ),
                 };
                 self.error(
                     Diagnostic::error(
-                        "unknown-group",
+                        "unknown-pool",
                         format!(
-                            "`services.{}.group`: there is no group `{group_name}`",
+                            "`services.{}.pool`: there is no pool `{pool_name}`",
                             draft.name
                         ),
                     )
-                    .at(group_span.clone(), "")
+                    .at(pool_span.clone(), "")
                     .help(help),
                 );
                 continue;
             };
-            match (group.budget, &route.memory) {
+            match (pool.budget, &route.memory) {
                 (Budget::Capacity(_), None) => self.error(
                     Diagnostic::error(
                         "missing-key",
                         format!(
-                            "`services.{}` is in group `{group_name}`, which has a capacity, but declares no `memory`",
+                            "`services.{}` is in pool `{pool_name}`, which has a capacity, but declares no `memory`",
                             draft.name
                         ),
                     )
-                    .at(group_span.clone(), "")
+                    .at(pool_span.clone(), "")
                     .help("say what it holds while it runs: memory = \"8GiB\""),
                 ),
                 (Budget::Capacity(capacity), Some((memory, span))) if *memory > capacity => self
@@ -458,14 +458,14 @@ impl Validator<'_> {
                         Diagnostic::error(
                             "never-fits",
                             format!(
-                                "`services.{}` needs {} but group `{group_name}` holds {} in all: it could never run",
+                                "`services.{}` needs {} but pool `{pool_name}` holds {} in all: it could never run",
                                 draft.name,
                                 values::human_size(*memory),
                                 values::human_size(capacity)
                             ),
                         )
                         .at(span.clone(), "")
-                        .help("lower its `memory`, or raise the group's `capacity`"),
+                        .help("lower its `memory`, or raise the pool's `capacity`"),
                     ),
                 _ => {}
             }
