@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use hyper::Method;
 use serde_json::Value;
 
-use crate::helpers::repo;
 use crate::helpers::up::{Up, WAIT, eventually, free_port};
+use crate::helpers::{Need, repo, require};
 
 /// A config with `[router]` on `listen` and `models` services, each a stand-in server
 /// loading for `load` seconds and recording its in-flight requests when stopped.
@@ -180,6 +180,52 @@ fn a_hundred_requests_over_three_models_in_a_budget_of_two() {
             .unwrap()
             .contains("to make room for"),
         "{evicted}"
+    );
+}
+
+#[test]
+fn a_flood_for_five_models_in_a_budget_of_two_does_not_thrash() {
+    let _heavy = crate::helpers::heavy();
+    let listen = free_port();
+    let member = "pool = \"gpu\"\nmemory = \"1GiB\"";
+    let names = ["m1", "m2", "m3", "m4", "m5"];
+    let models: Vec<(&str, &str)> = names.iter().map(|n| (*n, member)).collect();
+    let mut up = Up::start(
+        &config(listen, "", "[pools.gpu]\ncapacity = \"2GiB\"\n", &models),
+        &[],
+    );
+    up.socket();
+    let clients: Vec<_> = (0..150)
+        .map(|i| {
+            let model = names[(i * 7 + i / 5) % 5];
+            thread::spawn(move || (model, chat(listen, model, false, &format!("q{i}"))))
+        })
+        .collect();
+    for client in clients {
+        let (model, (status, _, body)) = client.join().expect("client thread");
+        assert_eq!(status, 200, "{model}: {body}");
+        assert!(
+            body.contains(&format!("Hello from {model}-model")),
+            "{model}: {body}"
+        );
+    }
+    let ended = up.stop();
+    let recorded = stops(&up);
+    // Every stop found nothing in flight, and every run served requests before it was
+    // stopped: no model was evicted before it had answered those that made it load.
+    for stop in &recorded {
+        assert_eq!(stop["in_flight"], 0, "stopped mid-request: {recorded:?}");
+        assert!(
+            stop["served"].as_u64().unwrap() >= 1,
+            "a load that served nothing: {recorded:?}"
+        );
+    }
+    let loads: usize = names.iter().map(|n| ended.of(n, "spawned").len()).sum();
+    // All 150 arrive at once: each model loads once for its waiting requests, and at
+    // most once more for those that came after its eviction began.
+    assert!(
+        loads <= 2 * names.len(),
+        "{loads} loads for 150 requests: thrashing"
     );
 }
 
@@ -521,4 +567,28 @@ pool = "gpx"
             out.stderr
         );
     }
+}
+
+#[test]
+fn openais_own_python_client_works_against_the_router() {
+    if !require(
+        Need::PythonModule("openai"),
+        "the router against OpenAI's own Python client",
+    ) {
+        return;
+    }
+    let listen = free_port();
+    let mut up = Up::start(&config(listen, "", "", &[("a", ""), ("b", "")]), &[]);
+    up.socket();
+    let script = repo().join("tests/fixtures/openai_client.py");
+    let mut command = std::process::Command::new("python3");
+    command.arg(&script).arg(listen.to_string());
+    let out = crate::helpers::run(&mut command);
+    assert_eq!(
+        out.code, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(out.stdout.trim(), "ok");
+    let _ = up.stop();
 }
