@@ -9,6 +9,7 @@ Options that make it useful to watch a router:
   --load SECONDS      time before /health answers 200 (the model "loading")
   --token-delay SECS  time between streamed tokens
   --record FILE       on SIGTERM, append {"model", "in_flight", "served"} as a JSON line
+  --stamps FILE       append "began|loaded|stopping|exiting TIME" lines (wall clock)
 A prompt containing "crash-mid-stream" makes the server die after its first token.
 """
 
@@ -26,6 +27,12 @@ LOADED = threading.Event()
 LOCK = threading.Lock()
 IN_FLIGHT = 0
 SERVED = 0
+
+
+def stamp(what):
+    if ARGS.stamps:
+        with open(ARGS.stamps, "a") as f:
+            f.write("%s %s %.6f\n" % (ARGS.model, what, time.time()))
 
 
 def track(delta):
@@ -134,17 +141,21 @@ def main():
     parser.add_argument("--token-delay", type=float, default=0.05)
     parser.add_argument("--memory", default="")
     parser.add_argument("--record", default="")
+    parser.add_argument("--stamps", default="")
     ARGS = parser.parse_args()
+    stamp("began")
 
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     server.daemon_threads = True
 
     def stop(signum, frame):
+        stamp("stopping")
         if ARGS.record:
             with LOCK:
                 line = json.dumps({"model": ARGS.model, "in_flight": IN_FLIGHT, "served": SERVED})
             with open(ARGS.record, "a") as f:
                 f.write(line + "\n")
+        stamp("exiting")
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -152,6 +163,7 @@ def main():
 
     def load():
         time.sleep(ARGS.load)
+        stamp("loaded")
         LOADED.set()
         print("%s loaded (%s) on port %d" % (ARGS.model, ARGS.memory or "no size given", ARGS.port), flush=True)
 
