@@ -198,6 +198,17 @@ pub struct Service {
 }
 
 impl Service {
+    /// Whether `other` runs the same process: they differ at most in how the router
+    /// reaches them and in their pool, which a reload applies without a restart.
+    pub fn same_process(&self, other: &Service) -> bool {
+        let process = |service: &Service| Service {
+            routing: None,
+            member: None,
+            ..service.clone()
+        };
+        process(self) == process(other)
+    }
+
     /// The service as one run sees it: `{port}` replaced by `port` wherever a run reads
     /// it (command, env, probes, route target).
     pub fn with_port(&self, port: u16) -> Service {

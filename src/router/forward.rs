@@ -40,9 +40,11 @@ pub fn client() -> Client {
         .build(connector)
 }
 
-/// Headers that belong to one connection, not to the request.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that belong to one connection, not to the request (and `expect`, which the
+/// router has already answered by reading the body).
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
+    "expect",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",

@@ -682,7 +682,9 @@ impl Owner {
                     report.removed.push(name.clone());
                     to_stop.push(handle.clone());
                 }
-                Some(service) if *service != *handle.service => {
+                // Routes and pools are read from the spec in force: editing them
+                // restarts nothing.
+                Some(service) if !service.same_process(&handle.service) => {
                     if handle.status().phase != Phase::Stopped {
                         was_active.insert(name.clone());
                     }
@@ -727,6 +729,13 @@ impl Owner {
         } = pending;
         for name in &report.removed {
             self.services.remove(name);
+        }
+        for name in &report.unchanged {
+            if let Some(handle) = self.services.get_mut(name)
+                && *handle.service != new.services[name]
+            {
+                handle.service = Arc::new(new.services[name].clone());
+            }
         }
         for name in report.restarted.iter().chain(&report.added) {
             let service = new.services[name].clone();

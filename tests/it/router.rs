@@ -592,3 +592,101 @@ fn openais_own_python_client_works_against_the_router() {
     assert_eq!(out.stdout.trim(), "ok");
     let _ = up.stop();
 }
+
+#[test]
+fn a_model_that_cannot_load_is_answered_503_with_its_cause_and_log() {
+    let listen = free_port();
+    let mut up = Up::start(
+        &format!(
+            r#"
+[settings]
+state-dir = "{{dir}}/state"
+
+[router]
+listen = "127.0.0.1:{listen}"
+
+[services.broken]
+shell = "echo 'CUDA error: out of memory' >&2; exit 1"
+port = "auto"
+models = ["broken"]
+restart = "never"
+autostart = false
+ready = {{ http = "http://127.0.0.1:{{port}}/health", timeout = "10s" }}
+"#
+        ),
+        &[],
+    );
+    up.socket();
+    let (status, _, body) = chat(listen, "broken", false, "hi");
+    assert_eq!(status, 503, "{body}");
+    let error = error_of(&body);
+    assert_eq!(error["type"], "server_error");
+    assert!(
+        error["cause"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 1"),
+        "{error}"
+    );
+    assert!(
+        error["log_tail"]
+            .to_string()
+            .contains("CUDA error: out of memory"),
+        "{error}"
+    );
+    // The next request asks again: one start per request that finds it down.
+    let (status, _, _) = chat(listen, "broken", false, "again");
+    assert_eq!(status, 503);
+    let ended = up.stop();
+    assert_eq!(ended.of("broken", "spawned").len(), 2);
+}
+
+#[test]
+fn a_reload_that_edits_routes_restarts_nothing() {
+    let listen = free_port();
+    let moved = free_port();
+    let mut up = Up::start(&config(listen, "", "", &[("a", "")]), &[]);
+    up.socket();
+    assert_eq!(chat(listen, "a", false, "1").0, 200);
+    let file = up.path("muster.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text
+        .replace(
+            "models = [\"a-model\", \"a\"]",
+            "models = [\"a-model\", \"a\", \"alpha\"]\nmax-concurrent = 2",
+        )
+        .replace(
+            &format!("127.0.0.1:{listen}"),
+            &format!("127.0.0.1:{moved}"),
+        );
+    assert_ne!(text, edited);
+    std::fs::write(&file, edited).unwrap();
+    let out = crate::helpers::run(&mut crate::helpers::muster(&[
+        "reload",
+        "-f",
+        file.to_str().unwrap(),
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The router moved and routes the new alias, to the same process.
+    eventually("the router listens on its new address", || {
+        TcpStream::connect(("127.0.0.1", moved)).is_ok()
+    });
+    let (status, _, body) = chat(moved, "alpha", false, "2");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", listen)).is_err(),
+        "the old address still listens"
+    );
+    let view = models_view(&up, "a");
+    assert_eq!(
+        view["names"],
+        serde_json::json!(["a-model", "a", "alpha"]),
+        "{view}"
+    );
+    let ended = up.stop();
+    assert_eq!(
+        ended.of("a", "spawned").len(),
+        1,
+        "restarted by a reload of its routes"
+    );
+}

@@ -470,6 +470,38 @@ impl Validator<'_> {
                 _ => {}
             }
         }
+        // Members that start with `muster up` must fit together.
+        for (pool_name, (pool, span)) in pools {
+            let at_boot: Vec<(&str, u64)> = drafts
+                .iter()
+                .filter_map(|draft| {
+                    let service = draft.service.as_ref()?;
+                    let member = service.member.as_ref().filter(|m| &m.pool == pool_name)?;
+                    service
+                        .autostart
+                        .then(|| (draft.name.as_str(), pool.budget.cost(member)))
+                })
+                .collect();
+            let needed: u64 = at_boot.iter().map(|(_, cost)| cost).sum();
+            if needed > pool.budget.limit() {
+                let names: Vec<String> = at_boot.iter().map(|(n, _)| format!("`{n}`")).collect();
+                let needs = match pool.budget {
+                    Budget::Exclusive => format!("{} members", at_boot.len()),
+                    Budget::Capacity(_) => values::human_size(needed),
+                };
+                self.warn(
+                    Diagnostic::warning(
+                        "over-budget",
+                        format!(
+                            "pool `{pool_name}` cannot hold what starts with `muster up`: {} need {needs}",
+                            names.join(", ")
+                        ),
+                    )
+                    .at(span.clone(), "")
+                    .help("set autostart = false on the members the router should start on demand"),
+                );
+            }
+        }
         if let (Some(span), None) = (any_models, router) {
             self.error(
                 Diagnostic::error(
