@@ -182,7 +182,15 @@ const ALIASES: &[Alias] = &[
         advice: "write autostart = false to start the service only on demand",
     },
     Alias {
-        names: &["user", "group", "uid", "gid", "run-as", "runas"],
+        names: &["group", "budget", "gpu-group"],
+        table_has: SERVICE,
+        key: Some("pool"),
+        advice: "a budget that services share is a pool: write pool = \"gpu0\" with a [pools.gpu0] table \
+                 (capacity = \"24GiB\" or exclusive = true); to run as another Unix group, start the \
+                 program through setpriv: command = [\"setpriv\", \"--regid=GROUP\", \"--init-groups\", \"program\"]",
+    },
+    Alias {
+        names: &["user", "uid", "gid", "run-as", "runas"],
         table_has: SERVICE,
         key: None,
         advice: "every service runs as the user that runs muster; to run one as another user, \
@@ -311,6 +319,12 @@ const ALIASES: &[Alias] = &[
         advice: "write on = [\"failed\", \"unhealthy\"]",
     },
     // The top level
+    Alias {
+        names: &["groups", "budgets"],
+        table_has: TOP,
+        key: Some("pools"),
+        advice: "write [pools.gpu0] with capacity = \"24GiB\" (or exclusive = true), and pool = \"gpu0\" in its services",
+    },
     Alias {
         names: &["version"],
         table_has: TOP,

@@ -371,6 +371,10 @@ impl Validator<'_> {
         });
         match (&raw.pool, &raw.memory) {
             (Some(pool), _) => Some(((pool.get_ref().clone(), pool.span()), memory)),
+            // A `group` refused as unknown already said what to write.
+            (None, Some(_)) if super::removed_under(self.removed, &["services", name, "group"]) => {
+                None
+            }
             (None, Some(text)) => {
                 self.error(
                     Diagnostic::error(
