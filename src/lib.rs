@@ -7,6 +7,7 @@
 //! `diagnostic` renders problems; `supervisor` runs the services; `cli` implements
 //! the subcommands.
 
+pub mod account;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -182,19 +182,65 @@ const ALIASES: &[Alias] = &[
         advice: "write autostart = false to start the service only on demand",
     },
     Alias {
-        names: &["group", "budget", "gpu-group"],
+        names: &["budget", "gpu-group"],
         table_has: SERVICE,
         key: Some("pool"),
         advice: "a budget that services share is a pool: write pool = \"gpu0\" with a [pools.gpu0] table \
-                 (capacity = \"24GiB\" or exclusive = true); to run as another Unix group, start the \
-                 program through setpriv: command = [\"setpriv\", \"--regid=GROUP\", \"--init-groups\", \"program\"]",
+                 (capacity = \"24GiB\" or exclusive = true)",
     },
     Alias {
-        names: &["user", "uid", "gid", "run-as", "runas"],
+        names: &["uid", "run-as", "runas", "username"],
         table_has: SERVICE,
-        key: None,
-        advice: "every service runs as the user that runs muster; to run one as another user, \
-                 start it through setpriv: command = [\"setpriv\", \"--reuid=USER\", \"--regid=GROUP\", \"--init-groups\", \"program\"]",
+        key: Some("user"),
+        advice: "write user = \"www-data\" (a name or a number); muster must run as root to switch users",
+    },
+    Alias {
+        names: &["gid", "groupname"],
+        table_has: SERVICE,
+        key: Some("group"),
+        advice: "write group = \"www-data\" (a name or a number), a group the user is in",
+    },
+    Alias {
+        names: &["ulimit", "ulimits", "rlimits", "rlimit"],
+        table_has: SERVICE,
+        key: Some("limits"),
+        advice: "write limits = { nofile = 65536, core = 0 }",
+    },
+    Alias {
+        names: &[
+            "mem-limit",
+            "memory-limit",
+            "max-memory-restart",
+            "memorymax",
+            "memory-high",
+        ],
+        table_has: SERVICE,
+        key: Some("memory-max"),
+        advice: "write memory-max = \"512MiB\", the most memory the service's processes may use together",
+    },
+    Alias {
+        names: &["cpus", "cpu-quota", "cpuquota", "cpu-limit"],
+        table_has: SERVICE,
+        key: Some("cpu-max"),
+        advice: "write cpu-max = 1.5 (CPUs) or \"150%\"",
+    },
+    Alias {
+        names: &["oom-score-adjust", "oomscoreadjust"],
+        table_has: SERVICE,
+        key: Some("oom-score-adj"),
+        advice: "write oom-score-adj = 500 (from -1000, never killed, to 1000, killed first)",
+    },
+    Alias {
+        names: &["nice-level", "nicelevel", "niceness"],
+        table_has: SERVICE,
+        key: Some("nice"),
+        advice: "write nice = 10 (from -20, most favoured, to 19, least)",
+    },
+    Alias {
+        names: &["exec-reload", "reload-command", "reload"],
+        table_has: SERVICE,
+        key: Some("reload-signal"),
+        advice: "write reload-signal = \"SIGHUP\": `muster reload NAME` then sends it instead of restarting the service",
     },
     Alias {
         names: &[
@@ -390,8 +436,10 @@ mod tests {
                 "{foreign}: {advice}"
             );
         }
-        let user = advice("user", &service).unwrap();
-        assert!(user.starts_with("muster has no `user`"), "{user}");
+        let uid = advice("uid", &service).unwrap();
+        assert!(uid.starts_with("did you mean `user`?"), "{uid}");
+        let budget = advice("budget", &service).unwrap();
+        assert!(budget.starts_with("did you mean `pool`?"), "{budget}");
         assert!(
             advice("comand", &service).is_none(),
             "typos are left to spelling"

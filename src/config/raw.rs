@@ -106,6 +106,37 @@ pub struct RawService {
     pub max_queued: Option<Spanned<i64>>,
     pub pool: Option<Spanned<String>>,
     pub memory: Option<Spanned<String>>,
+    pub user: Option<Spanned<RawScalar>>,
+    pub group: Option<Spanned<RawScalar>>,
+    pub umask: Option<Spanned<RawScalar>>,
+    pub nice: Option<Spanned<i64>>,
+    pub oom_score_adj: Option<Spanned<i64>>,
+    pub limits: Option<Spanned<RawLimits>>,
+    pub memory_max: Option<Spanned<RawScalar>>,
+    pub cpu_max: Option<Spanned<RawScalar>>,
+    pub reload_signal: Option<Spanned<String>>,
+}
+
+/// `limits = { nofile = 65536, core = 0 }`: resource limits set in the child with
+/// `setrlimit`, named as `ulimit` and systemd's `Limit*=` name them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawLimits {
+    #[serde(rename = "as")]
+    pub address_space: Option<Spanned<RawScalar>>,
+    pub core: Option<Spanned<RawScalar>>,
+    pub cpu: Option<Spanned<RawScalar>>,
+    pub data: Option<Spanned<RawScalar>>,
+    pub fsize: Option<Spanned<RawScalar>>,
+    pub memlock: Option<Spanned<RawScalar>>,
+    pub msgqueue: Option<Spanned<RawScalar>>,
+    pub nice: Option<Spanned<RawScalar>>,
+    pub nofile: Option<Spanned<RawScalar>>,
+    pub nproc: Option<Spanned<RawScalar>>,
+    pub rss: Option<Spanned<RawScalar>>,
+    pub rtprio: Option<Spanned<RawScalar>>,
+    pub sigpending: Option<Spanned<RawScalar>>,
+    pub stack: Option<Spanned<RawScalar>>,
 }
 
 /// A readiness (`ready`) or liveness (`alive`) check. Exactly one of the kind keys
@@ -257,6 +288,51 @@ impl<'de> Deserialize<'de> for EnvValue {
             }
         }
         deserializer.deserialize_any(EnvVisitor)
+    }
+}
+
+/// A value that may be written as a number or as text: `user = "www-data"` or `user =
+/// 33`, `nofile = 65536` or `nofile = "unlimited"`, `cpu-max = 1.5` or `"150%"`. Which
+/// forms mean what is for `validate` to say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawScalar {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl fmt::Display for RawScalar {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            RawScalar::Int(n) => write!(f, "{n}"),
+            RawScalar::Float(x) => write!(f, "{x}"),
+            RawScalar::Text(text) => write!(f, "\"{text}\""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawScalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = RawScalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawScalar, E> {
+                Ok(RawScalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawScalar, E> {
+                Ok(RawScalar::Int(v.min(i64::MAX as u64) as i64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawScalar, E> {
+                Ok(RawScalar::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawScalar, E> {
+                Ok(RawScalar::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
     }
 }
 

@@ -195,6 +195,10 @@ pub struct Service {
     pub routing: Option<Routing>,
     /// `pool` and `memory`: the budget this service draws on.
     pub member: Option<Membership>,
+    /// Who the process runs as, its umask, priority and limits.
+    pub process: ProcessSettings,
+    /// `reload-signal`: what `muster reload NAME` sends instead of restarting it.
+    pub reload_signal: Option<Signal>,
 }
 
 impl Service {
@@ -249,6 +253,54 @@ impl Service {
         }
         run
     }
+}
+
+/// How a service's process is set up between fork and exec (who it runs as, its umask,
+/// priority and resource limits), and what the kernel holds its whole group to
+/// (`memory-max`, `cpu-max`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// `user`, as written: a name or a number. Looked up again at each start.
+    pub user: Option<String>,
+    /// `group`, as written.
+    pub group: Option<String>,
+    pub umask: Option<u32>,
+    pub nice: Option<i32>,
+    pub oom_score_adj: Option<i32>,
+    /// `limits`, in the order of their names.
+    pub limits: Vec<Limit>,
+    /// `memory-max`, in bytes.
+    pub memory_max: Option<u64>,
+    /// `cpu-max`, in thousandths of a CPU: 1500 is one and a half.
+    pub cpu_max: Option<u32>,
+}
+
+impl ProcessSettings {
+    /// Whether the child needs anything done between fork and exec.
+    pub fn needs_setup(&self) -> bool {
+        self.user.is_some()
+            || self.group.is_some()
+            || self.umask.is_some()
+            || self.nice.is_some()
+            || self.oom_score_adj.is_some()
+            || !self.limits.is_empty()
+    }
+
+    /// Whether the kernel is asked to hold the group to a limit.
+    pub fn wants_cgroup(&self) -> bool {
+        self.memory_max.is_some() || self.cpu_max.is_some()
+    }
+}
+
+/// One `limits` entry: a resource limit set with `setrlimit` in the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub resource: nix::sys::resource::Resource,
+    /// Its key under `limits` (`nofile`), for messages.
+    pub name: &'static str,
+    /// [`nix::sys::resource::RLIM_INFINITY`] for "unlimited".
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// Where a run's port goes in the strings of its definition.

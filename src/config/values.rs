@@ -154,6 +154,34 @@ pub fn signal(text: &str) -> Parsed<Signal> {
     }
 }
 
+/// Any signal by name (`"SIGHUP"`, `"HUP"`, `"usr1"`) or number (`"1"`, `"10"`): what
+/// `muster signal` sends and what `reload-signal` may be.
+pub fn any_signal(text: &str) -> Parsed<Signal> {
+    let trimmed = text.trim();
+    if let Ok(number) = trimmed.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| {
+            Problem::new(format!("{number} is not a signal number"))
+                .help("`kill -l` lists the signals and their numbers")
+        });
+    }
+    let upper = trimmed.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>().map_err(|_| {
+        let names: Vec<&str> = Signal::iterator().map(Signal::as_str).collect();
+        let problem = Problem::new(format!("`{text}` is not a signal"));
+        match suggest::nearest(&full, names.iter().copied()) {
+            Some(near) => problem.help(format!("did you mean `{near}`?")),
+            None => {
+                problem.help("use a name such as SIGHUP, SIGUSR1 or SIGTERM (`kill -l` lists them)")
+            }
+        }
+    })
+}
+
 /// A port number, 1 to 65535.
 pub fn port_number(number: i64) -> Parsed<u16> {
     u16::try_from(number)
@@ -328,6 +356,14 @@ mod tests {
             Some("did you mean `SIGTERM`?")
         );
         assert!(signal("SIGSTOP").is_err());
+        assert_eq!(any_signal("hup"), Ok(Signal::SIGHUP));
+        assert_eq!(any_signal("10"), Ok(Signal::SIGUSR1));
+        assert_eq!(any_signal("SIGSTOP"), Ok(Signal::SIGSTOP));
+        assert!(any_signal("99").is_err());
+        assert_eq!(
+            any_signal("SIGHPU").unwrap_err().help.as_deref(),
+            Some("did you mean `SIGHUP`?")
+        );
     }
 
     #[test]

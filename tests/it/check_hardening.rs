@@ -236,7 +236,7 @@ depends_on = ["db"]
 restart_policy = "always"
 stop_grace_period = "10s"
 expose = [8000]
-user = "www-data"
+uid = "www-data"
 healthcheck = { test = ["curl", "-f", "http://127.0.0.1:8000/"], retries = 3 }
 
 [services.db]
@@ -258,7 +258,7 @@ command = ["notify-send", "muster"]
         ("restart_policy", "did you mean `restart`?"),
         ("stop_grace_period", "did you mean `stop-timeout`?"),
         ("expose", "did you mean `ports`?"),
-        ("user", "muster has no `user`"),
+        ("uid", "did you mean `user`?"),
         ("healthcheck", "did you mean `ready`?"),
         ("entrypoint", "did you mean `command`?"),
         ("env_file", "did you mean `env-file`?"),

@@ -24,6 +24,7 @@ use crate::suggest;
 mod across;
 mod hooks;
 mod probe;
+mod process;
 mod route;
 mod service;
 mod settings;

@@ -371,10 +371,8 @@ impl Validator<'_> {
         });
         match (&raw.pool, &raw.memory) {
             (Some(pool), _) => Some(((pool.get_ref().clone(), pool.span()), memory)),
-            // A `group` refused as unknown already said what to write.
-            (None, Some(_)) if super::removed_under(self.removed, &["services", name, "group"]) => {
-                None
-            }
+            // A `group` that names no Unix group already said to write `pool`.
+            (None, Some(_)) if super::process::group_is_not_a_unix_group(raw) => None,
             (None, Some(text)) => {
                 self.error(
                     Diagnostic::error(

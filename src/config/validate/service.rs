@@ -171,6 +171,9 @@ impl Validator<'_> {
             Some(self.path(text.get_ref()))
         });
 
+        let process = self.process_settings(name.get_ref(), raw);
+        let reload_signal = self.reload_signal(&key("reload-signal"), raw.reload_signal.as_ref());
+
         let port = self.assigned_port(&key("port"), raw.port.as_ref());
         self.placeholders_need_a_port(name.get_ref(), raw);
         let proxy_upstream = proxy
@@ -213,6 +216,8 @@ impl Validator<'_> {
                 port,
                 routing,
                 member: route.as_ref().and_then(|r| r.membership()),
+                process,
+                reload_signal,
             }),
             _ => None,
         };
