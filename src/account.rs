@@ -21,6 +21,31 @@ pub struct Identity {
     pub home: Option<String>,
 }
 
+impl Identity {
+    /// The first directory on the way to `path` (from `/` down) that this account may
+    /// not pass through (no search permission for it), if any.
+    pub fn closed_dir_before(&self, path: &std::path::Path) -> Option<std::path::PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        if self.uid == 0 {
+            return None;
+        }
+        let mut dirs: Vec<&std::path::Path> = path.ancestors().skip(1).collect();
+        dirs.reverse();
+        dirs.into_iter().find_map(|dir| {
+            let meta = std::fs::metadata(dir).ok()?;
+            let mode = meta.mode();
+            let open = if meta.uid() == self.uid {
+                mode & 0o100 != 0
+            } else if self.groups.contains(&meta.gid()) {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            (!open).then(|| dir.to_path_buf())
+        })
+    }
+}
+
 /// Why an account cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
@@ -186,6 +211,30 @@ mod tests {
         assert_eq!(by_name.name, "root");
         let by_number = resolve(Some("0"), None).unwrap();
         assert_eq!(by_number, by_name);
+    }
+
+    #[test]
+    fn a_directory_closed_to_the_user_is_found() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        for path in [dir.path(), &dir.path().join("a"), &inner] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let someone = Identity {
+            name: "someone".into(),
+            uid: 4_000_000,
+            gid: 4_000_000,
+            groups: vec![4_000_000],
+            home: None,
+        };
+        let file = inner.join("file");
+        // The temp dir's parents are open on any usual system.
+        assert_eq!(someone.closed_dir_before(&file), None);
+        std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        assert_eq!(someone.closed_dir_before(&file), Some(dir.path().join("a")));
     }
 
     #[test]

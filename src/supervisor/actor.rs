@@ -28,10 +28,11 @@ use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, 
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
 use super::process::daemon::{self, Claim, Wake};
-use super::process::{Ended, Reaper, Watch, signal_run};
+use super::process::{Ended, Reaper, Watch, setup, signal_run};
 use super::procfs;
 pub use super::status::{ProbeOutcome, Status};
 use super::usage::Usage;
+use crate::account::{self, Identity};
 use crate::config::{AssignedPort, Check, Port, Run, Service, ServiceName, envfile, executable};
 use crate::store::{RunEnd, RunStart};
 
@@ -1030,7 +1031,12 @@ impl Actor {
         if let Some(port) = self.port {
             self.service = Arc::new(self.template.with_port(port));
         }
-        let (mut command, exec) = match prepare(&self.service, self.port, run, &self.shared) {
+        let Prepared {
+            mut command,
+            exec,
+            report,
+            notes,
+        } = match prepare(&self.service, self.port, run, &self.shared) {
             Ok(prepared) => prepared,
             Err(reason) => return self.spawn_failed(reason),
         };
@@ -1056,6 +1062,10 @@ impl Actor {
         let mut child = match child {
             Ok(child) => child,
             Err(error) => {
+                // A step of the setup the kernel refused names itself.
+                if let Some(why) = report.as_ref().and_then(|r| r.explain(&error)) {
+                    return self.spawn_failed(why);
+                }
                 let program = command.get_program().to_string_lossy().into_owned();
                 return self.spawn_failed(format!(
                     "cannot spawn {program}: {}",
@@ -1063,6 +1073,9 @@ impl Actor {
                 ));
             }
         };
+        for note in notes {
+            Log::lock(&self.log).note(&note);
+        }
         let pid = child.id();
         let start_ticks = procfs::start_ticks(pid);
         // Recorded before anything else: a supervisor killed from here on leaves a
@@ -1169,14 +1182,25 @@ fn describe_left(left: &[(u32, String)]) -> String {
     text
 }
 
+/// One run's command, ready to spawn.
+struct Prepared {
+    command: Command,
+    /// Where the run's exec probes execute.
+    exec: ExecContext,
+    /// With a setup between fork and exec: names the step that failed, if one does.
+    report: Option<setup::Report>,
+    /// What the service's log should say about the start.
+    notes: Vec<String>,
+}
+
 /// The command for one run of `service`, and the context its exec probes run in. Env
-/// files are read now, so an edit applies at the next start.
+/// files are read now, so an edit applies at the next start; so are `user` and `group`.
 fn prepare(
     service: &Service,
     port: Option<u16>,
     run: u64,
     shared: &Shared,
-) -> Result<(Command, ExecContext), String> {
+) -> Result<Prepared, String> {
     let cwd = &service.cwd;
     if !cwd.is_dir() {
         return Err(format!(
@@ -1194,7 +1218,16 @@ fn prepare(
             super::ports::check_free(&[declared], &|pid| shared.leftover(pid))?;
         }
     }
+    let identity = identity(service)?;
     let mut env: Vec<(String, String)> = Vec::new();
+    // The user's own variables come first: env files and `env` may still set them.
+    if let Some(identity) = identity.as_ref().filter(|_| service.process.user.is_some()) {
+        env.push(("USER".to_owned(), identity.name.clone()));
+        env.push(("LOGNAME".to_owned(), identity.name.clone()));
+        if let Some(home) = &identity.home {
+            env.push(("HOME".to_owned(), home.clone()));
+        }
+    }
     for file in &service.env_files {
         let text = std::fs::read_to_string(file).map_err(|error| {
             format!(
@@ -1227,6 +1260,28 @@ fn prepare(
             super::exit::plain(&error)
         )
     })?;
+    let mut notes = Vec::new();
+    if let Some(identity) = &identity {
+        // The service must be able to touch it as its own user.
+        std::os::unix::fs::chown(&heartbeat, Some(identity.uid), Some(identity.gid)).map_err(
+            |error| {
+                format!(
+                    "cannot give {} to user `{}`: {}",
+                    heartbeat.display(),
+                    identity.name,
+                    super::exit::plain(&error)
+                )
+            },
+        )?;
+        if let Some(closed) = identity.closed_dir_before(&heartbeat) {
+            notes.push(format!(
+                "user `{}` cannot reach $MUSTER_HEARTBEAT_FILE ({} is closed to it): send \
+                 WATCHDOG=1 on $NOTIFY_SOCKET instead, or open the directory to it",
+                identity.name,
+                closed.display()
+            ));
+        }
+    }
     env.push((
         "MUSTER_HEARTBEAT_FILE".to_owned(),
         heartbeat.display().to_string(),
@@ -1261,7 +1316,52 @@ fn prepare(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    Ok((command, exec))
+    // Without anything to set up, std spawns with posix_spawn, the fastest way.
+    let report = if service.process.needs_setup() {
+        let (setup, report) = setup::Setup::new(&service.process, identity.as_ref(), Vec::new())
+            .map_err(|error| format!("cannot prepare the start: {}", super::exit::plain(&error)))?;
+        setup.install(&mut command);
+        Some(report)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        command,
+        exec,
+        report,
+        notes,
+    })
+}
+
+/// Who a run of `service` runs as, when muster must switch to it: `None` without `user`
+/// and `group`, or when muster already is that user and group. Looked up at each start.
+/// A muster that is not root cannot switch, which fails the start with the reason.
+fn identity(service: &Service) -> Result<Option<Identity>, String> {
+    let settings = &service.process;
+    if settings.user.is_none() && settings.group.is_none() {
+        return Ok(None);
+    }
+    let identity = account::resolve(settings.user.as_deref(), settings.group.as_deref())
+        .map_err(|error| format!("{error}; {}", error.help()))?;
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    if uid.is_root() {
+        return Ok(Some(identity));
+    }
+    if identity.uid == uid.as_raw() && identity.gid == gid.as_raw() {
+        return Ok(None);
+    }
+    let (what, key) = match &settings.user {
+        Some(_) => (format!("user `{}`", identity.name), "user"),
+        None => (
+            format!("group `{}`", settings.group.as_deref().unwrap_or_default()),
+            "group",
+        ),
+    };
+    Err(format!(
+        "cannot run as {what}: muster runs as uid {} and is not privileged to switch users; \
+         run muster as root, or remove `{key}`",
+        uid.as_raw()
+    ))
 }
 
 /// What an input means once the supervisor is shutting down: whatever would start the

@@ -47,6 +47,7 @@ use super::procfs;
 
 pub mod daemon;
 mod inherit;
+pub mod setup;
 
 pub use inherit::disinherit;
 
