@@ -41,11 +41,12 @@ pub enum EventKind {
     Evicted,
     HookFailed,
     Reloaded,
+    Signaled,
 }
 
 impl EventKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Spawned,
         EventKind::Ready,
         EventKind::Unhealthy,
@@ -61,6 +62,7 @@ impl EventKind {
         EventKind::Evicted,
         EventKind::HookFailed,
         EventKind::Reloaded,
+        EventKind::Signaled,
     ];
 
     /// The kind named `name` (`orphan-stopped`), if there is one.
@@ -85,6 +87,7 @@ impl EventKind {
             EventKind::Evicted => "evicted",
             EventKind::HookFailed => "hook-failed",
             EventKind::Reloaded => "reloaded",
+            EventKind::Signaled => "signaled",
         }
     }
 }

@@ -45,6 +45,8 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/services/{name}/start", post(services::start))
         .route("/v1/services/{name}/stop", post(services::stop))
         .route("/v1/services/{name}/restart", post(services::restart))
+        .route("/v1/services/{name}/reload", post(services::reload))
+        .route("/v1/services/{name}/signal", post(services::signal))
         .route("/v1/services/{name}/logs", get(stream::service_logs))
         .route("/v1/logs", get(stream::all_logs))
         .route("/v1/events", get(stream::events))
@@ -78,7 +80,8 @@ pub fn router_with_tokens(supervisor: Arc<Supervisor>, tokens: auth::Tokens) -> 
     ),
     paths(
         services::list, services::detail, services::ensure, services::start,
-        services::stop, services::restart, stream::service_logs, stream::all_logs,
+        services::stop, services::restart, services::reload, services::signal,
+        stream::service_logs, stream::all_logs,
         stream::events, reload, shutdown, openapi, metrics::metrics,
     ),
     tags(

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::supervisor::actor::ProbeOutcome;
 use crate::supervisor::logs::Stream;
-use crate::supervisor::{Lifecycle, Phase, ReloadReport, ServiceHandle};
+use crate::supervisor::{Lifecycle, Phase, ReloadReport, ServiceHandle, Target};
 
 /// `GET /v1/services`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -74,6 +74,9 @@ pub struct ServiceView {
     /// The models the router sends here, and its numbers.
     #[serde(default)]
     pub models: Option<ModelsView>,
+    /// With `reload-signal`: what `muster reload NAME` sends it instead of a restart.
+    #[serde(default)]
+    pub reload_signal: Option<String>,
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
@@ -244,6 +247,7 @@ impl ServiceView {
             proxy: ProxyView::of(handle),
             port: status.port,
             models: ModelsView::of(handle, status.port),
+            reload_signal: handle.service.reload_signal.map(|s| s.as_str().to_owned()),
             selected: None,
         }
     }
@@ -369,6 +373,18 @@ pub struct LogLine {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Reloaded {
     pub reloaded: ReloadReport,
+}
+
+/// `POST /v1/services/{name}/signal`: the signal sent.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Signaled {
+    pub service: String,
+    /// Its name: `SIGHUP`.
+    pub signal: String,
+    /// `group`: the run's process group; `main`: its main process only.
+    pub target: Target,
+    /// The process group's id (its leader's pid), or the main process's pid.
+    pub pid: u32,
 }
 
 /// `POST /v1/shutdown`.

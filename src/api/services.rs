@@ -1,4 +1,5 @@
-//! The per-service endpoints: list, detail, `ensure`, `start`, `stop`, `restart`.
+//! The per-service endpoints: list, detail, `ensure`, `start`, `stop`, `restart`,
+//! `reload` and `signal`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::model::{ErrorBody, ServiceList, ServiceView};
+use super::model::{ErrorBody, ServiceList, ServiceView, Signaled};
 use super::{ApiError, ErrorKind, bad_query, known, unknown};
-use crate::supervisor::{Failure, Phase, Status, Supervisor};
+use crate::supervisor::{Failure, Phase, Status, Supervisor, Target};
 
 /// How long `ensure` waits when the caller does not say.
 pub const DEFAULT_ENSURE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -291,6 +292,100 @@ pub async fn restart(
         // Whatever the state before, only a run after it counts.
         Some(timeout) => outcome(&supervisor, &name, Some(before.run_id), asked, timeout).await,
     }
+}
+
+/// Reloads the service: sends its `reload-signal` to its process group, or, without
+/// one, restarts it.
+///
+/// With a `reload-signal` the answer is 200 once the signal is sent (and recorded as a
+/// `signaled` event); a service without a process is refused (409). Without one it is
+/// a restart, answered as `restart` answers (202 at once, or with `wait=true` once the
+/// new run's outcome is known).
+#[utoipa::path(post, path = "/v1/services/{name}/reload", tag = "services",
+    params(("name" = String, Path, description = "The service"), StartQuery),
+    responses(
+        (status = 200, description = "Signalled; or, restarted with wait: the new run is healthy", body = ServiceView),
+        (status = 202, description = "Restarting (no reload-signal, no wait)", body = ServiceView),
+        (status = 400, description = "A malformed query", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "It has no process to signal, or the supervisor is shutting down", body = ErrorBody),
+        (status = 503, description = "Restarted with wait: the new run failed", body = ErrorBody),
+        (status = 504, description = "Restarted with wait: no outcome within the timeout", body = ErrorBody),
+    ))]
+pub async fn reload(
+    State(supervisor): State<Arc<Supervisor>>,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<StartQuery>, QueryRejection>,
+) -> Result<Started, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let wait = query.wait()?;
+    let name = known(&supervisor, name)?;
+    let before = status_of(&supervisor, &name)?;
+    if supervisor.reload_service(&name).await?.is_some() {
+        return Ok((StatusCode::OK, Json(view(&supervisor, &name)?)));
+    }
+    match wait {
+        None => Ok((StatusCode::ACCEPTED, Json(view(&supervisor, &name)?))),
+        Some(timeout) => {
+            outcome(
+                &supervisor,
+                &name,
+                Some(before.run_id),
+                before.transitions,
+                timeout,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SignalQuery {
+    /// The signal: a name (`SIGHUP`, `HUP`, `usr1`) or a number (`1`).
+    signal: String,
+    /// Only the main process (the pid `MAINPID=` named, or the one muster started), not
+    /// the whole process group. Default false.
+    #[serde(default)]
+    main: bool,
+}
+
+/// Sends a signal to the service's process group (or, with `main=true`, to its main
+/// process only), and records it as a `signaled` event.
+#[utoipa::path(post, path = "/v1/services/{name}/signal", tag = "services",
+    params(("name" = String, Path, description = "The service"), SignalQuery),
+    responses(
+        (status = 200, description = "Sent", body = Signaled),
+        (status = 400, description = "No signal, or not a signal", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "It has no process to signal", body = ErrorBody),
+    ))]
+pub async fn signal(
+    State(supervisor): State<Arc<Supervisor>>,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<SignalQuery>, QueryRejection>,
+) -> Result<Json<Signaled>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let signal = crate::config::values::any_signal(&query.signal).map_err(|problem| {
+        let mut message = format!("signal: {}", problem.message);
+        if let Some(help) = problem.help {
+            message.push_str(&format!("; {help}"));
+        }
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message)
+    })?;
+    let name = known(&supervisor, name)?;
+    let target = if query.main {
+        Target::Main
+    } else {
+        Target::Group
+    };
+    let delivered = supervisor.signal(&name, signal, target).await?;
+    Ok(Json(Signaled {
+        service: name,
+        signal: delivered.signal.as_str().to_owned(),
+        target: delivered.target,
+        pid: delivered.pid,
+    }))
 }
 
 /// The service as it is now (a reload may have removed it meanwhile).

@@ -1,5 +1,5 @@
 //! The commands that talk to a running supervisor over its socket: `ensure`, `start`,
-//! `stop`, `restart`, `down` and `reload`, and the plumbing every client command shares:
+//! `stop`, `restart`, `down`, `reload` and `signal`, and the plumbing every client command shares:
 //! one request with a deadline ([`call`]), or a follow ([`Client::follow`]) that ends
 //! quietly when the supervisor stops. Answers are read as the API's types ([`typed`]);
 //! an error answer is printed from its [`ErrorBody`] and its kind decides the exit
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use super::out::{err, errln, outln};
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::api::client::{self, Answer, ClientError, Patience, Unreadable};
-use crate::api::model::{ErrorBody, ErrorKind, Reloaded, ServiceView, ShuttingDown};
+use crate::api::model::{ErrorBody, ErrorKind, Reloaded, ServiceView, ShuttingDown, Signaled};
 use crate::supervisor::Phase;
 
 #[derive(Debug, Args)]
@@ -509,13 +509,186 @@ pub fn encode(text: &str) -> String {
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
+    /// Reload only this service: send it its `reload-signal`, or, without one, restart
+    /// it (and wait for the outcome, as `restart` does). Without NAME: apply the edited
+    /// config file
+    pub name: Option<String>,
+    /// With NAME and no reload-signal: how long to wait for the new run's outcome
+    #[arg(
+        long,
+        default_value = "60s",
+        value_name = "DURATION",
+        conflicts_with = "no_wait",
+        requires = "name"
+    )]
+    pub timeout: String,
+    /// With NAME and no reload-signal: only ask for the restart
+    #[arg(long, requires = "name")]
+    pub no_wait: bool,
     /// Print the API's JSON answer
     #[arg(long)]
     pub json: bool,
 }
 
-/// `reload`: apply the edited config, restarting only what changed.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 sent; 1 the service has no process, or no supervisor \
+    answered; 2 no such service, or not a signal."
+)]
+pub struct SignalArgs {
+    /// The service
+    pub name: String,
+    /// The signal: a name (SIGHUP, HUP, usr1) or a number
+    pub signal: String,
+    /// Only the main process (the one MAINPID= named, or the one muster started), not
+    /// its whole process group
+    #[arg(long)]
+    pub main: bool,
+    /// Print the API's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `signal NAME SIGNAL`: sends the signal to the service's process group (or its main
+/// process).
+pub fn signal(global: &GlobalArgs, args: &SignalArgs) -> ExitCode {
+    let signal = match crate::config::values::any_signal(&args.signal) {
+        Ok(signal) => signal,
+        Err(problem) => {
+            let help = problem.help.map(|h| format!("; {h}")).unwrap_or_default();
+            errln!("muster: {}{help}", problem.message);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut path = format!(
+        "/v1/services/{}/signal?signal={}",
+        encode(&args.name),
+        signal.as_str()
+    );
+    if args.main {
+        path.push_str("&main=true");
+    }
+    let answer = match call(global, Method::POST, &path) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&answer);
+    }
+    match typed::<Signaled>(&answer) {
+        Ok(Ok(sent)) => {
+            if !args.json {
+                let whom = match sent.target {
+                    crate::supervisor::Target::Group => "process group",
+                    crate::supervisor::Target::Main => "main process",
+                };
+                outln!(
+                    "signal: sent {} to {}'s {whom} (pid {})",
+                    sent.signal,
+                    sent.service,
+                    sent.pid
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            if !args.json {
+                report_failure(&error);
+            }
+            exit_for(&error)
+        }
+        Err(code) => code,
+    }
+}
+
+/// `reload NAME`: the service's own reload, by its `reload-signal` or a restart.
+fn reload_service(global: &GlobalArgs, args: &ReloadArgs, name: &str) -> ExitCode {
+    if args.no_wait {
+        let answer = match call(
+            global,
+            Method::POST,
+            &format!("/v1/services/{}/reload", encode(name)),
+        ) {
+            Ok(answer) => answer,
+            Err(code) => return code,
+        };
+        if args.json {
+            print_json(&answer);
+        }
+        return match typed::<ServiceView>(&answer) {
+            Ok(Ok(view)) => {
+                if !args.json {
+                    outln!("{}", reload_line(name, &view, false));
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(Err(error)) => {
+                if !args.json {
+                    report_failure(&error);
+                }
+                exit_for(&error)
+            }
+            Err(code) => code,
+        };
+    }
+    let wait = match timeout(&args.timeout) {
+        Ok(wait) => wait,
+        Err(code) => return code,
+    };
+    let path = format!(
+        "/v1/services/{}/reload?wait=true&timeout={}",
+        encode(name),
+        encode(&args.timeout)
+    );
+    let patience = Patience::waiting(global.api_timeout, wait);
+    let answer = match Client::new(global).and_then(|c| c.call(Method::POST, &path, patience)) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&answer);
+    }
+    match typed::<ServiceView>(&answer) {
+        Ok(Ok(view)) => {
+            if !args.json {
+                outln!("{}", reload_line(name, &view, true));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            if !args.json {
+                report_failure(&error);
+            }
+            exit_for(&error)
+        }
+        Err(code) => code,
+    }
+}
+
+/// "reload: sent SIGHUP to web (pid 42)", or how the restart that stood for it went.
+fn reload_line(name: &str, view: &ServiceView, waited: bool) -> String {
+    match (&view.reload_signal, view.pid) {
+        (Some(signal), Some(pid)) => {
+            format!("reload: sent {signal} to {name}'s process group (pid {pid})")
+        }
+        (Some(signal), None) => format!("reload: sent {signal} to {name}"),
+        (None, _) if waited => format!(
+            "reload: restarted (no reload-signal); {}",
+            outcome_line(name, view)
+        ),
+        (None, _) => format!(
+            "reload: restarting {name} (no reload-signal); it is {} at this instant",
+            view.state
+        ),
+    }
+}
+
+/// `reload`: apply the edited config, restarting only what changed; with a name,
+/// that service's own reload.
 pub fn reload(global: &GlobalArgs, args: &ReloadArgs) -> ExitCode {
+    if let Some(name) = &args.name {
+        return reload_service(global, args, name);
+    }
     let answer = match call(global, Method::POST, "/v1/reload") {
         Ok(answer) => answer,
         Err(code) => return code,

@@ -120,8 +120,11 @@ pub enum Command {
     Restart(control::StartArgs),
     /// Stop every service and the supervisor, and wait until it has exited
     Down(control::DownArgs),
-    /// Apply the edited config: restart only the services whose definition changed
+    /// Apply the edited config: restart only the services whose definition changed;
+    /// with NAME, reload that service (its reload-signal, or a restart)
     Reload(control::ReloadArgs),
+    /// Send a signal to a service's process group (or, with --main, its main process)
+    Signal(control::SignalArgs),
     /// Print the last lines of a service's output (or all services'), and follow
     Logs(logs::LogsArgs),
     /// Print what happened: spawns, readiness, exits, restarts, failures
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restart(args) => control::start(&cli.global, &args, "restart"),
         Command::Down(args) => control::down(&cli.global, &args),
         Command::Reload(args) => control::reload(&cli.global, &args),
+        Command::Signal(args) => control::signal(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
         Command::History(args) => history::run(&cli.global, &args),

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use nix::sys::signal::Signal;
 use serde_json::json;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
@@ -28,7 +29,7 @@ use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, 
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
 use super::process::daemon::{self, Claim, Wake};
-use super::process::{Ended, Reaper, Watch, setup, signal_run};
+use super::process::{Ended, Reaper, Watch, setup, signal_group, signal_pid, signal_run};
 use super::procfs;
 pub use super::status::{ProbeOutcome, Status};
 use super::usage::Usage;
@@ -73,12 +74,49 @@ pub(super) enum Message {
     /// The supervisor is shutting down: from now on nothing starts this service again
     /// (a start, a restart or a restart timer becomes a stop).
     Closing,
+    /// Send a signal to the current run (see [`ServiceHandle::signal`]).
+    Signal {
+        signal: Signal,
+        target: Target,
+        why: SignalWhy,
+        reply: tokio::sync::oneshot::Sender<Result<Delivered, String>>,
+    },
     /// Stop, and say so on `down` once the service has settled (no process left). A
     /// watcher of the status could miss that moment: a start that came next would
     /// leave it waiting for a stop that already happened.
     StopAndTell {
         down: tokio::sync::oneshot::Sender<()>,
     },
+}
+
+/// Which processes of a run a signal is for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Its process group: the main process and every child that stayed in it.
+    Group,
+    /// Only its main process: the one `MAINPID=` named, or else the one muster started
+    /// (or took over from a pid file).
+    Main,
+}
+
+/// Why a signal was sent, for its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalWhy {
+    /// `muster signal`.
+    Asked,
+    /// `muster reload NAME` of a service with `reload-signal`.
+    Reload,
+}
+
+/// A signal sent: to which process (the group's leader, for a group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub signal: Signal,
+    pub target: Target,
+    pub pid: u32,
 }
 
 /// What all actors share: the reaper, the notify socket and the event bus.
@@ -169,6 +207,29 @@ impl ServiceHandle {
     /// ...) come from the actor's own effects and cannot be sent from outside.
     pub(super) fn send(&self, order: Order) {
         let _ = self.sender.send(Message::Input(order.into()));
+    }
+
+    /// Sends `signal` to the current run's processes (`target`), and records it. Refused,
+    /// with the reason, when the service has no process.
+    pub(super) async fn signal(
+        &self,
+        signal: Signal,
+        target: Target,
+        why: SignalWhy,
+    ) -> Result<Delivered, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let message = Message::Signal {
+            signal,
+            target,
+            why,
+            reply,
+        };
+        if self.sender.send(message).is_err() {
+            return Err(format!("`{}` is gone", self.name()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(format!("`{}` is gone", self.name())))
     }
 
     /// Stops the service; the receiver resolves once it has settled (no process left),
@@ -391,6 +452,15 @@ impl Actor {
         let current = |run: u64| run == self.run_id && self.state.pid.is_some();
         match message {
             Message::Input(input) => vec![input],
+            Message::Signal {
+                signal,
+                target,
+                why,
+                reply,
+            } => {
+                let _ = reply.send(self.deliver(signal, target, why));
+                Vec::new()
+            }
             Message::StopAndTell { down } => {
                 self.stopped_waiters.push(down);
                 vec![Input::Stop]
@@ -470,6 +540,75 @@ impl Actor {
             Message::Notify { run, message } if current(run) => self.notified(*message),
             _ => Vec::new(),
         }
+    }
+
+    /// Sends a signal asked for from outside (`muster signal`, a reload) to the current
+    /// run, and records it.
+    fn deliver(
+        &mut self,
+        signal: Signal,
+        target: Target,
+        why: SignalWhy,
+    ) -> Result<Delivered, String> {
+        let name = &self.service.name;
+        let run = match &self.run {
+            Some(run) if self.state.phase.has_process() && !self.state.awaiting_pid => run,
+            _ if self.state.awaiting_pid => {
+                return Err(format!(
+                    "`{name}` has no process to signal: its launcher has exited and its daemon's pid is not known yet"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "`{name}` is {} ({}): it has no process to signal; start it first",
+                    self.state.phase, self.state.reason
+                ));
+            }
+        };
+        let (pid, sent) = match (target, run.group) {
+            (Target::Group, Some(group)) => (group, signal_group(group, signal)),
+            (Target::Group, None) => (run.pid, signal_pid(run.pid, signal)),
+            (Target::Main, _) => {
+                let main = self.main_pid.unwrap_or(run.pid);
+                (main, signal_pid(main, signal))
+            }
+        };
+        sent.map_err(|error| {
+            format!(
+                "cannot send {} to `{name}` (pid {pid}): {}",
+                signal.as_str(),
+                super::exit::plain(&error)
+            )
+        })?;
+        let whom = match target {
+            Target::Group => format!("the process group {pid}"),
+            Target::Main => format!("the main process {pid}"),
+        };
+        let (message, reason) = match why {
+            SignalWhy::Asked => (format!("sent {} to {whom}", signal.as_str()), "asked"),
+            SignalWhy::Reload => (
+                format!("reload: sent {} to {whom}", signal.as_str()),
+                "reload",
+            ),
+        };
+        Log::lock(&self.log).note(&message);
+        self.shared.bus.publish(
+            name,
+            self.run_id,
+            EventKind::Signaled,
+            message,
+            json!({
+                "signal": signal.as_str(),
+                "target": match target { Target::Group => "group", Target::Main => "main" },
+                "pid": pid,
+                "reason": reason,
+            }),
+        );
+        Ok(Delivered {
+            signal,
+            target,
+            pid,
+        })
     }
 
     /// Whether readiness is pushed by the service (notify, log) rather than polled.

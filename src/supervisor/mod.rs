@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::event::{Event, EventKind};
-pub use actor::{ServiceHandle, Status};
+pub use actor::{Delivered, ServiceHandle, Status, Target};
 pub use bus::{Draft, EventBus, Feed, HISTORY_IN_MEMORY};
 pub use lock::private_dir;
 pub use machine::{Input, Phase};
@@ -484,6 +484,49 @@ impl Supervisor {
             reply,
         })
         .await
+    }
+
+    /// Sends `signal` to `name`'s process group (or only its main process), recorded as a
+    /// `signaled` event, written before this returns. Refused when it has no process.
+    pub async fn signal(
+        &self,
+        name: &str,
+        signal: nix::sys::signal::Signal,
+        target: Target,
+    ) -> Result<Delivered, Failure> {
+        self.mark_controlled();
+        let handle = self
+            .service(name)
+            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        let delivered = handle
+            .signal(signal, target, actor::SignalWhy::Asked)
+            .await
+            .map_err(Failure::Refused)?;
+        self.shared.bus.flush().await;
+        Ok(delivered)
+    }
+
+    /// `muster reload NAME`: sends a service with `reload-signal` that signal (to its
+    /// process group; `Some`, once its event is written), and restarts any other
+    /// (`None`; see [`Self::restart`]).
+    pub async fn reload_service(&self, name: &str) -> Result<Option<Delivered>, Failure> {
+        self.mark_controlled();
+        let handle = self
+            .service(name)
+            .ok_or_else(|| Failure::Unknown(name.to_owned()))?;
+        let Some(signal) = handle.service.reload_signal else {
+            self.restart(name).await?;
+            return Ok(None);
+        };
+        if matches!(self.lifecycle(), Lifecycle::ShuttingDown | Lifecycle::Done) {
+            return Err(Failure::ShuttingDown);
+        }
+        let delivered = handle
+            .signal(signal, Target::Group, actor::SignalWhy::Reload)
+            .await
+            .map_err(Failure::Refused)?;
+        self.shared.bus.flush().await;
+        Ok(Some(delivered))
     }
 
     /// Begins the shutdown without waiting for it (see [`Self::shutdown`]).

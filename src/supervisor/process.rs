@@ -337,3 +337,11 @@ pub fn signal_group(pid: u32, signal: Signal) -> io::Result<()> {
         Err(errno) => Err(errno.into()),
     }
 }
+
+/// Sends `signal` to the one process `pid`. One that is already gone is not an error.
+pub fn signal_pid(pid: u32, signal: Signal) -> io::Result<()> {
+    match kill(Pid::from_raw(pid as i32), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
