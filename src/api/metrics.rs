@@ -9,13 +9,25 @@ use axum::response::IntoResponse;
 
 use crate::supervisor::{Phase, ServiceHandle, Status, Supervisor};
 
-/// Services by state, per-service health, restarts and probe failures, ensure calls and
-/// the time callers waited in them.
+/// Services by state, per-service health, restarts, probe failures and resource use
+/// (read from `/proc` as the scrape is answered), ensure calls and the time callers
+/// waited in them.
 #[utoipa::path(get, path = "/metrics", tag = "supervisor",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResponse {
     let handles = supervisor.services();
     let statuses: Vec<_> = handles.iter().map(|h| h.status()).collect();
+    let used = supervisor.resource_use(&handles).await;
+    // One sample per running service: a stopped one uses nothing worth a line.
+    let per_running = |value: &dyn Fn(&crate::supervisor::resources::Use) -> Option<String>| {
+        handles
+            .iter()
+            .filter_map(|h| {
+                let value = value(used.get(h.name())?)?;
+                Some((format!("{{service=\"{}\"}}", h.name()), value))
+            })
+            .collect::<Vec<(String, String)>>()
+    };
     let per_service = |value: &dyn Fn(&Status) -> String| -> Vec<(String, String)> {
         statuses
             .iter()
@@ -91,6 +103,30 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
             "counter",
             "Failed probe attempts of each service.",
             per_service(&|s| s.probe_failures.to_string()),
+        ),
+        (
+            "muster_service_cpu_percent",
+            "gauge",
+            "CPU use of each running service's process group, in percent of one CPU, since the previous reading (by a scrape or a status request; a 0.25 s sample when there is none within 0.1 s).",
+            per_running(&|u| Some(format!("{:.1}", u.cpu_percent))),
+        ),
+        (
+            "muster_service_memory_rss_bytes",
+            "gauge",
+            "Resident memory of each running service's process group, summed over its processes.",
+            per_running(&|u| Some(u.rss.to_string())),
+        ),
+        (
+            "muster_service_memory_pss_bytes",
+            "gauge",
+            "Proportional memory (PSS) of each running service's process group: shared pages divided among their sharers.",
+            per_running(&|u| u.pss.map(|pss| pss.to_string())),
+        ),
+        (
+            "muster_service_processes",
+            "gauge",
+            "Live processes in each running service's process group.",
+            per_running(&|u| Some(u.processes.to_string())),
         ),
         (
             "muster_ensure_calls_total",

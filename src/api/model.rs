@@ -74,12 +74,47 @@ pub struct ServiceView {
     /// The models the router sends here, and its numbers.
     #[serde(default)]
     pub models: Option<ModelsView>,
+    /// What its processes use now, while it has any: read when `GET /v1/services` or
+    /// `GET /v1/services/{name}` is answered (absent from other answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesView>,
     /// With `reload-signal`: what `muster reload NAME` sends it instead of a restart.
     #[serde(default)]
     pub reload_signal: Option<String>,
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
+}
+
+/// What a service's process group uses, read from `/proc` as the request is answered.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourcesView {
+    /// CPU time used, in percent of one CPU (200: two CPUs busy), over
+    /// `cpu_interval_seconds`: since the reading the previous status request took (by
+    /// any client, `/metrics` included) if that is at least 0.1 s old, otherwise over a
+    /// sampling of 0.25 s while answering.
+    pub cpu_percent: f64,
+    pub cpu_interval_seconds: f64,
+    /// Resident memory of every process in its group, summed (pages they share are
+    /// counted once per process).
+    pub memory_rss_bytes: u64,
+    /// Proportional memory of every process in its group, summed: shared pages divided
+    /// among those sharing them. Absent when it cannot be read.
+    pub memory_pss_bytes: Option<u64>,
+    /// Live processes in its group.
+    pub processes: u32,
+}
+
+impl From<&crate::supervisor::resources::Use> for ResourcesView {
+    fn from(used: &crate::supervisor::resources::Use) -> Self {
+        Self {
+            cpu_percent: (used.cpu_percent * 10.0).round() / 10.0,
+            cpu_interval_seconds: (used.cpu_interval.as_secs_f64() * 1000.0).round() / 1000.0,
+            memory_rss_bytes: used.rss,
+            memory_pss_bytes: used.pss,
+            processes: used.processes,
+        }
+    }
 }
 
 /// The proxy in front of a service, and its numbers since the supervisor started.
@@ -247,6 +282,7 @@ impl ServiceView {
             proxy: ProxyView::of(handle),
             port: status.port,
             models: ModelsView::of(handle, status.port),
+            resources: None,
             reload_signal: handle.service.reload_signal.map(|s| s.as_str().to_owned()),
             selected: None,
         }

@@ -22,11 +22,13 @@ pub const DEFAULT_ENSURE_TIMEOUT: Duration = Duration::from_secs(60);
 #[utoipa::path(get, path = "/v1/services", tag = "services",
     responses((status = 200, description = "Every service", body = ServiceList)))]
 pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<ServiceList> {
-    let services = supervisor
-        .services()
+    let handles = supervisor.services();
+    let used = supervisor.resource_use(&handles).await;
+    let services = handles
         .into_iter()
         .map(|handle| ServiceView {
             selected: Some(supervisor.is_selected(handle.name())),
+            resources: used.get(handle.name()).map(Into::into),
             ..ServiceView::of(&handle)
         })
         .collect();
@@ -50,7 +52,14 @@ pub async fn detail(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<ServiceView>, ApiError> {
     let name = known(&supervisor, name)?;
-    view(&supervisor, &name).map(Json)
+    let handle = supervisor
+        .service(&name)
+        .ok_or_else(|| unknown(name.clone()))?;
+    let used = supervisor.resource_use(std::slice::from_ref(&handle)).await;
+    Ok(Json(ServiceView {
+        resources: used.get(handle.name()).map(Into::into),
+        ..ServiceView::of(&handle)
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

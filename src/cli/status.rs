@@ -1,6 +1,6 @@
 //! `muster status [NAME] [--json]`: every service (or one) of the running supervisor: a
 //! summary line (where the supervisor is in its life, and the services' states), then a
-//! table of state, pid, uptime, restarts and reason.
+//! table of state, pid, uptime, restarts, CPU and memory use, and reason.
 
 use std::process::ExitCode;
 
@@ -131,7 +131,8 @@ fn bytes(count: u64) -> String {
     match count {
         0..1024 => format!("{count} B"),
         1024..1_048_576 => format!("{:.1} KiB", count as f64 / 1024.0),
-        _ => format!("{:.1} MiB", count as f64 / 1_048_576.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", count as f64 / 1_048_576.0),
+        _ => format!("{:.1} GiB", count as f64 / 1_073_741_824.0),
     }
 }
 
@@ -168,6 +169,30 @@ fn detail(service: &ServiceView) -> String {
                 "{failures} failed since the supervisor started (readiness attempts while \
                  starting included)"
             ),
+        );
+    }
+    if let Some(used) = &service.resources {
+        let pss = used
+            .memory_pss_bytes
+            .map_or(String::new(), |pss| format!("{} PSS, ", bytes(pss)));
+        let processes = match used.processes {
+            1 => "1 process".to_owned(),
+            n => format!("{n} processes"),
+        };
+        field(
+            "resources",
+            format!(
+                "CPU {:.1}% over the last {:.1}s; memory {pss}{} RSS; {processes}",
+                used.cpu_percent,
+                used.cpu_interval_seconds,
+                bytes(used.memory_rss_bytes),
+            ),
+        );
+    }
+    if let Some(signal) = &service.reload_signal {
+        field(
+            "reload",
+            format!("`muster reload {}` sends {signal}", service.name),
         );
     }
     if let Some(exit) = &service.last_exit {
@@ -253,8 +278,8 @@ pub(super) fn table(services: &[ServiceView]) -> String {
         .unwrap_or(4)
         .max(4);
     let mut out = format!(
-        "{:<width$}  {:<9}  {:>7}  {:>8}  {:>8}  REASON\n",
-        "NAME", "STATE", "PID", "UPTIME", "RESTARTS"
+        "{:<width$}  {:<9}  {:>7}  {:>8}  {:>8}  {:>6}  {:>10}  REASON\n",
+        "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEMORY"
     );
     for service in services {
         let state = service.state.as_str();
@@ -272,8 +297,15 @@ pub(super) fn table(services: &[ServiceView]) -> String {
         if let Some(text) = &service.notify_status {
             reason.push_str(&format!(" [STATUS={}]", printable(text)));
         }
+        let (cpu, memory) = match &service.resources {
+            Some(used) => (
+                format!("{:.1}%", used.cpu_percent),
+                bytes(used.memory_pss_bytes.unwrap_or(used.memory_rss_bytes)),
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         out.push_str(&format!(
-            "{:<width$}  {painted}  {pid:>7}  {uptime:>8}  {:>8}  {reason}\n",
+            "{:<width$}  {painted}  {pid:>7}  {uptime:>8}  {:>8}  {cpu:>6}  {memory:>10}  {reason}\n",
             service.name, service.restarts,
         ));
     }

@@ -25,6 +25,7 @@ pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod procfs;
+pub mod resources;
 mod say;
 pub mod status;
 pub mod usage;
@@ -93,6 +94,8 @@ pub struct Supervisor {
     proxies: watch::Sender<u64>,
     /// Whether someone keeps the proxies in step with the graph.
     proxies_managed: AtomicBool,
+    /// The last CPU reading of each service, for the next request's percentage.
+    meter: resources::Meter,
 }
 
 /// Counts for `/metrics`.
@@ -210,6 +213,7 @@ impl Supervisor {
             notices,
             proxies: watch::Sender::new(0),
             proxies_managed: AtomicBool::new(false),
+            meter: resources::Meter::default(),
         })
     }
 
@@ -527,6 +531,23 @@ impl Supervisor {
             .map_err(Failure::Refused)?;
         self.shared.bus.flush().await;
         Ok(Some(delivered))
+    }
+
+    /// What the running ones of `services` use now (see [`resources`]): read from
+    /// `/proc` at this call, the CPU share since the last call's reading.
+    pub async fn resource_use(
+        &self,
+        services: &[ServiceHandle],
+    ) -> std::collections::HashMap<ServiceName, resources::Use> {
+        let running: Vec<(ServiceName, u32)> = services
+            .iter()
+            .filter_map(|handle| {
+                let status = handle.status();
+                let pid = status.pid.filter(|_| status.phase.has_process())?;
+                Some((handle.name().clone(), pid))
+            })
+            .collect();
+        self.meter.measure(&running).await
     }
 
     /// Begins the shutdown without waiting for it (see [`Self::shutdown`]).

@@ -324,6 +324,7 @@ mod tests {
             ppid: 1,
             pgrp,
             start_ticks,
+            cpu_ticks: 0,
         }
     }
 

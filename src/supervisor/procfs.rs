@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 /// Clock ticks per second in `/proc/PID/stat` (`USER_HZ`, 100 on every Linux port).
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The fields of `/proc/PID/stat` muster uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Stat {
     pub pgrp: u32,
     /// When it started, in clock ticks since boot.
     pub start_ticks: u64,
+    /// CPU time it has used, user and system, in clock ticks (its threads' included,
+    /// its reaped children's not).
+    pub cpu_ticks: u64,
 }
 
 impl Stat {
@@ -37,13 +40,41 @@ pub fn stat(pid: u32) -> Option<Stat> {
 fn parse_stat(line: &str) -> Option<Stat> {
     let rest = &line[line.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state (field 3), ppid (4), pgrp (5), ..., starttime (22).
+    // After the name: state (field 3), ppid (4), pgrp (5), ..., utime (14), stime
+    // (15), ..., starttime (22).
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
     Some(Stat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
-        start_ticks: fields.get(19)?.parse().ok()?,
+        start_ticks: ticks(19)?,
+        cpu_ticks: ticks(11)?.saturating_add(ticks(12)?),
     })
+}
+
+/// The resident and proportional memory of `pid` in bytes, from
+/// `/proc/PID/smaps_rollup`; where that cannot be read (another user's process, for a
+/// supervisor that is not root), the resident memory from `/proc/PID/statm` and no PSS.
+/// `None` when the process is gone.
+pub fn memory(pid: u32) -> Option<(u64, Option<u64>)> {
+    if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        let field = |name: &str| {
+            rollup.lines().find_map(|line| {
+                let kib = line.strip_prefix(name)?.trim().strip_suffix("kB")?;
+                kib.trim().parse::<u64>().ok().map(|kib| kib * 1024)
+            })
+        };
+        if let Some(rss) = field("Rss:") {
+            return Some((rss, field("Pss:")));
+        }
+    }
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |size| size as u64);
+    Some((pages * page, None))
 }
 
 /// Waits up to `within` for `pid` to stop being the process `still_it` vouches for
@@ -189,14 +220,15 @@ mod tests {
 
     #[test]
     fn stat_lines_are_read_from_the_last_parenthesis() {
-        let line = "123 (a) b) c) S 45 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0";
+        let line = "123 (a) b) c) S 45 123 123 0 -1 4194560 0 0 0 0 31 11 0 0 20 0 1 0 98765 0 0";
         assert_eq!(
             parse_stat(line),
             Some(Stat {
                 state: 'S',
                 ppid: 45,
                 pgrp: 123,
-                start_ticks: 98765
+                start_ticks: 98765,
+                cpu_ticks: 42,
             })
         );
         assert_eq!(parse_stat("garbage"), None);
@@ -218,5 +250,10 @@ mod tests {
         assert!(!since(me));
         child.wait().unwrap();
         assert_eq!(signal_set(me, "NoSuchField"), None);
+        let (rss, pss) = memory(me).unwrap();
+        assert!(
+            rss > 0 && pss.is_some_and(|pss| pss > 0 && pss <= rss),
+            "{rss} {pss:?}"
+        );
     }
 }

@@ -62,6 +62,16 @@ fn settings(dir: &Path, port: Option<u16>) -> insta::Settings {
         r#""uptime_seconds": "[uptime]""#,
     );
     settings.add_filter(r#""version": "[^"]+""#, r#""version": "[version]""#);
+    // What the services use: read from /proc as the request is answered.
+    settings.add_filter(r" +\d+\.\d% +\d+(\.\d)? (B|KiB|MiB|GiB)", " [cpu] [memory]");
+    settings.add_filter(
+        r#""(cpu_percent|cpu_interval_seconds|memory_rss_bytes|memory_pss_bytes)": [0-9.e-]+"#,
+        r#""$1": "[$1]""#,
+    );
+    settings.add_filter(
+        r"(CPU )\d+\.\d% over the last \d+\.\ds; memory \d+(\.\d)? \S+ PSS, \d+(\.\d)? \S+ RSS",
+        "${1}[cpu] over [interval]; memory [pss] PSS, [rss] RSS",
+    );
     settings
 }
 
@@ -219,7 +229,10 @@ fn every_endpoint_answers_as_pinned() {
     let stable: String = metrics
         .lines()
         .filter(|l| {
-            !l.starts_with("muster_probe_failures_total{") && !l.starts_with("muster_ensure_wait")
+            !l.starts_with("muster_probe_failures_total{")
+                && !l.starts_with("muster_ensure_wait")
+                && !l.starts_with("muster_service_cpu_percent{")
+                && !l.starts_with("muster_service_memory_")
         })
         .map(|l| format!("{l}\n"))
         .collect();
@@ -260,7 +273,7 @@ fn the_openapi_document_covers_every_route() {
     assert_eq!(answer.status, hyper::StatusCode::OK);
     // Every documented operation is served: none answers "no route" or 405.
     let paths = answer.body["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 13, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 15, "{:?}", paths.keys());
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
             if path == "/v1/shutdown" {
