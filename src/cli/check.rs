@@ -20,9 +20,17 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
+    let limits = limits(&loaded.spec);
     if args.json {
-        print_json(&report_json(&loaded.warnings, Some(&loaded)));
+        let mut report = report_json(&loaded.warnings, Some(&loaded));
+        if let (Some(line), Some(object)) = (&limits, report.as_object_mut()) {
+            object.insert("limits".to_owned(), serde_json::Value::String(line.clone()));
+        }
+        print_json(&report);
         return ExitCode::SUCCESS;
+    }
+    if let Some(line) = &limits {
+        outln!("limits: {line}");
     }
     let warnings = loaded.warnings.warning_count();
     let mut verdict = if warnings == 0 {
@@ -41,4 +49,17 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
         plural(loaded.spec.waves.len(), "start wave"),
     );
     ExitCode::SUCCESS
+}
+
+/// How `memory-max` and `cpu-max` would be enforced on this machine, for a muster
+/// running as this user, when a service sets either.
+fn limits(spec: &crate::config::Spec) -> Option<String> {
+    let memory = spec
+        .services
+        .values()
+        .any(|s| s.process.memory_max.is_some());
+    let cpu = spec.services.values().any(|s| s.process.cpu_max.is_some());
+    crate::supervisor::cgroup::Machine::detect()
+        .plan()
+        .describe(memory, cpu)
 }

@@ -74,6 +74,11 @@ pub(super) enum Message {
     /// The supervisor is shutting down: from now on nothing starts this service again
     /// (a start, a restart or a restart timer becomes a stop).
     Closing,
+    /// Without a kernel limit: the run's group holds more than `memory-max`.
+    OverMemory {
+        run: u64,
+        detail: String,
+    },
     /// Send a signal to the current run (see [`ServiceHandle::signal`]).
     Signal {
         signal: Signal,
@@ -130,6 +135,8 @@ pub struct Shared {
     /// Processes an earlier supervisor left that would not stop: their ports stay
     /// taken, and services that need them wait, told why.
     pub leftovers: std::sync::Mutex<Vec<super::orphans::Leftover>>,
+    /// The groups that hold services to `memory-max` and `cpu-max`.
+    pub cgroups: super::cgroup::Cgroups,
 }
 
 impl Shared {
@@ -328,6 +335,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         pid_wait: None,
         stopped_waiters: Vec::new(),
         refused_demands: 0,
+        oom: None,
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -400,6 +408,9 @@ struct Actor {
     refused_demands: u64,
     /// Callers of a stop, told once the service has settled.
     stopped_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// With a kernel memory limit: the current run's group's OOM kill counter, and its
+    /// value at the spawn.
+    oom: Option<(PathBuf, u64)>,
 }
 
 /// Where the current run's processes are, for signals and notify routes.
@@ -483,8 +494,23 @@ impl Actor {
                     Vec::new()
                 }
             }
+            Message::OverMemory { run, detail } if current(run) => {
+                Log::lock(&self.log).note(&format!("memory-max: {detail}"));
+                vec![Input::OverMemory(detail)]
+            }
             Message::Exited { run, ended } if current(run) => {
-                let Ended { exit, left } = ended;
+                let Ended { mut exit, left } = ended;
+                // The kernel counts its kill before it sends the signal: a count past the
+                // one at the spawn means this run was killed for its memory.
+                if !exit.success()
+                    && let Some((counter, before)) = &self.oom
+                    && super::cgroup::read_oom_kills(counter).is_some_and(|now| now > *before)
+                {
+                    Log::lock(&self.log).note(
+                        "the kernel's OOM killer killed a process of this run: its group passed memory-max",
+                    );
+                    exit = Exit::OomKilled;
+                }
                 Log::lock(&self.log).note(&exit.to_string());
                 self.ended = Some((run, exit, SystemTime::now()));
                 if left.is_empty() {
@@ -998,10 +1024,8 @@ impl Actor {
         let Some((run_id, exit, ended_at)) = self.ended.take() else {
             return;
         };
-        let (exit_code, signal) = match exit {
-            Exit::Code(code) => (Some(code), None),
-            Exit::Signal(signal) => (None, Some(signal.as_str().to_owned())),
-        };
+        let (exit_code, signal) = exit.parts();
+        let signal = signal.map(|signal| signal.as_str().to_owned());
         self.drafts.push((
             run_id,
             Draft::RunEnded(RunEnd {
@@ -1029,14 +1053,15 @@ impl Actor {
             ),
             Emit::Healthy => (EventKind::Healthy, "healthy again".to_owned(), json!({})),
             Emit::Exited { exit } => {
-                let (code, signal) = match exit {
-                    Exit::Code(code) => (Some(code), None),
-                    Exit::Signal(signal) => (None, Some(signal.as_str())),
-                };
+                let (code, signal) = exit.parts();
                 (
                     EventKind::Exited,
                     exit.to_string(),
-                    json!({ "code": code, "signal": signal }),
+                    json!({
+                        "code": code,
+                        "signal": signal.map(Signal::as_str),
+                        "cause": exit.cause(),
+                    }),
                 )
             }
             Emit::Restarting {
@@ -1175,6 +1200,8 @@ impl Actor {
             exec,
             report,
             notes,
+            oom,
+            sampled,
         } = match prepare(&self.service, self.port, run, &self.shared) {
             Ok(prepared) => prepared,
             Err(reason) => return self.spawn_failed(reason),
@@ -1215,6 +1242,7 @@ impl Actor {
         for note in notes {
             Log::lock(&self.log).note(&note);
         }
+        self.oom = oom;
         let pid = child.id();
         let start_ticks = procfs::start_ticks(pid);
         // Recorded before anything else: a supervisor killed from here on leaves a
@@ -1272,7 +1300,55 @@ impl Actor {
             "spawned pid {pid} (run {run}): {}",
             self.describe_run()
         ));
+        if let Some(limit) = sampled {
+            self.watch_memory(run, pid, limit);
+        }
         Input::Spawned { pid }
+    }
+
+    /// Without a kernel memory limit: samples the run's group every
+    /// [`super::cgroup::SAMPLE_EVERY`] while the run lasts, and says once that it holds
+    /// more than `limit`.
+    fn watch_memory(&self, run: u64, pid: u32, limit: u64) {
+        let myself = self.myself.clone();
+        let mut status = self.status.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(super::cgroup::SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let sample = tokio::select! {
+                    _ = every.tick() => true,
+                    changed = status.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        false
+                    }
+                };
+                {
+                    // The status may not show this run yet; a later run, or this one
+                    // without a process, ends the watch.
+                    let now = status.borrow_and_update();
+                    if now.run_id > run || (now.run_id == run && !now.phase.has_process()) {
+                        return;
+                    }
+                }
+                if !sample {
+                    continue;
+                }
+                let over =
+                    tokio::task::spawn_blocking(move || super::cgroup::over_memory(pid, limit))
+                        .await
+                        .ok()
+                        .flatten();
+                if let Some(detail) = over {
+                    if let Some(sender) = myself.upgrade() {
+                        let _ = sender.send(Message::OverMemory { run, detail });
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     fn spawn_failed(&mut self, reason: String) -> Input {
@@ -1330,6 +1406,10 @@ struct Prepared {
     report: Option<setup::Report>,
     /// What the service's log should say about the start.
     notes: Vec<String>,
+    /// With a kernel memory limit: the run's OOM counter and its value now.
+    oom: Option<(PathBuf, u64)>,
+    /// `memory-max` muster must watch itself.
+    sampled: Option<u64>,
 }
 
 /// The command for one run of `service`, and the context its exec probes run in. Env
@@ -1455,9 +1535,11 @@ fn prepare(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let groups = shared.cgroups.for_run(&service.name, &service.process);
+    notes.extend(groups.notes);
     // Without anything to set up, std spawns with posix_spawn, the fastest way.
-    let report = if service.process.needs_setup() {
-        let (setup, report) = setup::Setup::new(&service.process, identity.as_ref(), Vec::new())
+    let report = if service.process.needs_setup() || !groups.procs.is_empty() {
+        let (setup, report) = setup::Setup::new(&service.process, identity.as_ref(), groups.procs)
             .map_err(|error| format!("cannot prepare the start: {}", super::exit::plain(&error)))?;
         setup.install(&mut command);
         Some(report)
@@ -1469,6 +1551,8 @@ fn prepare(
         exec,
         report,
         notes,
+        oom: groups.oom,
+        sampled: groups.sampled,
     })
 }
 

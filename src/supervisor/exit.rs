@@ -10,11 +10,31 @@ use nix::sys::signal::Signal;
 pub enum Exit {
     Code(i32),
     Signal(Signal),
+    /// Killed by the kernel's OOM killer (with SIGKILL) because its service's cgroup
+    /// passed `memory-max`.
+    OomKilled,
 }
 
 impl Exit {
     pub fn success(self) -> bool {
         self == Exit::Code(0)
+    }
+
+    /// Its status, or the signal that ended it.
+    pub fn parts(self) -> (Option<i32>, Option<Signal>) {
+        match self {
+            Exit::Code(code) => (Some(code), None),
+            Exit::Signal(signal) => (None, Some(signal)),
+            Exit::OomKilled => (None, Some(Signal::SIGKILL)),
+        }
+    }
+
+    /// What ended it, for event data: `oom-killed`, or `exit` for anything else.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Exit::OomKilled => "oom-killed",
+            _ => "exit",
+        }
     }
 }
 
@@ -23,6 +43,7 @@ impl fmt::Display for Exit {
         match self {
             Exit::Code(code) => write!(f, "exited with status {code}"),
             Exit::Signal(signal) => write!(f, "killed by {}", signal.as_str()),
+            Exit::OomKilled => f.write_str("killed by the kernel's OOM killer (out of memory)"),
         }
     }
 }

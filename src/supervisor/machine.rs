@@ -158,19 +158,22 @@ pub enum Cause {
     Asked,
     /// `idle-stop`: not used for this long.
     Idle(Duration),
+    /// Without a kernel limit, `memory-max`: its group held more; the text says how much.
+    MemoryMax(String),
 }
 
 impl Cause {
-    /// Its stable name, for event data: `exit`, `watchdog`, `liveness`,
-    /// `start-deadline`, `asked` or `idle`.
+    /// Its stable name, for event data: `exit`, `oom-killed`, `watchdog`, `liveness`,
+    /// `start-deadline`, `asked`, `idle` or `memory-max`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Cause::Exit(_) => "exit",
+            Cause::Exit(exit) => exit.cause(),
             Cause::Watchdog(_) => "watchdog",
             Cause::Liveness(_) => "liveness",
             Cause::StartDeadline(_) => "start-deadline",
             Cause::Asked => "asked",
             Cause::Idle(_) => "idle",
+            Cause::MemoryMax(_) => "memory-max",
         }
     }
 }
@@ -179,9 +182,10 @@ impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cause::Exit(exit) => exit.fmt(f),
-            Cause::Watchdog(text) | Cause::Liveness(text) | Cause::StartDeadline(text) => {
-                f.write_str(text)
-            }
+            Cause::Watchdog(text)
+            | Cause::Liveness(text)
+            | Cause::StartDeadline(text)
+            | Cause::MemoryMax(text) => f.write_str(text),
             Cause::Asked => f.write_str("on request"),
             Cause::Idle(idle) => write!(f, "idle for {}", human(*idle)),
         }
@@ -300,6 +304,9 @@ pub enum Input {
     MainPid(u32),
     /// With `pidfile`: why the file does not give a pid yet.
     MainPidPending(String),
+    /// `memory-max` without a kernel limit: the group holds more than it; the text says
+    /// how much.
+    OverMemory(String),
 }
 
 /// What the actor must do after a step.
@@ -799,6 +806,16 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             stop(policy, state, AfterStop::Fail(cause), cancel_running(), now)
         }
         (Healthy, Input::Unhealthy(reason)) => unhealthy(policy, state, reason, false, now),
+        // Stopped the way a stop is (its stop signal, then SIGKILL), then started again
+        // as a heal is, charged to the restart limit; or failed, when it never restarts.
+        (Starting | Healthy | Unhealthy, Input::OverMemory(reason)) if state.pid.is_some() => {
+            let cause = Cause::MemoryMax(reason);
+            let after = match policy.restart {
+                RestartPolicy::Never => AfterStop::Fail(cause),
+                _ => AfterStop::Heal(cause),
+            };
+            stop(policy, state, after, cancel_running(), now)
+        }
         (Unhealthy, Input::Recovered) => recovered(state, "liveness passed again", now),
         (Starting | Healthy | Unhealthy, Input::Stop) => {
             let after = AfterStop::Stopped(Cause::Asked);

@@ -13,6 +13,7 @@
 
 pub mod actor;
 pub mod bus;
+pub mod cgroup;
 pub mod exit;
 pub mod hooks;
 pub mod lock;
@@ -138,6 +139,19 @@ impl Supervisor {
             ));
         }
         let unfinished = store.open_runs()?;
+        let cgroups = cgroup::Cgroups::new(cgroup::Machine::detect().plan());
+        let (memory, cpu) = spec
+            .services
+            .values()
+            .fold((false, false), |(m, c), service| {
+                (
+                    m || service.process.memory_max.is_some(),
+                    c || service.process.cpu_max.is_some(),
+                )
+            });
+        if let Some(line) = cgroups.plan().describe(memory, cpu) {
+            notices.push(line);
+        }
         let bus = EventBus::start(Some(store), spec.settings.history.clone())
             .map_err(StartError::Writer)?;
         let shared = Arc::new(actor::Shared {
@@ -146,6 +160,7 @@ impl Supervisor {
             bus,
             run_dir,
             leftovers: std::sync::Mutex::new(Vec::new()),
+            cgroups,
         });
         let services: BTreeMap<_, _> = spec
             .services

@@ -907,6 +907,7 @@ async fn stop_all(
     }
     let marker = format!("NOTIFY_SOCKET={}", shared.notify.address);
     let strays = shared.reaper.sweep(&marker, Duration::from_secs(5)).await;
+    shared.cgroups.remove();
     // Hooks the last events started get a moment to finish.
     hook_runs.stop_all(HOOK_GRACE).await;
     // Every exit is in the history, and the history closed, before the supervisor

@@ -183,6 +183,8 @@ fn inputs() -> Vec<Input> {
         },
         Input::MainPid(8),
         Input::MainPidPending("/run/app.pid does not exist".into()),
+        Input::OverMemory("80MiB over memory-max 64MiB".into()),
+        Input::Exited(Exit::OomKilled),
     ];
     all.extend(Timer::ALL.map(Input::Timer));
     all
