@@ -21,6 +21,7 @@ mod health;
 mod helpers;
 mod history;
 mod hooks;
+mod per_service;
 mod process_hardening;
 mod proxy;
 mod reload_hardening;

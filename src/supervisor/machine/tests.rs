@@ -1183,3 +1183,60 @@ fn with_a_pidfile_no_pid_by_the_deadline_fails_and_a_stop_meanwhile_ends_the_run
         s.reason
     );
 }
+
+#[test]
+fn over_memory_restarts_as_a_heal_or_fails_when_it_never_restarts() {
+    let now = Instant::now();
+    let over = || Input::OverMemory("its processes hold 80MiB, over memory-max 64MiB".into());
+    let p = policy(RestartPolicy::OnFailure, None);
+    let (up, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        now,
+    );
+    let (s, effects) = step(&p, &up, over(), now);
+    assert_eq!(s.phase, Phase::Stopping);
+    assert!(
+        effects.contains(&Effect::Signal(Signal::SIGTERM)),
+        "{effects:?}"
+    );
+    let (s, effects) = step(&p, &s, Input::Exited(Exit::Signal(Signal::SIGTERM)), now);
+    assert_eq!(s.phase, Phase::Starting);
+    let (restarts, ends) = restarts_and_ends(&effects);
+    assert_eq!(restarts.len(), 1);
+    assert_eq!(restarts[0].kind(), "memory-max");
+    assert!(ends[0].contains("over memory-max 64MiB"), "{ends:?}");
+    assert_eq!(s.restart_times.len(), 1, "charged to the restart limit");
+
+    let never = policy(RestartPolicy::Never, None);
+    let (s, _) = step(&never, &up, over(), now);
+    let (s, _) = step(
+        &never,
+        &s,
+        Input::Exited(Exit::Signal(Signal::SIGTERM)),
+        now,
+    );
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.reason.contains("over memory-max"), "{}", s.reason);
+}
+
+#[test]
+fn an_oom_kill_is_an_exit_with_its_own_cause() {
+    let now = Instant::now();
+    let p = policy(RestartPolicy::OnFailure, None);
+    let (up, _) = run(
+        &p,
+        &State::new(),
+        &[Input::Start, Input::Spawned { pid: 1 }],
+        now,
+    );
+    let (s, effects) = step(&p, &up, Input::Exited(Exit::OomKilled), now);
+    assert_eq!(s.phase, Phase::Exited);
+    assert!(effects.contains(&Effect::Emit(Emit::Exited {
+        exit: Exit::OomKilled
+    })));
+    let (restarts, _) = restarts_and_ends(&effects);
+    assert_eq!(restarts[0].kind(), "oom-killed");
+    assert_eq!(Exit::OomKilled.parts(), (None, Some(Signal::SIGKILL)));
+}
