@@ -348,10 +348,17 @@ pub async fn reload(
     }
 }
 
+/// The signals `POST /v1/services/{name}/signal` takes: a name, with or without `SIG`
+/// (upper case, as `kill -l` prints them), or a number from 1 to 31.
+pub const SIGNAL_PATTERN: &str = "^(SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|PWR|SYS)$|^([1-9]|[12][0-9]|3[01])$";
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SignalQuery {
-    /// The signal: a name (`SIGHUP`, `HUP`, `usr1`) or a number (`1`).
+    /// The signal: a name, with or without `SIG` (`SIGHUP`, `HUP`), or a number (`1`).
+    #[param(
+        pattern = "^(SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|PWR|SYS)$|^([1-9]|[12][0-9]|3[01])$"
+    )]
     signal: String,
     /// Only the main process (the pid `MAINPID=` named, or the one muster started), not
     /// the whole process group. Default false.
@@ -375,13 +382,20 @@ pub async fn signal(
     query: Result<Query<SignalQuery>, QueryRejection>,
 ) -> Result<Json<Signaled>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
-    let signal = crate::config::values::any_signal(&query.signal).map_err(|problem| {
-        let mut message = format!("signal: {}", problem.message);
-        if let Some(help) = problem.help {
-            message.push_str(&format!("; {help}"));
-        }
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message)
-    })?;
+    let documented = regex::Regex::new(SIGNAL_PATTERN).is_ok_and(|re| re.is_match(&query.signal));
+    let signal = crate::config::values::any_signal(&query.signal)
+        .ok()
+        .filter(|_| documented)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                format!(
+                    "signal: `{}` is not a signal; write its name as `kill -l` prints it (SIGHUP or HUP) or its number (1 to 31)",
+                    query.signal
+                ),
+            )
+        })?;
     let name = known(&supervisor, name)?;
     let target = if query.main {
         Target::Main
@@ -403,4 +417,33 @@ fn view(supervisor: &Supervisor, name: &str) -> Result<ServiceView, ApiError> {
         .service(name)
         .map(|handle| ServiceView::of(&handle))
         .ok_or_else(|| unknown(name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SIGNAL_PATTERN;
+
+    #[test]
+    fn the_documented_signal_pattern_takes_every_signal_and_nothing_else() {
+        let pattern = regex::Regex::new(SIGNAL_PATTERN).unwrap();
+        for signal in nix::sys::signal::Signal::iterator() {
+            let name = signal.as_str();
+            assert!(pattern.is_match(name), "{name}");
+            assert!(pattern.is_match(&name[3..]), "{name}");
+            assert!(pattern.is_match(&(signal as i32).to_string()), "{name}");
+        }
+        for refused in ["", "hup", "SIGFOO", "0", "32", "SIG", " HUP"] {
+            assert!(!pattern.is_match(refused), "{refused:?}");
+        }
+        // The document says the same as the handler checks.
+        let doc = serde_json::to_value(<crate::api::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let params = &doc["paths"]["/v1/services/{name}/signal"]["post"]["parameters"];
+        let documented = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "signal")
+            .unwrap();
+        assert_eq!(documented["schema"]["pattern"], SIGNAL_PATTERN);
+    }
 }
