@@ -171,11 +171,11 @@ fn a_limit_the_kernel_refuses_is_said_at_the_start_with_its_errno() {
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK).unwrap();
     // A process that is not root may lower its hard limits, never raise them.
-    let memlock = (hard != nix::sys::resource::RLIM_INFINITY)
-        .then_some(
-            "\n[services.locked]\ncommand = [\"true\"]\nlimits = { memlock = \"unlimited\" }\n",
-        )
-        .unwrap_or_default();
+    let memlock = if hard == nix::sys::resource::RLIM_INFINITY {
+        ""
+    } else {
+        "\n[services.locked]\ncommand = [\"true\"]\nlimits = { memlock = \"unlimited\" }\n"
+    };
     let (events, stderr) = up_as_nobody(
         dir.path(),
         &format!("{STATE}\n[services.eager]\ncommand = [\"true\"]\nnice = -5\n{memlock}"),
