@@ -107,7 +107,7 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
         (
             "muster_service_cpu_percent",
             "gauge",
-            "CPU use of each running service's process group, in percent of one CPU, since the previous reading (by a scrape or a status request; a 0.25 s sample when there is none within 0.1 s).",
+            "CPU use of each running service's process group, in percent of one CPU, since the previous reading (by a scrape or a status request; a 0.25 s sample for a run not read before).",
             per_running(&|u| Some(format!("{:.1}", u.cpu_percent))),
         ),
         (

@@ -204,14 +204,26 @@ pub fn command_line(pid: u32) -> String {
 
 /// How long the process has run: system uptime less its start time.
 pub fn age(pid: u32) -> Option<Duration> {
-    let started = start_ticks(pid)? as f64 / TICKS_PER_SECOND;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+    Some(age_of(start_ticks(pid)?, uptime()?))
+}
+
+/// How long ago a process that started at `start_ticks` (since boot) started, given
+/// the system's `uptime`.
+pub fn age_of(start_ticks: u64, uptime: Duration) -> Duration {
+    uptime.saturating_sub(Duration::from_secs_f64(
+        start_ticks as f64 / TICKS_PER_SECOND,
+    ))
+}
+
+/// How long the system has been up.
+pub fn uptime() -> Option<Duration> {
+    let seconds: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
+    Some(Duration::from_secs_f64(seconds.max(0.0)))
 }
 
 #[cfg(test)]
