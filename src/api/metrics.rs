@@ -107,7 +107,7 @@ pub async fn metrics(State(supervisor): State<Arc<Supervisor>>) -> impl IntoResp
         (
             "muster_service_cpu_percent",
             "gauge",
-            "CPU use of each running service's process group, in percent of one CPU, since the previous reading (by a scrape or a status request; a 0.25 s sample for a run not read before).",
+            "CPU use of each running service's process group, in percent of one CPU, since the previous reading (by a scrape or a status request); for a run not read before, since its start if under 2 s ago, else over a 0.25 s sample.",
             per_running(&|u| Some(format!("{:.1}", u.cpu_percent))),
         ),
         (

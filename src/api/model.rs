@@ -92,8 +92,8 @@ pub struct ResourcesView {
     /// CPU time used, in percent of one CPU (200: two CPUs busy), over
     /// `cpu_interval_seconds`: since the reading the previous status request took (by
     /// any client, `/metrics` included), or, when that was less than 0.1 s ago, the
-    /// share it measured; over a sampling of 0.25 s while answering when this run has
-    /// not been read before.
+    /// share it measured. A run not read before is measured since its start when it
+    /// started less than 2 s ago, else over a sampling of 0.25 s while answering.
     pub cpu_percent: f64,
     pub cpu_interval_seconds: f64,
     /// Resident memory of every process in its group, summed (pages they share are
