@@ -721,6 +721,71 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_written_in_each_versions_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = dir.path().join("v2");
+        fs::create_dir(&v2).unwrap();
+        fs::write(v2.join("memory.swap.max"), "max").unwrap();
+        set_memory(Version::V2, &v2, 64 << 20).unwrap();
+        set_cpu(Version::V2, &v2, 1500).unwrap();
+        assert_eq!(
+            fs::read_to_string(v2.join("memory.max")).unwrap(),
+            "67108864"
+        );
+        assert_eq!(fs::read_to_string(v2.join("memory.swap.max")).unwrap(), "0");
+        assert_eq!(
+            fs::read_to_string(v2.join("cpu.max")).unwrap(),
+            "150000 100000"
+        );
+        let v1 = dir.path().join("v1");
+        fs::create_dir(&v1).unwrap();
+        fs::write(
+            v1.join("memory.memsw.limit_in_bytes"),
+            "9223372036854771712",
+        )
+        .unwrap();
+        set_memory(Version::V1, &v1, 64 << 20).unwrap();
+        set_cpu(Version::V1, &v1, 200).unwrap();
+        assert_eq!(
+            fs::read_to_string(v1.join("memory.limit_in_bytes")).unwrap(),
+            "67108864"
+        );
+        assert_eq!(
+            fs::read_to_string(v1.join("memory.memsw.limit_in_bytes")).unwrap(),
+            "67108864"
+        );
+        assert_eq!(
+            fs::read_to_string(v1.join("cpu.cfs_quota_us")).unwrap(),
+            "20000"
+        );
+        assert_eq!(
+            fs::read_to_string(v1.join("cpu.cfs_period_us")).unwrap(),
+            "100000"
+        );
+    }
+
+    #[test]
+    fn the_groups_of_supervisors_that_are_gone_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid that cannot be alive, one that is (this process's), and a stranger.
+        for name in [
+            "muster-4194304/db",
+            &format!("muster-{}/db", std::process::id()),
+            "other",
+        ] {
+            fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        sweep(dir.path());
+        assert!(!dir.path().join("muster-4194304").exists());
+        assert!(
+            dir.path()
+                .join(format!("muster-{}/db", std::process::id()))
+                .exists()
+        );
+        assert!(dir.path().join("other").exists());
+    }
+
+    #[test]
     fn oom_kills_are_read_from_either_file() {
         let dir = tempfile::tempdir().unwrap();
         let v1 = dir.path().join("memory.oom_control");
