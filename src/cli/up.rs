@@ -299,9 +299,9 @@ impl Signals {
                     }
                     if ignored_told.insert(name.clone()) {
                         crate::supervisor::warn(format_args!(
-                            "{name} ignored (SIGINT or SIGTERM stops muster{}); \
-                             further {name} are ignored silently",
-                            if hangup_reloads { ", SIGHUP reloads the config" } else { "" }
+                            "{name} ignored (SIGINT or SIGTERM stops muster); \
+                             further {name} are ignored silently{}",
+                            if hangup_reloads { "; SIGHUP reloads the config" } else { "" }
                         ));
                     }
                 }
