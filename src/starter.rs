@@ -332,7 +332,11 @@ mod tests {
             ("-5", None, "WATCHDOG_USEC=-5 is not a whole number"),
             ("10s", None, "WATCHDOG_USEC=10s is not a whole number"),
             ("", None, "WATCHDOG_USEC= is not a whole number"),
-            ("1000", Some("8"), "meant for pid 8 (WATCHDOG_PID), not for muster (pid 7)"),
+            (
+                "1000",
+                Some("8"),
+                "meant for pid 8 (WATCHDOG_PID), not for muster (pid 7)",
+            ),
             ("1000", Some("x"), "WATCHDOG_PID=x is not a process id"),
         ] {
             let error = watchdog_interval(Some(usec), pid, 7).unwrap_err();
@@ -345,7 +349,10 @@ mod tests {
         assert!(Starter::at(b"@muster-test").is_ok());
         assert!(Starter::at(b"/run/systemd/notify").is_ok());
         let error = Starter::at(b"vsock:2:1234").unwrap_err();
-        assert!(error.contains("neither an absolute path nor an abstract name"), "{error}");
+        assert!(
+            error.contains("neither an absolute path nor an abstract name"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -163,8 +163,7 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
     let view = View::new(&supervisor, mode, began);
     let feed = supervisor.bus().feed();
     // Without a terminal there is no hang-up to mean: SIGHUP is a request to reload.
-    let hangup_reloads =
-        mode.background || !crate::supervisor::procfs::has_controlling_terminal();
+    let hangup_reloads = mode.background || !crate::supervisor::procfs::has_controlling_terminal();
     let signal_handling = signals.handle(Arc::clone(&supervisor), hangup_reloads);
     let (outcome, (), ()) = tokio::join!(
         daemon.run(std::future::pending()),

@@ -114,7 +114,8 @@ pub struct ReloadMark {
 
 impl Drop for ReloadMark {
     fn drop(&mut self) {
-        self.reloads.send_modify(|r| r.active = r.active.saturating_sub(1));
+        self.reloads
+            .send_modify(|r| r.active = r.active.saturating_sub(1));
     }
 }
 

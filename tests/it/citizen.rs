@@ -278,7 +278,10 @@ impl Systemd {
             match self.next(left) {
                 Some(message) if matches(&message) => return message,
                 Some(_) => {}
-                None => panic!("systemd did not hear {what} within {WAIT:?}; heard: {:#?}", self.said()),
+                None => panic!(
+                    "systemd did not hear {what} within {WAIT:?}; heard: {:#?}",
+                    self.said()
+                ),
             }
         }
     }
@@ -354,7 +357,8 @@ fn citizen_systemd_hears_ready_status_and_stopping_in_order() {
     let ready = systemd.wait_for("READY=1", |m| m.lines().any(|l| l == "READY=1"));
     // Ready once the bootstrap has settled: both up, the broken one failed, and named.
     assert_eq!(
-        ready, "READY=1\nSTATUS=running: 2/3 healthy, 1 failed: broken",
+        ready,
+        "READY=1\nSTATUS=running: 2/3 healthy, 1 failed: broken",
         "heard: {:#?}",
         systemd.said()
     );
@@ -369,7 +373,9 @@ fn citizen_systemd_hears_ready_status_and_stopping_in_order() {
 
     // A service of muster's gets muster's notify socket, not systemd's, and nothing of
     // systemd's watchdog.
-    let api = up.wait_event("api", "spawned")["data"]["pid"].as_u64().unwrap() as u32;
+    let api = up.wait_event("api", "spawned")["data"]["pid"]
+        .as_u64()
+        .unwrap() as u32;
     let socket = env_value(api, "NOTIFY_SOCKET").unwrap();
     assert!(socket.starts_with("@muster-"), "{socket}");
     assert_eq!(env_value(api, "WATCHDOG_USEC"), None);
@@ -400,7 +406,11 @@ fn citizen_systemd_hears_ready_status_and_stopping_in_order() {
     for message in &said[at + 1..] {
         assert!(message.starts_with("STATUS=shutting down: "), "{said:#?}");
     }
-    assert_eq!(said.iter().filter(|m| m.contains("READY=1")).count(), 1, "{said:#?}");
+    assert_eq!(
+        said.iter().filter(|m| m.contains("READY=1")).count(),
+        1,
+        "{said:#?}"
+    );
     assert!(said.iter().all(|m| !m.contains("RELOADING")), "{said:#?}");
     assert_eq!(
         said.last().copied(),
@@ -473,7 +483,9 @@ fn citizen_systemd_watchdog_pings_stop_when_the_loop_is_stalled() {
         assert!(systemd.pings().len() > before);
 
         up.signal(Signal::SIGUSR2);
-        up.wait_said(&format!("stalling the graph owner (MUSTER_DEBUG_STALL={how}"));
+        up.wait_said(&format!(
+            "stalling the graph owner (MUSTER_DEBUG_STALL={how}"
+        ));
         // A ping already on its way may still come; then none for four times the
         // interval.
         let quiet_from = Instant::now() + Duration::from_millis(150);
@@ -575,11 +587,31 @@ fn citizen_systemd_reload_is_bracketed_by_reloading_and_ready() {
 #[test]
 fn citizen_systemd_garbage_watchdog_usec_is_ignored_and_logged() {
     let cases = [
-        ("0", None, "WATCHDOG_USEC=0 asks for no watchdog; it is ignored"),
-        ("soon", None, "WATCHDOG_USEC=soon is not a whole number of microseconds"),
-        ("-1", None, "WATCHDOG_USEC=-1 is not a whole number of microseconds"),
-        ("1.5", None, "WATCHDOG_USEC=1.5 is not a whole number of microseconds"),
-        ("200000", Some("1"), "WATCHDOG_USEC is meant for pid 1 (WATCHDOG_PID)"),
+        (
+            "0",
+            None,
+            "WATCHDOG_USEC=0 asks for no watchdog; it is ignored",
+        ),
+        (
+            "soon",
+            None,
+            "WATCHDOG_USEC=soon is not a whole number of microseconds",
+        ),
+        (
+            "-1",
+            None,
+            "WATCHDOG_USEC=-1 is not a whole number of microseconds",
+        ),
+        (
+            "1.5",
+            None,
+            "WATCHDOG_USEC=1.5 is not a whole number of microseconds",
+        ),
+        (
+            "200000",
+            Some("1"),
+            "WATCHDOG_USEC is meant for pid 1 (WATCHDOG_PID)",
+        ),
         ("200000", Some("me"), "WATCHDOG_PID=me is not a process id"),
     ];
     for (usec, pid, says) in cases {
@@ -636,7 +668,10 @@ fn citizen_systemd_a_notify_socket_that_is_gone_is_said_once() {
     assert_eq!(code, 0, "{}", up.stderr());
     let stderr = up.stderr();
     assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
-    assert!(stderr.contains(&format!("(NOTIFY_SOCKET={address})")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(NOTIFY_SOCKET={address})")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -646,8 +681,13 @@ fn citizen_up_d_keeps_its_own_notify_socket_beside_systemds() {
     let tag = dir.path().display().to_string();
     let _sweep = TagSweep(tag.clone());
     let file = dir.path().join("muster.toml");
-    std::fs::write(&file, three_services().replace("{dir}", &tag).replace("{tag}", &tag))
-        .unwrap();
+    std::fs::write(
+        &file,
+        three_services()
+            .replace("{dir}", &tag)
+            .replace("{tag}", &tag),
+    )
+    .unwrap();
     // `up -d` from a shell that has systemd's variables (a unit's ExecStartPre, say).
     let mut command = muster(&["up", "-d", "-f", file.to_str().unwrap()]);
     command
@@ -656,7 +696,10 @@ fn citizen_up_d_keeps_its_own_notify_socket_beside_systemds() {
     let started = run(&mut command);
     // Its background supervisor told `up -d`, which printed the status (one failed).
     assert_eq!(started.code, 1, "{started:?}");
-    assert!(started.stdout.contains("running: 2/3 healthy"), "{started:?}");
+    assert!(
+        started.stdout.contains("running: 2/3 healthy"),
+        "{started:?}"
+    );
     let background = background_pid(&started.stderr);
     let own = env_value(background, "NOTIFY_SOCKET").unwrap();
     assert!(own.starts_with("@muster-up-"), "{own}");
@@ -697,7 +740,9 @@ fn pid_namespaces(what: &str) -> bool {
                 "`unshare --pid --fork --mount-proc` fails here: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
             )),
-            Err(error) => Some(format!("`unshare` cannot run: {error} (it is in util-linux)")),
+            Err(error) => Some(format!(
+                "`unshare` cannot run: {error} (it is in util-linux)"
+            )),
         }
     };
     let Some(why) = why else {
@@ -842,7 +887,8 @@ env = {{ MUSTER_TEST_TAG = "{{tag}}" }}
             "{stubborn}"
         );
         assert!(
-            up.stderr().contains(&format!("{signal}: stopping 3 services")),
+            up.stderr()
+                .contains(&format!("{signal}: stopping 3 services")),
             "{}",
             up.stderr()
         );
@@ -880,9 +926,8 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     // discarded, so muster holds the stop signals blocked (pending) until then.
     // The window lasts milliseconds: a start whose window was missed is tried again.
     let term = 1u64 << (Signal::SIGTERM as i32 - 1);
-    let has_term = |pid: u32, field: &str| {
-        procfs::signal_set(pid, field).is_some_and(|set| set & term != 0)
-    };
+    let has_term =
+        |pid: u32, field: &str| procfs::signal_set(pid, field).is_some_and(|set| set & term != 0);
     let mut early = (0..20)
         .find_map(|_| {
             let early = Supervisor::start(config, &[], Place::Container);
@@ -908,17 +953,17 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     up.wait_event("slow", "spawned");
     up.wait_event("stubborn", "spawned");
     let first = up.pid;
-    assert!(
-        namespace_of(first).len() >= 4,
-        "{:?}",
-        namespace_of(first)
-    );
+    assert!(namespace_of(first).len() >= 4, "{:?}", namespace_of(first));
     up.signal(Signal::SIGTERM);
     let (code, took) = up.wait_exit(WAIT);
     assert_eq!(code, 0, "{}", up.stderr());
     // docker stop's default grace is 10 s; the shutdown takes 2 s, then what is left
     // is killed.
-    assert!(took < Duration::from_secs(8), "took {took:?}: {}", up.stderr());
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}: {}",
+        up.stderr()
+    );
     let events = up.events();
     assert!(
         events
@@ -933,5 +978,90 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     assert_eq!(runs.len(), 2, "{runs:#?}");
     for run in &runs {
         assert!(run.ended, "{run:#?}");
+    }
+}
+
+#[test]
+fn citizen_pid1_exits_1_when_it_ends_with_a_failed_service() {
+    if !pid_namespaces("muster as a PID namespace's first process ending by itself") {
+        return;
+    }
+    // Nothing left to supervise once `job` completed and `bad` failed for good: muster
+    // ends by itself, and says that a service failed in its exit code.
+    let config = format!(
+        r#"{SETTINGS}
+[services.job]
+command = ["true"]
+env = {{ MUSTER_TEST_TAG = "{{tag}}" }}
+
+[services.bad]
+command = ["sh", "-c", "exit 7"]
+restart = "never"
+env = {{ MUSTER_TEST_TAG = "{{tag}}" }}
+"#
+    );
+    let mut up = Supervisor::start(&config, &[], Place::Container);
+    let (code, _) = up.wait_exit(WAIT);
+    assert_eq!(code, 1, "{}", up.stderr());
+    assert!(
+        up.stderr().contains("nothing left to supervise"),
+        "{}",
+        up.stderr()
+    );
+    // With every service fine, the same end is 0.
+    let fine = config.replace("\"exit 7\"", "\"exit 0\"");
+    let mut up = Supervisor::start(&fine, &[], Place::Container);
+    let (code, _) = up.wait_exit(WAIT);
+    assert_eq!(code, 0, "{}", up.stderr());
+}
+
+/// A `KEY=value` setting of a unit file.
+fn setting<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+}
+
+#[test]
+fn citizen_units_give_the_shutdown_its_time() {
+    // The shutdown-timeout a config gets when it says nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("muster.toml");
+    std::fs::write(&file, "[services.a]\ncommand = [\"true\"]\n").unwrap();
+    let default = muster::config::load(&file)
+        .unwrap_or_else(|_| panic!("a minimal config loads"))
+        .spec
+        .settings
+        .shutdown_timeout;
+    let repo = crate::helpers::repo();
+    for unit in [
+        "contrib/systemd/muster.service",
+        "contrib/systemd/user/muster.service",
+    ] {
+        let text = std::fs::read_to_string(repo.join(unit)).unwrap();
+        assert_eq!(setting(&text, "Type"), "notify", "{unit}");
+        assert_eq!(setting(&text, "KillMode"), "mixed", "{unit}");
+        assert_eq!(setting(&text, "Restart"), "on-failure", "{unit}");
+        let seconds = |key: &str| -> Duration {
+            humantime::parse_duration(setting(&text, key))
+                .unwrap_or_else(|e| panic!("{unit}: {key}: {e}"))
+        };
+        // After shutdown-timeout muster may take 15 s more (kills, hooks, history):
+        // systemd must not SIGKILL everything before.
+        assert!(
+            seconds("TimeoutStopSec") >= default + Duration::from_secs(15),
+            "{unit}: TimeoutStopSec is not above shutdown-timeout ({default:?}) and 15 s"
+        );
+        assert!(seconds("WatchdogSec") >= Duration::from_secs(2), "{unit}");
+        // `up` and `reload` on the same file.
+        let start = setting(&text, "ExecStart");
+        let reload = setting(&text, "ExecReload");
+        assert!(start.starts_with("/usr/bin/muster up "), "{unit}: {start}");
+        assert!(
+            reload.starts_with("/usr/bin/muster reload "),
+            "{unit}: {reload}"
+        );
+        let config_of = |line: &str| line.split(" -f ").nth(1).map(str::to_owned);
+        assert_eq!(config_of(start), config_of(reload), "{unit}");
     }
 }

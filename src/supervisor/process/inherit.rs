@@ -39,11 +39,8 @@ pub fn disinherit() {
             mask.add(signal);
         }
     }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&mask),
-        None,
-    );
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&mask), None);
 }
 
 /// The signals `up` stops (or, SIGHUP, reloads) on.
@@ -61,11 +58,8 @@ pub fn unblock_stop_signals() {
     for signal in STOP_SIGNALS {
         mask.add(signal);
     }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
-        Some(&mask),
-        None,
-    );
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&mask), None);
 }
 
 /// Leaves out of a child's environment what muster's own starter addressed to muster:
