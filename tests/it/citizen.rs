@@ -422,10 +422,12 @@ fn citizen_systemd_hears_ready_status_and_stopping_in_order() {
 
 #[test]
 fn citizen_systemd_watchdog_pings_at_half_the_deadline() {
+    // A rate is measured alone: not beside a test that loads the machine on purpose.
+    let _turn = crate::helpers::heavy();
     let dir = tempfile::tempdir().unwrap();
     let mut systemd = Systemd::bind(dir.path());
     let address = systemd.address().to_owned();
-    let deadline = Duration::from_millis(400);
+    let deadline = Duration::from_millis(600);
     let mut up = Supervisor::start_in(
         dir,
         &three_services(),
@@ -436,22 +438,22 @@ fn citizen_systemd_watchdog_pings_at_half_the_deadline() {
         Place::Host,
     );
     systemd.wait_for("a first ping", |m| m == "WATCHDOG=1");
-    // Two seconds of pings: one every 200 ms.
+    // About 2.4 s of pings: one every 300 ms, eight more.
     let watched = Instant::now();
-    while watched.elapsed() < Duration::from_secs(2) {
+    while watched.elapsed() < Duration::from_millis(2400) {
         systemd.next(Duration::from_millis(50));
     }
     let pings = systemd.pings();
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        (6..=13).contains(&pings.len()),
-        "{} pings in about 2.2 s at every 200 ms: {gaps:?}",
+        (6..=11).contains(&pings.len()),
+        "{} pings in about 2.4 s at every 300 ms: {gaps:?}",
         pings.len()
     );
     // Never as late as the deadline (systemd would kill muster), never in a burst.
     for gap in &gaps {
         assert!(
-            *gap < deadline && *gap > Duration::from_millis(100),
+            *gap < deadline && *gap > Duration::from_millis(150),
             "a ping {gap:?} after the one before, at half of {deadline:?}: {gaps:?}"
         );
     }
@@ -486,8 +488,8 @@ fn citizen_systemd_watchdog_pings_stop_when_the_loop_is_stalled() {
         up.wait_said(&format!(
             "stalling the graph owner (MUSTER_DEBUG_STALL={how}"
         ));
-        // A ping already on its way may still come; then none for four times the
-        // interval.
+        // A ping already on its way may still come (within an interval); then none for
+        // four times the interval.
         let quiet_from = Instant::now() + Duration::from_millis(150);
         while Instant::now() < quiet_from + Duration::from_millis(600) {
             systemd.next(Duration::from_millis(50));
