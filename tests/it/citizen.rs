@@ -40,7 +40,8 @@ struct Supervisor {
     file: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
-    _sweep: TagSweep,
+    /// `None` once the services are handed on to a next supervisor ([`Self::leave`]).
+    sweep: Option<TagSweep>,
 }
 
 /// How muster is started.
@@ -105,7 +106,7 @@ impl Supervisor {
             file,
             stdout,
             stderr,
-            _sweep: TagSweep(tag),
+            sweep: Some(TagSweep(tag)),
         }
     }
 
@@ -201,6 +202,20 @@ impl Supervisor {
         let mut command = muster(args);
         command.arg("-f").arg(&self.file);
         run(&mut command)
+    }
+}
+
+impl Supervisor {
+    /// After muster was killed: its directory, with whatever it left running, for the
+    /// next supervisor (whose own sweep then covers those processes).
+    fn leave(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        if let Some(sweep) = self.sweep.take() {
+            std::mem::forget(sweep);
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 }
 
@@ -512,6 +527,71 @@ fn citizen_systemd_watchdog_pings_stop_when_the_loop_is_stalled() {
             assert_eq!(status.code, 0, "{status:?}");
         }
     }
+}
+
+#[test]
+fn citizen_systemd_a_muster_killed_by_its_watchdog_is_followed_by_one_that_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut systemd = Systemd::bind(dir.path());
+    let address = systemd.address().to_owned();
+    let config = format!(
+        r#"{SETTINGS}
+[services.db]
+command = ["sleep", "1000"]
+env = {{ MUSTER_TEST_TAG = "{{tag}}" }}
+
+[services.api]
+command = ["sleep", "1000"]
+depends-on = ["db"]
+env = {{ MUSTER_TEST_TAG = "{{tag}}" }}
+"#
+    );
+    let env = [
+        ("NOTIFY_SOCKET", address.as_str()),
+        ("WATCHDOG_USEC", "200000"),
+        ("MUSTER_DEBUG_STALL", "thread"),
+    ];
+    let hung = Supervisor::start_in(dir, &config, &env, Place::Host);
+    systemd.wait_for("READY=1", |m| m.contains("READY=1"));
+    let services: Vec<u32> = ["db", "api"]
+        .iter()
+        .map(|s| {
+            hung.wait_event(s, "spawned")["data"]["pid"]
+                .as_u64()
+                .unwrap() as u32
+        })
+        .collect();
+    hung.signal(Signal::SIGUSR2);
+    hung.wait_said("stalling the graph owner");
+    // What systemd does once the pings stop: SIGABRT (WatchdogSignal=). The services
+    // are still running when Restart= starts the next muster.
+    hung.signal(Signal::SIGABRT);
+    let pid = hung.pid;
+    eventually("the hung muster is gone", || !procfs::is_alive(pid));
+    let dir = hung.leave();
+    assert!(services.iter().all(|pid| procfs::is_alive(*pid)));
+
+    let mut next = Supervisor::start_in(dir, &config, &env, Place::Host);
+    let ready = systemd.wait_for("READY=1 from the next muster", |m| m.contains("READY=1"));
+    assert_eq!(
+        ready,
+        "READY=1\nSTATUS=running: 2/2 healthy",
+        "{}",
+        next.stderr()
+    );
+    // It stopped what the hung one left before it started anything.
+    for service in ["db", "api"] {
+        next.wait_event(service, "orphan-stopped");
+    }
+    for pid in &services {
+        assert!(
+            !procfs::is_alive(*pid),
+            "pid {pid} of the hung muster still runs"
+        );
+    }
+    next.signal(Signal::SIGTERM);
+    assert_eq!(next.wait_exit(WAIT).0, 0, "{}", next.stderr());
+    assert!(tagged(&next.dir.path().display().to_string()).is_empty());
 }
 
 #[test]
