@@ -1254,6 +1254,8 @@ fn prepare(
             command
         }
     };
+    // Before the service's own: muster's notify socket and the service's watchdog.
+    super::process::forget_starter(&mut command);
     command
         .current_dir(cwd)
         .envs(env)

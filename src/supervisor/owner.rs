@@ -266,6 +266,11 @@ pub(super) enum Request {
         gate: u64,
         verdict: Result<Order, (ServiceName, String)>,
     },
+    /// Answered at once, whatever is under way: the owner's loop is turning.
+    Alive { reply: oneshot::Sender<()> },
+    /// Stop turning, as a bug would (debug builds only; see `Supervisor::stall`).
+    #[cfg(debug_assertions)]
+    Stall(super::Stall),
 }
 
 /// The state only the owner task touches.
@@ -387,6 +392,8 @@ impl Owner {
                 strays = until(&mut self.stopping_all) => Wake::ShutDown(strays),
             };
             match wake {
+                #[cfg(debug_assertions)]
+                Wake::Request(Some(Request::Stall(how))) => stall(how).await,
                 Wake::Request(Some(request)) => self.handle(request),
                 Wake::Request(None) => break,
                 Wake::BootStep => {
@@ -417,7 +424,10 @@ impl Owner {
         // request then acts on the services the reload left. A gate's verdict need not:
         // the reload cancelled the gates of the services it changes.
         if self.reloading.is_some()
-            && !matches!(request, Request::Shutdown { .. } | Request::Open { .. })
+            && !matches!(
+                request,
+                Request::Shutdown { .. } | Request::Open { .. } | Request::Alive { .. }
+            )
         {
             self.deferred.push_back(request);
             return;
@@ -467,6 +477,11 @@ impl Owner {
                 gate,
                 verdict,
             } => self.open(&name, gate, verdict),
+            Request::Alive { reply } => {
+                let _ = reply.send(());
+            }
+            #[cfg(debug_assertions)]
+            Request::Stall(_) => {}
         }
     }
 
@@ -842,8 +857,25 @@ fn refuse(request: Request) {
         Request::Reload { reply, .. } => {
             let _ = reply.send(Err(Failure::ShuttingDown));
         }
+        Request::Alive { reply } => {
+            let _ = reply.send(());
+        }
         Request::Shutdown { .. } | Request::Open { .. } => {}
+        #[cfg(debug_assertions)]
+        Request::Stall(_) => {}
     }
+}
+
+/// The graph owner stops for good (debug builds only): its task never returns to its
+/// loop, or it blocks the thread every task of the supervisor runs on.
+#[cfg(debug_assertions)]
+async fn stall(how: super::Stall) {
+    if how == super::Stall::Thread {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Resolves with the step's output, or never when there is no step.

@@ -11,6 +11,7 @@ mod bounds;
 mod chaos;
 mod check;
 mod check_hardening;
+mod citizen;
 mod cli;
 mod cli_hardening;
 mod control;
