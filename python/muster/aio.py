@@ -20,7 +20,7 @@ from . import _core, _http
 from ._core import Deadline, Patience, Timeout
 from ._history import History
 from ._locate import PathLike, Place, Request, is_gone, lock_holder, locate, peer_pid
-from .errors import MusterError, NoSupervisor, ProtocolError, UnknownService
+from .errors import APIError, MusterError, NoSupervisor, ProtocolError, UnknownService
 from .models import Endpoint, Event, LogLine, Service, Status
 
 
@@ -148,61 +148,77 @@ class AsyncClient:
         kind: Optional[str],
         reconnect: Optional[float],
     ) -> AsyncIterator[Event]:
-        first = True
+        if not follow:
+            async for event in self._past(last, service, kind):
+                yield event
+            return
+        opened: Optional[Tuple[_Stream, Optional[History], int, str]] = await self._open_follow(last, service, kind)
         backoff = _core.Backoff()
         while True:
-            place = self.place()
-            history = await _open_history(place)
-            try:
-                if not follow:
-                    if history is None:
-                        answer = await self._call("GET", _core.events_path(last, False, service, kind))
-                        for doc in answer.get("events") or []:
-                            yield Event.from_json(doc)
-                        return
-                    if service is not None and not await _in_executor(history.knows_service, service):
-                        await self._check_service(service)
-                    async for event in _stored(history, last, None, service, kind):
-                        yield event
-                    return
-                top = await _in_executor(history.last_id) if history is not None else last
-                top = max(top, last)
-                path = _core.events_path(top, True, service, kind)
+            if opened is not None:
+                stream, history, top, path = opened
+                opened = None
+                backoff.reset()
                 try:
-                    stream: Optional[_Stream] = await self._stream(place, path)
-                except NoSupervisor:
-                    if first:
-                        raise
-                    stream = None
-                first = False
-                if stream is not None:
-                    backoff.reset()
-                    try:
-                        if history is not None:
-                            async for event in _stored(history, last, top, service, kind):
-                                last = event.id
-                                yield event
-                            history.close()
-                            history = None
-                        last = top
-                        async for data in stream.server_sent_events():
-                            event = _core.event_of(data, path)
-                            if event.id <= last:
-                                continue
+                    if history is not None:
+                        async for event in _stored(history, last, top, service, kind):
                             last = event.id
                             yield event
-                    finally:
-                        stream.close()
-            finally:
-                if history is not None:
-                    history.close()
+                        history.close()
+                        history = None
+                    last = max(last, top)
+                    async for data in stream.server_sent_events():
+                        event = _core.event_of(data, path)
+                        if event.id <= last:
+                            continue
+                        last = event.id
+                        yield event
+                finally:
+                    stream.close()
+                    if history is not None:
+                        history.close()
+            # The supervisor went away: wait for the next one, then go on after `last`.
             deadline = _core.reconnect_deadline(reconnect)
-            while True:
+            while opened is None:
                 if _core.expired(deadline):
                     return
                 await asyncio.sleep(backoff.next())
-                if await _connectable(self.place()):
-                    break
+                try:
+                    opened = await self._open_follow(last, service, kind)
+                except APIError:
+                    raise
+                except MusterError:
+                    continue
+
+    async def _past(self, last: int, service: Optional[str], kind: Optional[str]) -> AsyncIterator[Event]:
+        place = self.place()
+        history = await _open_history(place)
+        if history is None:
+            answer = await self._call("GET", _core.events_path(last, False, service, kind))
+            for doc in answer.get("events") or []:
+                yield Event.from_json(doc)
+            return
+        try:
+            if service is not None and not await _in_executor(history.knows_service, service):
+                await self._check_service(service)
+            async for event in _stored(history, last, None, service, kind):
+                yield event
+        finally:
+            history.close()
+
+    async def _open_follow(
+        self, last: int, service: Optional[str], kind: Optional[str]
+    ) -> Tuple["_Stream", Optional[History], int, str]:
+        place = self.place()
+        history = await _open_history(place)
+        try:
+            top = max(await _in_executor(history.last_id) if history is not None else last, last)
+            path = _core.events_path(top, True, service, kind)
+            return await self._stream(place, path), history, top, path
+        except BaseException:
+            if history is not None:
+                history.close()
+            raise
 
     async def _check_service(self, service: str) -> None:
         try:

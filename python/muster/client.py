@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import _core, _http
 from ._core import Deadline, Patience, Timeout
 from ._history import History
 from ._locate import PathLike, Place, Request, is_gone, lock_holder, locate, peer_pid
-from .errors import MusterError, NoSupervisor, ProtocolError, UnknownService
+from .errors import APIError, MusterError, NoSupervisor, ProtocolError, UnknownService
 from .models import Endpoint, Event, LogLine, Service, Status
 
 
@@ -173,43 +173,58 @@ class Client:
         after the last event it gave, none lost, none twice. It raises `NoSupervisor` if
         none runs when it starts.
         """
-        return self._events(_core.since_id(since), follow, service, kind, reconnect)
+        last = _core.since_id(since)
+        if not follow:
+            return self._past(last, service, kind)
+        # The follow is opened now: once `events` returns, nothing that happens is missed,
+        # and no supervisor is said at once.
+        return self._follow(last, service, kind, reconnect, self._open_follow(last, service, kind))
 
-    def _events(
+    def _past(self, last: int, service: Optional[str], kind: Optional[str]) -> Iterator[Event]:
+        place = self.place()
+        history = History.open(place.state_dir) if place.state_dir is not None else None
+        if history is None:
+            for doc in self._call("GET", _core.events_path(last, False, service, kind)).get("events") or []:
+                yield Event.from_json(doc)
+            return
+        with history:
+            if service is not None and not history.knows_service(service):
+                self._check_service(service)
+            yield from _stored(history, last, None, service, kind)
+
+    def _open_follow(
+        self, last: int, service: Optional[str], kind: Optional[str]
+    ) -> "Tuple[_Stream, Optional[History], int, str]":
+        """A follow's stream from the supervisor running now, and where the history
+        database (if this client can read it) hands over to it."""
+        place = self.place()
+        history = History.open(place.state_dir) if place.state_dir is not None else None
+        try:
+            # What is stored up to `top` is read from the database; the stream begins
+            # after it, so it goes back no further than the supervisor's memory.
+            top = max(history.last_id() if history is not None else last, last)
+            path = _core.events_path(top, True, service, kind)
+            return self._stream(place, path), history, top, path
+        except BaseException:
+            if history is not None:
+                history.close()
+            raise
+
+    def _follow(
         self,
         last: int,
-        follow: bool,
         service: Optional[str],
         kind: Optional[str],
         reconnect: Optional[float],
+        opened: "Optional[Tuple[_Stream, Optional[History], int, str]]",
     ) -> Iterator[Event]:
-        first = True
         backoff = _core.Backoff()
         while True:
-            place = self.place()
-            history = History.open(place.state_dir) if place.state_dir is not None else None
-            try:
-                if not follow:
-                    if history is None:
-                        for doc in self._call("GET", _core.events_path(last, False, service, kind)).get("events") or []:
-                            yield Event.from_json(doc)
-                        return
-                    if service is not None and not history.knows_service(service):
-                        self._check_service(service)
-                    yield from _stored(history, last, None, service, kind)
-                    return
-                top = history.last_id() if history is not None else last
-                top = max(top, last)
-                path = _core.events_path(top, True, service, kind)
+            if opened is not None:
+                stream, history, top, path = opened
+                opened = None
+                backoff.reset()
                 try:
-                    stream = self._stream(place, path)
-                except NoSupervisor:
-                    if first:
-                        raise
-                    stream = None
-                first = False
-                if stream is not None:
-                    backoff.reset()
                     with stream:
                         if history is not None:
                             for event in _stored(history, last, top, service, kind):
@@ -217,24 +232,29 @@ class Client:
                                 yield event
                             history.close()
                             history = None
-                        last = top
+                        last = max(last, top)
                         for data in stream.server_sent_events():
                             event = _core.event_of(data, path)
                             if event.id <= last:
                                 continue
                             last = event.id
                             yield event
-            finally:
-                if history is not None:
-                    history.close()
-            # The supervisor went away: wait for the next one, then go on from `last`.
+                finally:
+                    if history is not None:
+                        history.close()
+            # The supervisor went away: wait for the next one, then go on after `last`.
             deadline = _core.reconnect_deadline(reconnect)
-            while True:
+            while opened is None:
                 if _core.expired(deadline):
                     return
                 time.sleep(backoff.next())
-                if _connectable(self.place()):
-                    break
+                try:
+                    opened = self._open_follow(last, service, kind)
+                except APIError:
+                    raise
+                except MusterError:
+                    # Not there yet, or still on its way out: try again.
+                    continue
 
     def _check_service(self, service: str) -> None:
         """Raises `UnknownService` when a running supervisor does not know `service`."""
@@ -252,17 +272,24 @@ class Client:
         return self._logs(path, follow)
 
     def _logs(self, path: str, follow: bool) -> Iterator[LogLine]:
-        if not follow:
-            place = self.place()
-            head, body, _ = self._exchange(place, "GET", path, Patience(self.api_timeout))
-            if not head.ok:
-                raise self._unknown(place, _core.error_of("GET", path, head, body))
-            for doc in _core.json_lines(body):
-                yield LogLine.from_json(doc)
-            return
+        if follow:
+            # Opened now: every line printed once `logs` has returned is in it.
+            return self._followed_lines(self._stream(self.place(), path))
+        return self._past_lines(path)
+
+    def _past_lines(self, path: str) -> Iterator[LogLine]:
+        place = self.place()
+        head, body, _ = self._exchange(place, "GET", path, Patience(self.api_timeout))
+        if not head.ok:
+            raise self._unknown(place, _core.error_of("GET", path, head, body))
+        for doc in _core.json_lines(body):
+            yield LogLine.from_json(doc)
+
+    @staticmethod
+    def _followed_lines(stream: "_Stream") -> Iterator[LogLine]:
         import json
 
-        with self._stream(self.place(), path) as stream:
+        with stream:
             for line in stream.lines():
                 if line.strip():
                     yield LogLine.from_json(json.loads(line))

@@ -78,10 +78,11 @@ def notify(message: str) -> bool:
         raise
 
 
-def ready(status_text: Optional[str] = None) -> bool:
-    """`READY=1`: the service is ready (healthy, with `ready = { notify = true }`)."""
-    if status_text is not None:
-        return notify(f"READY=1\nSTATUS={_one_line(status_text)}")
+def ready(status: Optional[str] = None) -> bool:
+    """`READY=1`: the service is ready (healthy, with `ready = { notify = true }`); with
+    `status`, the `STATUS=` text in the same message."""
+    if status is not None:
+        return notify(f"READY=1\nSTATUS={_one_line(status)}")
     return notify("READY=1")
 
 
