@@ -47,12 +47,12 @@ from .errors import (
     UnknownService,
 )
 from .models import Endpoint, Event, LogLine, Probe, Proxy, Service, Status
+from . import notify  # the module: `muster.notify.ready()` reads as well as `muster.ready()`
 from .notify import (
     ThreadWatchdog,
     Watchdog,
     extend_timeout,
     heartbeat,
-    notify,
     ready,
     reloading,
     status,
@@ -60,6 +60,7 @@ from .notify import (
     under_muster,
     watchdog_interval,
 )
+from .notify import send as send_notify
 
 __version__ = "0.1.0"
 
@@ -69,6 +70,6 @@ __all__ = [
     "MusterError", "ConfigError", "NoSupervisor", "NoAnswer", "ProtocolError", "APIError",
     "UnknownService", "NotFound", "MethodNotAllowed", "BadRequest", "NotHealthy", "Timeout",
     "InvalidConfig", "Unauthorized", "Forbidden", "TooLarge", "ShuttingDown", "Refused", "Busy",
-    "notify", "ready", "status", "heartbeat", "stopping", "reloading", "extend_timeout",
+    "notify", "send_notify", "ready", "status", "heartbeat", "stopping", "reloading", "extend_timeout",
     "under_muster", "watchdog_interval", "Watchdog", "ThreadWatchdog",
 ]

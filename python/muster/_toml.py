@@ -12,10 +12,14 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-try:  # Python 3.11+
+import sys
+from types import ModuleType
+
+_tomllib: Optional[ModuleType]
+if sys.version_info >= (3, 11):
     import tomllib as _tomllib
-except ImportError:  # pragma: no cover - depends on the Python version
-    _tomllib = None  # type: ignore[assignment]
+else:  # pragma: no cover - depends on the Python version
+    _tomllib = None
 
 
 def state_dir_setting(text: str) -> Optional[str]:
@@ -29,7 +33,7 @@ def state_dir_tomllib(text: str) -> Optional[str]:
     assert _tomllib is not None
     try:
         table: Any = _tomllib.loads(text)
-    except (_tomllib.TOMLDecodeError, ValueError):
+    except ValueError:  # TOMLDecodeError is a ValueError
         return None
     settings = table.get("settings")
     if not isinstance(settings, dict):

@@ -14,7 +14,10 @@ import asyncio
 import json
 import socket
 import time
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+from typing import (
+    Any, AsyncGenerator, AsyncIterator, Dict, Generator, Generic, List, Optional, Tuple, TypeVar, Union,
+    overload,
+)
 
 from . import _core, _http
 from ._core import Deadline, Patience, Timeout
@@ -52,7 +55,16 @@ class AsyncClient:
 
     # ---- services -------------------------------------------------------------------
 
-    async def status(self) -> Status:
+    @overload
+    async def status(self) -> Status: ...
+
+    @overload
+    async def status(self, name: str) -> Service: ...
+
+    async def status(self, name: Optional[str] = None) -> Union[Status, Service]:
+        """Every service; with a name, that service."""
+        if name is not None:
+            return await self.service(name)
         return Status.from_json(await self._call("GET", "/v1/services"))
 
     async def services(self) -> List[Service]:
@@ -122,7 +134,7 @@ class AsyncClient:
                 with history:
                     return history.last_id()
 
-            found = await _in_executor(read)
+            found: Optional[int] = await _in_executor(read)
             if found is not None:
                 return found
         events = (await self._call("GET", "/v1/events")).get("events") or []
@@ -136,9 +148,10 @@ class AsyncClient:
         service: Optional[str] = None,
         kind: Optional[str] = None,
         reconnect: Optional[float] = None,
-    ) -> AsyncIterator[Event]:
-        """`async for event in client.events(...)`; see `Client.events`."""
-        return self._events(_core.since_id(since), follow, service, kind, reconnect)
+    ) -> "Results[Event]":
+        """`async for event in client.events(...)`; see `Client.events`. Without
+        `follow`, `await client.events()` gives them as a list."""
+        return Results(self._events(_core.since_id(since), follow, service, kind, reconnect), follow)
 
     async def _events(
         self,
@@ -147,7 +160,7 @@ class AsyncClient:
         service: Optional[str],
         kind: Optional[str],
         reconnect: Optional[float],
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         if not follow:
             async for event in self._past(last, service, kind):
                 yield event
@@ -226,11 +239,12 @@ class AsyncClient:
         except NoSupervisor:
             pass
 
-    def logs(self, name: Optional[str] = None, tail: int = 100, follow: bool = False) -> AsyncIterator[LogLine]:
-        """`async for line in client.logs(...)`; see `Client.logs`."""
-        return self._logs(_core.logs_path(name, tail, follow), follow)
+    def logs(self, name: Optional[str] = None, tail: int = 100, follow: bool = False) -> "Results[LogLine]":
+        """`async for line in client.logs(...)`; see `Client.logs`. Without `follow`,
+        `await client.logs(name)` gives them as a list."""
+        return Results(self._logs(_core.logs_path(name, tail, follow), follow), follow)
 
-    async def _logs(self, path: str, follow: bool) -> AsyncIterator[LogLine]:
+    async def _logs(self, path: str, follow: bool) -> AsyncGenerator[LogLine, None]:
         place = self.place()
         if not follow:
             head, body, _ = await self._exchange(place, "GET", path, Patience(self.api_timeout))
@@ -315,6 +329,35 @@ class AsyncClient:
         return _Stream(sock, parser, pieces)
 
 
+T = TypeVar("T")
+
+
+class Results(Generic[T]):
+    """What `events` and `logs` give: an async iterator, which can also be awaited for
+    a list when it ends (without `follow`)."""
+
+    def __init__(self, items: AsyncGenerator[T, None], follow: bool) -> None:
+        self._items = items
+        self._follow = follow
+
+    def __aiter__(self) -> "Results[T]":
+        return self
+
+    async def __anext__(self) -> T:
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        await self._items.aclose()
+
+    def __await__(self) -> Generator[Any, None, List[T]]:
+        return self._all().__await__()
+
+    async def _all(self) -> List[T]:
+        if self._follow:
+            raise TypeError("a follow does not end: read it with `async for`")
+        return [item async for item in self._items]
+
+
 class _Stream:
     """A streamed answer read from the running loop."""
 
@@ -367,7 +410,8 @@ async def _in_executor(function: Any, *args: Any) -> Any:
 async def _open_history(place: Place) -> Optional[History]:
     if place.state_dir is None:
         return None
-    return await _in_executor(History.open, place.state_dir)
+    history: Optional[History] = await _in_executor(History.open, place.state_dir)
+    return history
 
 
 async def _stored(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union, overload
 
 from . import _core, _http
 from ._core import Deadline, Patience, Timeout
@@ -62,8 +62,17 @@ class Client:
 
     # ---- services -------------------------------------------------------------------
 
-    def status(self) -> Status:
-        """Every service, and where the supervisor is in its life."""
+    @overload
+    def status(self) -> Status: ...
+
+    @overload
+    def status(self, name: str) -> Service: ...
+
+    def status(self, name: Optional[str] = None) -> Union[Status, Service]:
+        """Every service, and where the supervisor is in its life; with a name, that
+        service (as `service(name)`), as `muster status [NAME]` does."""
+        if name is not None:
+            return self.service(name)
         return Status.from_json(self._call("GET", "/v1/services"))
 
     def services(self) -> List[Service]:
@@ -314,7 +323,9 @@ class Client:
             _core.suggest(error, names)
         return error
 
-    def _exchange(self, place: Place, method: str, path: str, patience: Patience):  # type: ignore[no-untyped-def]
+    def _exchange(
+        self, place: Place, method: str, path: str, patience: Patience
+    ) -> Tuple[_http.Head, bytes, Optional[int]]:
         """One request, its whole answer: (head, body, the supervisor's pid)."""
         deadline = Deadline(place, patience)
         sock = _connect(place, deadline)
@@ -420,6 +431,7 @@ def _connectable(place: Place) -> bool:
 
 def _connect(place: Place, deadline: Deadline) -> socket.socket:
     if place.tcp:
+        assert place.host is not None and place.port is not None
         try:
             return socket.create_connection((place.host, place.port), timeout=max(deadline.left(), 0.001))
         except (ConnectionRefusedError, socket.gaierror) as error:

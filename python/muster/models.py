@@ -241,12 +241,26 @@ class Endpoint:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    def url(self, path: str = "/", scheme: str = "http") -> Optional[str]:
+    @property
+    def url(self) -> Optional[str]:
+        """`http://host:port`, or None without a port."""
+        return self.url_for("")
+
+    def url_for(self, path: str = "/", scheme: str = "http") -> Optional[str]:
         """`http://host:port/path`, or None without a port."""
         address = self.address
         if address is None:
             return None
-        return f"{scheme}://{address}/{path.lstrip('/')}"
+        tail = f"/{path.lstrip('/')}" if path else ""
+        return f"{scheme}://{address}{tail}"
+
+    @property
+    def state(self) -> str:
+        return self.service.state
+
+    @property
+    def healthy(self) -> bool:
+        return self.service.healthy
 
     @classmethod
     def of(cls, service: Service) -> "Endpoint":

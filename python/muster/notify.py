@@ -27,7 +27,7 @@ import threading
 from typing import Any, Callable, Optional, TypeVar
 
 __all__ = [
-    "notify", "ready", "status", "heartbeat", "stopping", "reloading", "extend_timeout",
+    "send", "ready", "status", "heartbeat", "stopping", "reloading", "extend_timeout",
     "under_muster", "watchdog_interval", "Watchdog", "ThreadWatchdog",
 ]
 
@@ -59,7 +59,7 @@ def _sender() -> socket.socket:
         return _socket
 
 
-def notify(message: str) -> bool:
+def send(message: str) -> bool:
     """Sends `message` (newline-separated `KEY=VALUE` lines) to `NOTIFY_SOCKET`.
 
     True when it was sent; False without a notify socket, or when it could not be
@@ -82,20 +82,20 @@ def ready(status: Optional[str] = None) -> bool:
     """`READY=1`: the service is ready (healthy, with `ready = { notify = true }`); with
     `status`, the `STATUS=` text in the same message."""
     if status is not None:
-        return notify(f"READY=1\nSTATUS={_one_line(status)}")
-    return notify("READY=1")
+        return send(f"READY=1\nSTATUS={_one_line(status)}")
+    return send("READY=1")
 
 
 def status(text: str) -> bool:
     """`STATUS=text`: what the service is doing, shown by `muster status` and the API."""
-    return notify(f"STATUS={_one_line(text)}")
+    return send(f"STATUS={_one_line(text)}")
 
 
 def heartbeat() -> bool:
     """`WATCHDOG=1`: alive. Also touches `$MUSTER_HEARTBEAT_FILE`, which muster takes as
     a heartbeat too: it counts even from a process muster cannot route datagrams from
     (one that left the service's process group with `setsid`)."""
-    sent = notify("WATCHDOG=1")
+    sent = send("WATCHDOG=1")
     path = os.environ.get("MUSTER_HEARTBEAT_FILE")
     if path:
         try:
@@ -108,17 +108,17 @@ def heartbeat() -> bool:
 
 def stopping() -> bool:
     """`STOPPING=1`: the service is shutting down."""
-    return notify("STOPPING=1")
+    return send("STOPPING=1")
 
 
 def reloading() -> bool:
     """`RELOADING=1`: the service is reloading its configuration (until `ready()`)."""
-    return notify("RELOADING=1")
+    return send("RELOADING=1")
 
 
 def extend_timeout(seconds: float) -> bool:
     """`EXTEND_TIMEOUT_USEC`: push the start (or stop) deadline `seconds` from now."""
-    return notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
+    return send(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
 
 
 def watchdog_interval() -> Optional[float]:
@@ -210,7 +210,7 @@ class Watchdog:
         if self._progress is None:
             return True
         value = self._progress()
-        moved = value != self._last
+        moved = bool(value != self._last)
         self._last = value
         return moved
 

@@ -77,6 +77,8 @@ def test_past_events_come_from_the_history_with_or_without_a_supervisor(supervis
     assert [e.id for e in client.events(since=2)] == [3, 4]
     assert [e.kind for e in client.events(service="job")] == ["spawned", "ready"]
     assert [e.service for e in client.events(kind="ready")] == ["web", "job"]
+    # The async client's: an async iterator, or a list when awaited.
+    assert asyncio.run(_awaited(sup)) == listed
     sup.down()
     # The history is read without a supervisor, as `muster events` reads it.
     after = list(client.events())
@@ -89,6 +91,15 @@ def test_past_events_come_from_the_history_with_or_without_a_supervisor(supervis
     stored = {e.id: e for e in client.events()}
     for event in api:
         assert stored[event.id] == event
+
+
+async def _awaited(sup: Any) -> List[muster.Event]:
+    client = sup.aclient()
+    streamed = [event async for event in client.events()]
+    assert streamed == await client.events()
+    with pytest.raises(TypeError, match="async for"):
+        await client.events(follow=True)
+    return streamed
 
 
 async def _api_events(sup: Any) -> List[muster.Event]:

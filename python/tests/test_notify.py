@@ -60,6 +60,7 @@ def test_without_a_notify_socket_the_helpers_do_nothing(monkeypatch):
     assert muster.status("loading") is False
     assert muster.heartbeat() is False
     assert muster.stopping() is False
+    assert muster.notify.ready() is False and muster.send_notify("READY=1") is False
     assert muster.watchdog_interval() is None
 
     async def main() -> bool:

@@ -232,6 +232,9 @@ def test_the_endpoint_names_the_declared_port(supervisor):
     ).up()
     endpoint = sup.client().ensure("coordinator", timeout=30)
     assert (endpoint.host, endpoint.port, endpoint.address) == ("127.0.0.1", port, f"127.0.0.1:{port}")
+    assert endpoint.url == f"http://127.0.0.1:{port}" and endpoint.healthy
+    assert endpoint.url_for("health") == f"http://127.0.0.1:{port}/health"
+    assert sup.client().status("coordinator").pid == endpoint.pid
     with socket.create_connection((endpoint.host, endpoint.port), timeout=5) as connection:
         greeting = connection.makefile().readline()
     assert greeting.strip() == f"coordinator {endpoint.pid}"
