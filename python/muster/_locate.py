@@ -191,8 +191,8 @@ def _through_config(path: str) -> Place:
 def _running_elsewhere(file: str, named: str) -> Optional[str]:
     """The state directory the supervisor running `file` recorded, when it is not
     `named` and nothing answers at `named`."""
-    running = running_state_dir(file)
-    if running is None or running == named:
+    running = running_state_dir(file, unless=named)
+    if running is None:
         return None
     if _answers(os.path.join(named, "muster.sock")):
         return None
@@ -252,30 +252,62 @@ def config_lock_path(file: str) -> Optional[str]:
     return os.path.join(base, f"config-{fnv1a(os.fsencode(canonical)):016x}.lock")
 
 
-def running_state_dir(file: str) -> Optional[str]:
+def running_state_dir(file: str, unless: Optional[str] = None) -> Optional[str]:
     """The state directory of the supervisor running the config `file`, if one runs:
-    read from its config lock while someone holds it (a free lock's record is stale)."""
+    read from its config lock while someone holds it (a free lock's record is stale).
+    None too when the record is `unless` (checked first: it needs no look at the locks)."""
     path = config_lock_path(file)
     if path is None:
         return None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="replace") as handle:
-                lines = handle.read().splitlines()
-            directory = lines[1].strip() if len(lines) > 1 else ""
-            return directory or None
-        except OSError:
+        with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+        directory = lines[1].strip() if len(lines) > 1 else ""
+        if not directory or directory == unless or not _held(fd):
             return None
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return directory
     finally:
         os.close(fd)
+
+
+def _held(fd: int) -> bool:
+    """Whether someone holds a `flock` on the file `fd` is open on.
+
+    Read from `/proc/locks`, which takes no lock: a client that probed with a lock of
+    its own, however briefly, could make a `muster up` starting at that instant believe
+    another supervisor runs this config. Without `/proc/locks`, a shared lock is tried.
+    """
+    meta = os.fstat(fd)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            table = handle.read()
+    except OSError:
+        table = None
+    if table is not None:
+        for line in table.splitlines():
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 541 fd:00:123456 0 EOF" ("->" marks waiters).
+            if "->" in fields:
+                fields.remove("->")
+            if len(fields) < 6 or fields[1] != "FLOCK":
+                continue
+            # By inode alone, as the supervisor itself reads this table: on an overlay
+            # file system the device a lock is listed under is not the one stat gives.
+            if fields[5].rsplit(":", 1)[-1] == str(meta.st_ino):
+                return True
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def lock_holder(state_dir: str) -> Optional[int]:
