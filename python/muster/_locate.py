@@ -11,7 +11,9 @@ now, the recorded directory is used, as the CLI does.
 What is asked for, in order (explicit arguments first, then the environment the CLI
 reads, then where this process runs):
 
-1. `url=` (TCP, with `token=` or `token_file=`), `state_dir=`, or `config=`;
+1. `url=` (TCP, with `token=` or `token_file=`, else `MUSTER_TOKEN` or
+   `MUSTER_TOKEN_FILE`), `state_dir=`, or the config (`Client(PATH)`, `config=` or
+   `file=`; the path may also be a state directory, its socket, or a URL);
 2. `MUSTER_URL` (with `MUSTER_TOKEN` or `MUSTER_TOKEN_FILE`), `MUSTER_STATE_DIR`,
    `MUSTER_FILE`;
 3. inside a service muster runs: that supervisor's state directory (from
@@ -119,16 +121,17 @@ class Request:
 
 def locate(request: Request) -> Place:
     """Where to reach the supervisor, by the rules in this module's header."""
+    env = os.environ
+    token = request.token if request.token is not None else env.get("MUSTER_TOKEN")
+    token_file = request.token_file if request.token_file is not None else env.get("MUSTER_TOKEN_FILE")
     if request.url is not None:
-        return _tcp(request.url, request.token, request.token_file)
+        return _tcp(request.url, token, token_file)
     if request.state_dir is not None:
         return _in_state_dir(request.state_dir, None)
     if request.config is not None:
-        return _through_config(request.config)
-    env = os.environ
+        return _given(request.config, token, token_file)
     if env.get("MUSTER_URL"):
-        return _tcp(env["MUSTER_URL"], request.token or env.get("MUSTER_TOKEN"),
-                    request.token_file or env.get("MUSTER_TOKEN_FILE"))
+        return _tcp(env["MUSTER_URL"], token, token_file)
     if env.get("MUSTER_STATE_DIR"):
         return _in_state_dir(env["MUSTER_STATE_DIR"], None)
     if env.get("MUSTER_FILE"):
@@ -180,6 +183,25 @@ def state_dir_of(path: str) -> str:
         raise ConfigError(f"cannot read {config_file(path)}: it is not UTF-8 ({error})") from error
     named = state_dir_setting(text) or DEFAULT_STATE_DIR
     return os.path.join(os.path.dirname(file), named)
+
+
+def _given(path: str, token: Optional[str], token_file: Optional[str]) -> Place:
+    """What `Client(PATH)` means: a config file or the directory holding one, as with
+    `muster -f`; also, for convenience, an `http://` URL, a state directory (holding a
+    `muster.sock` or `state.db` and no `muster.toml`), or the socket itself."""
+    if "://" in path:
+        return _tcp(path, token, token_file)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISSOCK(mode):
+        directory = os.path.dirname(absolute(path))
+        return Place(socket=absolute(path), state_dir=directory)
+    if stat.S_ISDIR(mode) and not os.path.exists(os.path.join(path, DEFAULT_FILE)):
+        if any(os.path.exists(os.path.join(path, name)) for name in ("muster.sock", "state.db", "lock")):
+            return _in_state_dir(path, None)
+    return _through_config(path)
 
 
 def _through_config(path: str) -> Place:

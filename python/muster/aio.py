@@ -35,13 +35,15 @@ class AsyncClient:
         self,
         config: Optional[PathLike] = None,
         *,
+        file: Optional[PathLike] = None,
         state_dir: Optional[PathLike] = None,
         url: Optional[str] = None,
         token: Optional[str] = None,
         token_file: Optional[PathLike] = None,
         api_timeout: Optional[Timeout] = None,
     ) -> None:
-        self._request = Request.of(config, state_dir, url, token, token_file)
+        # `file=` is the CLI's name for the config (`-f/--file`).
+        self._request = Request.of(config if config is not None else file, state_dir, url, token, token_file)
         self.api_timeout = _core.api_timeout(api_timeout)
         self.place()
 

@@ -30,7 +30,8 @@ class Client:
 
     Found the way the `muster` command finds it: `Client()` uses `MUSTER_STATE_DIR`,
     `MUSTER_FILE`, the supervisor this process runs under, or `./muster.toml`;
-    `Client("path/to/muster.toml")` (or its directory) goes through that config;
+    `Client("path/to/muster.toml")` (or `file=`, or its directory) goes through that
+    config (a state directory, its socket or an `http://` URL work there too);
     `Client(state_dir=".muster")` straight to a state directory;
     `Client(url="http://127.0.0.1:7070", token="...")` to the optional TCP listener.
     Where it points is worked out again at each request, so a client made before the
@@ -41,13 +42,15 @@ class Client:
         self,
         config: Optional[PathLike] = None,
         *,
+        file: Optional[PathLike] = None,
         state_dir: Optional[PathLike] = None,
         url: Optional[str] = None,
         token: Optional[str] = None,
         token_file: Optional[PathLike] = None,
         api_timeout: Optional[Timeout] = None,
     ) -> None:
-        self._request = Request.of(config, state_dir, url, token, token_file)
+        # `file=` is the CLI's name for the config (`-f/--file`).
+        self._request = Request.of(config if config is not None else file, state_dir, url, token, token_file)
         #: Seconds a plain request waits for the supervisor's answer.
         self.api_timeout = _core.api_timeout(api_timeout)
         # Resolved now, so a wrong path or URL is said at once.

@@ -34,6 +34,11 @@ def test_the_config_file_its_directory_the_environment_and_the_working_directory
     assert muster.Client(sup.config).place().socket == expected
     assert muster.Client(sup.dir).place().socket == expected
     assert muster.Client(state_dir=os.path.join(sup.dir, ".muster")).place().socket == expected
+    # The CLI's name for the config, and what else a path may be: the state directory,
+    # or the socket itself.
+    assert muster.Client(file=sup.config).place().socket == expected
+    assert muster.Client(os.path.join(sup.dir, ".muster")).place().socket == expected
+    assert muster.Client(expected).status().lifecycle == "running"
 
     clean_env.chdir(sup.dir)
     assert muster.Client().place().socket == expected
@@ -171,4 +176,7 @@ def test_a_url_in_the_environment(clean_env, supervisor, workdir):
     client = muster.Client()
     assert client.place().tcp
     assert client.ensure("coordinator").service.healthy
+    # A URL given as the path, its token from the environment.
+    clean_env.delenv("MUSTER_URL")
+    assert muster.Client(f"http://127.0.0.1:{port}").service("coordinator").healthy
     assert sup.client().service("coordinator").healthy
