@@ -30,6 +30,7 @@ from .errors import (
     APIError,
     BadRequest,
     Busy,
+    Disconnected,
     Forbidden,
     InvalidConfig,
     MethodNotAllowed,
@@ -67,7 +68,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Client", "AsyncClient",
     "Endpoint", "Event", "LogLine", "Probe", "Proxy", "Service", "Status",
-    "MusterError", "ConfigError", "NoSupervisor", "NoAnswer", "ProtocolError", "APIError",
+    "MusterError", "ConfigError", "NoSupervisor", "NoAnswer", "Disconnected", "ProtocolError", "APIError",
     "UnknownService", "NotFound", "MethodNotAllowed", "BadRequest", "NotHealthy", "Timeout",
     "InvalidConfig", "Unauthorized", "Forbidden", "TooLarge", "ShuttingDown", "Refused", "Busy",
     "notify", "send_notify", "ready", "status", "heartbeat", "stopping", "reloading", "extend_timeout",

@@ -14,7 +14,7 @@ import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote
 
-from .errors import ProtocolError
+from .errors import Disconnected, ProtocolError
 
 #: The most a head may take: the supervisor's heads are a few hundred bytes.
 MAX_HEAD = 64 * 1024
@@ -90,16 +90,14 @@ class ResponseParser:
     def eof(self) -> List[bytes]:
         """The connection closed: what remains, or an error if the answer was cut off."""
         if self.head is None:
-            raise ProtocolError(
-                f"the supervisor closed the connection before answering {self.asked}"
-            )
+            raise Disconnected(gone(self.asked))
         if self._mode == "close":
             rest = bytes(self._buffer)
             self._buffer.clear()
             self.done = True
             return [rest] if rest else []
         if not self.done:
-            raise Cut(f"the answer to {self.asked} was cut off")
+            raise Cut(gone(self.asked))
         return []
 
     def _parse_head(self) -> bool:
@@ -197,8 +195,16 @@ class ResponseParser:
         return b""
 
 
-class Cut(ProtocolError):
-    """A streamed answer that ended before its end: the supervisor went away."""
+class Cut(Disconnected):
+    """An answer that ended before its end: the supervisor went away."""
+
+
+def gone(asked: str) -> str:
+    return (
+        f"the supervisor went away before it had answered {asked} (it stopped or crashed "
+        "meanwhile); whether that was carried out is not known: `status()` says how "
+        "things are now"
+    )
 
 
 class Lines:
@@ -277,7 +283,7 @@ def collect(parser: ResponseParser, chunks: Iterator[bytes], prefix: bytes = b""
         if parser.done:
             break
     if parser.head is None or not parser.done:
-        raise ProtocolError(f"the answer to {parser.asked} was cut off")
+        raise Disconnected(gone(parser.asked))
     return parser.head, bytes(body)
 
 

@@ -31,7 +31,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 from urllib.parse import urlsplit
 
 from ._toml import state_dir_setting

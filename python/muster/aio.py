@@ -23,7 +23,7 @@ from . import _core, _http
 from ._core import Deadline, Patience, Timeout
 from ._history import History
 from ._locate import PathLike, Place, Request, is_gone, lock_holder, locate, peer_pid
-from .errors import APIError, MusterError, NoSupervisor, ProtocolError, UnknownService
+from .errors import APIError, Disconnected, MusterError, NoSupervisor, UnknownService
 from .models import Endpoint, Event, LogLine, Service, Status
 
 
@@ -299,7 +299,7 @@ class AsyncClient:
                 data = await _recv(sock, deadline)
                 body.extend(b"".join(parser.feed(data) if data else parser.eof()))
                 if not data and not parser.done:
-                    raise ProtocolError(f"the answer to {parser.asked} was cut off")
+                    raise Disconnected(_http.gone(parser.asked))
             assert parser.head is not None
             return parser.head, bytes(body), deadline.pid
         finally:
@@ -384,7 +384,7 @@ class _Stream:
             try:
                 for piece in self._parser.feed(data) if data else self._parser.eof():
                     yield piece
-            except ProtocolError:
+            except Disconnected:
                 return
             if not data:
                 return
@@ -498,7 +498,7 @@ async def _send(sock: socket.socket, deadline: Deadline, data: bytes) -> None:
                 try:
                     send.result()
                 except (BrokenPipeError, ConnectionResetError) as error:
-                    raise ProtocolError(f"the supervisor closed the connection: {error}") from None
+                    raise Disconnected(f"the supervisor closed the connection before it had the request ({error}); it stopped or crashed meanwhile") from None
                 return
             deadline.check()
     finally:

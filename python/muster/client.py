@@ -21,7 +21,7 @@ from . import _core, _http
 from ._core import Deadline, Patience, Timeout
 from ._history import History
 from ._locate import PathLike, Place, Request, is_gone, lock_holder, locate, peer_pid
-from .errors import APIError, MusterError, NoSupervisor, ProtocolError, UnknownService
+from .errors import APIError, Disconnected, MusterError, NoSupervisor, UnknownService
 from .models import Endpoint, Event, LogLine, Service, Status
 
 
@@ -393,7 +393,7 @@ class _Stream:
                 raise
             try:
                 yield from (self._parser.feed(data) if data else self._parser.eof())
-            except ProtocolError:
+            except Disconnected:
                 # Cut off: the supervisor went away in the middle.
                 return
             if not data:
@@ -476,7 +476,7 @@ def _send(sock: socket.socket, deadline: Deadline, data: bytes) -> None:
             deadline.check()
             continue
         except (BrokenPipeError, ConnectionResetError) as error:
-            raise ProtocolError(f"the supervisor closed the connection: {error}") from None
+            raise Disconnected(f"the supervisor closed the connection before it had the request ({error}); it stopped or crashed meanwhile") from None
         view = view[sent:]
 
 

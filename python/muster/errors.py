@@ -44,6 +44,12 @@ class NoAnswer(MusterError, TimeoutError):
         self.stopped = stopped
 
 
+class Disconnected(MusterError, ConnectionError):
+    """The supervisor went away before it had answered: it stopped, or crashed, while
+    the request waited. Whether the request was carried out is not known; `status()`
+    says how things are now."""
+
+
 class ProtocolError(MusterError):
     """An answer that is not what the API promises: most likely a supervisor of another
     version of muster, still running from before an upgrade."""

@@ -256,3 +256,26 @@ def test_a_service_that_fails_while_starting_answers_with_its_exit(supervisor):
         sup.client().start("crashy", timeout=20)
     assert "cannot load weights" in "\n".join(caught.value.log_tail)
     wait_for(lambda: sup.client().service("crashy").state == "failed", "crashy failed")
+
+
+def test_a_supervisor_that_dies_during_an_ensure_is_said_to_have_gone(supervisor):
+    import threading
+
+    sup = supervisor(GRAPH).up()
+    client = sup.client()
+    errors = []
+
+    def waiting() -> None:
+        try:
+            client.ensure("slow", timeout=30)
+        except muster.MusterError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    wait_for(lambda: client.service("slow").state == "starting", "the ensure under way")
+    sup.kill()
+    thread.join(20)
+    assert len(errors) == 1 and isinstance(errors[0], muster.Disconnected), errors
+    assert "went away before it had answered POST /v1/services/slow/ensure" in str(errors[0])
+    assert isinstance(errors[0], ConnectionError)
