@@ -275,8 +275,9 @@ def supervisor(workdir: str) -> Iterator[Callable[[str], Supervisor]]:
     finally:
         for each in made:
             each.stop_everything()
-        left = kill_tagged(tag)
-        assert not left or all(pid > 0 for pid in left)
+        # What a test left on purpose (the services of a supervisor it SIGKILLed), or
+        # by accident: nothing outlives the test.
+        kill_tagged(tag)
 
 
 def fixture(name: str) -> str:
