@@ -203,3 +203,30 @@ def test_an_event_kind_that_does_not_exist_is_a_bad_request(supervisor):
     with pytest.raises(muster.BadRequest) as caught:
         list(sup.client().events(kind="exploded", follow=True))
     assert "not an event kind" in caught.value.message
+
+
+def test_a_follow_over_tcp_goes_on_across_a_restart(supervisor, workdir):
+    import os
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(os.path.join(workdir, "token"), "w") as handle:
+        handle.write("sesame\n")
+    sup = supervisor(f"""
+        [settings.api]
+        listen = "127.0.0.1:{port}"
+        token-file = "token"
+        {CONFIG}
+        """).up()
+    # Over TCP there is no history database to read: the supervisor's API gives it all.
+    client = muster.Client(url=f"http://127.0.0.1:{port}", token="sesame")
+    follower = Follower(client)
+    follower.until(lambda e: e.service == "web" and e.kind == "ready", "web ready")
+    sup.down()
+    sup.up()
+    client.ensure("job")
+    follower.until(lambda e: e.service == "job" and e.kind == "ready", "job ready after the restart")
+    assert_whole(follower.seen, sup.events())
+    assert follower.seen[0].id == 1
