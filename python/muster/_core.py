@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -28,7 +29,7 @@ STOPPED_POLL = 0.1
 RECONNECT_FIRST = 0.02
 RECONNECT_MOST = 0.5
 
-Timeout = Union[float, int, str]
+Timeout = Union[float, int, str, timedelta]
 
 
 def api_timeout(value: Optional[Timeout]) -> float:
@@ -43,6 +44,8 @@ def api_timeout(value: Optional[Timeout]) -> float:
             raise ValueError(f"MUSTER_TIMEOUT: {error}") from None
     elif isinstance(value, str):
         seconds = _http.parse_duration(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
     else:
         seconds = float(value)
     if seconds <= 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote
 
@@ -328,9 +329,12 @@ def format_duration(seconds: float) -> str:
 
 
 def duration_query(timeout: Any) -> Tuple[str, float]:
-    """A timeout given as seconds or as a duration string: the query value and seconds."""
+    """A timeout given as seconds, a `timedelta` or a duration string: the query value
+    and seconds."""
     if isinstance(timeout, str):
         return timeout, parse_duration(timeout)
+    if isinstance(timeout, timedelta):
+        timeout = timeout.total_seconds()
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"timeout must be seconds (a number) or a duration such as \"30s\", not {timeout!r}"

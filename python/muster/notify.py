@@ -24,7 +24,7 @@ import functools
 import os
 import socket
 import threading
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Generator, Optional, TypeVar, Union
 
 __all__ = [
     "send", "ready", "status", "heartbeat", "stopping", "reloading", "extend_timeout",
@@ -169,7 +169,15 @@ class Watchdog:
     `interval`) it does nothing.
     """
 
-    def __init__(self, interval: Optional[float] = None, *, progress: Optional[Callable[[], Any]] = None) -> None:
+    def __init__(
+        self,
+        interval: Union[float, Callable[[], Any], None] = None,
+        *,
+        progress: Optional[Callable[[], Any]] = None,
+    ) -> None:
+        # `Watchdog(items_done)`: a callable given first is the progress to watch.
+        if callable(interval):
+            interval, progress = None, interval
         self.interval = _default_interval(interval)
         self._progress = progress
         self._last: Any = _UNSET
@@ -191,14 +199,20 @@ class Watchdog:
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
-    async def stop(self) -> None:
+    def stop(self) -> "_Stopped":
+        """Stops the heartbeats at once; awaiting the result also waits for the task to
+        be gone (`await watchdog.stop()`)."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        return _Stopped(task)
+
+    def __await__(self) -> Generator[Any, None, "Watchdog"]:
+        # `await watchdog.start()` (or `await Watchdog()`) reads as naturally as
+        # `watchdog.start()`, and does the same.
+        self.start()
+        return self
+        yield  # pragma: no cover - makes this a generator
 
     async def __aenter__(self) -> "Watchdog":
         return self.start()
@@ -220,6 +234,23 @@ class Watchdog:
             if self._moved() and heartbeat():
                 self.beats += 1
             await asyncio.sleep(self.interval)
+
+
+class _Stopped:
+    """What `Watchdog.stop()` gives: awaiting it waits until the task has ended."""
+
+    def __init__(self, task: "Optional[asyncio.Task[None]]") -> None:
+        self._task = task
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._task is None:
+            return
+        try:
+            yield from self._task.__await__()
+        except asyncio.CancelledError:
+            # The heartbeat task's own cancellation, not the awaiting task's.
+            if not self._task.cancelled():
+                raise
 
 
 class ThreadWatchdog:
@@ -244,11 +275,14 @@ class ThreadWatchdog:
 
     def __init__(
         self,
-        interval: Optional[float] = None,
+        interval: Union[float, Callable[[], Any], None] = None,
         *,
         progress: Optional[Callable[[], Any]] = None,
         name: str = "muster-watchdog",
     ) -> None:
+        # `ThreadWatchdog(items_done)`: a callable given first is the progress to watch.
+        if callable(interval):
+            interval, progress = None, interval
         self.interval = _default_interval(interval)
         self._progress = progress
         self._name = name

@@ -121,6 +121,11 @@ def test_not_healthy_in_time_raises_timeout(supervisor):
 
     with pytest.raises(muster.Timeout):
         asyncio.run(sup.aclient().ensure("slow", timeout="300ms"))
+    from datetime import timedelta
+
+    with pytest.raises(muster.Timeout) as caught:
+        sup.client().ensure("slower", timeout=timedelta(milliseconds=200))
+    assert "within 200ms" in caught.value.message
 
 
 def test_a_malformed_timeout_is_refused_before_any_request(supervisor):

@@ -192,3 +192,31 @@ def test_the_thread_watchdog_beats_only_on_progress(monkeypatch, workdir):
         assert not watchdog.active
     finally:
         receiver.close()
+
+
+def test_the_watchdogs_take_their_progress_first_and_stop_either_way(monkeypatch, workdir):
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = os.path.join(workdir, "either.sock")
+    receiver.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "30000")
+    monkeypatch.delenv("MUSTER_HEARTBEAT_FILE", raising=False)
+    counter = [0]
+    assert muster.ThreadWatchdog(lambda: counter[0]).interval == 0.01
+
+    async def main() -> None:
+        watchdog = await muster.Watchdog(lambda: counter[0]).start()
+        assert watchdog.active and watchdog.interval == 0.01
+        while watchdog.beats < 1:
+            await asyncio.sleep(0.005)
+        watchdog.stop()  # without awaiting: stopped all the same
+        assert not watchdog.active
+        again = await muster.Watchdog()
+        assert again.active
+        await again.stop()
+        assert not again.active
+
+    try:
+        asyncio.run(main())
+    finally:
+        receiver.close()
