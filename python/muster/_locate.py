@@ -93,11 +93,18 @@ class Place:
 
 @dataclass(frozen=True)
 class Request:
-    """What the caller asked for (arguments of `Client`)."""
+    """Where to look, settled when the client is made: the arguments, else the
+    environment, else the working directory, each path made absolute then (a client
+    keeps looking in the same place after the program changes directory). Which state
+    directory a config leads to is worked out again at each request."""
 
-    config: Optional[str] = None
-    state_dir: Optional[str] = None
     url: Optional[str] = None
+    state_dir: Optional[str] = None
+    #: A config, found as the CLI finds one (`MUSTER_FILE`, `./muster.toml`).
+    config: Optional[str] = None
+    #: A path given to `Client(PATH)`: a config, its directory, a state directory, its
+    #: socket, or a URL.
+    given: Optional[str] = None
     token: Optional[str] = None
     token_file: Optional[str] = None
 
@@ -110,38 +117,42 @@ class Request:
         token: Optional[str],
         token_file: Optional[PathLike],
     ) -> "Request":
-        return cls(
-            config=os.fspath(config) if config is not None else None,
-            state_dir=os.fspath(state_dir) if state_dir is not None else None,
-            url=url,
-            token=token,
-            token_file=os.fspath(token_file) if token_file is not None else None,
-        )
+        env = os.environ
+        tokens = {
+            "token": token if token is not None else env.get("MUSTER_TOKEN"),
+            "token_file": os.fspath(token_file) if token_file is not None else env.get("MUSTER_TOKEN_FILE"),
+        }
+        if url is not None:
+            return cls(url=url, **tokens)
+        if state_dir is not None:
+            return cls(state_dir=absolute(os.fspath(state_dir)))
+        if config is not None:
+            path = os.fspath(config)
+            return cls(given=path if "://" in path else absolute(path), **tokens)
+        if env.get("MUSTER_URL"):
+            return cls(url=env["MUSTER_URL"], **tokens)
+        if env.get("MUSTER_STATE_DIR"):
+            return cls(state_dir=absolute(env["MUSTER_STATE_DIR"]))
+        if env.get("MUSTER_FILE"):
+            return cls(config=absolute(env["MUSTER_FILE"]))
+        heartbeat = env.get("MUSTER_HEARTBEAT_FILE")
+        if heartbeat:
+            run_dir = os.path.dirname(heartbeat)
+            if os.path.basename(run_dir) == "run":
+                return cls(state_dir=absolute(os.path.dirname(run_dir)))
+        return cls(config=absolute(DEFAULT_FILE))
 
 
 def locate(request: Request) -> Place:
-    """Where to reach the supervisor, by the rules in this module's header."""
-    env = os.environ
-    token = request.token if request.token is not None else env.get("MUSTER_TOKEN")
-    token_file = request.token_file if request.token_file is not None else env.get("MUSTER_TOKEN_FILE")
+    """Where to reach the supervisor now, by the rules in this module's header."""
     if request.url is not None:
-        return _tcp(request.url, token, token_file)
+        return _tcp(request.url, request.token, request.token_file)
     if request.state_dir is not None:
         return _in_state_dir(request.state_dir, None)
-    if request.config is not None:
-        return _given(request.config, token, token_file)
-    if env.get("MUSTER_URL"):
-        return _tcp(env["MUSTER_URL"], token, token_file)
-    if env.get("MUSTER_STATE_DIR"):
-        return _in_state_dir(env["MUSTER_STATE_DIR"], None)
-    if env.get("MUSTER_FILE"):
-        return _through_config(env["MUSTER_FILE"])
-    heartbeat = env.get("MUSTER_HEARTBEAT_FILE")
-    if heartbeat:
-        run_dir = os.path.dirname(heartbeat)
-        if os.path.basename(run_dir) == "run":
-            return _in_state_dir(os.path.dirname(run_dir), None)
-    return _through_config(DEFAULT_FILE)
+    if request.given is not None:
+        return _given(request.given, request.token, request.token_file)
+    assert request.config is not None
+    return _through_config(request.config)
 
 
 def absolute(path: str) -> str:

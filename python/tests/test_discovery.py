@@ -45,7 +45,10 @@ def test_the_config_file_its_directory_the_environment_and_the_working_directory
     assert muster.Client(state_dir=".muster").place().state_dir == os.path.join(sup.dir, ".muster")
     assert muster.Client().ensure("coordinator").service.healthy
 
+    made_here = muster.Client()
     clean_env.chdir("/")
+    # Settled when made: changing directory afterwards does not move it.
+    assert made_here.status().lifecycle == "running"
     with pytest.raises(muster.ConfigError):
         muster.Client()
     clean_env.setenv("MUSTER_FILE", sup.config)
