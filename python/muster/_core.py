@@ -127,6 +127,20 @@ def no_supervisor(place: Place, error: Optional[BaseException] = None) -> NoSupe
     return NoSupervisor(message, where=place.where, command=command)
 
 
+def not_exited(place: Place, seconds: float, pid: Optional[int]) -> NoAnswer:
+    """A supervisor asked to shut down that is still there after `seconds`."""
+    from ._locate import is_stopped
+
+    who = f"the supervisor (pid {pid})" if pid is not None else f"the supervisor at {place.where}"
+    stopped = is_stopped(pid)
+    why = (
+        f"it is stopped (SIGSTOP); resume it with `kill -CONT {pid}`"
+        if stopped
+        else "its services may still be stopping (each may take its stop-timeout)"
+    )
+    return NoAnswer(f"{who} had not exited {seconds:g}s after the shutdown was asked: {why}", pid=pid, stopped=stopped)
+
+
 def asked(method: str, path: str) -> str:
     return f"{method} {path.split('?')[0]}"
 

@@ -112,7 +112,7 @@ class AsyncClient:
             elif not await _connectable(place):
                 return
             if time.monotonic() >= deadline:
-                raise Deadline(place, Patience(seconds)).no_answer(seconds, pid)
+                raise _core.not_exited(place, seconds, pid)
             await asyncio.sleep(0.02)
 
     async def is_running(self) -> bool:

@@ -34,8 +34,9 @@ class Client:
     config (a state directory, its socket or an `http://` URL work there too);
     `Client(state_dir=".muster")` straight to a state directory;
     `Client(url="http://127.0.0.1:7070", token="...")` to the optional TCP listener.
-    Where it points is worked out again at each request, so a client made before the
-    supervisor started, or kept across a restart, finds the one running now.
+    Where to look is settled when it is made; the state directory that leads to is
+    worked out at each request, so a client made before the supervisor started, or kept
+    across a restart, finds the one running now.
     """
 
     def __init__(
@@ -136,7 +137,7 @@ class Client:
             elif not _connectable(place):
                 return
             if time.monotonic() >= deadline:
-                raise Deadline(place, Patience(seconds)).no_answer(seconds, pid)
+                raise _core.not_exited(place, seconds, pid)
             time.sleep(0.02)
 
     def _shutdown(self, place: Place) -> Optional[int]:
@@ -148,7 +149,7 @@ class Client:
         """Whether a supervisor answers."""
         try:
             self.status()
-        except (NoSupervisor, MusterError):
+        except MusterError:
             return False
         return True
 
@@ -189,7 +190,7 @@ class Client:
         if not follow:
             return self._past(last, service, kind)
         # The follow is opened now: once `events` returns, nothing that happens is missed,
-        # and no supervisor is said at once.
+        # and a supervisor that is not there is said at once.
         return self._follow(last, service, kind, reconnect, self._open_follow(last, service, kind))
 
     def _past(self, last: int, service: Optional[str], kind: Optional[str]) -> Iterator[Event]:

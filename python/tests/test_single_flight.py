@@ -238,3 +238,22 @@ def test_the_endpoint_names_the_declared_port(supervisor):
     with socket.create_connection((endpoint.host, endpoint.port), timeout=5) as connection:
         greeting = connection.makefile().readline()
     assert greeting.strip() == f"coordinator {endpoint.pid}"
+
+
+def test_an_ensure_cancelled_by_its_caller_leaves_the_start_to_the_next_one(supervisor):
+    sup = supervisor(config()).up()
+    client = sup.aclient()
+
+    async def main() -> int:
+        try:
+            await asyncio.wait_for(client.ensure("coordinator", timeout=30), 0.2)
+        except asyncio.TimeoutError:
+            pass
+        else:
+            raise AssertionError("the coordinator takes a second: the wait should have ended first")
+        # The start goes on in the supervisor; the next ensure joins it.
+        return (await client.ensure("coordinator", timeout=30)).pid
+
+    pid = asyncio.run(main())
+    assert pid > 0
+    assert sup.spawns("coordinator") == 1
