@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -47,8 +47,10 @@ def example(workdir):
         copies.append(target)
         return target
 
-    def run(directory: str, *command: str, extra: Dict[str, str] = {}, timeout: float = 60) -> "subprocess.CompletedProcess[str]":
-        return subprocess.run(list(command), cwd=directory, env={**env, **extra}, capture_output=True,
+    def run(
+        directory: str, *command: str, extra: Optional[Dict[str, str]] = None, timeout: float = 60
+    ) -> "subprocess.CompletedProcess[str]":
+        return subprocess.run(list(command), cwd=directory, env={**env, **(extra or {})}, capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     try:
