@@ -130,6 +130,8 @@ pub(super) enum Order {
     },
     Stop,
     Restart,
+    /// A dependency it follows (`restart = true`) got a new run: stop, with that cause.
+    DependencyRestarted(ServiceName),
 }
 
 impl From<Order> for Input {
@@ -143,6 +145,7 @@ impl From<Order> for Input {
             }
             Order::Stop => Input::Stop,
             Order::Restart => Input::Restart,
+            Order::DependencyRestarted(dependency) => Input::DependencyRestarted(dependency),
         }
     }
 }

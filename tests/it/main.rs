@@ -16,6 +16,7 @@ mod cli;
 mod cli_hardening;
 mod control;
 mod faults;
+mod follow;
 mod graph;
 mod graph_owner;
 mod health;
