@@ -341,9 +341,16 @@ async fn route(router: &Router, request: Request<Incoming>) -> Result<Response<B
         .admit(&mut ticket, deadline)
         .await
         .map_err(|refusal| refused(&handle.usage, not_admitted(&model, &name, refusal)))?;
-    let loading = handle.status().phase != Phase::Healthy;
+    let now = handle.status();
+    let loading = now.phase != Phase::Healthy;
     let left = deadline.saturating_duration_since(Instant::now());
-    let ensured = supervisor.ensure(name.as_str(), left).await;
+    // Healthy: no need to ask the owner (a server that died meanwhile is found when the
+    // connection is refused, and waited for like a crash).
+    let ensured = if loading {
+        supervisor.ensure(name.as_str(), left).await
+    } else {
+        Ok(now)
+    };
     let status = match ensured {
         Ok(status) => {
             if loading {

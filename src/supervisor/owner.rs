@@ -1113,7 +1113,11 @@ struct Awaited {
 
 fn waiting_for(deps: &[Awaited]) -> String {
     deps.iter()
-        .map(|Awaited { name, condition, .. }| format!("`{name}` ({condition})"))
+        .map(
+            |Awaited {
+                 name, condition, ..
+             }| format!("`{name}` ({condition})"),
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -1150,12 +1154,7 @@ impl Gate {
 /// service; or to fail it, naming the dependency, as soon as one never will. Ends
 /// without a word when the owner cancels it (the service was stopped, reloaded, or
 /// shutdown began); a verdict that crosses the cancellation is ignored by the owner.
-async fn gate(
-    handle: ServiceHandle,
-    mut deps: Vec<Awaited>,
-    start: Order,
-    mut owner: Gate,
-) {
+async fn gate(handle: ServiceHandle, mut deps: Vec<Awaited>, start: Order, mut owner: Gate) {
     loop {
         if owner.is_cancelled() {
             return;
