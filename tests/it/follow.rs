@@ -32,6 +32,20 @@ fn next(up: &mut Up, after: u64, service: &str, kind: &str) -> Value {
     })
 }
 
+/// SIGKILLs the process group of `service`'s current run, as a crash would end it.
+fn kill_group(up: &Up, service: &str) {
+    let pid = up
+        .call(Method::GET, &format!("/v1/services/{service}"))
+        .body["pid"]
+        .as_i64()
+        .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 const CONFIG: &str = r#"
 [settings]
 state-dir = "{dir}/state"
@@ -65,19 +79,7 @@ fn a_dependency_restarted_five_ways_restarts_its_followers_once_each() {
 
     type Way = Box<dyn Fn(&Up)>;
     let ways: Vec<(&str, Way)> = vec![
-        (
-            "a crash",
-            Box::new(|up: &Up| {
-                let pid = up.call(Method::GET, "/v1/services/db").body["pid"]
-                    .as_i64()
-                    .unwrap();
-                nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                )
-                .unwrap();
-            }),
-        ),
+        ("a crash", Box::new(|up: &Up| kill_group(up, "db"))),
         (
             "muster restart",
             Box::new(|up: &Up| {
@@ -187,14 +189,7 @@ depends-on = { db = { restart = true } }
     );
     up.wait_event("app", "ready");
     std::fs::write(up.path("crash"), "").unwrap();
-    let pid = up.call(Method::GET, "/v1/services/db").body["pid"]
-        .as_i64()
-        .unwrap();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill_group(&up, "db");
     eventually("db crashed five times", || runs(&up, "db") >= 6);
     let app = up.call(Method::GET, "/v1/services/app").body;
     assert_eq!(app["state"], "pending", "{app}");
