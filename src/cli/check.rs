@@ -43,10 +43,31 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
     if notes > 0 {
         verdict = format!("{verdict}, {}", plural(notes, "note"));
     }
+    let spec = &loaded.spec;
+    // What the router will serve, when there is one: "a router on 127.0.0.1:8080 for
+    // 6 model names, 1 pool".
+    let routing = spec.router.as_ref().map_or(String::new(), |router| {
+        let names: usize = spec
+            .services
+            .values()
+            .filter_map(|s| s.routing.as_ref())
+            .map(|r| r.models.len())
+            .sum();
+        let pools = if spec.pools.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", plural(spec.pools.len(), "pool"))
+        };
+        format!(
+            ", a router on {} for {}{pools}",
+            router.listen,
+            plural(names, "model name")
+        )
+    });
     outln!(
-        "{}, {}, {verdict}",
-        plural(loaded.spec.services.len(), "service"),
-        plural(loaded.spec.waves.len(), "start wave"),
+        "{}, {}{routing}, {verdict}",
+        plural(spec.services.len(), "service"),
+        plural(spec.waves.len(), "start wave"),
     );
     ExitCode::SUCCESS
 }

@@ -105,6 +105,7 @@ pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
         ("restart-limit", keys_of::<RawRestartLimit>()),
         ("proxy", keys_of::<RawProxy>()),
         ("limits", keys_of::<RawLimits>()),
+        ("depends-on.NAME", keys_of::<RawDependencyTable>()),
         ("hooks", keys_of::<RawHook>()),
         ("router", keys_of::<RawRouter>()),
         ("pools.NAME", keys_of::<RawPool>()),

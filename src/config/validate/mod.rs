@@ -139,6 +139,7 @@ pub fn validate(
                     Some(Dependency {
                         service: ServiceName::new(&dep.name).ok()?,
                         condition: dep.condition,
+                        restart: dep.restart,
                     })
                 })
                 .collect();
@@ -189,6 +190,8 @@ struct DepRef {
     name: String,
     span: Range<usize>,
     condition: Condition,
+    /// `restart = true`: a new run of the dependency restarts this service.
+    restart: bool,
 }
 
 struct ProxyRef {
