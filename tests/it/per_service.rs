@@ -15,7 +15,7 @@ use nix::unistd::User;
 use serde_json::Value;
 
 use crate::helpers::up::{Up, eventually};
-use crate::helpers::{check_source, muster, muster_run, python, run};
+use crate::helpers::{check_source, heavy, muster, muster_run, python, run};
 
 const STATE: &str = "[settings]\nstate-dir = \"{dir}/state\"\n";
 
@@ -266,10 +266,10 @@ fn python_for_anyone() -> Option<String> {
     found
 }
 
-/// A program that allocates 200 MiB, touching every page, and then waits.
+/// A program that allocates 128 MiB, touching every page, and then waits.
 fn hog(python: &str) -> String {
     format!(
-        r#"command = ["{python}", "-c", "import time\nb = bytearray(200 * 1024 * 1024)\nprint('allocated', flush=True)\ntime.sleep(60)"]
+        r#"command = ["{python}", "-c", "import time\nb = bytearray(128 * 1024 * 1024)\nprint('allocated', flush=True)\ntime.sleep(60)"]
 memory-max = "64MiB"
 backoff = {{ initial = "100ms" }}
 restart-limit = {{ count = 1, within = "1m" }}"#
@@ -278,6 +278,7 @@ restart-limit = {{ count = 1, within = "1m" }}"#
 
 #[test]
 fn a_service_past_memory_max_is_oom_killed_or_restarted_and_recorded_as_such() {
+    let _heavy = heavy();
     let mut up = Up::start(
         &format!("{STATE}\n[services.hog]\n{}\n", hog(&python())),
         &[],
@@ -378,6 +379,7 @@ fn memory_max_falls_back_to_muster_sampling_where_it_may_make_no_cgroup() {
     let Some(python) = python_for_anyone() else {
         return;
     };
+    let _heavy = heavy();
     let dir = nobodys_dir();
     let (events, stderr) = up_as_nobody(
         dir.path(),
@@ -635,6 +637,8 @@ fn reload_signal_makes_reload_name_signal_the_service_instead_of_restarting_it()
 
 #[test]
 fn status_shows_what_a_busy_and_an_idle_service_use() {
+    // A busy loop takes a whole CPU while it is measured.
+    let _heavy = heavy();
     let mut up = Up::start(
         &format!(
             "{STATE}\n[services.busy]\nshell = \"while :; do :; done\"\n\n[services.idle]\nshell = \"sleep 1000 & sleep 1000 & wait\"\n\n[services.off]\ncommand = [\"true\"]\nautostart = false\n"
