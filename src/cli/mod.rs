@@ -187,14 +187,26 @@ impl GlobalArgs {
     /// and returns the exit code to leave with.
     /// Notes are shown by `muster check` only (`notes`); warnings by every command.
     fn load(&self, json: bool, notes: bool) -> Result<Loaded, ExitCode> {
-        match config::load(&self.file) {
-            Ok(loaded) => {
+        self.load_by(json, notes, config::load, |loaded| loaded)
+    }
+
+    /// [`Self::load`] with another loader (`check --show` wants the merged text too).
+    fn load_by<T>(
+        &self,
+        json: bool,
+        notes: bool,
+        loader: impl FnOnce(&std::path::Path) -> Result<T, config::Error>,
+        loaded_of: impl Fn(&T) -> &Loaded,
+    ) -> Result<T, ExitCode> {
+        match loader(&self.file) {
+            Ok(result) => {
+                let loaded = loaded_of(&result);
                 if !json && notes {
                     self.render(&loaded.warnings);
                 } else if !json {
                     self.render(&loaded.warnings.without_notes());
                 }
-                Ok(loaded)
+                Ok(result)
             }
             Err(error) => {
                 let report = error.into_report();

@@ -13,6 +13,7 @@ mod check;
 mod check_hardening;
 mod cli;
 mod cli_hardening;
+mod config_files;
 mod control;
 mod faults;
 mod graph;
