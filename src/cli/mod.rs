@@ -15,6 +15,7 @@ mod events;
 mod generate;
 mod graph;
 mod history;
+mod import;
 mod logfiles;
 mod logs;
 mod out;
@@ -128,6 +129,9 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Print every recorded run of a service: start, end, exit, why it ended
     History(history::HistoryArgs),
+    /// Turn a Procfile, docker compose, process-compose, supervisord or pm2 file into a
+    /// commented muster.toml
+    Import(import::ImportArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(generate::CompletionsArgs),
     /// Print the man page (roff)
@@ -150,6 +154,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Logs(args) => logs::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
         Command::History(args) => history::run(&cli.global, &args),
+        Command::Import(args) => import::run(&cli.global, &args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),
     }

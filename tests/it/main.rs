@@ -22,6 +22,7 @@ mod health;
 mod helpers;
 mod history;
 mod hooks;
+mod import;
 mod process_hardening;
 mod proxy;
 mod reload_hardening;
