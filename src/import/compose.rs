@@ -55,6 +55,9 @@ pub fn read(source: &str) -> Result<Draft, ImportError> {
         };
         draft.notes.push(format!("{key}: {} — {why}", short(value)));
     }
+    if source.contains(":?") || source.contains("?}") {
+        draft.notes.push("required variables (`${VAR:?message}`) are imported as `${VAR:-}`, so that the file checks where they are not set; write `${VAR:?message}` again where a value must be given".to_owned());
+    }
     for (name, value) in services {
         let Value::Object(spec) = value else {
             continue;

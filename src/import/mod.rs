@@ -199,8 +199,19 @@ pub fn tool_expanded(text: &str, unbraced: bool) -> String {
                 let body = &rest[2..end];
                 let is_name =
                     !body.is_empty() && body.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                // A required variable (`${VAR:?message}`) would make the file fail
+                // `muster check` wherever it is not set: imported as empty, as the
+                // tool's own unset variable is (the importer's notes say so).
+                let required = body
+                    .split_once('?')
+                    .map(|(name, _)| name.trim_end_matches(':'))
+                    .filter(|n| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    });
                 if is_name {
                     out.push_str(&format!("${{{body}:-}}"));
+                } else if let Some(name) = required {
+                    out.push_str(&format!("${{{name}:-}}"));
                 } else {
                     out.push_str(&rest[..=end]);
                 }
@@ -241,6 +252,7 @@ mod tests {
             "${A:-} ${B:-} ${C:-d} $$x"
         );
         assert_eq!(tool_expanded("${A} $B", false), "${A:-} $B");
+        assert_eq!(tool_expanded("${T:?need it}", true), "${T:-}");
     }
 
     #[test]

@@ -104,6 +104,19 @@ pub fn render(draft: &Draft, places: &Places) -> Rendered {
     for note in &draft.notes {
         comment(&mut out, "", note);
     }
+    // A stop that may take longer than muster's whole shutdown would be cut short.
+    let longest_stop = services
+        .iter()
+        .filter_map(|c| c.service.stop_timeout)
+        .max()
+        .unwrap_or_default();
+    if longest_stop > crate::config::defaults::SHUTDOWN_TIMEOUT {
+        let _ = writeln!(
+            out,
+            "\n[settings]\n# room for the longest stop-timeout below\nshutdown-timeout = \"{}\"",
+            duration_text(longest_stop + std::time::Duration::from_secs(10))
+        );
+    }
     let mut claimed_ports: BTreeMap<u16, String> = BTreeMap::new();
     let mut placeholders = Vec::new();
     for (index, (copy, name)) in services.iter().zip(&names).enumerate() {

@@ -162,6 +162,14 @@ pub fn read(source: &str, dir: &Path) -> Result<Draft, ImportError> {
             }
         }
     }
+    // `[supervisord] environment=` reaches every child; a program's own wins.
+    let global_env: Vec<(String, String)> = sections
+        .iter()
+        .filter(|s| s.name == "supervisord")
+        .flat_map(|s| s.keys.iter())
+        .filter(|(k, _)| k == "environment")
+        .flat_map(|(_, v)| environment(&expand(v, &BTreeMap::new())))
+        .collect();
     let mut priorities: Vec<(i64, String)> = Vec::new();
     for section in &sections {
         let (kind, name) = section
@@ -194,6 +202,13 @@ pub fn read(source: &str, dir: &Path) -> Result<Draft, ImportError> {
                     "[include] files = {} — import each of those files too, and list the results in `include = [...]`",
                     files.unwrap_or_default()
                 ));
+                continue;
+            }
+            "supervisord" if section.keys.iter().any(|(k, _)| k == "environment") => {
+                draft.notes.push(
+                    "[supervisord] — settings of supervisord itself; its `environment` is in every service's `env`"
+                        .to_owned(),
+                );
                 continue;
             }
             _ => {
@@ -241,7 +256,14 @@ pub fn read(source: &str, dir: &Path) -> Result<Draft, ImportError> {
             } else {
                 process_name
             };
-            let service = program(&process_name, &keys, &vars, kind);
+            let mut service = program(&process_name, &keys, &vars, kind);
+            let mut env: Vec<(String, String)> = global_env
+                .iter()
+                .filter(|(k, _)| !service.env.iter().any(|(own, _)| own == k))
+                .cloned()
+                .collect();
+            env.append(&mut service.env);
+            service.env = env;
             let priority = keys
                 .get("priority")
                 .and_then(|p| p.trim().parse::<i64>().ok());
