@@ -16,6 +16,7 @@ mod generate;
 mod graph;
 mod history;
 mod import;
+mod lines;
 mod logfiles;
 mod logs;
 mod out;

@@ -50,6 +50,12 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_progress: bool,
 
+    /// What to show besides the summary: `all` (every service's output, each line
+    /// prefixed by its name, among muster's events), `events` or `none`. Default: all in
+    /// the foreground, events with --json or in the background
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub output: Option<super::lines::Output>,
+
     /// Run the supervisor in the background: wait until the bootstrap has settled,
     /// print the status, and exit (0 if every started service is healthy or completed)
     #[arg(short, long)]
@@ -104,6 +110,13 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
             && !args.background
             && std::io::stderr().is_terminal(),
         background: args.background,
+        // Scripts reading `--json` and the background log get what they always had;
+        // the services' own output is in their log files.
+        output: args.output.unwrap_or(if args.json || args.background {
+            super::lines::Output::Events
+        } else {
+            super::lines::Output::All
+        }),
     };
     raise_descriptor_limit();
     let options = Options {
@@ -157,10 +170,13 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
     }
     let view = View::new(&supervisor, mode, began);
     let feed = supervisor.bus().feed();
+    // Before anything runs, so that no service's first line is missed.
+    let output = (mode.output == super::lines::Output::All)
+        .then(|| super::lines::Lines::follow(&supervisor));
     let signal_handling = signals.handle(Arc::clone(&supervisor), mode.background);
     let (outcome, (), ()) = tokio::join!(
         daemon.run(std::future::pending()),
-        view.run(Arc::clone(&supervisor), feed),
+        view.run(Arc::clone(&supervisor), feed, output),
         signal_handling,
     );
     let view = View::new(&supervisor, mode, began);

@@ -1,8 +1,10 @@
 //! What `muster up` shows while the supervisor runs: on a terminal, a live line per
 //! service while the graph boots; otherwise (and after the boot) one line per event, or
-//! JSON Lines with `--json`. The view only reads: it follows the supervisor's event
-//! [`Feed`] (which loses nothing, however slowly the output drains) and its graph, and
-//! never decides anything about the services.
+//! JSON Lines with `--json`; and, unless `--output` says otherwise, every service's
+//! output lines among the events (see [`super::lines`]). The view only reads: it
+//! follows the supervisor's event [`Feed`] (which loses nothing, however slowly the
+//! output drains), the services' logs and its graph, and never decides anything about
+//! the services.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::lines::{self, Item, Lines, Output};
 use super::plural;
 use super::printable::printable;
 use crate::config::ServiceName;
@@ -25,6 +28,8 @@ pub struct Mode {
     /// Running in the background (`up -d`): the output goes to a log file, so lines
     /// carry the wall-clock time and the summary says how to stop it.
     pub background: bool,
+    /// What is shown besides the summary.
+    pub output: Output,
 }
 
 /// The view of one run of the supervisor.
@@ -57,7 +62,12 @@ impl View {
     /// Follows the supervisor until its history closes, every event shown once, in
     /// order; the boot summary once the bootstrap has settled, after the events it
     /// counts; a line when the shutdown begins.
-    pub async fn run(mut self, supervisor: Arc<Supervisor>, mut feed: Feed) {
+    pub async fn run(
+        mut self,
+        supervisor: Arc<Supervisor>,
+        mut feed: Feed,
+        mut output: Option<Lines>,
+    ) {
         let mut graph = supervisor.watch_graph();
         let mut graph_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -71,6 +81,14 @@ impl View {
                 },
                 changed = graph.changed(), if graph_open => {
                     graph_open = changed.is_ok();
+                    // A reload may have added or replaced services: follow them too.
+                    if let Some(output) = &mut output {
+                        output.catch_up(&supervisor);
+                    }
+                    None
+                }
+                Some(item) = next_line(&mut output) => {
+                    self.line(item);
                     None
                 }
                 _ = tick.tick(), if self.progress.is_some() && !booted => {
@@ -119,7 +137,40 @@ impl View {
                 crate::daemon::tell_starter("READY=1");
             }
         }
+        // The last lines printed before the history closed.
+        if let Some(output) = &mut output {
+            while let Ok(item) = output.receiver.try_recv() {
+                self.line(item);
+            }
+        }
         self.finish_progress();
+    }
+
+    /// A service's output line: above the live lines while they are shown.
+    fn line(&self, item: Item) {
+        let text = match &item {
+            Item::Line(name, line) if self.mode.json => lines::json(name.as_str(), line),
+            Item::Line(name, line) => format!(
+                "{} {}",
+                self.when(line.time),
+                lines::prefixed(name.as_str(), self.width, line.stream, &line.text)
+            ),
+            Item::Skipped(name, count) => {
+                let text = format!(
+                    "{count} lines of `{name}` not shown: the terminal fell behind (`muster logs {name}` has them)"
+                );
+                if self.mode.json {
+                    crate::supervisor::warn(&text);
+                    return;
+                }
+                format!("{} {text}", style("muster:").bold())
+            }
+        };
+        match &self.progress {
+            // The live lines step aside for it, and are drawn again below.
+            Some((multi, _)) => multi.suspend(|| say(format_args!("{text}"))),
+            None => say(format_args!("{text}")),
+        }
     }
 
     fn start_progress(&mut self, supervisor: &Supervisor) {
@@ -198,6 +249,9 @@ impl View {
     }
 
     fn event(&mut self, event: &Event, booted: bool) {
+        if self.mode.output == Output::None {
+            return;
+        }
         if self.mode.json {
             if let Ok(line) = serde_json::to_string(event) {
                 say(format_args!("{line}"));
@@ -414,6 +468,14 @@ fn others(supervisor: &Supervisor) -> String {
         ));
     }
     text
+}
+
+/// The next output line, when output is followed; never ready otherwise.
+async fn next_line(output: &mut Option<Lines>) -> Option<Item> {
+    match output {
+        Some(output) => output.receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Writes a line on stdout. A reader that went away (`muster up | head`) must not end

@@ -32,3 +32,4 @@ mod signals;
 mod start_paths;
 mod typed_api;
 mod up;
+mod up_output;
