@@ -27,6 +27,7 @@ mod status;
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 mod up;
 mod view;
+mod when;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -23,6 +23,7 @@ mod helpers;
 mod history;
 mod hooks;
 mod import;
+mod logs_by_time;
 mod process_hardening;
 mod proxy;
 mod reload_hardening;
