@@ -21,6 +21,7 @@ mod logfiles;
 mod logs;
 mod out;
 mod printable;
+mod run;
 mod status;
 // `up` writes through its own `say`, which ignores a reader that went away: the
 // supervisor must outlive it.
@@ -127,6 +128,9 @@ pub enum Command {
     Reload(control::ReloadArgs),
     /// Print the last lines of a service's output (or all services'), and follow
     Logs(logs::LogsArgs),
+    /// Run a one-off command in a service's directory and environment (a migration, a
+    /// shell), attached to the terminal; exits with its status
+    Run(run::RunArgs),
     /// Print what happened: spawns, readiness, exits, restarts, failures
     Events(events::EventsArgs),
     /// Print every recorded run of a service: start, end, exit, why it ended
@@ -154,6 +158,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Down(args) => control::down(&cli.global, &args),
         Command::Reload(args) => control::reload(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
+        Command::Run(args) => run::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
         Command::History(args) => history::run(&cli.global, &args),
         Command::Import(args) => import::run(&cli.global, &args),

@@ -28,6 +28,7 @@ mod process_hardening;
 mod proxy;
 mod reload_hardening;
 mod router;
+mod run_once;
 mod security;
 mod signals;
 mod start_paths;
