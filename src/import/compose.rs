@@ -193,14 +193,12 @@ fn service(name: &str, spec: &serde_json::Map<String, Value>) -> Service {
                 short(value),
                 "run muster as that user, or use `sudo -u` in the command",
             ),
-            "profiles" => service.untranslated(
-                key,
-                short(value),
-                "every service is in the one file; `muster up NAME` starts a subset",
-            ),
-            "scale" => {
-                service.replicas = value.as_u64().map_or(1, |n| n.clamp(1, 64) as u32);
+            "profiles" => {
+                // compose starts a service with profiles only when one is asked for.
+                service.autostart = false;
+                service.untranslated(key, short(value), "compose starts it only for these profiles: here it starts when asked (`muster start`, or `muster up NAME`)");
             }
+            "scale" => replicas(value, &mut service),
             "labels" | "logging" | "secrets" | "configs" | "cap_add" | "cap_drop"
             | "privileged" | "devices" | "ulimits" | "security_opt" | "tmpfs" | "shm_size"
             | "platform" | "pull_policy" | "stdin_open" | "tty" | "init" | "ipc" | "pid"
@@ -347,7 +345,7 @@ fn deploy(value: &Value, service: &mut Service) {
     let Value::Object(deploy) = value else { return };
     for (key, value) in deploy {
         match key.as_str() {
-            "replicas" => service.replicas = value.as_u64().map_or(1, |n| n.clamp(1, 64) as u32),
+            "replicas" => replicas(value, service),
             "restart_policy" => {
                 match value.get("condition").and_then(text).as_deref() {
                     Some("none") => service.restart = Some(Restart::Never),
@@ -372,6 +370,20 @@ fn deploy(value: &Value, service: &mut Service) {
                 "a swarm or resource setting with no meaning here",
             ),
         }
+    }
+}
+
+/// `scale` or `deploy.replicas`: copies, or none (the service is not started).
+fn replicas(value: &Value, service: &mut Service) {
+    match value.as_u64() {
+        Some(0) => {
+            service.autostart = false;
+            service
+                .notes
+                .push("0 replicas in the source: it starts only when asked".to_owned());
+        }
+        Some(n) => service.replicas = n.min(64) as u32,
+        None => {}
     }
 }
 

@@ -26,7 +26,17 @@ pub fn read(source: &str, path: &Path) -> Result<Draft, ImportError> {
     } else {
         (0, source)
     };
-    let root: Value = json5::from_str(body).map_err(|error| {
+    // A value computed in JavaScript (`process.env.PORT || 3000`, `path.join(...)`)
+    // is kept as its source text, marked, when the plain reading fails: the app is
+    // imported and the value shown in a comment, rather than the whole file refused.
+    let parsed = json5::from_str::<Value>(body).or_else(|error| {
+        if is_script {
+            json5::from_str::<Value>(&computed_as_text(body)).map_err(|_| error)
+        } else {
+            Err(error)
+        }
+    });
+    let root: Value = parsed.map_err(|error| {
         let (line, column) = match error.position() {
             Some(p) => position_in(source, offset, p.line + 1, p.column + 1),
             None => (1, 1),
@@ -175,6 +185,193 @@ fn object_literal(source: &str) -> Result<(usize, &str), ImportError> {
     })
 }
 
+/// What marks a value computed in JavaScript, kept as its source text.
+const COMPUTED: &str = "\u{1}js:";
+
+/// The JavaScript expression a value was computed with, if it was.
+fn computed(value: &Value) -> Option<&str> {
+    value.as_str()?.strip_prefix(COMPUTED)
+}
+
+/// The few computed values whose meaning is plain, in muster's words:
+/// `process.env.X` (`${X:-}`), `process.env.X || 'd'` or `?? 'd'` (`${X:-d}`),
+/// `__dirname` (`.`), and `path.join(__dirname, 'a', 'b')` or `path.resolve(...)`.
+fn known_expression(expr: &str) -> Option<String> {
+    let expr = expr.trim();
+    let literal_text = |source: &str| -> Option<String> {
+        json5::from_str::<Value>(source.trim())
+            .ok()
+            .as_ref()
+            .and_then(text)
+    };
+    let env_name = |text: &str| -> Option<String> {
+        let name = text.trim().strip_prefix("process.env.")?;
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .then(|| name.to_owned())
+    };
+    if let Some(name) = env_name(expr) {
+        return Some(format!("${{{name}:-}}"));
+    }
+    for operator in ["||", "??"] {
+        if let Some((left, right)) = expr.split_once(operator)
+            && let Some(name) = env_name(left)
+            && let Some(default) = literal_text(right)
+        {
+            return Some(format!("${{{name}:-{}}}", literal(&default)));
+        }
+    }
+    if expr == "__dirname" {
+        return Some(".".to_owned());
+    }
+    for call in ["path.join(", "path.resolve("] {
+        if let Some(inner) = expr.strip_prefix(call).and_then(|e| e.strip_suffix(')')) {
+            let mut parts = Vec::new();
+            for (index, part) in inner.split(',').enumerate() {
+                let part = part.trim();
+                if index == 0 && part == "__dirname" {
+                    continue;
+                }
+                parts.push(literal(&literal_text(part)?));
+            }
+            return Some(if parts.is_empty() {
+                ".".to_owned()
+            } else {
+                parts.join("/")
+            });
+        }
+    }
+    None
+}
+
+/// `body` with every value that is not a JSON5 literal replaced by a string holding
+/// its source text, marked with [`COMPUTED`].
+fn computed_as_text(body: &str) -> String {
+    let bytes = body.as_bytes();
+    let mut out = String::with_capacity(body.len());
+    // The containers we are in: `{` or `[`.
+    let mut stack: Vec<u8> = Vec::new();
+    let mut i = 0;
+    let mut copied = 0;
+    // Whether the next token is a value (after `:` in an object, `[` or `,` in an array).
+    let mut expect_value = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(end) = skip_string_or_comment(bytes, i) {
+            if expect_value && matches!(b, b'"' | b'\'' | b'`') {
+                expect_value = false;
+                if let Some(expr_end) = value_end(bytes, i) {
+                    let expr = &body[i..expr_end];
+                    if json5::from_str::<Value>(expr).is_err() {
+                        out.push_str(&body[copied..i]);
+                        out.push_str(&marked(expr));
+                        copied = expr_end;
+                        i = expr_end;
+                        continue;
+                    }
+                }
+            }
+            i = end;
+            continue;
+        }
+        if b.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if expect_value && !matches!(b, b'{' | b'[') {
+            expect_value = false;
+            if let Some(expr_end) = value_end(bytes, i) {
+                let expr = &body[i..expr_end];
+                if json5::from_str::<Value>(expr).is_err() {
+                    out.push_str(&body[copied..i]);
+                    out.push_str(&marked(expr));
+                    copied = expr_end;
+                }
+                i = expr_end;
+                continue;
+            }
+        }
+        expect_value = false;
+        match b {
+            b'{' => stack.push(b'{'),
+            b'[' => {
+                stack.push(b'[');
+                expect_value = true;
+            }
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b':' if stack.last() == Some(&b'{') => expect_value = true,
+            b',' if stack.last() == Some(&b'[') => expect_value = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&body[copied..]);
+    out
+}
+
+fn marked(expr: &str) -> String {
+    serde_json::to_string(&format!("{COMPUTED}{}", expr.trim())).unwrap_or_default()
+}
+
+/// Where a string or comment that starts at `i` ends, if one does.
+fn skip_string_or_comment(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes[i] {
+        quote @ (b'"' | b'\'' | b'`') => {
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != quote {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            Some((j + 1).min(bytes.len()))
+        }
+        b'/' if bytes.get(i + 1) == Some(&b'/') => {
+            let mut j = i;
+            while j < bytes.len() && bytes[j] != b'\n' {
+                j += 1;
+            }
+            Some(j)
+        }
+        b'/' if bytes.get(i + 1) == Some(&b'*') => {
+            let mut j = i + 2;
+            while j + 1 < bytes.len() && !(bytes[j] == b'*' && bytes[j + 1] == b'/') {
+                j += 1;
+            }
+            Some((j + 2).min(bytes.len()))
+        }
+        _ => None,
+    }
+}
+
+/// Where the value expression that starts at `start` ends: at a `,` or a closing
+/// bracket of the container it is in, past nested brackets, strings and comments.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    let mut last_code = start;
+    while i < bytes.len() {
+        if let Some(end) = skip_string_or_comment(bytes, i) {
+            if !matches!(bytes[i], b'/') {
+                last_code = end;
+            }
+            i = end;
+            continue;
+        }
+        match bytes[i] {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' if depth > 0 => depth -= 1,
+            b',' | b')' | b']' | b'}' if depth == 0 => return Some(last_code.max(start)),
+            b if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+        last_code = i;
+    }
+    None
+}
+
 /// The program pm2 would run a script with, by its extension.
 fn interpreter_for(script: &str) -> Option<&'static str> {
     let ext = Path::new(script).extension()?.to_str()?;
@@ -201,15 +398,16 @@ fn words(value: &Value) -> Vec<String> {
 }
 
 fn application(index: usize, app: &serde_json::Map<String, Value>) -> Service {
-    let script = app.get("script").and_then(text).unwrap_or_default();
+    let plain = |key: &str| app.get(key).filter(|v| computed(v).is_none());
+    let script = plain("script").and_then(text).unwrap_or_default();
     // pm2 names an app after its script when it has no name.
-    let name = app.get("name").and_then(text).unwrap_or_else(|| {
+    let name = plain("name").and_then(text).unwrap_or_else(|| {
         Path::new(&script).file_stem().map_or_else(
             || format!("app{}", index + 1),
             |s| s.to_string_lossy().into_owned(),
         )
     });
-    let args = app.get("args").map(words).unwrap_or_default();
+    let args = plain("args").map(words).unwrap_or_default();
     let interpreter = app
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
@@ -261,19 +459,47 @@ fn application(index: usize, app: &serde_json::Map<String, Value>) -> Service {
         Run::Argv(argv.iter().map(|w| literal(w)).collect())
     };
     let mut service = Service::new(name, run);
+    // Values computed in JavaScript: those whose meaning is plain are translated,
+    // the others shown, not guessed at.
+    for (key, value) in app {
+        if let Some(expr) = computed(value) {
+            match (key.as_str(), known_expression(expr)) {
+                ("cwd", Some(cwd)) => service.cwd = Some(cwd),
+                _ => service.untranslated(
+                    key,
+                    expr,
+                    "computed in JavaScript when pm2 reads the file; write the value it has here",
+                ),
+            }
+        }
+    }
     // pm2 restarts an app however it ended unless told not to.
     service.restart = Some(Restart::Always);
     for (key, value) in app {
+        if computed(value).is_some() {
+            continue;
+        }
         match key.as_str() {
             "name" | "script" | "args" | "interpreter" | "exec_interpreter" | "interpreter_args"
             | "node_args" => {}
             "cwd" => service.cwd = text(value),
             "env" => {
                 if let Value::Object(env) = value {
-                    service.env = env
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.clone(), literal(&text(v)?))))
-                        .collect();
+                    for (k, v) in env {
+                        match computed(v).map(|expr| (expr, known_expression(expr))) {
+                            Some((_, Some(value))) => service.env.push((k.clone(), value)),
+                            Some((expr, None)) => service.untranslated(
+                                &format!("env.{k}"),
+                                expr,
+                                "computed in JavaScript when pm2 reads the file; write the value it has here",
+                            ),
+                            None => {
+                                if let Some(v) = text(v) {
+                                    service.env.push((k.clone(), literal(&v)));
+                                }
+                            }
+                        }
+                    }
                 }
             }
             k if k.starts_with("env_") => service.untranslated(key, shown(value), "pm2's `--env` variant: merge it into `env`, or put it in a file for `include`"),
@@ -343,8 +569,36 @@ mod tests {
     }
 
     #[test]
-    fn javascript_that_computes_is_refused_at_its_place() {
-        let source = "module.exports = {\n  apps: [{\n    name: process.env.NAME,\n  }]\n};\n";
+    fn values_computed_in_javascript_are_translated_or_shown() {
+        let source = "const path = require('path');\nmodule.exports = {\n  apps: [{\n    name: 'api',\n    script: 'server.js',\n    cwd: path.join(__dirname, 'api'),\n    instances: os.cpus().length,\n    env: { PORT: process.env.PORT || 3000, KEY: process.env.KEY, WHEN: `${Date.now()}` },\n  }]\n};\n";
+        let draft = read(source, Path::new("ecosystem.config.js")).unwrap();
+        let app = &draft.services[0];
+        assert_eq!(app.cwd.as_deref(), Some("api"));
+        let env: Vec<(&str, &str)> = app
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, [("KEY", "${KEY:-}"), ("PORT", "${PORT:-3000}")]);
+        assert!(
+            app.untranslated
+                .iter()
+                .any(|u| u.starts_with("instances: os.cpus().length")),
+            "{:?}",
+            app.untranslated
+        );
+        assert!(
+            app.untranslated
+                .iter()
+                .any(|u| u.starts_with("env.WHEN: `${Date.now()}`")),
+            "{:?}",
+            app.untranslated
+        );
+    }
+
+    #[test]
+    fn javascript_that_is_not_an_object_is_refused_at_its_place() {
+        let source = "module.exports = {\n  apps: [{\n    name: 'a',,\n  }]\n};\n";
         let error = read(source, Path::new("ecosystem.config.js")).unwrap_err();
         let ImportError::Syntax { line, .. } = error else {
             panic!("{error:?}")

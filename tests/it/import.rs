@@ -144,7 +144,7 @@ fn import_malformed_sources_are_refused_with_their_place() {
         ),
         (
             "ecosystem.config.js",
-            "module.exports = {\n  apps: [{\n    name: process.env.APP,\n  }]\n};\n",
+            "module.exports = {\n  apps: [{\n    name: 'a',,\n  }]\n};\n",
             "line 3",
         ),
         (
