@@ -60,9 +60,11 @@ pub fn read(source: &str, path: &Path) -> Result<Draft, ImportError> {
         }
     })?;
     let apps = match &root {
-        Value::Object(map) => match map.get("apps") {
+        // `pm2` is what older files call `apps`; a file may also be one app.
+        Value::Object(map) => match map.get("apps").or_else(|| map.get("pm2")) {
             Some(Value::Array(apps)) => apps.clone(),
             Some(single @ Value::Object(_)) => vec![single.clone()],
+            None if map.contains_key("script") => vec![root.clone()],
             _ => {
                 return Err(ImportError::Shape(
                     "it has no `apps` list; is it a pm2 ecosystem file?".to_owned(),
@@ -82,7 +84,7 @@ pub fn read(source: &str, path: &Path) -> Result<Draft, ImportError> {
     };
     if let Value::Object(map) = &root {
         for (key, value) in map {
-            if key != "apps" {
+            if key != "apps" && key != "pm2" && !map.contains_key("script") {
                 let why = if key == "deploy" {
                     "deployment is pm2's; muster runs what is on this host"
                 } else {
@@ -505,7 +507,8 @@ fn application(index: usize, app: &serde_json::Map<String, Value>) -> Service {
             k if k.starts_with("env_") => service.untranslated(key, shown(value), "pm2's `--env` variant: merge it into `env`, or put it in a file for `include`"),
             "instances" => {
                 let count = match value {
-                    Value::Number(n) => n.as_u64().unwrap_or(1),
+                    Value::Number(n) if n.as_i64().is_some_and(|n| n > 0) => n.as_u64().unwrap_or(1),
+                    Value::String(n) if n.parse::<u64>().is_ok_and(|n| n > 0) => n.parse().unwrap_or(1),
                     // "max" and -1 mean one per CPU.
                     _ => std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
                 };

@@ -151,6 +151,17 @@ fn process(
     vars: &[(String, String)],
     shell: &[String],
 ) -> Service {
+    // `{{.NAME}}` stands anywhere (probes' ports and paths too): substituted once, in
+    // every string of the process.
+    let substituted = if vars.is_empty() {
+        None
+    } else {
+        serde_json::to_string(spec)
+            .ok()
+            .map(|json| substitute_vars(&json, vars))
+            .and_then(|json| serde_json::from_str::<serde_json::Map<String, Value>>(&json).ok())
+    };
+    let spec = substituted.as_ref().unwrap_or(spec);
     let run = match spec.get("command").and_then(text) {
         Some(line) if !line.trim().is_empty() => command(&line, vars, shell),
         _ => match spec.get("entrypoint") {

@@ -607,8 +607,24 @@ fn write_probe(
                 }
             }
         }
-        ProbeKind::Http(url) => parts.push(format!("http = {}", string(url))),
-        ProbeKind::Tcp(addr) => parts.push(format!("tcp = {}", string(addr))),
+        ProbeKind::Http(url) => {
+            if !url.contains("${")
+                && let Err(problem) = crate::config::values::http_url(url)
+            {
+                commented = Some("muster cannot probe it as written");
+                probe_problem(out, label, &problem.message);
+            }
+            parts.push(format!("http = {}", string(url)));
+        }
+        ProbeKind::Tcp(addr) => {
+            if !addr.contains("${")
+                && let Err(problem) = crate::config::values::host_port(addr)
+            {
+                commented = Some("muster cannot probe it as written");
+                probe_problem(out, label, &problem.message);
+            }
+            parts.push(format!("tcp = {}", string(addr)));
+        }
         ProbeKind::Log(pattern) => {
             if label == "alive" {
                 comment(
@@ -648,9 +664,24 @@ fn write_probe(
     }
 }
 
+fn probe_problem(out: &mut String, label: &str, message: &str) {
+    comment(out, "", &format!("{label}: {message}"));
+}
+
 fn comment(out: &mut String, indent: &str, text: &str) {
     for line in text.lines() {
-        let _ = writeln!(out, "{indent}# {}", line.trim_end());
+        // TOML allows no control character in a comment but tab; the source's are
+        // shown as escapes.
+        let line: String = line
+            .trim_end()
+            .chars()
+            .map(|c| match c {
+                '\t' => "\t".to_owned(),
+                c if c.is_control() => c.escape_default().to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        let _ = writeln!(out, "{indent}# {line}");
     }
 }
 

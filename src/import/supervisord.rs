@@ -114,7 +114,9 @@ fn expand(text: &str, vars: &BTreeMap<&str, String>) -> String {
         match parsed {
             Some((name, spec, used)) => {
                 if let Some(var) = name.strip_prefix("ENV_") {
-                    out.push_str(&format!("${{{var}}}"));
+                    // Empty when unset, so the file checks anywhere; supervisord
+                    // itself would refuse to start (the draft's notes say so).
+                    out.push_str(&format!("${{{var}:-}}"));
                 } else if let Some(value) = vars.get(name) {
                     let width = spec
                         .trim_end_matches(|c: char| c.is_ascii_alphabetic())
@@ -272,6 +274,9 @@ pub fn read(source: &str, dir: &Path) -> Result<Draft, ImportError> {
             }
             draft.services.push(service);
         }
+    }
+    if source.contains("%(ENV_") {
+        draft.notes.push("`%(ENV_X)s` became `${X:-}`: empty when X is unset, where supervisord would refuse to start; write `${X}` to require it".to_owned());
     }
     order_by_priority(&mut draft, &priorities);
     Ok(draft)
