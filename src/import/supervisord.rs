@@ -436,7 +436,7 @@ mod tests {
         );
         assert_eq!(
             expand("%(ENV_HOME)s/x 100%% ${A}", &vars),
-            "${HOME}/x 100% $${A}"
+            "${HOME:-}/x 100% $${A}"
         );
     }
 
