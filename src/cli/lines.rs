@@ -2,17 +2,15 @@
 //! it, prefixed by the service's name in a colour of its own (stderr marked), as
 //! compose, honcho and foreman show it.
 //!
-//! Lines come from each service's log (the same lines the log file gets), through one
-//! forwarding task per service into one channel the view reads. A service added or
-//! replaced by a reload is followed from the moment the view sees it. A forwarder that
-//! falls behind (a terminal slower than a flooding service) says how many lines it
-//! skipped; the log file has them all.
+//! Lines come from each service's log (the same lines the log file gets), through the
+//! log's broadcast, which the view reads. A service added or replaced by a reload is
+//! followed from the moment the view sees it. A view that falls behind a flooding
+//! service says how many lines it skipped; the log file has them all.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use console::{Color, style};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::config::ServiceName;
 use crate::supervisor::Supervisor;
@@ -37,24 +35,18 @@ pub enum Item {
 }
 
 /// Follows the output of every service, and of those that come later.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Lines {
-    sender: mpsc::UnboundedSender<Item>,
-    pub receiver: mpsc::UnboundedReceiver<Item>,
-    /// The log each service is followed in, to notice one replaced by a reload.
-    followed: BTreeMap<ServiceName, SharedLog>,
+    /// Each service's receiver, with the log it follows (to notice one replaced by a
+    /// reload).
+    followed: Vec<(ServiceName, SharedLog, broadcast::Receiver<Line>)>,
 }
 
 impl Lines {
     /// Subscribes to every service there is now: call before the services start, so
     /// that no first line is missed.
     pub fn follow(supervisor: &Supervisor) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let mut lines = Self {
-            sender,
-            receiver,
-            followed: BTreeMap::new(),
-        };
+        let mut lines = Self::default();
         lines.catch_up(supervisor);
         lines
     }
@@ -64,41 +56,70 @@ impl Lines {
         for handle in supervisor.services() {
             let same = self
                 .followed
-                .get(handle.name())
-                .is_some_and(|log| Arc::ptr_eq(log, handle.log()));
+                .iter()
+                .any(|(name, log, _)| name == handle.name() && Arc::ptr_eq(log, handle.log()));
             if same {
                 continue;
             }
             let receiver = Log::lock(handle.log()).follow();
             self.followed
-                .insert(handle.name().clone(), Arc::clone(handle.log()));
-            tokio::spawn(forward(
-                handle.name().clone(),
-                receiver,
-                self.sender.clone(),
-            ));
+                .push((handle.name().clone(), Arc::clone(handle.log()), receiver));
         }
     }
-}
 
-async fn forward(
-    name: ServiceName,
-    mut receiver: broadcast::Receiver<Line>,
-    sender: mpsc::UnboundedSender<Item>,
-) {
-    loop {
-        let item = match receiver.recv().await {
-            // muster's own notes (spawned, exited) are already events.
-            Ok(line) if line.stream == Stream::Muster => continue,
-            Ok(line) => Item::Line(name.clone(), line),
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                Item::Skipped(name.clone(), skipped)
+    /// The next line of any service (never ready when nothing is followed). A service
+    /// that printed more than its broadcast holds while the view was busy gives a count
+    /// of what it skipped instead.
+    pub async fn next(&mut self) -> Item {
+        loop {
+            if self.followed.is_empty() {
+                return std::future::pending().await;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if sender.send(item).is_err() {
-            return;
+            let waits = self
+                .followed
+                .iter_mut()
+                .enumerate()
+                .map(|(index, (_, _, receiver))| {
+                    Box::pin(async move { (index, receiver.recv().await) })
+                });
+            let ((index, received), _, _) = futures_util::future::select_all(waits).await;
+            let name = self.followed[index].0.clone();
+            match received {
+                // muster's own notes (spawned, exited) are already events.
+                Ok(line) if line.stream == Stream::Muster => {}
+                Ok(line) => return Item::Line(name, line),
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    return Item::Skipped(name, skipped);
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.followed.remove(index);
+                }
+            }
         }
+    }
+
+    /// Every line already sent and not yet taken, in time order: the last words of
+    /// services that ended just before muster did.
+    pub fn drain(&mut self) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (name, _, receiver) in &mut self.followed {
+            loop {
+                match receiver.try_recv() {
+                    Ok(line) if line.stream == Stream::Muster => {}
+                    Ok(line) => items.push(Item::Line(name.clone(), line)),
+                    Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
+                        items.push(Item::Skipped(name.clone(), skipped));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // Stable: each service's lines keep their order.
+        items.sort_by_key(|item| match item {
+            Item::Line(_, line) => Some(line.time),
+            Item::Skipped(..) => None,
+        });
+        items
     }
 }
 

@@ -190,6 +190,8 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
         crate::supervisor::warn(problem);
     }
     view.note("all services stopped");
+    // Everything said is on stdout before muster is gone.
+    super::view::flush();
     if outcome.ended_by.is_none() && !outcome.failed.is_empty() {
         return ExitCode::from(EXIT_FAILED);
     }

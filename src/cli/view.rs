@@ -39,6 +39,8 @@ pub struct View {
     width: usize,
     progress: Option<(MultiProgress, BTreeMap<ServiceName, ProgressBar>)>,
     file: std::path::PathBuf,
+    /// Lines of each service that stdout could not take in time.
+    unshown: BTreeMap<ServiceName, u64>,
 }
 
 impl View {
@@ -56,6 +58,7 @@ impl View {
             width,
             progress: None,
             file: spec.path.clone(),
+            unshown: BTreeMap::new(),
         }
     }
 
@@ -87,7 +90,7 @@ impl View {
                     }
                     None
                 }
-                Some(item) = next_line(&mut output) => {
+                item = next_line(&mut output) => {
                     self.line(item);
                     None
                 }
@@ -139,7 +142,7 @@ impl View {
         }
         // The last lines printed before the history closed.
         if let Some(output) = &mut output {
-            while let Ok(item) = output.receiver.try_recv() {
+            for item in output.drain() {
                 self.line(item);
             }
         }
@@ -147,7 +150,7 @@ impl View {
     }
 
     /// A service's output line: above the live lines while they are shown.
-    fn line(&self, item: Item) {
+    fn line(&mut self, item: Item) {
         let text = match &item {
             Item::Line(name, line) if self.mode.json => lines::json(name.as_str(), line),
             Item::Line(name, line) => format!(
@@ -166,10 +169,32 @@ impl View {
                 format!("{} {text}", style("muster:").bold())
             }
         };
+        let service = match &item {
+            Item::Line(name, _) | Item::Skipped(name, _) => name.clone(),
+        };
         match &self.progress {
-            // The live lines step aside for it, and are drawn again below.
-            Some((multi, _)) => multi.suspend(|| say(format_args!("{text}"))),
-            None => say(format_args!("{text}")),
+            // The live lines step aside for it, and are drawn again below: written
+            // here and now, or they would be drawn over (a terminal, which reads).
+            Some((multi, _)) => multi.suspend(|| {
+                use std::io::Write;
+                flush();
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+            }),
+            None => {
+                // What the queue had no room for is counted, and said once it has.
+                if let Some((name, count)) = self.unshown.pop_first() {
+                    let said = say_line(format!(
+                        "{} {count} lines of `{name}` not shown: stdout fell behind (`muster logs {name}` has them)",
+                        style("muster:").bold()
+                    ));
+                    if !said {
+                        self.unshown.insert(name, count);
+                    }
+                }
+                if !self.unshown.is_empty() || !say_line(text) {
+                    *self.unshown.entry(service).or_default() += 1;
+                }
+            }
         }
     }
 
@@ -471,18 +496,93 @@ fn others(supervisor: &Supervisor) -> String {
 }
 
 /// The next output line, when output is followed; never ready otherwise.
-async fn next_line(output: &mut Option<Lines>) -> Option<Item> {
+async fn next_line(output: &mut Option<Lines>) -> Item {
     match output {
-        Some(output) => output.receiver.recv().await,
+        Some(output) => output.next().await,
         None => std::future::pending().await,
     }
 }
 
 /// Writes a line on stdout. A reader that went away (`muster up | head`) must not end
 /// the supervision: a failed write is ignored.
+///
+/// The writing is done by a thread of its own: a reader that stops reading (`muster up
+/// | less`, paused) blocks that thread, not the supervisor's. Events and notes wait
+/// for room in its queue, as a direct write would; services' lines never do (see
+/// [`say_line`]).
 pub fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    let _ = writer().send(Written::Line(line.to_string()));
+}
+
+/// Queues a service's output line unless the queue holds [`LINES_QUEUED`] of them
+/// already; `false` when it was not queued. A service printing faster than stdout is
+/// read loses lines on the screen (they are in its log file), never the supervisor's
+/// time.
+fn say_line(line: String) -> bool {
+    use std::sync::atomic::Ordering;
+    if QUEUED_LINES.load(Ordering::Relaxed) >= LINES_QUEUED {
+        return false;
+    }
+    QUEUED_LINES.fetch_add(1, Ordering::Relaxed);
+    if writer().try_send(Written::ServiceLine(line)).is_err() {
+        QUEUED_LINES.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Waits (a few seconds at most) until everything said is written: before `up` exits.
+pub fn flush() {
+    let (done, wait) = std::sync::mpsc::channel();
+    if writer().send(Written::Flush(done)).is_ok() {
+        let _ = wait.recv_timeout(Duration::from_secs(5));
+    }
+}
+
+/// What the writer thread is given.
+enum Written {
+    Line(String),
+    ServiceLine(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Room for events and notes beyond the services' lines, which take at most half.
+const QUEUE: usize = 4096;
+const LINES_QUEUED: usize = QUEUE / 2;
+static QUEUED_LINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn writer() -> &'static std::sync::mpsc::SyncSender<Written> {
+    static WRITER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Written>> =
+        std::sync::OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Written>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("stdout".to_owned())
+            .spawn(move || {
+                use std::io::Write;
+                let stdout = std::io::stdout();
+                for written in receiver {
+                    match written {
+                        Written::Line(line) => {
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }
+                        Written::ServiceLine(line) => {
+                            QUEUED_LINES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }
+                        Written::Flush(done) => {
+                            let _ = stdout.lock().flush();
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // No thread: nothing will be written, but nothing waits on it either
+            // (`flush` gives up when the receiver is gone).
+        }
+        sender
+    })
 }
 
 fn done_style(mark: &str) -> ProgressStyle {

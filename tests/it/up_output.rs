@@ -80,7 +80,12 @@ fn up_output_events_and_none_leave_the_lines_out() {
     let none = up_plain(&["--output", "none"]);
     assert_eq!(none.code, 0, "{}", none.stderr);
     assert!(!none.stdout.contains(" | "), "{}", none.stdout);
-    assert!(!none.stdout.contains(" completed "), "{}", none.stdout);
+    // No event line (`alpha completed exited with status 0`), only muster's notes.
+    assert!(
+        !none.stdout.contains("exited with status"),
+        "{}",
+        none.stdout
+    );
     assert!(
         none.stdout.contains("muster: all services stopped"),
         "{}",
@@ -116,4 +121,67 @@ fn up_output_in_json_stays_one_object_per_line() {
     let mut up = Up::start_in(dir, &text, &[]);
     let ended = up.wait_exit();
     assert!(ended.events.iter().all(|e| e["kind"] != "output"));
+}
+
+/// Kills a `muster up` (and its group) on drop, whatever the test did.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn up_output_a_stdout_nobody_reads_does_not_stop_the_supervisor() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("muster.toml");
+    // 5 MB of lines, far past what a pipe holds; then it idles (and ends by itself).
+    std::fs::write(
+        &file,
+        "[services.flood]\nshell = 'yes flood | head -c 5000000; exec sleep 30'\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let mut command = muster(&["up", "--no-progress", "-f", file]);
+    // stdout is a pipe this test never reads.
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut up = Guard(command.spawn().unwrap());
+    let log = dir.path().join(".muster/logs/flood.log");
+    crate::helpers::up::eventually("the flood is written to its log", || {
+        std::fs::metadata(&log).is_ok_and(|m| m.len() > 5_000_000)
+    });
+    // The supervisor still answers, quickly, with stdout long full.
+    let started = std::time::Instant::now();
+    let status = muster_status(file);
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // And stops on request, its last notes given up on after a bounded wait.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if up.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "muster up did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn muster_status(file: &str) -> crate::helpers::Run {
+    run(&mut muster(&["status", "flood", "-f", file]))
 }
