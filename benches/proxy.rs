@@ -19,24 +19,16 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::Method;
 use muster::api::client::request;
-use support::{stop, up, wait_for_ready};
+use support::{free_port, micros, millis, percentile, stop, up, wait_for_ready};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STREAM: u64 = 256 * 1024 * 1024;
 const ROUND_TRIPS: usize = 10_000;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The in-process upstream: a connection that starts with `s` gets STREAM bytes; any
 /// other byte is echoed.
@@ -115,18 +107,6 @@ fn round_trips(port: u16) -> Vec<Duration> {
     }
     times.sort();
     times
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() {

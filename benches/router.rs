@@ -21,25 +21,17 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{Full, StreamBody};
 use hyper::body::Frame;
-use support::{stop, up};
+use support::{free_port, micros, millis, percentile, stop, up};
 
 const REQUESTS: usize = 4_000;
 const STREAMS: usize = 300;
 const SWAPS: usize = 10;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The in-process model server: a small JSON answer, or (with `"stream": true` in the
 /// body) four server-sent events, the first at once.
@@ -156,18 +148,6 @@ fn first_byte(port: u16) -> Duration {
     let mut rest = Vec::new();
     let _ = reader.read_to_end(&mut rest);
     first
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 fn since_epoch(t: SystemTime) -> f64 {

@@ -10,10 +10,15 @@
 //! signal), the API keeps answering (a `start` gets 409) until every service is down
 //! and the history closed, and only then does it stop accepting.
 //!
+//! With [`Options::systemd`], the daemon tells systemd how it is on `NOTIFY_SOCKET`
+//! ([`crate::starter`]): readiness, a status line, reloads, the shutdown, and watchdog
+//! pings for as long as the graph owner answers. As the first process of a PID
+//! namespace (a container's entrypoint) it also ends, after its services, whatever else
+//! still runs in the namespace ([`crate::supervisor::process::end_the_rest`]).
+//!
 //! A view (the CLI's `up`) subscribes to the supervisor's events between the two.
 
 use std::future::Future;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,6 +37,10 @@ pub struct Options {
     /// The state directory the config file names, when the spec's was overridden
     /// (`--state-dir`); a reload may not move it.
     pub file_state_dir: Option<PathBuf>,
+    /// Speak systemd's notify protocol to `NOTIFY_SOCKET`, when it is set (a unit of
+    /// `Type=notify`): not for the background supervisor of `up -d`, whose
+    /// `NOTIFY_SOCKET` is the command waiting for it to be ready.
+    pub systemd: bool,
 }
 
 /// Why the daemon could not start.
@@ -67,6 +76,9 @@ pub struct Outcome {
     pub failed: Vec<ServiceName>,
     /// Processes killed outside their service's process group.
     pub strays: usize,
+    /// As a container's first process: other processes still running in it once the
+    /// services had stopped, ended.
+    pub rest: usize,
 }
 
 /// A prepared daemon: locked, bound, not booted yet.
@@ -82,6 +94,7 @@ pub struct Daemon {
     /// Services that clients start (on demand, behind a proxy, stopped when idle) give
     /// an idle graph work to wait for.
     on_demand: bool,
+    systemd: bool,
     _lock: StateLock,
     _config_lock: StateLock,
 }
@@ -162,6 +175,7 @@ impl Daemon {
             proxies,
             router,
             on_demand,
+            systemd: options.systemd,
             _lock: lock,
             _config_lock: config_lock,
         })
@@ -183,9 +197,17 @@ impl Daemon {
             proxies,
             router,
             on_demand,
+            systemd,
             _lock,
             _config_lock,
         } = self;
+        // From the start: recovering what an earlier supervisor left may take a while,
+        // and systemd's watchdog runs meanwhile.
+        let (told, pings) = if systemd {
+            tell_systemd(&supervisor)
+        } else {
+            (None, None)
+        };
         let mut graph = supervisor.watch_graph();
         // The API is served for the whole run, from before the first spawn (`status` is
         // most wanted while a large graph boots) until the history is closed.
@@ -256,14 +278,67 @@ impl Daemon {
             .collect();
         let why = ended_by.clone().unwrap_or_else(|| NOTHING_LEFT.to_owned());
         let strays = supervisor.shutdown_because(why).await;
+        let rest = crate::supervisor::process::end_the_rest(REST_GRACE).await;
         let _ = server.await;
         let _ = std::fs::remove_file(&socket);
+        // `STOPPING=1` is out before the process ends.
+        if let Some(told) = told {
+            let _ = told.await;
+        }
+        if let Some(pings) = pings {
+            pings.abort();
+        }
         Outcome {
             ended_by,
             failed,
             strays,
+            rest,
         }
     }
+}
+
+/// How long, as a container's first process, what else still runs after the services
+/// gets between SIGTERM and SIGKILL.
+const REST_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts telling systemd (when `NOTIFY_SOCKET` is set): the task that reports the
+/// supervisor's state, and the one that pings the watchdog (when `WATCHDOG_USEC` asks
+/// for it). What is wrong with the variables is said on stderr.
+fn tell_systemd(
+    supervisor: &Arc<Supervisor>,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let watchdog = crate::starter::watchdog_from_env();
+    let starter = match crate::starter::Starter::from_env() {
+        Some(Ok(starter)) => Arc::new(starter),
+        Some(Err(why)) => {
+            crate::supervisor::warn(why);
+            return (None, None);
+        }
+        None => {
+            if watchdog.is_some() {
+                crate::supervisor::warn(
+                    "WATCHDOG_USEC is set but NOTIFY_SOCKET is not: there is nowhere to send \
+                     watchdog pings",
+                );
+            }
+            return (None, None);
+        }
+    };
+    let told = tokio::spawn(crate::starter::tell_systemd(
+        Arc::clone(supervisor),
+        Arc::clone(&starter),
+    ));
+    let pings = watchdog.map(|every| {
+        tokio::spawn(crate::starter::ping_watchdog(
+            Arc::clone(supervisor),
+            starter,
+            every,
+        ))
+    });
+    (Some(told), pings)
 }
 
 /// Why a supervisor ends by itself: every service completed, failed or stopped, none is
@@ -282,29 +357,6 @@ pub fn readiness_socket() -> std::io::Result<(tokio::net::UnixDatagram, String)>
         tokio::net::UnixDatagram::from_std(socket)?,
         format!("@{name}"),
     ))
-}
-
-/// Tells whoever started the supervisor (systemd with `Type=notify`, or `up -d`), through
-/// `NOTIFY_SOCKET`, how it is: `READY=1` once the bootstrap has settled, `STOPPING=1`
-/// (with `STATUS=` why) when the shutdown begins. Nothing happens without the
-/// variable; a failure to send is not a reason to stop supervising.
-pub fn tell_starter(message: &str) {
-    use std::os::linux::net::SocketAddrExt;
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let target = target.as_encoded_bytes();
-    let _ = match target.strip_prefix(b"@") {
-        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|address| socket.send_to_addr(message.as_bytes(), &address)),
-        None => socket.send_to(
-            message.as_bytes(),
-            std::path::Path::new(std::ffi::OsStr::from_bytes(target)),
-        ),
-    };
 }
 
 /// The whole daemon in one call, for programs that embed it: [`Daemon::prepare`], then

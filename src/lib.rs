@@ -4,8 +4,9 @@
 //!
 //! The library holds everything; the `muster` binary only parses arguments and calls in.
 //! `config` turns `muster.toml` into a validated [`config::Spec`]; `graph` orders it;
-//! `diagnostic` renders problems; `supervisor` runs the services; `cli` implements
-//! the subcommands.
+//! `diagnostic` renders problems; `supervisor` runs the services; `daemon` is `muster
+//! up` as a library and `starter` what it tells systemd; `cli` implements the
+//! subcommands.
 
 pub mod api;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod import;
 pub mod name;
 pub mod proxy;
 pub mod router;
+pub mod starter;
 pub mod store;
 pub mod suggest;
 pub mod supervisor;

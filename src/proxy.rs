@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::api::serve::AcceptLoop as Serving;
 use crate::config::{Proxy, ServiceName, Spec};
 use crate::supervisor::usage::{ProxyCounters, Usage};
 use crate::supervisor::{Failure, Lifecycle, Phase, Supervisor};
@@ -136,52 +137,17 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
     }
 }
 
-/// One proxy's accept loop, running.
-struct Serving {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Serving {
-    /// Ends the accept loop and returns once its listener is closed.
-    async fn close(self) {
-        drop(self.stop);
-        let _ = self.task.await;
-    }
-}
-
-/// Spawns the accept loop of one proxy.
+/// Starts the accept loop of `name`'s proxy.
 fn start_serving(
     listener: TcpListener,
     supervisor: &Arc<Supervisor>,
     name: &ServiceName,
 ) -> Serving {
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(serve(
-        listener,
-        Arc::clone(supervisor),
-        name.clone(),
-        stopped,
-    ));
-    Serving { stop, task }
-}
-
-/// Accepts connections for `name` until `stop` resolves (or its sender is dropped).
-async fn serve(
-    mut listener: TcpListener,
-    supervisor: Arc<Supervisor>,
-    name: ServiceName,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let what = format!("the proxy of `{name}`");
-    loop {
-        tokio::select! {
-            client = crate::api::serve::next(&mut listener, &what) => {
-                tokio::spawn(connection(client, Arc::clone(&supervisor), name.clone()));
-            }
-            _ = &mut stop => return,
-        }
-    }
+    let supervisor = Arc::clone(supervisor);
+    let owner = name.clone();
+    Serving::start(listener, format!("the proxy of `{name}`"), move |client| {
+        tokio::spawn(connection(client, Arc::clone(&supervisor), owner.clone()));
+    })
 }
 
 /// One client: wait for the service if need be, then forward both ways.

@@ -52,6 +52,41 @@ pub async fn next<L: Accept>(listener: &mut L, what: &str) -> L::Io {
     }
 }
 
+/// An accept loop running in its own task, until it is closed: the proxies' and the
+/// model router's listeners, which come and go with reloads.
+#[derive(Debug)]
+pub struct AcceptLoop {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AcceptLoop {
+    /// Accepts on `listener` (named `what` in reports), handing each client to
+    /// `client`, which spawns what serves it.
+    pub fn start<L: Accept>(
+        mut listener: L,
+        what: String,
+        client: impl Fn(L::Io) + Send + 'static,
+    ) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    io = next(&mut listener, &what) => client(io),
+                    _ = &mut stopped => return,
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Ends the accept loop and returns once its listener is closed.
+    pub async fn close(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
+}
+
 /// Serves `router` on `listener` until the task is dropped.
 pub async fn serve<L: Accept>(mut listener: L, router: Router) {
     loop {

@@ -28,6 +28,9 @@ pub const MAX_TAIL: usize = 100_000;
 pub const POSITIONS: &str = "muster-log-positions";
 /// The largest id a JSON number holds exactly (2^53 - 1).
 const MAX_EVENT_ID: u64 = (1 << 53) - 1;
+/// How many events older than those kept in memory a follow reads from the history
+/// database: as many as memory keeps.
+const RESUME_FROM_HISTORY: u64 = crate::supervisor::HISTORY_IN_MEMORY as u64;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -261,9 +264,15 @@ pub async fn events(
             .collect();
         return Ok(axum::Json(EventList { events }).into_response());
     }
-    // From the oldest kept in memory (a `since` older than that does not read the
-    // whole history), then every event, none lost however slowly the client reads.
-    let start = past.first().map_or(query.since, |e| e.id - 1);
+    // From `since`, then every event, none lost however slowly the client reads. What
+    // memory no longer holds comes from the history: a client resuming after a restart
+    // of the supervisor (whose memory starts empty) gets what the old one wrote after
+    // the last event it saw. A `since` far older than memory starts at the oldest kept,
+    // so that it does not read the whole history at once.
+    let start = match past.first() {
+        Some(first) if first.id - 1 - query.since > RESUME_FROM_HISTORY => first.id - 1,
+        _ => query.since,
+    };
     let feed = supervisor.bus().feed_since(start);
     let events = stream::unfold(feed, |mut feed| async move {
         let event = feed.recv().await?;

@@ -13,7 +13,7 @@ use super::out::{errln, out, outln};
 use super::printable::printable;
 use super::{EXIT_FAILED, GlobalArgs, print_json};
 use crate::api::model::{ServiceList, ServiceView};
-use crate::supervisor::{Lifecycle, Phase};
+use crate::supervisor::Phase;
 
 #[derive(Debug, Args)]
 #[command(
@@ -97,33 +97,12 @@ fn state_code(state: Phase) -> ExitCode {
 /// settled, "running" from then on (a service that restarts later does not make it a
 /// bootstrap again), "shutting down" once the shutdown has begun.
 pub(super) fn summary(list: &ServiceList) -> String {
-    let mut others: Vec<(&str, usize)> = Vec::new();
-    let mut healthy = 0;
-    for service in &list.services {
-        let state = match service.state {
-            Phase::Healthy => {
-                healthy += 1;
-                continue;
-            }
-            // Exited means a restart is scheduled: say what is happening to it.
-            Phase::Exited => "restarting",
-            phase => phase.as_str(),
-        };
-        match others.iter_mut().find(|(s, _)| *s == state) {
-            Some((_, n)) => *n += 1,
-            None => others.push((state, 1)),
-        }
-    }
-    let heading = match list.lifecycle {
-        Lifecycle::ShuttingDown | Lifecycle::Done => "shutting down",
-        Lifecycle::Booting | Lifecycle::Running if !list.booted => "bootstrapping",
-        Lifecycle::Booting | Lifecycle::Running => "running",
-    };
-    let mut line = format!("{heading}: {healthy}/{} healthy", list.services.len());
-    for (state, n) in others {
-        line.push_str(&format!(", {n} {state}"));
-    }
-    line
+    crate::supervisor::summary::line(
+        list.lifecycle,
+        list.booted,
+        list.services.iter().map(|s| (s.name.as_str(), s.state)),
+        false,
+    )
 }
 
 /// "12.5 KiB".

@@ -9,8 +9,9 @@
 //!
 //! Signals: SIGINT, SIGTERM and SIGQUIT stop every service in reverse dependency order
 //! (a second one a moment later kills them at once). SIGHUP means the terminal went
-//! away in the foreground (a clean shutdown, as with Ctrl-C) and "read the config
-//! again" in the background (`up -d`), as supervisord and nginx do. Every other
+//! away when `up` runs on one (a clean shutdown, as with Ctrl-C), and "read the config
+//! again" when it has no terminal: in the background (`up -d`), under systemd, in a
+//! container, as supervisord and nginx do. Every other
 //! catchable signal that would end a process by default (SIGUSR1, SIGUSR2, SIGALRM,
 //! SIGPIPE, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ and the real-time
 //! signals) is ignored and logged: a stray `kill -USR1` must not leave every service
@@ -62,7 +63,7 @@ pub struct UpArgs {
     pub detach: bool,
 
     /// Run as the background supervisor `up -d` starts (SIGHUP reloads; lines carry
-    /// the time; readiness is told on NOTIFY_SOCKET)
+    /// the time; readiness is told on NOTIFY_SOCKET to `up -d`, not systemd)
     #[arg(long, hide = true)]
     pub background: bool,
 }
@@ -122,6 +123,8 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
     let options = Options {
         only,
         file_state_dir: Some(file_state_dir),
+        // The background supervisor's NOTIFY_SOCKET is `up -d` waiting, not systemd.
+        systemd: !args.background,
     };
     runtime.block_on(up(spec, options, mode))
 }
@@ -153,6 +156,8 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    // As a container's first process they were held back until now (see `disinherit`).
+    crate::supervisor::process::unblock_stop_signals();
     let daemon = match Daemon::prepare(spec, options).await {
         Ok(daemon) => daemon,
         Err(error) => {
@@ -173,7 +178,9 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
     // Before anything runs, so that no service's first line is missed.
     let output = (mode.output == super::lines::Output::All)
         .then(|| super::lines::Lines::follow(&supervisor));
-    let signal_handling = signals.handle(Arc::clone(&supervisor), mode.background);
+    // Without a terminal there is no hang-up to mean: SIGHUP is a request to reload.
+    let hangup_reloads = mode.background || !crate::supervisor::procfs::has_controlling_terminal();
+    let signal_handling = signals.handle(Arc::clone(&supervisor), hangup_reloads);
     let (outcome, (), ()) = tokio::join!(
         daemon.run(std::future::pending()),
         view.run(Arc::clone(&supervisor), feed, output),
@@ -184,6 +191,12 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
         view.note(&format!(
             "killed {} left behind outside their service's process group",
             plural(outcome.strays, "process")
+        ));
+    }
+    if outcome.rest > 0 {
+        view.note(&format!(
+            "ended {} still running in the container after the services",
+            plural(outcome.rest, "other process")
         ));
     }
     if let Some(problem) = supervisor.history_problem() {
@@ -251,11 +264,14 @@ impl Signals {
     }
 
     /// Acts on signals until the supervisor is done: the first stop signal begins the
-    /// shutdown, a later one kills every service at once.
-    async fn handle(mut self, supervisor: Arc<Supervisor>, background: bool) {
+    /// shutdown, a later one kills every service at once. SIGHUP reloads the config
+    /// with `hangup_reloads`, and stops everything otherwise.
+    async fn handle(mut self, supervisor: Arc<Supervisor>, hangup_reloads: bool) {
         let mut graph = supervisor.watch_graph();
         let mut first: Option<Instant> = None;
         let mut ignored_told = std::collections::BTreeSet::new();
+        #[cfg(debug_assertions)]
+        let stall = debug_stall();
         loop {
             let stop = futures_util::future::select_all(
                 self.stop
@@ -281,7 +297,7 @@ impl Signals {
                     }
                 },
                 _ = self.hangup.recv() => {
-                    if background {
+                    if hangup_reloads {
                         reload(&supervisor).await;
                     } else if first.is_none() {
                         first = Some(Instant::now());
@@ -289,11 +305,20 @@ impl Signals {
                     }
                 }
                 ((_, name), _, _) = ignored => {
+                    #[cfg(debug_assertions)]
+                    if let Some((how, said)) = stall.filter(|_| name == "SIGUSR2") {
+                        crate::supervisor::warn(format_args!(
+                            "SIGUSR2: stalling the graph owner (MUSTER_DEBUG_STALL={said}, \
+                             a debug build's test hook)"
+                        ));
+                        supervisor.stall(how);
+                        continue;
+                    }
                     if ignored_told.insert(name.clone()) {
                         crate::supervisor::warn(format_args!(
-                            "{name} ignored (SIGINT or SIGTERM stops muster{}); \
-                             further {name} are ignored silently",
-                            if background { ", SIGHUP reloads the config" } else { "" }
+                            "{name} ignored (SIGINT or SIGTERM stops muster); \
+                             further {name} are ignored silently{}",
+                            if hangup_reloads { "; SIGHUP reloads the config" } else { "" }
                         ));
                     }
                 }
@@ -306,8 +331,25 @@ impl Signals {
     }
 }
 
-/// SIGHUP in the background: read the config again and apply it, as `muster reload`.
+/// The test hook of debug builds: with `MUSTER_DEBUG_STALL=owner` (the graph owner's
+/// task stops turning) or `thread` (it blocks the thread everything runs on), SIGUSR2
+/// stalls the supervisor as a bug would, so a test can see the watchdog pings stop.
+/// Release builds have neither the variable nor the stall.
+#[cfg(debug_assertions)]
+fn debug_stall() -> Option<(crate::supervisor::Stall, &'static str)> {
+    use crate::supervisor::Stall;
+    match std::env::var("MUSTER_DEBUG_STALL").as_deref() {
+        Ok("owner") => Some((Stall::Owner, "owner")),
+        Ok("thread") => Some((Stall::Thread, "thread")),
+        _ => None,
+    }
+}
+
+/// SIGHUP without a terminal: read the config again and apply it, as `muster reload`.
+/// The whole of it is a reload for systemd (`RELOADING=1` ... `READY=1`), even when the
+/// file turns out to be invalid and nothing changes.
 async fn reload(supervisor: &Supervisor) {
+    let _reloading = supervisor.begin_reload();
     let path = supervisor.spec().path.clone();
     match crate::config::load(&path) {
         Ok(loaded) => match supervisor.reload(loaded.spec).await {
@@ -415,6 +457,8 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
         .arg(state_dir)
         .args(&args.services)
         .env("NO_COLOR", "1")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .env("NOTIFY_SOCKET", &address)
         .stdin(std::process::Stdio::null())
         .stdout(log)

@@ -110,7 +110,9 @@ impl View {
                     .why_shutdown
                     .as_deref()
                     .unwrap_or(crate::daemon::NOTHING_LEFT);
-                crate::daemon::tell_starter(&format!("STOPPING=1\nSTATUS={why}"));
+                if self.mode.background {
+                    crate::starter::tell_parent(&format!("STOPPING=1\nSTATUS={why}"));
+                }
                 if !booted {
                     self.tick(&supervisor);
                     self.finish_progress();
@@ -137,7 +139,10 @@ impl View {
                     self.event(&event, false);
                 }
                 self.booted(&supervisor);
-                crate::daemon::tell_starter("READY=1");
+                // The command that started this background supervisor waits for this.
+                if self.mode.background {
+                    crate::starter::tell_parent("READY=1");
+                }
             }
         }
         // The last lines printed before the history closed.

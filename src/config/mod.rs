@@ -107,6 +107,7 @@ pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
         ("backoff", keys_of::<RawBackoff>()),
         ("restart-limit", keys_of::<RawRestartLimit>()),
         ("proxy", keys_of::<RawProxy>()),
+        ("depends-on.NAME", keys_of::<RawDependencyTable>()),
         ("hooks", keys_of::<RawHook>()),
         ("router", keys_of::<RawRouter>()),
         ("pools.NAME", keys_of::<RawPool>()),

@@ -298,7 +298,45 @@ impl<'de> Deserialize<'de> for RawPort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawDependsOn {
     List(Vec<Spanned<String>>),
-    Table(Vec<(Spanned<String>, Spanned<String>)>),
+    Table(Vec<(Spanned<String>, Spanned<RawDependency>)>),
+}
+
+/// One entry of the table form: `db = "healthy"`, or `db = { condition = "healthy",
+/// restart = true }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawDependency {
+    Condition(String),
+    Table(RawDependencyTable),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDependencyTable {
+    pub condition: Option<Spanned<String>>,
+    pub restart: Option<Spanned<bool>>,
+}
+
+impl<'de> Deserialize<'de> for RawDependency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DependencyVisitor;
+        impl<'de> Visitor<'de> for DependencyVisitor {
+            type Value = RawDependency;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a condition (\"started\", \"healthy\" or \"completed\") or a table \
+                     { condition = \"healthy\", restart = true }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDependency, E> {
+                Ok(RawDependency::Condition(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawDependency, A::Error> {
+                RawDependencyTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawDependency::Table)
+            }
+        }
+        deserializer.deserialize_any(DependencyVisitor)
+    }
 }
 
 impl<'de> Deserialize<'de> for RawDependsOn {
@@ -309,7 +347,7 @@ impl<'de> Deserialize<'de> for RawDependsOn {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str(
                     "a list of service names or a table of service = \"condition\" \
-                     (condition: started, healthy or completed)",
+                     (condition: started, healthy or completed) or service = { condition = \"healthy\", restart = true }",
                 )
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawDependsOn, A::Error> {

@@ -590,6 +590,9 @@ impl fmt::Display for Condition {
 pub struct Dependency {
     pub service: ServiceName,
     pub condition: Condition,
+    /// `restart = true`: when the dependency gets a new run, this service is stopped
+    /// and started again once the dependency meets the condition.
+    pub restart: bool,
 }
 
 /// A listener muster owns in front of the service, starting it on first use.

@@ -30,9 +30,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::api::serve::AcceptLoop as Serving;
 use crate::config::{Routing, Service, Spec};
 use crate::supervisor::{Failure, Lifecycle, Phase, Supervisor};
 use budget::{NotAdmitted, Scheduler};
@@ -80,7 +80,7 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Option<TcpListener>) {
     });
     let mut serving: Option<(SocketAddr, Serving)> = bound.and_then(|listener| {
         let address = listener.local_addr().ok()?;
-        Some((address, Serving::start(listener, &router)))
+        Some((address, start_serving(listener, &router)))
     });
     let mut graph = supervisor.watch_graph();
     loop {
@@ -98,7 +98,7 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Option<TcpListener>) {
             }
             if let Some(address) = wanted {
                 match TcpListener::bind(address).await {
-                    Ok(listener) => serving = Some((address, Serving::start(listener, &router))),
+                    Ok(listener) => serving = Some((address, start_serving(listener, &router))),
                     Err(error) => crate::supervisor::warn(format_args!(
                         "{}; clients cannot reach the router until the address is free and \
                          the config is reloaded",
@@ -113,34 +113,12 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Option<TcpListener>) {
     }
 }
 
-/// The router's accept loop, running.
-struct Serving {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Serving {
-    fn start(mut listener: TcpListener, router: &Arc<Router>) -> Self {
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let router = Arc::clone(router);
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    client = crate::api::serve::next(&mut listener, "the router") => {
-                        let _ = client.set_nodelay(true);
-                        tokio::spawn(connection(Arc::clone(&router), client));
-                    }
-                    _ = &mut stopped => return,
-                }
-            }
-        });
-        Self { stop, task }
-    }
-
-    async fn close(self) {
-        drop(self.stop);
-        let _ = self.task.await;
-    }
+/// Starts the router's accept loop.
+fn start_serving(listener: TcpListener, router: &Arc<Router>) -> Serving {
+    let router = Arc::clone(router);
+    Serving::start(listener, "the router".to_owned(), move |client| {
+        tokio::spawn(connection(Arc::clone(&router), client));
+    })
 }
 
 /// What every request needs.
@@ -341,9 +319,16 @@ async fn route(router: &Router, request: Request<Incoming>) -> Result<Response<B
         .admit(&mut ticket, deadline)
         .await
         .map_err(|refusal| refused(&handle.usage, not_admitted(&model, &name, refusal)))?;
-    let loading = handle.status().phase != Phase::Healthy;
+    let now = handle.status();
+    let loading = now.phase != Phase::Healthy;
     let left = deadline.saturating_duration_since(Instant::now());
-    let ensured = supervisor.ensure(name.as_str(), left).await;
+    // Healthy: no need to ask the owner (a server that died meanwhile is found when the
+    // connection is refused, and waited for like a crash).
+    let ensured = if loading {
+        supervisor.ensure(name.as_str(), left).await
+    } else {
+        Ok(now)
+    };
     let status = match ensured {
         Ok(status) => {
             if loading {

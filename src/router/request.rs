@@ -53,10 +53,24 @@ pub fn model_of(
         }
         _ if body.iter().all(u8::is_ascii_whitespace) => Err(NoModel::Missing),
         _ => {
-            let value: serde_json::Value =
+            // Only `model` is read; the rest (a long conversation, a base64 image) is
+            // checked to be JSON and skipped, never built into values.
+            #[derive(serde::Deserialize)]
+            struct Named<'a> {
+                #[serde(borrow, default)]
+                model: Option<ModelField<'a>>,
+            }
+            #[derive(serde::Deserialize)]
+            #[serde(untagged)]
+            enum ModelField<'a> {
+                #[serde(borrow)]
+                Text(std::borrow::Cow<'a, str>),
+                Other(serde::de::IgnoredAny),
+            }
+            let named: Named<'_> =
                 serde_json::from_slice(body).map_err(|e| NoModel::NotJson(e.to_string()))?;
-            match value.get("model") {
-                Some(serde_json::Value::String(model)) => Ok(model.clone()),
+            match named.model {
+                Some(ModelField::Text(model)) => Ok(model.into_owned()),
                 _ => Err(NoModel::Missing),
             }
         }

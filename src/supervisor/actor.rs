@@ -130,6 +130,8 @@ pub(super) enum Order {
     },
     Stop,
     Restart,
+    /// A dependency it follows (`restart = true`) got a new run: stop, with that cause.
+    DependencyRestarted(ServiceName),
 }
 
 impl From<Order> for Input {
@@ -143,6 +145,7 @@ impl From<Order> for Input {
             }
             Order::Stop => Input::Stop,
             Order::Restart => Input::Restart,
+            Order::DependencyRestarted(dependency) => Input::DependencyRestarted(dependency),
         }
     }
 }
@@ -1254,6 +1257,8 @@ fn prepare(
             command
         }
     };
+    // Before the service's own: muster's notify socket and the service's watchdog.
+    super::process::forget_starter(&mut command);
     command
         .current_dir(cwd)
         .envs(env)

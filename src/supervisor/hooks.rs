@@ -182,6 +182,7 @@ fn command(context: &Context, hook: &Hook, event: &Event) -> Result<Command, Str
         .map_err(|error| format!("cannot write {}: {error}", context.output.display()))?;
     let json = serde_json::to_string(event).unwrap_or_default();
     let mut command = Command::new(program);
+    super::process::forget_starter(&mut command);
     command
         .args(&hook.run[1..])
         .current_dir(&context.dir)

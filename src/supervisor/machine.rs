@@ -158,11 +158,13 @@ pub enum Cause {
     Asked,
     /// `idle-stop`: not used for this long.
     Idle(Duration),
+    /// A dependency it asks to follow (`restart = true`) got a new run.
+    DependencyRestarted(ServiceName),
 }
 
 impl Cause {
     /// Its stable name, for event data: `exit`, `watchdog`, `liveness`,
-    /// `start-deadline`, `asked` or `idle`.
+    /// `start-deadline`, `asked`, `idle` or `dependency-restarted`.
     pub fn kind(&self) -> &'static str {
         match self {
             Cause::Exit(_) => "exit",
@@ -171,6 +173,7 @@ impl Cause {
             Cause::StartDeadline(_) => "start-deadline",
             Cause::Asked => "asked",
             Cause::Idle(_) => "idle",
+            Cause::DependencyRestarted(_) => "dependency-restarted",
         }
     }
 }
@@ -184,6 +187,7 @@ impl fmt::Display for Cause {
             }
             Cause::Asked => f.write_str("on request"),
             Cause::Idle(idle) => write!(f, "idle for {}", human(*idle)),
+            Cause::DependencyRestarted(dependency) => write!(f, "`{dependency}` restarted"),
         }
     }
 }
@@ -257,6 +261,9 @@ pub enum Input {
     Stop,
     /// `idle-stop`: stop it, unused for this long.
     IdleStop(Duration),
+    /// A dependency it follows (`restart = true`) got a new run: stop it, to be started
+    /// again once the dependency meets its condition.
+    DependencyRestarted(ServiceName),
     Restart,
     /// The spawn effect succeeded.
     Spawned {
@@ -634,19 +641,29 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             next.blocked_by = Some(dependency);
             (next, vec![Effect::Emit(Emit::Failed { reason })])
         }
-        (Pending, Input::Stop | Input::IdleStop(_)) => {
+        (Pending, Input::Stop | Input::IdleStop(_) | Input::DependencyRestarted(_)) => {
             (state.to(Stopped, "stopped before it started"), vec![])
         }
-        (Exited, Input::Stop | Input::IdleStop(_)) => {
-            let how = "stopped while waiting to restart".to_owned();
+        (Exited, Input::DependencyRestarted(dependency)) => {
+            let how = format!("stopped while waiting to restart: `{dependency}` restarted");
             (
                 state.to(Stopped, how.clone()),
                 vec![
                     Effect::Disarm(Timer::Restart),
                     Effect::Emit(Emit::Stopped {
                         how,
-                        cause: Cause::Asked,
+                        cause: Cause::DependencyRestarted(dependency),
                     }),
+                ],
+            )
+        }
+        (Exited, Input::Stop | Input::IdleStop(_)) => {
+            let (how, cause) = ("stopped while waiting to restart".to_owned(), Cause::Asked);
+            (
+                state.to(Stopped, how.clone()),
+                vec![
+                    Effect::Disarm(Timer::Restart),
+                    Effect::Emit(Emit::Stopped { how, cause }),
                 ],
             )
         }
@@ -808,10 +825,14 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let after = AfterStop::Stopped(Cause::Idle(idle));
             stop(policy, state, after, cancel_running(), now)
         }
+        (Starting | Healthy | Unhealthy, Input::DependencyRestarted(dependency)) => {
+            let after = AfterStop::Stopped(Cause::DependencyRestarted(dependency));
+            stop(policy, state, after, cancel_running(), now)
+        }
         (Starting | Healthy | Unhealthy, Input::Restart) => {
             stop(policy, state, AfterStop::Restart, cancel_running(), now)
         }
-        (Stopping, Input::Stop | Input::IdleStop(_)) => {
+        (Stopping, Input::Stop | Input::IdleStop(_) | Input::DependencyRestarted(_)) => {
             let mut next = state.clone();
             if matches!(next.after_stop, AfterStop::Restart | AfterStop::Heal(_)) {
                 next.after_stop = AfterStop::Stopped(Cause::Asked);

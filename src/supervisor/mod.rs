@@ -27,6 +27,7 @@ pub mod process;
 pub mod procfs;
 mod say;
 pub mod status;
+pub mod summary;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +94,39 @@ pub struct Supervisor {
     proxies: watch::Sender<u64>,
     /// Whether someone keeps the proxies in step with the graph.
     proxies_managed: AtomicBool,
+    /// Reloads under way and begun (see [`Self::begin_reload`]).
+    reloads: watch::Sender<Reloads>,
+}
+
+/// Reloads of the config: how many are under way, and how many have begun since the
+/// supervisor started. Whoever tells systemd brackets a reload with these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reloads {
+    pub active: usize,
+    pub begun: u64,
+}
+
+/// A reload under way, from reading the config to applying it; it ends when dropped.
+#[derive(Debug)]
+pub struct ReloadMark {
+    reloads: watch::Sender<Reloads>,
+}
+
+impl Drop for ReloadMark {
+    fn drop(&mut self) {
+        self.reloads
+            .send_modify(|r| r.active = r.active.saturating_sub(1));
+    }
+}
+
+/// How [`Supervisor::stall`] stops the graph owner (debug builds only).
+#[cfg(debug_assertions)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// The owner's task never returns to its loop; the thread goes on with the rest.
+    Owner,
+    /// The owner blocks the thread: nothing on the runtime runs any more.
+    Thread,
 }
 
 /// Counts for `/metrics`.
@@ -210,7 +244,42 @@ impl Supervisor {
             notices,
             proxies: watch::Sender::new(0),
             proxies_managed: AtomicBool::new(false),
+            reloads: watch::Sender::new(Reloads::default()),
         })
+    }
+
+    /// Whether the graph owner's loop is turning: answered by the owner itself, between
+    /// two of its steps (a reload in flight does not hold it up). `false` once it is
+    /// gone. Whoever pings a watchdog asks this first, so that a stuck owner stops the
+    /// pings even while the thread still runs.
+    pub async fn alive(&self) -> bool {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(owner::Request::Alive { reply }).is_ok() && answer.await.is_ok()
+    }
+
+    /// Stops the graph owner for good, as a bug would: a test's way to show that the
+    /// watchdog pings stop with it. Debug builds only.
+    #[cfg(debug_assertions)]
+    pub fn stall(&self, how: Stall) {
+        let _ = self.requests.send(owner::Request::Stall(how));
+    }
+
+    /// Marks a reload as under way until the mark is dropped: from the moment the config
+    /// is read (a SIGHUP's reload that finds it invalid is still a reload that ended).
+    /// [`Self::reload`] takes one itself.
+    pub fn begin_reload(&self) -> ReloadMark {
+        self.reloads.send_modify(|r| {
+            r.active += 1;
+            r.begun += 1;
+        });
+        ReloadMark {
+            reloads: self.reloads.clone(),
+        }
+    }
+
+    /// Reloads under way and begun, as they change.
+    pub fn watch_reloads(&self) -> watch::Receiver<Reloads> {
+        self.reloads.subscribe()
     }
 
     /// Says that the proxies are kept in step with the graph from now on: a reload
@@ -418,6 +487,7 @@ impl Supervisor {
     /// refused. Reloads apply one at a time, each on the result of the one before.
     pub async fn reload(&self, new: Spec) -> Result<ReloadReport, Failure> {
         self.mark_controlled();
+        let _reloading = self.begin_reload();
         let report = self
             .ask(|reply| owner::Request::Reload {
                 spec: Box::new(new),

@@ -259,6 +259,15 @@ pub(super) enum Request {
         why: String,
         reply: Option<oneshot::Sender<usize>>,
     },
+    /// A run of `name` ended (it crashed, is being stopped or restarted): the services
+    /// that follow it (`restart = true`) are stopped, to start again once it meets
+    /// their condition.
+    RunEnded { name: ServiceName },
+    /// A follower stopped for its dependency's new run is down: start it again, behind a
+    /// gate on its dependencies.
+    Rejoin { name: ServiceName },
+    /// `muster restart` of a service with followers, once they are down.
+    RestartAfterFollowers { name: ServiceName },
     /// From gate `gate` of `name`: every dependency meets its condition (`Ok`), or one
     /// never will (`Err`, why). Carried out only while that gate is still current.
     Open {
@@ -266,6 +275,11 @@ pub(super) enum Request {
         gate: u64,
         verdict: Result<Order, (ServiceName, String)>,
     },
+    /// Answered at once, whatever is under way: the owner's loop is turning.
+    Alive { reply: oneshot::Sender<()> },
+    /// Stop turning, as a bug would (debug builds only; see `Supervisor::stall`).
+    #[cfg(debug_assertions)]
+    Stall(super::Stall),
 }
 
 /// The state only the owner task touches.
@@ -287,6 +301,13 @@ pub(super) struct Owner {
     /// before it saw that it was starts nothing.
     gates: BTreeMap<ServiceName, (u64, oneshot::Sender<()>)>,
     next_gate: u64,
+    /// One watch per service that others follow (`restart = true`), telling the owner
+    /// when a run of it ends; dropping the sender ends the watch.
+    run_watches: BTreeMap<ServiceName, oneshot::Sender<()>>,
+    /// Followers stopped for a run of their dependency: they start again only on a
+    /// later run of it (the one that ended, or that is being restarted, does not
+    /// count).
+    rejoin_after: BTreeMap<ServiceName, (ServiceName, u64)>,
     /// For gates to reach the owner; weak, so that gates do not keep it alive.
     myself: mpsc::WeakUnboundedSender<Request>,
     /// The state directory the config file named when the supervisor started: a reload
@@ -360,6 +381,8 @@ impl Owner {
             closing: parts.closing,
             gates: BTreeMap::new(),
             next_gate: 0,
+            run_watches: BTreeMap::new(),
+            rejoin_after: BTreeMap::new(),
             myself: parts.myself,
             file_state_dir: parts.file_state_dir,
             hooks: parts.hooks,
@@ -379,6 +402,7 @@ impl Owner {
     /// The task's loop: requests, and the steps under way, one at a time. Ends when
     /// every handle is gone.
     pub(super) async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Request>) {
+        self.watch_followed_runs();
         loop {
             let wake = tokio::select! {
                 request = mailbox.recv() => Wake::Request(request),
@@ -387,6 +411,8 @@ impl Owner {
                 strays = until(&mut self.stopping_all) => Wake::ShutDown(strays),
             };
             match wake {
+                #[cfg(debug_assertions)]
+                Wake::Request(Some(Request::Stall(how))) => stall(how).await,
                 Wake::Request(Some(request)) => self.handle(request),
                 Wake::Request(None) => break,
                 Wake::BootStep => {
@@ -417,7 +443,10 @@ impl Owner {
         // request then acts on the services the reload left. A gate's verdict need not:
         // the reload cancelled the gates of the services it changes.
         if self.reloading.is_some()
-            && !matches!(request, Request::Shutdown { .. } | Request::Open { .. })
+            && !matches!(
+                request,
+                Request::Shutdown { .. } | Request::Open { .. } | Request::Alive { .. }
+            )
         {
             self.deferred.push_back(request);
             return;
@@ -450,7 +479,22 @@ impl Owner {
             Request::Restart { name, reply } => {
                 let answer = self.closed().and_then(|()| self.find(&name));
                 if let Ok(handle) = &answer {
-                    if handle.status().phase == Phase::Pending {
+                    // Its followers go down first, and it restarts once they are.
+                    let followers = self.stop_followers(handle.name());
+                    if !followers.is_empty() {
+                        self.gates.remove(handle.name());
+                        let owner = self.myself.clone();
+                        let name = handle.name().clone();
+                        tokio::spawn(async move {
+                            futures_util::future::join_all(
+                                followers.iter().map(ServiceHandle::settled),
+                            )
+                            .await;
+                            if let Some(owner) = owner.upgrade() {
+                                let _ = owner.send(Request::RestartAfterFollowers { name });
+                            }
+                        });
+                    } else if handle.status().phase == Phase::Pending {
                         let selection = self.selection(std::slice::from_ref(handle.name()));
                         self.launch(&selection, Some(handle.name()));
                     } else {
@@ -460,6 +504,34 @@ impl Owner {
                 }
                 let _ = reply.send(answer);
             }
+            Request::RestartAfterFollowers { name } => {
+                if self.closed().is_ok()
+                    && let Some(handle) = self.services.get(&name).cloned()
+                {
+                    if handle.status().phase == Phase::Pending || handle.phase().is_settled() {
+                        let selection = self.selection(std::slice::from_ref(&name));
+                        self.launch(&selection, Some(&name));
+                    } else {
+                        handle.send(Order::Restart);
+                    }
+                }
+            }
+            Request::RunEnded { name } => {
+                if self.closed().is_ok() {
+                    self.stop_followers(&name);
+                }
+            }
+            Request::Rejoin { name } => {
+                // Still down as the owner left it (nobody started it meanwhile).
+                if self.closed().is_ok()
+                    && self
+                        .services
+                        .get(&name)
+                        .is_some_and(|h| h.phase() == Phase::Stopped)
+                {
+                    self.launch(&BTreeSet::from([name]), None);
+                }
+            }
             Request::Reload { spec, reply } => self.reload(*spec, reply),
             Request::Shutdown { why, reply } => self.shutdown(why, reply),
             Request::Open {
@@ -467,6 +539,11 @@ impl Owner {
                 gate,
                 verdict,
             } => self.open(&name, gate, verdict),
+            Request::Alive { reply } => {
+                let _ = reply.send(());
+            }
+            #[cfg(debug_assertions)]
+            Request::Stall(_) => {}
         }
     }
 
@@ -619,13 +696,23 @@ impl Owner {
                 }
                 _ => continue,
             }
+            let rejoin = self.rejoin_after.remove(name);
             let deps: Vec<_> = handle
                 .service
                 .depends_on
                 .iter()
                 .filter_map(|dep| {
                     let watch = self.services.get(&dep.service)?.watch();
-                    Some((dep.service.clone(), dep.condition, watch))
+                    let newer_than = match &rejoin {
+                        Some((followed, run)) if *followed == dep.service => *run,
+                        _ => 0,
+                    };
+                    Some(Awaited {
+                        name: dep.service.clone(),
+                        condition: dep.condition,
+                        status: watch,
+                        newer_than,
+                    })
                 })
                 .collect();
             let start = if asked == Some(name) {
@@ -649,6 +736,77 @@ impl Owner {
             };
             tokio::spawn(gate(handle.clone(), deps, start, owner));
         }
+    }
+
+    // ---- restart with a dependency ----
+
+    /// Watches every service that others follow (`restart = true`) for the end of its
+    /// runs; replaces the watches of an earlier map (after a reload).
+    fn watch_followed_runs(&mut self) {
+        let followed: BTreeSet<ServiceName> = self
+            .services
+            .values()
+            .flat_map(|h| h.service.depends_on.iter())
+            .filter(|dep| dep.restart)
+            .map(|dep| dep.service.clone())
+            .collect();
+        self.run_watches.clear();
+        for name in followed {
+            let Some(handle) = self.services.get(&name) else {
+                continue;
+            };
+            let (stop, stopped) = oneshot::channel();
+            self.run_watches.insert(name.clone(), stop);
+            tokio::spawn(watch_runs(
+                name,
+                handle.watch(),
+                self.myself.clone(),
+                stopped,
+            ));
+        }
+    }
+
+    /// Stops the services that follow `name` and are up (or waiting to restart), each
+    /// with the cause, and starts each again once it is down, behind a gate on its
+    /// dependencies. Followers already waiting for their dependencies are left alone: a
+    /// crash loop of `name` restarts them at most once per run of it. Returns those
+    /// stopped.
+    fn stop_followers(&mut self, name: &ServiceName) -> Vec<ServiceHandle> {
+        let followers: Vec<ServiceHandle> = self
+            .services
+            .values()
+            .filter(|h| {
+                h.service
+                    .depends_on
+                    .iter()
+                    .any(|dep| dep.restart && &dep.service == name)
+            })
+            .filter(|h| {
+                matches!(
+                    h.phase(),
+                    Phase::Starting | Phase::Healthy | Phase::Unhealthy | Phase::Exited
+                )
+            })
+            .cloned()
+            .collect();
+        let run = self.services.get(name).map_or(0, |h| h.status().run_id);
+        for follower in &followers {
+            self.gates.remove(follower.name());
+            self.rejoin_after
+                .insert(follower.name().clone(), (name.clone(), run));
+            follower.send(Order::DependencyRestarted(name.clone()));
+            let owner = self.myself.clone();
+            let follower = follower.clone();
+            tokio::spawn(async move {
+                follower.settled().await;
+                if let Some(owner) = owner.upgrade() {
+                    let _ = owner.send(Request::Rejoin {
+                        name: follower.name().clone(),
+                    });
+                }
+            });
+        }
+        followers
     }
 
     // ---- reload ----
@@ -703,9 +861,16 @@ impl Owner {
         for handle in &to_stop {
             self.gates.remove(handle.name());
         }
+        // What follows a service being replaced goes down first (and starts again once
+        // the new one meets its condition).
+        let followers: Vec<ServiceHandle> = to_stop
+            .iter()
+            .flat_map(|handle| self.stop_followers(handle.name()))
+            .collect();
         // Down means no process: the actor SIGKILLs the group at its stop timeout, so
         // this ends; a new actor never runs beside the old one's process.
         let stopped = async move {
+            futures_util::future::join_all(followers.iter().map(ServiceHandle::settled)).await;
             let down = to_stop.into_iter().map(|handle| async move {
                 handle.stop_and_settle().await;
             });
@@ -748,6 +913,7 @@ impl Owner {
                 actor::start(service, Arc::clone(&self.shared), log),
             );
         }
+        self.watch_followed_runs();
         *self
             .hooks
             .write()
@@ -842,8 +1008,29 @@ fn refuse(request: Request) {
         Request::Reload { reply, .. } => {
             let _ = reply.send(Err(Failure::ShuttingDown));
         }
-        Request::Shutdown { .. } | Request::Open { .. } => {}
+        Request::Alive { reply } => {
+            let _ = reply.send(());
+        }
+        Request::Shutdown { .. }
+        | Request::Open { .. }
+        | Request::RunEnded { .. }
+        | Request::Rejoin { .. }
+        | Request::RestartAfterFollowers { .. } => {}
+        #[cfg(debug_assertions)]
+        Request::Stall(_) => {}
     }
+}
+
+/// The graph owner stops for good (debug builds only): its task never returns to its
+/// loop, or it blocks the thread every task of the supervisor runs on.
+#[cfg(debug_assertions)]
+async fn stall(how: super::Stall) {
+    if how == super::Stall::Thread {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Resolves with the step's output, or never when there is no step.
@@ -915,9 +1102,22 @@ async fn stop_all(
     strays
 }
 
-fn waiting_for(deps: &[(ServiceName, Condition, watch::Receiver<Status>)]) -> String {
+/// A dependency a gate waits for.
+struct Awaited {
+    name: ServiceName,
+    condition: Condition,
+    status: watch::Receiver<Status>,
+    /// Only a run numbered above this meets the condition (0: any run).
+    newer_than: u64,
+}
+
+fn waiting_for(deps: &[Awaited]) -> String {
     deps.iter()
-        .map(|(name, condition, _)| format!("`{name}` ({condition})"))
+        .map(
+            |Awaited {
+                 name, condition, ..
+             }| format!("`{name}` ({condition})"),
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -954,20 +1154,28 @@ impl Gate {
 /// service; or to fail it, naming the dependency, as soon as one never will. Ends
 /// without a word when the owner cancels it (the service was stopped, reloaded, or
 /// shutdown began); a verdict that crosses the cancellation is ignored by the owner.
-async fn gate(
-    handle: ServiceHandle,
-    mut deps: Vec<(ServiceName, Condition, watch::Receiver<Status>)>,
-    start: Order,
-    mut owner: Gate,
-) {
+async fn gate(handle: ServiceHandle, mut deps: Vec<Awaited>, start: Order, mut owner: Gate) {
     loop {
         if owner.is_cancelled() {
             return;
         }
         let mut waiting = Vec::new();
-        for (name, condition, status) in &mut deps {
+        for Awaited {
+            name,
+            condition,
+            status,
+            newer_than,
+        } in &mut deps
+        {
             let status = status.borrow_and_update().clone();
-            match judge(*condition, &status) {
+            // The run a follower was stopped for does not let it start again; its
+            // failure does say the dependency will not come back.
+            let verdict = if status.run_id <= *newer_than && status.phase != Phase::Failed {
+                Verdict::Wait
+            } else {
+                judge(*condition, &status)
+            };
+            match verdict {
                 Verdict::Met => {}
                 Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
                 Verdict::Never(reason) => {
@@ -983,10 +1191,47 @@ async fn gate(
         handle.send(Order::Await(waiting.join(", ")));
         let changes = deps
             .iter_mut()
-            .map(|(_, _, status)| Box::pin(status.changed()));
+            .map(|awaited| Box::pin(awaited.status.changed()));
         tokio::select! {
             (result, _, _) = select_all(changes) => if result.is_err() { return },
             _ = &mut owner.cancelled => return,
+        }
+    }
+}
+
+/// Tells the owner each time a run of `name` ends: it was up (starting, healthy or
+/// unhealthy) and is not any more, or a new run began without its end being seen. Ends
+/// when `stop` resolves or the actor is gone.
+async fn watch_runs(
+    name: ServiceName,
+    mut status: watch::Receiver<Status>,
+    owner: mpsc::WeakUnboundedSender<Request>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut up_run: Option<u64> = None;
+    loop {
+        let ended = {
+            let now = status.borrow_and_update();
+            let up = matches!(
+                now.phase,
+                Phase::Starting | Phase::Healthy | Phase::Unhealthy
+            );
+            let ended = match up_run {
+                Some(run) => !up || now.run_id != run,
+                None => false,
+            };
+            up_run = up.then_some(now.run_id);
+            ended
+        };
+        if ended {
+            let Some(owner) = owner.upgrade() else {
+                return;
+            };
+            let _ = owner.send(Request::RunEnded { name: name.clone() });
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            _ = &mut stop => return,
         }
     }
 }

@@ -131,6 +131,7 @@ async fn command(
 ) -> Result<String, String> {
     let shown = Check::Exec(argv.to_vec()).describe();
     let mut command = Command::new(&argv[0]);
+    super::process::forget_starter(&mut command);
     command
         .args(&argv[1..])
         .current_dir(cwd)

@@ -2,7 +2,10 @@
 //! reaping every child, grandchildren included.
 //!
 //! muster makes itself a child subreaper, so anything a service leaves behind becomes
-//! muster's child. One reaper task owns `waitpid`: on each SIGCHLD it peeks at exited
+//! muster's child; as the first process of a PID namespace (a container's entrypoint)
+//! every orphan of the namespace is re-parented to it anyway, and the same reaper
+//! reaps them. Nothing else in muster waits for a child: no `Child::wait`, no tokio
+//! process driver, so no status is ever taken from the reaper. One reaper task owns `waitpid`: on each SIGCHLD it peeks at exited
 //! children without reaping them (`WNOWAIT`), kills what is left of a registered child's
 //! process group while the zombie still pins the group id (so the id cannot have been
 //! reused), then reaps it and tells whoever registered it. Unregistered children
@@ -48,7 +51,7 @@ use super::procfs;
 pub mod daemon;
 mod inherit;
 
-pub use inherit::disinherit;
+pub use inherit::{disinherit, forget_starter, unblock_stop_signals};
 
 /// Told how a registered child ended, from the reaper task.
 pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
@@ -208,6 +211,55 @@ impl Reaper {
             }
         }
     }
+}
+
+/// As the first process of a PID namespace (a container's entrypoint), once every
+/// service has stopped: whatever else still runs in the namespace (what services left
+/// behind outside their process groups and without muster's marker) gets SIGTERM, then
+/// SIGKILL once `grace` has passed, and is reaped. When muster exits the kernel would
+/// kill them all with SIGKILL at once; this gives them the chance to stop cleanly.
+/// Returns how many there were. Does nothing elsewhere, or when `/proc` is not the
+/// namespace's own (nothing could be counted or waited for).
+pub async fn end_the_rest(grace: Duration) -> usize {
+    if std::process::id() != 1 || !procfs::is_own_namespace() {
+        return 0;
+    }
+    let others = || {
+        procfs::processes()
+            .into_iter()
+            .filter(|(pid, stat)| *pid != 1 && !stat.is_zombie())
+            .count()
+    };
+    let left = others();
+    if left == 0 {
+        return 0;
+    }
+    // -1: every process of the namespace but its first.
+    let everyone = Pid::from_raw(-1);
+    let _ = kill(everyone, Signal::SIGTERM);
+    for (signal, within) in [
+        (Some(Signal::SIGKILL), grace),
+        (None, Duration::from_secs(1)),
+    ] {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let reaped = REAPED.notified();
+            if others() == 0 {
+                return left;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            // Woken by a reaping, or a look every 50 ms: a process whose parent is not
+            // muster ends without telling it.
+            let next = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(next, reaped).await;
+        }
+        if let Some(signal) = signal {
+            let _ = kill(everyone, signal);
+        }
+    }
+    left
 }
 
 fn lock() -> std::sync::MutexGuard<'static, BTreeMap<i32, Waiter>> {

@@ -73,6 +73,28 @@ pub fn exits_within(pid: u32, within: Duration, still_it: impl Fn() -> bool) -> 
     !still_it()
 }
 
+/// Whether this process has a controlling terminal (field 7 of `/proc/self/stat`,
+/// `tty_nr`, is not 0): a SIGHUP then means the terminal went away. Under systemd, in a
+/// container or in the background it has none.
+pub fn has_controlling_terminal() -> bool {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|line| {
+            let rest = &line[line.rfind(')')? + 1..];
+            // After the name: state, ppid, pgrp, session, tty_nr.
+            rest.split_whitespace().nth(4)?.parse::<i64>().ok()
+        })
+        .is_some_and(|tty| tty != 0)
+}
+
+/// Whether `/proc` is the one of this process's own PID namespace (`/proc/self` names
+/// the pid the process has in it). A container's first process is pid 1 and sees its
+/// namespace's processes only when `/proc` was mounted for that namespace.
+pub fn is_own_namespace() -> bool {
+    std::fs::read_link("/proc/self")
+        .is_ok_and(|pid| pid.as_os_str() == std::process::id().to_string().as_str())
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
 pub fn is_alive(pid: u32) -> bool {
     stat(pid).is_some_and(|stat| !stat.is_zombie())

@@ -562,3 +562,57 @@ fn a_database_from_a_newer_muster_is_refused_untouched() {
         .unwrap();
     assert_eq!(version, 99);
 }
+
+/// A client that follows the API's events and reconnects after the supervisor restarts
+/// asks for what came after the last event it saw. The new supervisor keeps only its own
+/// events in memory: what the old one wrote after that event (its last events, which a
+/// SIGKILL or a dropped connection kept from the client) is read from the history, so
+/// the follow begins right after `since`, not at the new supervisor's first event.
+#[test]
+fn events_follow_after_a_restart_resumes_from_the_history() {
+    let services = config("[services.a]\ncommand = [\"sleep\", \"1000\"]\n");
+    let mut up = Up::start(&services, &[]);
+    up.wait_event("a", "ready");
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    let dir = std::mem::replace(&mut up.dir, tempfile::tempdir().expect("temp dir"));
+    drop(up);
+
+    let mut up = Up::start_in(dir, &services, &[]);
+    up.wait_event("a", "ready");
+    // Seen by the client: the first event of the old supervisor, and nothing since.
+    let socket = up.socket();
+    let (opened, open) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        let runtime = crate::helpers::runtime();
+        let patience = muster::api::client::Patience::follow(crate::helpers::up::WAIT);
+        let mut stream = match runtime.block_on(muster::api::client::follow(
+            &socket,
+            "/v1/events?since=1&follow=true",
+            patience,
+        )) {
+            Ok(Ok(stream)) => stream,
+            other => panic!("{other:?}"),
+        };
+        let _ = opened.send(());
+        let mut ids: Vec<u64> = Vec::new();
+        let _ = runtime.block_on(stream.each_line(|line| {
+            if let Some(data) = line.strip_prefix("data:") {
+                let event: Value = serde_json::from_str(data.trim()).expect("an event");
+                ids.push(event["id"].as_u64().expect("an id"));
+            }
+        }));
+        ids
+    });
+    open.recv_timeout(crate::helpers::up::WAIT)
+        .expect("the follow's head");
+    // The stream ends with the supervisor, once it has sent its last events.
+    let ended = up.stop();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    let ids = follower.join().expect("the follower");
+    let all: Vec<u64> = stored_events(&database(up.dir.path()))
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(ids, all[1..].to_vec(), "followed {ids:?}, stored {all:?}");
+}

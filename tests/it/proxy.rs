@@ -200,6 +200,10 @@ proxy = {{ listen = "127.0.0.1:{listen}", upstream = "127.0.0.1:{upstream}", htt
     );
     let mut up = Up::start(&config, &[]);
     up.socket();
+    // Started first: on a loaded machine python's own start can take longer than the
+    // request timeout, which then (rightly) bounds the wait for the start instead.
+    let ensured = up.call(Method::POST, "/v1/services/model/ensure?timeout=20s");
+    assert_eq!(ensured.status, 200, "{}", ensured.body);
     let began = Instant::now();
     let answer = post(listen, "question").unwrap();
     assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");

@@ -400,6 +400,14 @@ fn a_client_that_goes_away_mid_stream_is_no_longer_in_flight() {
     eventually("the request is no longer in flight", || {
         models_view(&up, "s")["in_flight"] == 0
     });
+    // The server saw its client go: the generation was cancelled, not left running.
+    let port = up.call(Method::GET, "/v1/services/s").body["port"]
+        .as_u64()
+        .unwrap() as u16;
+    eventually("the server's own request ended", || {
+        let (status, _, body) = exchange(port, "GET", "/stats", "", b"");
+        status == 200 && serde_json::from_str::<Value>(&body).unwrap()["in_flight"] == 0
+    });
     let _ = up.stop();
 }
 

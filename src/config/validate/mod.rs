@@ -138,6 +138,7 @@ pub fn validate(
                     Some(Dependency {
                         service: ServiceName::new(&dep.name).ok()?,
                         condition: dep.condition,
+                        restart: dep.restart,
                     })
                 })
                 .collect();
@@ -188,6 +189,8 @@ struct DepRef {
     name: String,
     span: Range<usize>,
     condition: Condition,
+    /// `restart = true`: a new run of the dependency restarts this service.
+    restart: bool,
 }
 
 struct ProxyRef {

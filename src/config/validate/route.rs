@@ -305,7 +305,8 @@ impl Validator<'_> {
         let max_queued = self.count(
             &key("max-queued"),
             raw.max_queued.as_ref(),
-            0..1_000_001,
+            // Every request is counted while it is let in, even one served at once.
+            1..1_000_001,
             defaults::ROUTE_MAX_QUEUED as i64,
         ) as usize;
         let (pool, memory) = match member {

@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::{DepRef, Draft, ProxyRef, Validator, defaults};
 use crate::config::keypath::Segment;
 use crate::config::raw::{
-    EnvValue, RawBackoff, RawDependsOn, RawPort, RawProxy, RawRestartLimit, RawService,
-    StringOrList,
+    EnvValue, RawBackoff, RawDependency, RawDependsOn, RawPort, RawProxy, RawRestartLimit,
+    RawService, StringOrList,
 };
 use crate::config::spec::{
     Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run,
@@ -656,24 +656,45 @@ impl Validator<'_> {
                     name: n.get_ref().clone(),
                     span: n.span(),
                     condition: Condition::Healthy,
+                    restart: false,
                 })
                 .collect(),
             RawDependsOn::Table(entries) => entries
                 .iter()
-                .filter_map(|(name, condition)| {
-                    let parsed = Condition::parse(condition.get_ref());
-                    if parsed.is_none() {
-                        self.one_of(
-                            &format!("{key}.{}", name.get_ref()),
-                            condition.get_ref(),
-                            condition.span(),
-                            Condition::NAMES,
-                        );
-                    }
+                .filter_map(|(name, value)| {
+                    let entry_key = format!("{key}.{}", name.get_ref());
+                    let (condition, restart) = match value.get_ref() {
+                        RawDependency::Condition(text) => {
+                            (Some((text.clone(), value.span())), false)
+                        }
+                        RawDependency::Table(table) => (
+                            table
+                                .condition
+                                .as_ref()
+                                .map(|c| (c.get_ref().clone(), c.span())),
+                            table.restart.as_ref().is_some_and(|r| *r.get_ref()),
+                        ),
+                    };
+                    let parsed = match &condition {
+                        None => Some(Condition::Healthy),
+                        Some((text, span)) => {
+                            let parsed = Condition::parse(text);
+                            if parsed.is_none() {
+                                self.one_of(
+                                    &format!("{entry_key}.condition"),
+                                    text,
+                                    span.clone(),
+                                    Condition::NAMES,
+                                );
+                            }
+                            parsed
+                        }
+                    };
                     Some(DepRef {
                         name: name.get_ref().clone(),
                         span: name.span(),
                         condition: parsed?,
+                        restart,
                     })
                 })
                 .collect(),

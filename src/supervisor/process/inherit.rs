@@ -22,16 +22,55 @@ use super::procfs;
 ///
 /// A blocked signal would never reach muster (`SIGTERM` could not stop it); children get
 /// an empty mask from std anyway.
+///
+/// Except as the first process of a PID namespace (a container's entrypoint): the
+/// kernel discards a signal sent to it that it has no handler for, so a `docker stop`
+/// that came before `up` installed its handlers would be lost, and muster would boot
+/// and run on until it is killed. There the stop signals are blocked instead, which
+/// keeps them pending, until [`unblock_stop_signals`] once their handlers are in place.
 pub fn disinherit() {
     for fd in inherited_descriptors() {
         // The listing's own descriptor is among them, already closed: EBADF.
         let _ = nix::unistd::close(fd);
     }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::empty()),
-        None,
-    );
+    let mut mask = nix::sys::signal::SigSet::empty();
+    if std::process::id() == 1 {
+        for signal in STOP_SIGNALS {
+            mask.add(signal);
+        }
+    }
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&mask), None);
+}
+
+/// The signals `up` stops (or, SIGHUP, reloads) on.
+const STOP_SIGNALS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+];
+
+/// Lets the stop signals [`disinherit`] held back in: call once their handlers are
+/// installed. One that came meanwhile is delivered now.
+pub fn unblock_stop_signals() {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    for signal in STOP_SIGNALS {
+        mask.add(signal);
+    }
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&mask), None);
+}
+
+/// Leaves out of a child's environment what muster's own starter addressed to muster:
+/// systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`. A service gets
+/// muster's notify socket and its own watchdog instead (set after this); a hook or a
+/// probe gets neither, so none of them can speak to systemd in muster's name, and a
+/// `WATCHDOG_PID` naming muster cannot turn off a service's own watchdog.
+pub fn forget_starter(command: &mut std::process::Command) {
+    for key in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        command.env_remove(key);
+    }
 }
 
 /// The descriptors above stderr open now: from `/proc/self/fd`, or, without `/proc`,
