@@ -187,7 +187,19 @@ fn build(
     let spec = sources.merge(&mut problems).and_then(|(tree, removed)| {
         if show {
             let plain = sources::to_plain(tree.get_ref());
-            shown = Some(toml::to_string(&plain).unwrap_or_default());
+            let files: Vec<String> = sources
+                .merge_order()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            // Values as the services get them: a `$` here is literal, so this text is
+            // for reading, not for loading again as it is.
+            shown = Some(format!(
+                "# {} as muster runs it: every ${{VAR}} expanded, values as the services get them\n{}\n{}",
+                files.join(" + "),
+                if files.len() > 1 { "# (the files merged in this order, later ones winning)" } else { "#" },
+                toml::to_string(&plain).unwrap_or_default()
+            ));
         }
         recover::deserialize_tree(tree, removed, &mut problems)
     });

@@ -94,6 +94,14 @@ impl Sources {
         sources
     }
 
+    /// Every file, in the order they are merged (the later ones win).
+    pub fn merge_order(&self) -> Vec<&Path> {
+        self.order
+            .iter()
+            .map(|&i| self.files[i].shown.as_path())
+            .collect()
+    }
+
     /// The included files, for a report that can show them.
     pub fn included(&self) -> Vec<Included> {
         self.files[1..]

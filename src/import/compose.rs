@@ -64,6 +64,11 @@ pub fn read(source: &str) -> Result<Draft, ImportError> {
         };
         draft.services.push(service(name, spec));
     }
+    yaml::in_file_order(
+        &mut draft.services,
+        &yaml::keys_in_order(source, "services"),
+        |s| s.name.as_str(),
+    );
     Ok(draft)
 }
 

@@ -65,6 +65,11 @@ pub fn read(source: &str) -> Result<Draft, ImportError> {
         service.env = env;
         draft.services.push(service);
     }
+    yaml::in_file_order(
+        &mut draft.services,
+        &yaml::keys_in_order(source, "processes"),
+        |s| s.name.as_str(),
+    );
     Ok(draft)
 }
 

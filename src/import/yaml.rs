@@ -23,6 +23,31 @@ pub fn parse(text: &str) -> Result<Value, ImportError> {
     Ok(documents.into_iter().next().map_or(Value::Null, convert))
 }
 
+/// The keys of the mapping under `key` at the top of `text`, in the file's order
+/// (the JSON values are ordered by name): empty when there is none.
+pub fn keys_in_order(text: &str, key: &str) -> Vec<String> {
+    let Ok(documents) = YamlLoader::load_from_str(text) else {
+        return Vec::new();
+    };
+    let Some(Yaml::Hash(top)) = documents.into_iter().next() else {
+        return Vec::new();
+    };
+    match top.get(&Yaml::String(key.to_owned())) {
+        Some(Yaml::Hash(inner)) => inner.keys().cloned().map(key_text).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Puts `services` in the order their names have in `order`; others after, as they are.
+pub fn in_file_order<T>(services: &mut [T], order: &[String], name: impl Fn(&T) -> &str) {
+    services.sort_by_key(|s| {
+        order
+            .iter()
+            .position(|n| n == name(s))
+            .unwrap_or(usize::MAX)
+    });
+}
+
 fn convert(yaml: Yaml) -> Value {
     match yaml {
         Yaml::Real(text) => text
