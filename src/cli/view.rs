@@ -145,8 +145,13 @@ impl View {
                 }
             }
         }
-        // The last lines printed before the history closed.
+        // The last lines printed before the history closed. A service's pipes are read
+        // by tasks of their own, which may still hold its last output when its exit is
+        // known: they get their turns first.
         if let Some(output) = &mut output {
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
             for item in output.drain() {
                 self.line(item);
             }
