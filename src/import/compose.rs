@@ -94,7 +94,20 @@ fn service(name: &str, spec: &serde_json::Map<String, Value>) -> Service {
     let command = spec.get("command").and_then(words);
     let entrypoint = spec.get("entrypoint").and_then(words);
     let build = spec.get("build");
-    let run = if image.is_none() && build.is_none() {
+    let context = build.and_then(|b| b.get("context").and_then(text).or_else(|| text(b)));
+    // A service built from a directory here with a command of its own (Django's
+    // `python manage.py runserver`, a Node `npm start`) runs that command in that
+    // directory: the code is on this host; only its dependencies may not be.
+    let built_here = image.is_none()
+        && command.is_some()
+        && context
+            .as_deref()
+            .is_some_and(|c| !c.contains("://") && !c.starts_with("git@"));
+    let run = if built_here {
+        let mut argv = entrypoint.clone().unwrap_or_default();
+        argv.extend(command.clone().unwrap_or_default());
+        Run::Argv(argv.iter().map(|w| tool_expanded(w, true)).collect())
+    } else if image.is_none() && build.is_none() {
         match (&entrypoint, &command) {
             (Some(entry), command) => {
                 let mut argv = entry.clone();
@@ -128,12 +141,25 @@ fn service(name: &str, spec: &serde_json::Map<String, Value>) -> Service {
         }
     };
     let mut service = Service::new(name, run);
-    let container = matches!(service.run, Run::Missing { .. });
+    let container = image.is_some() || build.is_some();
+    if built_here {
+        service.cwd = context.clone();
+        service.notes.push(format!(
+            "it ran in an image built from `{}`; here its command runs in that directory on this host, so what the Dockerfile installs must be installed here",
+            context.as_deref().unwrap_or(".")
+        ));
+        let docker = docker_run(name, spec, None);
+        service.notes.push(format!(
+            "to run the image instead, build it (docker build -t {name}-image {}) and use:\ncommand = [{}]",
+            context.as_deref().unwrap_or("."),
+            docker.iter().map(|w| super::render::string(w)).collect::<Vec<_>>().join(", ")
+        ));
+    }
 
     for (key, value) in spec {
         match key.as_str() {
             "image" | "command" | "entrypoint" => {
-                if container && key != "image" {
+                if container && !built_here && key != "image" {
                     service.untranslated(
                         key,
                         short(value),
@@ -284,6 +310,7 @@ fn depends_on(value: &Value) -> Vec<Dependency> {
                 name,
                 condition: Condition::Started,
                 note: None,
+                restart: false,
             })
             .collect(),
         Value::Object(map) => map
@@ -298,6 +325,7 @@ fn depends_on(value: &Value) -> Vec<Dependency> {
                     name: name.clone(),
                     condition,
                     note: None,
+                    restart: spec.get("restart").and_then(Value::as_bool) == Some(true),
                 }
             })
             .collect(),

@@ -56,6 +56,9 @@ pub struct Dependency {
     pub condition: Condition,
     /// Why this condition, when it is not what the source said word for word.
     pub note: Option<String>,
+    /// Restart the dependent when the dependency gets a new run (compose's
+    /// `restart: true`).
+    pub restart: bool,
 }
 
 /// A probe, in muster's kinds.

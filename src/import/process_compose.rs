@@ -211,6 +211,7 @@ fn process(
                             name: dep.clone(),
                             condition,
                             note,
+                            restart: false,
                         });
                     }
                 }

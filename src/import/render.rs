@@ -54,7 +54,7 @@ pub fn render(draft: &Draft, places: &Places) -> Rendered {
         .collect();
 
     // Dependencies resolved to muster names, each with its comments.
-    let mut edges: Vec<Vec<(String, Condition, Option<String>)>> = Vec::new();
+    let mut edges: Vec<Vec<Edge>> = Vec::new();
     let mut dropped: Vec<Vec<String>> = Vec::new();
     for (service, name) in services.iter().zip(&names) {
         let mut resolved = Vec::new();
@@ -82,7 +82,7 @@ pub fn render(draft: &Draft, places: &Places) -> Rendered {
                         "waits for `{target}` to start: it restarts always, so it never completes"
                     ));
                 }
-                resolved.push((target.clone(), condition, note));
+                resolved.push((target.clone(), condition, note, dep.restart));
             }
         }
         edges.push(resolved);
@@ -235,15 +235,23 @@ pub fn render(draft: &Draft, places: &Places) -> Rendered {
         }
         let deps = &edges[index];
         if !deps.is_empty() {
-            for (target, _, note) in deps {
+            for (target, _, note, _) in deps {
                 if let Some(note) = note {
                     comment(&mut out, "", &format!("`{target}`: {note}"));
                 }
             }
             let list: Vec<String> = deps
                 .iter()
-                .map(|(target, condition, _)| {
-                    format!("{} = \"{}\"", key(target), condition.as_str())
+                .map(|(target, condition, _, restart)| {
+                    if *restart {
+                        format!(
+                            "{} = {{ condition = \"{}\", restart = true }}",
+                            key(target),
+                            condition.as_str()
+                        )
+                    } else {
+                        format!("{} = \"{}\"", key(target), condition.as_str())
+                    }
                 })
                 .collect();
             let _ = writeln!(out, "depends-on = {{ {} }}", list.join(", "));
@@ -295,6 +303,11 @@ pub fn render(draft: &Draft, places: &Places) -> Rendered {
         placeholders,
     }
 }
+
+/// A resolved dependency: the muster name waited for, the condition, why it is not
+/// the source's own (when it is not), and whether a new run of it restarts the
+/// dependent.
+type Edge = (String, Condition, Option<String>, bool);
 
 /// One service of the output: a source service, or one copy of a replicated one.
 struct Copy {
@@ -419,7 +432,7 @@ fn sanitize(name: &str) -> String {
 /// Drops the dependencies that close a cycle (muster refuses cycles), noting each.
 fn break_cycles(
     names: &[String],
-    edges: &mut [Vec<(String, Condition, Option<String>)>],
+    edges: &mut [Vec<Edge>],
     dropped: &mut [Vec<String>],
 ) {
     let index: HashMap<&str, usize> = names
@@ -437,7 +450,7 @@ fn break_cycles(
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
         state[start] = 1;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some((target, _, _)) = edges[node].get(*next) {
+            if let Some((target, _, _, _)) = edges[node].get(*next) {
                 *next += 1;
                 let Some(&t) = index.get(target.as_str()) else {
                     continue;
@@ -457,7 +470,7 @@ fn break_cycles(
         }
     }
     for (node, target) in removals {
-        edges[node].retain(|(t, _, _)| *t != target);
+        edges[node].retain(|(t, _, _, _)| *t != target);
         dropped[node].push(format!(
             "depended on `{target}`, which depends back on this service: muster refuses cycles, so this wait is left out"
         ));

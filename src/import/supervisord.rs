@@ -304,6 +304,7 @@ fn order_by_priority(draft: &mut Draft, priorities: &[(i64, String)]) {
                 note: Some(format!(
                     "priority {mine} after {before}: supervisord starts lower priorities first, without waiting for them to be ready"
                 )),
+                restart: false,
             });
         }
     }
