@@ -430,11 +430,7 @@ fn sanitize(name: &str) -> String {
 }
 
 /// Drops the dependencies that close a cycle (muster refuses cycles), noting each.
-fn break_cycles(
-    names: &[String],
-    edges: &mut [Vec<Edge>],
-    dropped: &mut [Vec<String>],
-) {
+fn break_cycles(names: &[String], edges: &mut [Vec<Edge>], dropped: &mut [Vec<String>]) {
     let index: HashMap<&str, usize> = names
         .iter()
         .enumerate()
