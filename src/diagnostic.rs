@@ -6,12 +6,17 @@
 //! the offending span underlined, via `codespan-reporting`) or as JSON for scripts.
 //! This module knows nothing about TOML or services; the config module produces the
 //! diagnostics and the CLI decides where they are printed.
+//!
+//! A config may be read from several files (`include`). Their texts share one space of
+//! offsets: the main file starts at 0 and each included file at its own `base`, past the
+//! end of the one before, so a span alone says which file it is in and every check can
+//! keep using plain byte ranges.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use codespan_reporting::diagnostic as cs;
-use codespan_reporting::files::SimpleFile;
+use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term;
 use codespan_reporting::term::termcolor::WriteColor;
 use serde::Serialize;
@@ -109,12 +114,23 @@ impl Diagnostic {
     }
 }
 
-/// Every diagnostic of one file, with the file's text so that spans can be shown.
+/// Every diagnostic of one config, with the files' texts so that spans can be shown.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The main file, whose text starts at offset 0.
     pub path: PathBuf,
     pub source: String,
+    /// The files it includes, each at its own offset.
+    pub included: Vec<Included>,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A file read through `include`: its text occupies `base..base + source.len()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Included {
+    pub path: PathBuf,
+    pub source: String,
+    pub base: usize,
 }
 
 /// A 1-based line and column (in characters), as editors count them.
@@ -129,7 +145,28 @@ impl Report {
         Self {
             path: path.to_path_buf(),
             source: source.into(),
+            included: Vec::new(),
             diagnostics: Vec::new(),
+        }
+    }
+
+    /// The file an offset is in: its index (0 the main file, then the included ones in
+    /// order), path, text and base.
+    fn file_at(&self, offset: usize) -> (usize, &Path, &str, usize) {
+        for (index, file) in self.included.iter().enumerate().rev() {
+            if offset >= file.base {
+                return (index + 1, &file.path, &file.source, file.base);
+            }
+        }
+        (0, &self.path, &self.source, 0)
+    }
+
+    /// The path of the file a diagnostic is in: where its primary label points, or the
+    /// main file.
+    pub fn file_of(&self, diagnostic: &Diagnostic) -> &Path {
+        match &diagnostic.primary {
+            Some(label) => self.file_at(label.span.start).1,
+            None => &self.path,
         }
     }
 
@@ -139,6 +176,7 @@ impl Report {
         Self {
             path: self.path.clone(),
             source: self.source.clone(),
+            included: self.included.clone(),
             diagnostics: self
                 .diagnostics
                 .iter()
@@ -182,13 +220,14 @@ impl Report {
             .sort_by_key(|d| d.primary.as_ref().map(|l| (l.span.start, l.span.end)));
     }
 
-    /// The line and column of a byte offset (clamped to the source).
+    /// The line and column of a byte offset (clamped to the file it is in).
     pub fn position(&self, offset: usize) -> Position {
-        let mut offset = offset.min(self.source.len());
-        while !self.source.is_char_boundary(offset) {
+        let (_, _, source, base) = self.file_at(offset);
+        let mut offset = (offset - base).min(source.len());
+        while !source.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.source[..offset];
+        let before = &source[..offset];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         Position {
             line: before.matches('\n').count() + 1,
@@ -199,11 +238,15 @@ impl Report {
     /// Writes every diagnostic like a compiler would: header, `file:line:column`, the
     /// source lines with the spans underlined, then notes and help.
     pub fn render(&self, out: &mut dyn WriteColor) -> std::io::Result<()> {
-        let file = SimpleFile::new(self.path.display().to_string(), self.source.as_str());
+        let mut files = SimpleFiles::new();
+        files.add(self.path.display().to_string(), self.source.as_str());
+        for file in &self.included {
+            files.add(file.path.display().to_string(), file.source.as_str());
+        }
         let config = term::Config::default();
         for diagnostic in &self.diagnostics {
             let rendered = self.to_codespan(diagnostic);
-            term::emit_to_write_style(out, &config, &file, &rendered).map_err(|e| match e {
+            term::emit_to_write_style(out, &config, &files, &rendered).map_err(|e| match e {
                 codespan_reporting::files::Error::Io(io) => io,
                 other => std::io::Error::other(other.to_string()),
             })?;
@@ -219,22 +262,26 @@ impl Report {
         String::from_utf8_lossy(&out.into_inner()).into_owned()
     }
 
-    fn to_codespan(&self, diagnostic: &Diagnostic) -> cs::Diagnostic<()> {
+    fn to_codespan(&self, diagnostic: &Diagnostic) -> cs::Diagnostic<usize> {
         let severity = match diagnostic.severity {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
             Severity::Note => cs::Severity::Note,
         };
-        let clamp = |span: &Range<usize>| {
-            let end = span.end.min(self.source.len());
-            span.start.min(end)..end
+        // Each span into its file, clamped to that file's text.
+        let place = |span: &Range<usize>| {
+            let (id, _, source, base) = self.file_at(span.start);
+            let end = span.end.saturating_sub(base).min(source.len());
+            (id, (span.start - base).min(end)..end)
         };
         let mut labels = Vec::new();
         if let Some(label) = &diagnostic.primary {
-            labels.push(cs::Label::primary((), clamp(&label.span)).with_message(&label.message));
+            let (id, range) = place(&label.span);
+            labels.push(cs::Label::primary(id, range).with_message(&label.message));
         }
         for label in &diagnostic.secondary {
-            labels.push(cs::Label::secondary((), clamp(&label.span)).with_message(&label.message));
+            let (id, range) = place(&label.span);
+            labels.push(cs::Label::secondary(id, range).with_message(&label.message));
         }
         let mut notes = diagnostic.notes.clone();
         if diagnostic.primary.is_none() {
@@ -268,7 +315,7 @@ impl Report {
                     "severity": d.severity,
                     "code": d.code,
                     "message": d.message,
-                    "file": self.path.display().to_string(),
+                    "file": self.file_of(d).display().to_string(),
                     "line": start.map(|p| p.line),
                     "column": start.map(|p| p.column),
                     "primary": d.primary.as_ref().map(span_json),

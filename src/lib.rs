@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod event;
 pub mod graph;
+pub mod import;
 pub mod name;
 pub mod proxy;
 pub mod router;

@@ -11,11 +11,25 @@ use super::{GlobalArgs, plural, print_json, report_json};
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Print the result and every diagnostic as JSON on stdout
-    #[arg(long)]
+    #[arg(long, conflicts_with = "show")]
     pub json: bool,
+
+    /// Print the config as muster runs it: included files merged, every `${VAR}`
+    /// expanded (TOML on stdout; problems on stderr as usual)
+    #[arg(long)]
+    pub show: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
+    if args.show {
+        return match global.load_by(false, true, crate::config::load_shown, |(loaded, _)| loaded) {
+            Ok(shown) => {
+                super::out::out!("{}", shown.1);
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        };
+    }
     let loaded = match global.load(args.json, true) {
         Ok(loaded) => loaded,
         Err(code) => return code,

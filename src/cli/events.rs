@@ -1,4 +1,4 @@
-//! `muster events [-F] [--since ID] [--service S] [--kind K] [-n N] [--json]`: what
+//! `muster events [-F] [--since ID|WHEN] [--service S] [--kind K] [-n N] [--json]`: what
 //! happened, one line per event (JSON Lines with `--json`), read from the state
 //! directory's database, with or without a supervisor running; then, with `-F`, what
 //! happens next, from the running supervisor.
@@ -22,9 +22,10 @@ pub struct EventsArgs {
     // `-f` is `--file` everywhere, so following is `-F` (as `tail -F`).
     #[arg(short = 'F', long)]
     pub follow: bool,
-    /// Only events after this id
-    #[arg(long, default_value_t = 0, value_name = "ID")]
-    pub since: u64,
+    /// Only events after this id, or since this time: a duration ago (10m, 2h) or a
+    /// time (2026-12-01T10:00, UTC)
+    #[arg(long, value_name = "ID|WHEN", value_parser = since)]
+    pub since: Option<Since>,
     /// Only events of this service
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
@@ -37,6 +38,21 @@ pub struct EventsArgs {
     /// One JSON object per line
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where `--since` starts: after an event id, or at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Id(u64),
+    Time(SystemTime),
+}
+
+/// A number is an id (as it always was); anything else a time.
+fn since(text: &str) -> Result<Since, String> {
+    match text.trim().parse::<u64>() {
+        Ok(id) => Ok(Since::Id(id)),
+        Err(_) => super::when::parse_arg(text).map(Since::Time),
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
@@ -54,11 +70,17 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
     }
     let printer = Printer { json: args.json };
     // What is recorded first; following picks up after the last event printed.
-    let mut since = args.since;
+    let (since_id, since_time) = match args.since {
+        None => (0, None),
+        Some(Since::Id(id)) => (id, None),
+        Some(Since::Time(time)) => (0, Some(super::when::millis(time))),
+    };
+    let mut since = since_id;
     match super::history::open(global) {
         Ok(store) => {
             let filter = EventFilter {
-                since: args.since,
+                since: since_id,
+                since_time,
                 service: args.service.clone(),
                 kind: args.kind.clone(),
             };
@@ -76,9 +98,8 @@ pub fn run(global: &GlobalArgs, args: &EventsArgs) -> ExitCode {
                 && store
                     .events(
                         &EventFilter {
-                            since: 0,
                             service: Some(service.clone()),
-                            kind: None,
+                            ..EventFilter::default()
                         },
                         Some(1),
                     )

@@ -80,6 +80,128 @@ pub fn last_lines(
     let mut found = Found::default();
     let mut readers = Vec::new();
     let mut total = 0;
+    for (service, files) in open_all(logs_dir, only, positions, &mut found)? {
+        let (count, segments) = segments(files, want)?;
+        total += count;
+        readers.push(Reader::new(service, segments));
+    }
+    // Each service gave up to `want` lines; of them all, only the last `want` by time.
+    let mut skip = total.saturating_sub(want);
+    merge(readers, |line| {
+        if skip > 0 {
+            skip -= 1;
+        } else {
+            emit(line);
+        }
+    })?;
+    Ok(found)
+}
+
+/// Which lines to show: by time (RFC 3339 strings as muster writes them, which sort as
+/// the times they stand for) and by stream.
+#[derive(Debug, Clone, Default)]
+pub struct Select {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub stream: Option<String>,
+}
+
+impl Select {
+    pub fn is_all(&self) -> bool {
+        self.since.is_none() && self.until.is_none() && self.stream.is_none()
+    }
+
+    pub fn keeps(&self, line: &Line) -> bool {
+        self.since.as_ref().is_none_or(|since| line.time >= *since)
+            && self.until.as_ref().is_none_or(|until| line.time <= *until)
+            && self
+                .stream
+                .as_ref()
+                .is_none_or(|stream| line.stream == *stream)
+    }
+}
+
+/// Calls `emit` with the lines of `only` (or of every service, merged by time) that
+/// `select` keeps, oldest first, across the rotated files; only the last `want` of them
+/// when given (held in memory: at most `want` lines).
+pub fn selected_lines(
+    logs_dir: &Path,
+    only: Option<&str>,
+    select: &Select,
+    want: Option<usize>,
+    positions: &BTreeMap<String, Position>,
+    mut emit: impl FnMut(Line),
+) -> io::Result<Found> {
+    let mut found = Found::default();
+    let mut readers = Vec::new();
+    for (service, files) in open_all(logs_dir, only, positions, &mut found)? {
+        // Every file whole, oldest first: times are only known by reading the lines.
+        let mut segments: Vec<Segment> = files
+            .into_iter()
+            .map(|(file, _, end)| Segment {
+                file,
+                start: 0,
+                end,
+            })
+            .collect();
+        segments.reverse();
+        readers.push(Reader::new(service, segments));
+    }
+    let mut kept = std::collections::VecDeque::new();
+    merge(readers, |line| {
+        if !select.keeps(&line) {
+            return;
+        }
+        match want {
+            None => emit(line),
+            Some(0) => {}
+            Some(want) => {
+                if kept.len() == want {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        }
+    })?;
+    kept.into_iter().for_each(emit);
+    Ok(found)
+}
+
+/// Merges the readers' lines by time, oldest first.
+fn merge(readers: Vec<Reader>, mut emit: impl FnMut(Line)) -> io::Result<()> {
+    let mut heads: Vec<(Reader, Option<Line>)> = Vec::new();
+    for mut reader in readers {
+        let first = reader.next_line()?;
+        heads.push((reader, first));
+    }
+    loop {
+        let earliest = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (_, line))| line.as_ref().map(|line| (index, &line.time)))
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(index, _)| index);
+        let Some(index) = earliest else {
+            return Ok(());
+        };
+        let (reader, head) = &mut heads[index];
+        let next = reader.next_line()?;
+        if let Some(line) = std::mem::replace(head, next) {
+            emit(line);
+        }
+    }
+}
+
+/// Each service's log files, opened, newest first, each with its inode and how much of
+/// it to read (cut at the follow's position when there is one).
+#[allow(clippy::type_complexity)]
+fn open_all(
+    logs_dir: &Path,
+    only: Option<&str>,
+    positions: &BTreeMap<String, Position>,
+    found: &mut Found,
+) -> io::Result<Vec<(String, Vec<(File, u64, u64)>)>> {
+    let mut all = Vec::new();
     for (service, paths) in on_disk(logs_dir)? {
         if only.is_some_and(|only| only != service) {
             continue;
@@ -120,38 +242,9 @@ pub fn last_lines(
                 }
             }
         };
-        let (count, segments) = segments(files, want)?;
-        total += count;
-        readers.push(Reader::new(service, segments));
+        all.push((service, files));
     }
-    // Each service gave up to `want` lines; of them all, only the last `want` by time.
-    let mut skip = total.saturating_sub(want);
-    let mut heads: Vec<(Reader, Option<Line>)> = Vec::new();
-    for mut reader in readers {
-        let first = reader.next_line()?;
-        heads.push((reader, first));
-    }
-    loop {
-        let earliest = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(index, (_, line))| line.as_ref().map(|line| (index, &line.time)))
-            .min_by(|a, b| a.1.cmp(b.1))
-            .map(|(index, _)| index);
-        let Some(index) = earliest else {
-            break;
-        };
-        let (reader, head) = &mut heads[index];
-        let next = reader.next_line()?;
-        if let Some(line) = std::mem::replace(head, next) {
-            if skip > 0 {
-                skip -= 1;
-            } else {
-                emit(line);
-            }
-        }
-    }
-    Ok(found)
+    Ok(all)
 }
 
 /// Each service's log files in `logs_dir`, newest first (`x.log`, `x.log.1`, ...).

@@ -1,6 +1,9 @@
-//! `muster logs [NAME] [-F] [-n N]`: the last lines of one service or of all of them
-//! (by time), read from the log files in the state directory, with or without a
-//! supervisor running; then, with `-F`, every new line as it comes, from the supervisor.
+//! `muster logs [NAME] [-F] [-n N] [--since T] [--until T] [--stream S] [--timestamps]`:
+//! the last lines of one service or of all of them (by time), or those of a stretch of
+//! time, read from the log files in the state directory (rotated ones too), with or
+//! without a supervisor running; then, with `-F`, every new line as it comes, from the
+//! supervisor. Every line on disk carries the time it was written, so selecting by time
+//! needs nothing but the files.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -24,10 +27,23 @@ pub struct LogsArgs {
     #[arg(short = 'F', long)]
     pub follow: bool,
     /// How many of the last lines to print first, from the log files (rotated ones
-    /// included)
-    #[arg(short = 'n', long = "lines", default_value_t = 100, value_name = "N",
+    /// included); default 100, or every line of --since/--until
+    #[arg(short = 'n', long = "lines", value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=crate::api::MAX_TAIL as i64))]
-    pub lines: u32,
+    pub lines: Option<u32>,
+    /// Only lines written since then: a duration ago (10m, 2h) or a time
+    /// (2026-12-01T10:00, UTC)
+    #[arg(long, value_name = "WHEN", value_parser = super::when::parse_arg)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only lines written until then (a duration ago or a time, as --since)
+    #[arg(long, value_name = "WHEN", value_parser = super::when::parse_arg, conflicts_with = "follow")]
+    pub until: Option<std::time::SystemTime>,
+    /// Only lines of this stream
+    #[arg(long, value_enum, value_name = "STREAM")]
+    pub stream: Option<StreamArg>,
+    /// Begin each line with the time it was written (RFC 3339, UTC)
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
     /// Print each line as a JSON object
     #[arg(long)]
     pub json: bool,
@@ -35,6 +51,25 @@ pub struct LogsArgs {
     /// included (by default control characters are shown as `\x1b`)
     #[arg(long)]
     pub raw: bool,
+}
+
+/// The streams a line can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamArg {
+    Stdout,
+    Stderr,
+    /// muster's own notes in the log: spawned, exited, killed
+    Muster,
+}
+
+impl StreamArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            StreamArg::Stdout => "stdout",
+            StreamArg::Stderr => "stderr",
+            StreamArg::Muster => "muster",
+        }
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
@@ -50,10 +85,16 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     };
     let colour = global.colour_on(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     console::set_colors_enabled(colour);
+    let select = logfiles::Select {
+        since: args.since.map(super::when::stamp),
+        until: args.until.map(super::when::stamp),
+        stream: args.stream.map(|s| s.as_str().to_owned()),
+    };
     let printer = Printer {
         prefix: args.name.is_none(),
         json: args.json,
         raw: args.raw,
+        timestamps: args.timestamps,
     };
     // Following starts first: the supervisor sends every line written from then on and
     // says where in each file that is, and the files are read up to there. No line is
@@ -83,13 +124,32 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
         follow = Some((client, stream));
     }
     let logs_dir = state_dir.join("logs");
-    let found = logfiles::last_lines(
-        &logs_dir,
-        args.name.as_deref(),
-        args.lines as usize,
-        &positions,
-        |line| printer.print(&line),
-    );
+    let by_time = args.since.is_some() || args.until.is_some();
+    let found = if select.is_all() {
+        logfiles::last_lines(
+            &logs_dir,
+            args.name.as_deref(),
+            args.lines.unwrap_or(100) as usize,
+            &positions,
+            |line| printer.print(&line),
+        )
+    } else {
+        // A stretch of time means all of it unless -n says otherwise; a stream alone,
+        // its last 100 lines.
+        let want = match args.lines {
+            Some(n) => Some(n as usize),
+            None if by_time => None,
+            None => Some(100),
+        };
+        logfiles::selected_lines(
+            &logs_dir,
+            args.name.as_deref(),
+            &select,
+            want,
+            &positions,
+            |line| printer.print(&line),
+        )
+    };
     let found = match found {
         Ok(found) => found,
         Err(error) => {
@@ -124,7 +184,12 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     client.follow_items(
         &mut stream,
         |text| Some(text),
-        |line: crate::api::model::LogLine| printer.print(&Line::from(line)),
+        |line: crate::api::model::LogLine| {
+            let line = Line::from(line);
+            if select.keeps(&line) {
+                printer.print(&line);
+            }
+        },
     )
 }
 
@@ -135,6 +200,8 @@ struct Printer {
     prefix: bool,
     json: bool,
     raw: bool,
+    /// Each line begins with its time.
+    timestamps: bool,
 }
 
 impl Printer {
@@ -167,10 +234,15 @@ impl Printer {
             "muster" => style(text).dim().to_string(),
             _ => text.into_owned(),
         };
-        if self.prefix {
-            outln!("{} {text}", style(&line.service).cyan());
+        let time = if self.timestamps {
+            format!("{} ", style(&line.time).dim())
         } else {
-            outln!("{text}");
+            String::new()
+        };
+        if self.prefix {
+            outln!("{time}{} {text}", style(&line.service).cyan());
+        } else {
+            outln!("{time}{text}");
         }
     }
 }

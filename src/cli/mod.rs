@@ -15,16 +15,20 @@ mod events;
 mod generate;
 mod graph;
 mod history;
+mod import;
+mod lines;
 mod logfiles;
 mod logs;
 mod out;
 mod printable;
+mod run;
 mod status;
 // `up` writes through its own `say`, which ignores a reader that went away: the
 // supervisor must outlive it.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 mod up;
 mod view;
+mod when;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -127,10 +131,16 @@ pub enum Command {
     Signal(control::SignalArgs),
     /// Print the last lines of a service's output (or all services'), and follow
     Logs(logs::LogsArgs),
+    /// Run a one-off command in a service's directory and environment (a migration, a
+    /// shell), attached to the terminal; exits with its status
+    Run(run::RunArgs),
     /// Print what happened: spawns, readiness, exits, restarts, failures
     Events(events::EventsArgs),
     /// Print every recorded run of a service: start, end, exit, why it ended
     History(history::HistoryArgs),
+    /// Turn a Procfile, docker compose, process-compose, supervisord or pm2 file into a
+    /// commented muster.toml
+    Import(import::ImportArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions(generate::CompletionsArgs),
     /// Print the man page (roff)
@@ -152,8 +162,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(args) => control::reload(&cli.global, &args),
         Command::Signal(args) => control::signal(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
+        Command::Run(args) => run::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
         Command::History(args) => history::run(&cli.global, &args),
+        Command::Import(args) => import::run(&cli.global, &args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),
     }
@@ -191,14 +203,26 @@ impl GlobalArgs {
     /// and returns the exit code to leave with.
     /// Notes are shown by `muster check` only (`notes`); warnings by every command.
     fn load(&self, json: bool, notes: bool) -> Result<Loaded, ExitCode> {
-        match config::load(&self.file) {
-            Ok(loaded) => {
+        self.load_by(json, notes, config::load, |loaded| loaded)
+    }
+
+    /// [`Self::load`] with another loader (`check --show` wants the merged text too).
+    fn load_by<T>(
+        &self,
+        json: bool,
+        notes: bool,
+        loader: impl FnOnce(&std::path::Path) -> Result<T, config::Error>,
+        loaded_of: impl Fn(&T) -> &Loaded,
+    ) -> Result<T, ExitCode> {
+        match loader(&self.file) {
+            Ok(result) => {
+                let loaded = loaded_of(&result);
                 if !json && notes {
                     self.render(&loaded.warnings);
                 } else if !json {
                     self.render(&loaded.warnings.without_notes());
                 }
-                Ok(loaded)
+                Ok(result)
             }
             Err(error) => {
                 let report = error.into_report();

@@ -51,6 +51,12 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_progress: bool,
 
+    /// What to show besides the summary: `all` (every service's output, each line
+    /// prefixed by its name, among muster's events), `events` or `none`. Default: all in
+    /// the foreground, events with --json or in the background
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub output: Option<super::lines::Output>,
+
     /// Run the supervisor in the background: wait until the bootstrap has settled,
     /// print the status, and exit (0 if every started service is healthy or completed)
     #[arg(short, long)]
@@ -105,6 +111,13 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
             && !args.background
             && std::io::stderr().is_terminal(),
         background: args.background,
+        // Scripts reading `--json` and the background log get what they always had;
+        // the services' own output is in their log files.
+        output: args.output.unwrap_or(if args.json || args.background {
+            super::lines::Output::Events
+        } else {
+            super::lines::Output::All
+        }),
     };
     raise_descriptor_limit();
     let options = Options {
@@ -162,12 +175,15 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
     }
     let view = View::new(&supervisor, mode, began);
     let feed = supervisor.bus().feed();
+    // Before anything runs, so that no service's first line is missed.
+    let output = (mode.output == super::lines::Output::All)
+        .then(|| super::lines::Lines::follow(&supervisor));
     // Without a terminal there is no hang-up to mean: SIGHUP is a request to reload.
     let hangup_reloads = mode.background || !crate::supervisor::procfs::has_controlling_terminal();
     let signal_handling = signals.handle(Arc::clone(&supervisor), hangup_reloads);
     let (outcome, (), ()) = tokio::join!(
         daemon.run(std::future::pending()),
-        view.run(Arc::clone(&supervisor), feed),
+        view.run(Arc::clone(&supervisor), feed, output),
         signal_handling,
     );
     let view = View::new(&supervisor, mode, began);
@@ -187,6 +203,8 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
         crate::supervisor::warn(problem);
     }
     view.note("all services stopped");
+    // Everything said is on stdout before muster is gone.
+    super::view::flush();
     if outcome.ended_by.is_none() && !outcome.failed.is_empty() {
         return ExitCode::from(EXIT_FAILED);
     }

@@ -1,8 +1,10 @@
 //! What `muster up` shows while the supervisor runs: on a terminal, a live line per
 //! service while the graph boots; otherwise (and after the boot) one line per event, or
-//! JSON Lines with `--json`. The view only reads: it follows the supervisor's event
-//! [`Feed`] (which loses nothing, however slowly the output drains) and its graph, and
-//! never decides anything about the services.
+//! JSON Lines with `--json`; and, unless `--output` says otherwise, every service's
+//! output lines among the events (see [`super::lines`]). The view only reads: it
+//! follows the supervisor's event [`Feed`] (which loses nothing, however slowly the
+//! output drains), the services' logs and its graph, and never decides anything about
+//! the services.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::lines::{self, Item, Lines, Output};
 use super::plural;
 use super::printable::printable;
 use crate::config::ServiceName;
@@ -25,6 +28,8 @@ pub struct Mode {
     /// Running in the background (`up -d`): the output goes to a log file, so lines
     /// carry the wall-clock time and the summary says how to stop it.
     pub background: bool,
+    /// What is shown besides the summary.
+    pub output: Output,
 }
 
 /// The view of one run of the supervisor.
@@ -34,6 +39,8 @@ pub struct View {
     width: usize,
     progress: Option<(MultiProgress, BTreeMap<ServiceName, ProgressBar>)>,
     file: std::path::PathBuf,
+    /// Lines of each service that stdout could not take in time.
+    unshown: BTreeMap<ServiceName, u64>,
 }
 
 impl View {
@@ -51,13 +58,19 @@ impl View {
             width,
             progress: None,
             file: spec.path.clone(),
+            unshown: BTreeMap::new(),
         }
     }
 
     /// Follows the supervisor until its history closes, every event shown once, in
     /// order; the boot summary once the bootstrap has settled, after the events it
     /// counts; a line when the shutdown begins.
-    pub async fn run(mut self, supervisor: Arc<Supervisor>, mut feed: Feed) {
+    pub async fn run(
+        mut self,
+        supervisor: Arc<Supervisor>,
+        mut feed: Feed,
+        mut output: Option<Lines>,
+    ) {
         let mut graph = supervisor.watch_graph();
         let mut graph_open = true;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -71,6 +84,14 @@ impl View {
                 },
                 changed = graph.changed(), if graph_open => {
                     graph_open = changed.is_ok();
+                    // A reload may have added or replaced services: follow them too.
+                    if let Some(output) = &mut output {
+                        output.catch_up(&supervisor);
+                    }
+                    None
+                }
+                item = next_line(&mut output) => {
+                    self.line(item);
                     None
                 }
                 _ = tick.tick(), if self.progress.is_some() && !booted => {
@@ -124,7 +145,67 @@ impl View {
                 }
             }
         }
+        // The last lines printed before the history closed. A service's pipes are read
+        // by tasks of their own, which may still hold its last output when its exit is
+        // known: they get their turns first.
+        if let Some(output) = &mut output {
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
+            for item in output.drain() {
+                self.line(item);
+            }
+        }
         self.finish_progress();
+    }
+
+    /// A service's output line: above the live lines while they are shown.
+    fn line(&mut self, item: Item) {
+        let text = match &item {
+            Item::Line(name, line) if self.mode.json => lines::json(name.as_str(), line),
+            Item::Line(name, line) => format!(
+                "{} {}",
+                self.when(line.time),
+                lines::prefixed(name.as_str(), self.width, line.stream, &line.text)
+            ),
+            Item::Skipped(name, count) => {
+                let text = format!(
+                    "{count} lines of `{name}` not shown: the terminal fell behind (`muster logs {name}` has them)"
+                );
+                if self.mode.json {
+                    crate::supervisor::warn(&text);
+                    return;
+                }
+                format!("{} {text}", style("muster:").bold())
+            }
+        };
+        let service = match &item {
+            Item::Line(name, _) | Item::Skipped(name, _) => name.clone(),
+        };
+        match &self.progress {
+            // The live lines step aside for it, and are drawn again below: written
+            // here and now, or they would be drawn over (a terminal, which reads).
+            Some((multi, _)) => multi.suspend(|| {
+                use std::io::Write;
+                flush();
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+            }),
+            None => {
+                // What the queue had no room for is counted, and said once it has.
+                if let Some((name, count)) = self.unshown.pop_first() {
+                    let said = say_line(format!(
+                        "{} {count} lines of `{name}` not shown: stdout fell behind (`muster logs {name}` has them)",
+                        style("muster:").bold()
+                    ));
+                    if !said {
+                        self.unshown.insert(name, count);
+                    }
+                }
+                if !self.unshown.is_empty() || !say_line(text) {
+                    *self.unshown.entry(service).or_default() += 1;
+                }
+            }
+        }
     }
 
     fn start_progress(&mut self, supervisor: &Supervisor) {
@@ -203,6 +284,9 @@ impl View {
     }
 
     fn event(&mut self, event: &Event, booted: bool) {
+        if self.mode.output == Output::None {
+            return;
+        }
         if self.mode.json {
             if let Ok(line) = serde_json::to_string(event) {
                 say(format_args!("{line}"));
@@ -421,11 +505,94 @@ fn others(supervisor: &Supervisor) -> String {
     text
 }
 
+/// The next output line, when output is followed; never ready otherwise.
+async fn next_line(output: &mut Option<Lines>) -> Item {
+    match output {
+        Some(output) => output.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Writes a line on stdout. A reader that went away (`muster up | head`) must not end
 /// the supervision: a failed write is ignored.
+///
+/// The writing is done by a thread of its own: a reader that stops reading (`muster up
+/// | less`, paused) blocks that thread, not the supervisor's. Events and notes wait
+/// for room in its queue, as a direct write would; services' lines never do (see
+/// [`say_line`]).
 pub fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
+    let _ = writer().send(Written::Line(line.to_string()));
+}
+
+/// Queues a service's output line unless the queue holds [`LINES_QUEUED`] of them
+/// already; `false` when it was not queued. A service printing faster than stdout is
+/// read loses lines on the screen (they are in its log file), never the supervisor's
+/// time.
+fn say_line(line: String) -> bool {
+    use std::sync::atomic::Ordering;
+    if QUEUED_LINES.load(Ordering::Relaxed) >= LINES_QUEUED {
+        return false;
+    }
+    QUEUED_LINES.fetch_add(1, Ordering::Relaxed);
+    if writer().try_send(Written::ServiceLine(line)).is_err() {
+        QUEUED_LINES.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Waits (a few seconds at most) until everything said is written: before `up` exits.
+pub fn flush() {
+    let (done, wait) = std::sync::mpsc::channel();
+    if writer().send(Written::Flush(done)).is_ok() {
+        let _ = wait.recv_timeout(Duration::from_secs(5));
+    }
+}
+
+/// What the writer thread is given.
+enum Written {
+    Line(String),
+    ServiceLine(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Room for events and notes beyond the services' lines, which take at most half.
+const QUEUE: usize = 4096;
+const LINES_QUEUED: usize = QUEUE / 2;
+static QUEUED_LINES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn writer() -> &'static std::sync::mpsc::SyncSender<Written> {
+    static WRITER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Written>> =
+        std::sync::OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Written>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("stdout".to_owned())
+            .spawn(move || {
+                use std::io::Write;
+                let stdout = std::io::stdout();
+                for written in receiver {
+                    match written {
+                        Written::Line(line) => {
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }
+                        Written::ServiceLine(line) => {
+                            QUEUED_LINES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }
+                        Written::Flush(done) => {
+                            let _ = stdout.lock().flush();
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // No thread: nothing will be written, but nothing waits on it either
+            // (`flush` gives up when the receiver is gone).
+        }
+        sender
+    })
 }
 
 fn done_style(mark: &str) -> ProgressStyle {

@@ -2,16 +2,19 @@
 //!
 //! This module owns the config file from bytes on disk to the validated [`Spec`], and
 //! nothing past it: no process is started and nothing is written. The way through is
-//! `raw` (serde types, every key optional) → `recover` (all syntax and type errors at
-//! once) → `validate` (values, files, programs, dependencies, ports). Every problem is a
-//! [`Diagnostic`] pointing into the file; only a clean file yields a `Spec`.
+//! `sources` (the file and those it includes, merged, `${VAR}` expanded) → `raw` (serde
+//! types, every key optional) → `recover` (all syntax and type errors at once) →
+//! `validate` (values, files, programs, dependencies, ports). Every problem is a
+//! [`Diagnostic`] pointing into the file it is in; only a clean config yields a `Spec`.
 
 pub(crate) mod envfile;
 pub(crate) mod executable;
 mod foreign;
+mod interpolate;
 mod keypath;
 mod raw;
 mod recover;
+mod sources;
 mod spec;
 mod syntax;
 mod validate;
@@ -115,6 +118,20 @@ pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
 /// Reads and validates the config at `path` (a file, or a directory holding
 /// `muster.toml`). Relative paths inside it are resolved from its directory.
 pub fn load(path: &Path) -> Result<Loaded, Error> {
+    let (path, absolute, source) = read_main(path)?;
+    from_source(&path, &absolute, source)
+}
+
+/// [`load`], and the config as muster runs it: the included files merged and every
+/// `${VAR}` expanded, as TOML text (`muster check --show`).
+pub fn load_shown(path: &Path) -> Result<(Loaded, String), Error> {
+    let (path, absolute, source) = read_main(path)?;
+    let (loaded, shown) = build(&path, &absolute, source, true)?;
+    Ok((loaded, shown.unwrap_or_default()))
+}
+
+/// The main file's path as given, absolute, and its text.
+fn read_main(path: &Path) -> Result<(PathBuf, PathBuf, String), Error> {
     let path = if path.is_dir() {
         path.join(DEFAULT_FILE_NAME)
     } else {
@@ -148,14 +165,46 @@ pub fn load(path: &Path) -> Result<Loaded, Error> {
         path: path.clone(),
         source,
     })?;
-    from_source(&path, &absolute, source)
+    Ok((path, absolute, source))
 }
 
 /// Validates `source` as if read from `path` (shown in messages); `absolute` is where
 /// relative paths start from and what the spec records.
 pub fn from_source(path: &Path, absolute: &Path, source: String) -> Result<Loaded, Error> {
+    build(path, absolute, source, false).map(|(loaded, _)| loaded)
+}
+
+/// Reads the included files, merges, expands, deserializes and validates; with `show`,
+/// also renders the merged tree as TOML.
+fn build(
+    path: &Path,
+    absolute: &Path,
+    source: String,
+    show: bool,
+) -> Result<(Loaded, Option<String>), Error> {
     let mut problems = Vec::new();
-    let spec = recover::deserialize(&source, &mut problems).and_then(|recovered| {
+    let sources = sources::Sources::gather(path, absolute, source, &mut problems);
+    let mut shown = None;
+    let spec = sources.merge(&mut problems).and_then(|(tree, removed)| {
+        if show {
+            let plain = sources::to_plain(tree.get_ref());
+            let files: Vec<String> = sources
+                .merge_order()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            // Values as the services get them: a `$` here is literal, so this text is
+            // for reading, not for loading again as it is.
+            shown = Some(format!(
+                "# {} as muster runs it: every ${{VAR}} expanded, values as the services get them\n{}\n{}",
+                files.join(" + "),
+                if files.len() > 1 { "# (the files merged in this order, later ones winning)" } else { "#" },
+                toml::to_string(&plain).unwrap_or_default()
+            ));
+        }
+        recover::deserialize_tree(tree, removed, &mut problems)
+    });
+    let spec = spec.and_then(|recovered| {
         validate::validate(
             recovered.config,
             &recovered.removed,
@@ -163,14 +212,18 @@ pub fn from_source(path: &Path, absolute: &Path, source: String) -> Result<Loade
             &mut problems,
         )
     });
-    let mut report = Report::new(path, source);
+    let mut report = Report::new(path, sources.files[0].text.clone());
+    report.included = sources.included();
     report.diagnostics = problems;
     report.sort();
     match spec {
-        Some(spec) if !report.has_errors() => Ok(Loaded {
-            spec,
-            warnings: report,
-        }),
+        Some(spec) if !report.has_errors() => Ok((
+            Loaded {
+                spec,
+                warnings: report,
+            },
+            shown,
+        )),
         _ => {
             if !report.has_errors() {
                 // Defensive: a spec is only withheld for a reason that was reported.
@@ -196,13 +249,17 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, String> {
     let absolute = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = std::fs::read_to_string(&absolute)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let named = text
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|table| {
-            table
+    // The file and what it includes, merged and expanded, ignoring every problem: a
+    // config with mistakes elsewhere must still lead to its running supervisor.
+    let sources = sources::Sources::gather(&path, &absolute, text, &mut Vec::new());
+    let named = sources
+        .merge(&mut Vec::new())
+        .and_then(|(tree, _)| {
+            tree.get_ref()
                 .get("settings")?
+                .get_ref()
                 .get("state-dir")?
+                .get_ref()
                 .as_str()
                 .map(str::to_owned)
         })

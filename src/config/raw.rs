@@ -16,6 +16,10 @@ use toml::Spanned;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawConfig {
+    /// Files merged under this one (`sources` reads and removes it before this schema
+    /// is deserialized; it is here so that the schema and its documentation list it).
+    #[allow(dead_code)]
+    pub include: Option<Spanned<Vec<Spanned<String>>>>,
     pub settings: Option<Spanned<RawSettings>>,
     pub services: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawService>>>>,
     pub hooks: Option<Vec<Spanned<RawHook>>>,

@@ -31,17 +31,28 @@ pub struct Recovered {
 /// The most problems reported for one file; past it the rest would be noise.
 const MAX_PROBLEMS: usize = 200;
 
-/// Parses and deserializes `source`, pushing every problem into `problems`. Returns
-/// `None` when the file cannot be read as TOML at all.
+/// Parses and deserializes `source` alone (no includes, no `${...}`), pushing every
+/// problem into `problems`. Returns `None` when the file cannot be read as TOML at all.
+#[cfg(test)]
 pub fn deserialize(source: &str, problems: &mut Vec<Diagnostic>) -> Option<Recovered> {
-    let (mut tree, syntax_errors) = DeTable::parse_recoverable(source);
+    let (tree, syntax_errors) = DeTable::parse_recoverable(source);
     if let Some(error) = syntax_errors.first() {
         // Only the first: once the parser has lost its footing (an unclosed array
         // swallows every line after it), what it says next is mostly echo.
         problems.push(super::syntax::diagnose(source, error));
         return None;
     }
-    let mut removed = Vec::new();
+    deserialize_tree(tree, Vec::new(), problems)
+}
+
+/// Deserializes the raw schema from a parsed (and merged) tree, pushing every problem
+/// into `problems`. `removed` lists keys already taken out of the tree (values whose
+/// `${...}` could not be expanded).
+pub fn deserialize_tree(
+    mut tree: Spanned<DeTable<'_>>,
+    mut removed: Vec<KeyPath>,
+    problems: &mut Vec<Diagnostic>,
+) -> Option<Recovered> {
     loop {
         let attempt = RawConfig::deserialize(toml::de::Deserializer::from(tree.clone()));
         let error = match attempt {

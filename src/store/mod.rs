@@ -164,6 +164,8 @@ pub struct StoredEvent {
 pub struct EventFilter {
     /// Only events with an id above this.
     pub since: u64,
+    /// Only events at or after this time (milliseconds since the epoch).
+    pub since_time: Option<i64>,
     pub service: Option<String>,
     pub kind: Option<String>,
 }
@@ -481,6 +483,7 @@ impl Store {
         let mut statement = self.connection.prepare_cached(
             "SELECT id, time, service, run_id, kind, message, data FROM events
              WHERE id > ?1 AND (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR kind = ?3)
+               AND (?5 IS NULL OR time >= ?5)
              ORDER BY id DESC LIMIT ?4",
         )?;
         let rows = statement.query_map(
@@ -488,7 +491,8 @@ impl Store {
                 filter.since.min(i64::MAX as u64) as i64,
                 filter.service,
                 filter.kind,
-                limit
+                limit,
+                filter.since_time
             ],
             stored_event,
         )?;

@@ -81,7 +81,7 @@ ready = {{ exec = ["true"], interval = "50ms" }}
 [[hooks]]
 on = ["spawned"]
 services = ["first"]
-run = ["sh", "-c", "echo $$ > {{dir}}/hang.pid; exec sleep 600"]
+run = ["sh", "-c", "echo $$$$ > {{dir}}/hang.pid; exec sleep 600"]
 timeout = "2s"
 
 [[hooks]]
@@ -153,7 +153,7 @@ command = ["sleep", "600"]
 
 [[hooks]]
 on = ["ready"]
-run = ["sh", "-c", "echo $$ > {{dir}}/hook.pid; exec sleep 600"]
+run = ["sh", "-c", "echo $$$$ > {{dir}}/hook.pid; exec sleep 600"]
 timeout = "10m"
 "#
         ),

@@ -575,9 +575,9 @@ fn a_reader_that_goes_away_does_not_end_the_supervision() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("muster.toml");
     let text = config(
-        "[services.first]\nshell = 'echo $$ > {dir}/first.pid; sleep 0.5; echo up; exec sleep 600'\n\
+        "[services.first]\nshell = 'echo $$$$ > {dir}/first.pid; sleep 0.5; echo up; exec sleep 600'\n\
          ready = { log = \"^up$\" }\n\n\
-         [services.second]\nshell = 'echo $$ > {dir}/second.pid; exec sleep 600'\ndepends-on = [\"first\"]\n\
+         [services.second]\nshell = 'echo $$$$ > {dir}/second.pid; exec sleep 600'\ndepends-on = [\"first\"]\n\
          ready = { log = \"^never$\", timeout = \"1m\" }\n",
     )
     .replace("{dir}", dir.path().to_str().unwrap());
