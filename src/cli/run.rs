@@ -1,6 +1,7 @@
 //! `muster run NAME [-- CMD...]`: a one-off command (a migration, a shell) in a
-//! service's working directory, with its environment and env files, attached to the
-//! terminal; muster's status is the command's.
+//! service's working directory, with its environment and env files, as its user and
+//! group (and umask, nice, limits), attached to the terminal; muster's status is the
+//! command's.
 //!
 //! muster becomes the command (`exec`): its standard input, output and terminal are the
 //! command's, Ctrl-C reaches it as it would from a shell, and its exit status is
@@ -15,6 +16,7 @@ use clap::Args;
 use super::out::errln;
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::config::{AssignedPort, Run, ServiceName, envfile, executable};
+use crate::supervisor::process::setup::Setup;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -56,8 +58,25 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_FAILED);
     }
-    // As a run of the service gets it: env files in order, then `env` over them.
+    // As a run of the service is: its user and group, umask, nice and limits (not its
+    // cgroup: this command is not supervised).
+    let identity = match crate::supervisor::actor::identity(service) {
+        Ok(identity) => identity,
+        Err(why) => {
+            errln!("muster: cannot run in `{}`: {why}", service.name);
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    // As a run of the service gets it: the user's own variables, env files in order,
+    // then `env` over them.
     let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(identity) = identity.as_ref().filter(|_| service.process.user.is_some()) {
+        env.push(("USER".to_owned(), identity.name.clone()));
+        env.push(("LOGNAME".to_owned(), identity.name.clone()));
+        if let Some(home) = &identity.home {
+            env.push(("HOME".to_owned(), home.clone()));
+        }
+    }
     for file in &service.env_files {
         let pairs = envfile::read(file)
             .map_err(|error| error.to_string())
@@ -109,13 +128,35 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
             });
         }
     };
-    let error = Command::new(&program)
+    let mut command = Command::new(&program);
+    command
         .arg0(&argv[0])
         .args(&argv[1..])
         .current_dir(&service.cwd)
-        .envs(env)
-        .exec();
-    // `exec` only returns when it failed.
+        .envs(env);
+    let report = if service.process.needs_setup() {
+        match Setup::new(&service.process, identity.as_ref(), Vec::new()) {
+            Ok((setup, report)) => {
+                setup.install(&mut command);
+                Some(report)
+            }
+            Err(error) => {
+                errln!(
+                    "muster: cannot prepare the run of `{}`: {error}",
+                    service.name
+                );
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    } else {
+        None
+    };
+    let error = command.exec();
+    // `exec` only returns when it failed: a step of the setup, or the program itself.
+    if let Some(why) = report.as_ref().and_then(|report| report.explain(&error)) {
+        errln!("muster: cannot run in `{}`: {why}", service.name);
+        return ExitCode::from(EXIT_FAILED);
+    }
     errln!("muster: cannot run {}: {error}", program.display());
     ExitCode::from(NOT_EXECUTABLE)
 }

@@ -101,6 +101,27 @@ impl View {
             };
             let current = supervisor.graph();
             let closing = matches!(current.lifecycle, Lifecycle::ShuttingDown | Lifecycle::Done);
+            let mut event = event;
+            // A bootstrap that settled gets its summary before anything else is said, the
+            // shutdown that may already have followed it included (a graph that completes
+            // at once ends as soon as it has booted).
+            if !booted && supervisor.booted() {
+                booted = true;
+                // The summary counts what the events said: every event of the boot is
+                // written, and shown, before it.
+                if let Some(event) = event.take() {
+                    self.event(&event, false);
+                }
+                supervisor.bus().flush().await;
+                while let Some(event) = feed.try_recv() {
+                    self.event(&event, false);
+                }
+                self.booted(&supervisor);
+                // The command that started this background supervisor waits for this.
+                if self.mode.background {
+                    crate::starter::tell_parent("READY=1");
+                }
+            }
             // The reason comes before the stops it causes.
             if closing && !announced {
                 announced = true;
@@ -129,20 +150,6 @@ impl View {
                 && !booted
             {
                 self.start_progress(&supervisor);
-            }
-            if !booted && supervisor.booted() {
-                booted = true;
-                // The summary counts what the events said: every event of the boot is
-                // written, and shown, before it.
-                supervisor.bus().flush().await;
-                while let Some(event) = feed.try_recv() {
-                    self.event(&event, false);
-                }
-                self.booted(&supervisor);
-                // The command that started this background supervisor waits for this.
-                if self.mode.background {
-                    crate::starter::tell_parent("READY=1");
-                }
             }
         }
         // The last lines printed before the history closed. A service's pipes are read

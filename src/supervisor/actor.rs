@@ -1564,7 +1564,9 @@ fn prepare(
 /// Who a run of `service` runs as, when muster must switch to it: `None` without `user`
 /// and `group`, or when muster already is that user and group. Looked up at each start.
 /// A muster that is not root cannot switch, which fails the start with the reason.
-fn identity(service: &Service) -> Result<Option<Identity>, String> {
+/// Who a run of `service` runs as, when it names a `user` or `group` that is not
+/// muster's own; an error (in words) when muster is not privileged to switch to it.
+pub fn identity(service: &Service) -> Result<Option<Identity>, String> {
     let settings = &service.process;
     if settings.user.is_none() && settings.group.is_none() {
         return Ok(None);

@@ -653,6 +653,10 @@ fn citizen_systemd_reload_is_bracketed_by_reloading_and_ready() {
         );
     }
     // The valid reloads restarted `a` with their file; the invalid one changed nothing.
+    // The events reach `up`'s stdout through its writer thread: wait for the third run.
+    eventually("three runs of `a` are reported", || {
+        up.spawned("a").len() >= 3
+    });
     let version = up
         .spawned("a")
         .last()
@@ -742,8 +746,11 @@ fn citizen_systemd_a_notify_socket_that_is_gone_is_said_once() {
         let done = up.client(&args);
         assert_eq!(done.code, 0, "{done:?}");
     }
+    // The events reach `up`'s stdout through its writer thread: wait for the second.
+    eventually("a second run of `api` is reported", || {
+        up.spawned("api").len() == 2
+    });
     let api = up.spawned("api");
-    assert_eq!(api.len(), 2, "{}", up.stderr());
     eventually("the new `api` runs", || procfs::is_alive(api[1]));
     up.signal(Signal::SIGTERM);
     let (code, _) = up.wait_exit(WAIT);

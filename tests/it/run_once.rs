@@ -94,3 +94,35 @@ fn run_once_refuses_an_unknown_service_or_program() {
         out.stderr
     );
 }
+
+#[test]
+fn run_once_runs_as_the_services_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED in run_once_runs_as_the_services_user: switching users needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("muster.toml"),
+        "[services.job]\ncommand = [\"true\"]\nuser = \"nobody\"\numask = \"027\"\n",
+    )
+    .unwrap();
+    let out = muster_run(&[
+        "run",
+        "-f",
+        &file(&dir),
+        "job",
+        "--",
+        "sh",
+        "-c",
+        "echo $(id -u) $USER $(umask)",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("{} nobody 0027", nobody.uid),
+        "{}",
+        out.stderr
+    );
+}
