@@ -612,24 +612,7 @@ fn reload_service(global: &GlobalArgs, args: &ReloadArgs, name: &str) -> ExitCod
             Ok(answer) => answer,
             Err(code) => return code,
         };
-        if args.json {
-            print_json(&answer);
-        }
-        return match typed::<ServiceView>(&answer) {
-            Ok(Ok(view)) => {
-                if !args.json {
-                    outln!("{}", reload_line(name, &view, false));
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(Err(error)) => {
-                if !args.json {
-                    report_failure(&error);
-                }
-                exit_for(&error)
-            }
-            Err(code) => code,
-        };
+        return reloaded(args.json, name, &answer, false);
     }
     let wait = match timeout(&args.timeout) {
         Ok(wait) => wait,
@@ -645,18 +628,23 @@ fn reload_service(global: &GlobalArgs, args: &ReloadArgs, name: &str) -> ExitCod
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    if args.json {
-        print_json(&answer);
+    reloaded(args.json, name, &answer, true)
+}
+
+/// The answer to `reload NAME`, printed as asked; the exit code it means.
+fn reloaded(json: bool, name: &str, answer: &Answer, waited: bool) -> ExitCode {
+    if json {
+        print_json(answer);
     }
-    match typed::<ServiceView>(&answer) {
+    match typed::<ServiceView>(answer) {
         Ok(Ok(view)) => {
-            if !args.json {
-                outln!("{}", reload_line(name, &view, true));
+            if !json {
+                outln!("{}", reload_line(name, &view, waited));
             }
             ExitCode::SUCCESS
         }
         Ok(Err(error)) => {
-            if !args.json {
+            if !json {
                 report_failure(&error);
             }
             exit_for(&error)
