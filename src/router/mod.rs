@@ -342,7 +342,13 @@ async fn route(router: &Router, request: Request<Incoming>) -> Result<Response<B
         }
         Err(failure) => {
             router.scheduler.loaded(&name, 0, Duration::ZERO);
-            return Err(refused(&handle.usage, not_loaded(&model, failure)));
+            // A load cut short by the shutdown says so, not that the model failed.
+            let refusal = if *supervisor.closing().borrow() {
+                shutting_down()
+            } else {
+                not_loaded(&model, failure)
+            };
+            return Err(refused(&handle.usage, refusal));
         }
     };
     let permit = match routing.max_concurrent {
