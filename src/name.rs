@@ -8,8 +8,12 @@ use serde::Serialize;
 /// The longest service name accepted; names become file names and URL segments.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// The most instances one service may run (`replicas`, `muster scale`).
+pub const MAX_REPLICAS: u32 = 1000;
+
 /// A service name: 1 to 63 characters of `a-z`, `0-9`, `-` and `_`, starting with a
-/// letter or digit. Safe as a file name, a URL path segment and an environment value.
+/// letter or digit, and for an instance of a service with `replicas`, `.` and its
+/// number (`web.0`). Safe as a file name, a URL path segment and an environment value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ServiceName(String);
@@ -25,10 +29,29 @@ pub enum NameError {
     BadStart,
     #[error("a service name may only hold `a-z`, `0-9`, `-` and `_`, not {0:?}")]
     BadChar(char),
+    #[error("after `.` an instance's name has its number, below {MAX_REPLICAS}: `web.0`")]
+    BadInstance,
 }
 
 impl ServiceName {
     pub fn new(name: &str) -> Result<Self, NameError> {
+        if let Some((set, index)) = name.split_once('.') {
+            Self::new(set)?;
+            let number_ok = !index.is_empty()
+                && index.bytes().all(|b| b.is_ascii_digit())
+                && (index == "0" || !index.starts_with('0'))
+                && index.parse::<u32>().is_ok_and(|n| n < MAX_REPLICAS);
+            if !number_ok {
+                return Err(
+                    if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) {
+                        NameError::BadInstance
+                    } else {
+                        NameError::BadChar('.')
+                    },
+                );
+            }
+            return Ok(Self(name.to_owned()));
+        }
         let first = name.chars().next().ok_or(NameError::Empty)?;
         let length = name.chars().count();
         if length > MAX_NAME_LEN {
@@ -48,6 +71,17 @@ impl ServiceName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name of instance `index` of the set `self`.
+    pub fn instance(&self, index: u32) -> ServiceName {
+        Self(format!("{}.{index}", self.0))
+    }
+
+    /// For an instance (`web.2`), its set's name and its number.
+    pub fn replica_of(&self) -> Option<(&str, u32)> {
+        let (set, index) = self.0.split_once('.')?;
+        Some((set, index.parse().ok()?))
     }
 }
 

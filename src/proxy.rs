@@ -31,16 +31,15 @@ use crate::config::{Proxy, ServiceName, Spec};
 use crate::supervisor::usage::{ProxyCounters, Usage};
 use crate::supervisor::{Failure, Lifecycle, Phase, Supervisor};
 
+mod balanced;
+
 const BUFFER: usize = 256 * 1024;
 
 /// The proxies of a config, bound: every `listen` address is taken before any service
 /// starts, so a clash is known at once.
 pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String> {
     let mut bound = Vec::new();
-    for service in spec.services.values() {
-        let Some(proxy) = &service.proxy else {
-            continue;
-        };
+    for (name, proxy) in proxies(spec) {
         let listener = TcpListener::bind(proxy.listen).await.map_err(|error| {
             let why = if error.kind() == std::io::ErrorKind::AddrInUse {
                 crate::supervisor::ports::in_use(
@@ -54,11 +53,11 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
                 error.to_string()
             };
             format!(
-                "cannot listen on {} (services.{}.proxy.listen): {why}",
-                proxy.listen, service.name
+                "cannot listen on {} (services.{name}.proxy.listen): {why}",
+                proxy.listen
             )
         })?;
-        bound.push((service.name.clone(), listener));
+        bound.push((name.clone(), listener));
     }
     Ok(bound)
 }
@@ -97,11 +96,8 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
             }
             continue;
         }
-        let wanted: BTreeMap<&ServiceName, SocketAddr> = current
-            .spec
-            .services
-            .values()
-            .filter_map(|service| Some((&service.name, service.proxy.as_ref()?.listen)))
+        let wanted: BTreeMap<&ServiceName, SocketAddr> = proxies(&current.spec)
+            .map(|(name, proxy)| (name, proxy.listen))
             .collect();
         let gone: Vec<ServiceName> = serving
             .iter()
@@ -137,6 +133,19 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
     }
 }
 
+/// Every proxy of a config, by the name it is for: a service, or a service with
+/// `replicas`, whose instances share one listener.
+fn proxies(spec: &Spec) -> impl Iterator<Item = (&ServiceName, &Proxy)> {
+    spec.services.values().filter_map(|service| {
+        let proxy = service.proxy.as_ref()?;
+        match &service.replica {
+            None => Some((&service.name, proxy)),
+            Some(replica) if replica.index == 0 => Some((&replica.set, proxy)),
+            Some(_) => None,
+        }
+    })
+}
+
 /// Starts the accept loop of `name`'s proxy.
 fn start_serving(
     listener: TcpListener,
@@ -151,7 +160,15 @@ fn start_serving(
 }
 
 /// One client: wait for the service if need be, then forward both ways.
-async fn connection(mut client: TcpStream, supervisor: Arc<Supervisor>, name: ServiceName) {
+async fn connection(client: TcpStream, supervisor: Arc<Supervisor>, name: ServiceName) {
+    if supervisor.spec().replica_sets.contains_key(&name) {
+        return balanced::connection(client, supervisor, name).await;
+    }
+    single(client, supervisor, name).await;
+}
+
+/// A client of a service without replicas.
+async fn single(mut client: TcpStream, supervisor: Arc<Supervisor>, name: ServiceName) {
     // The service may have been removed by a reload; the proxy follows its definition.
     let Some(handle) = supervisor.service(name.as_str()) else {
         return;

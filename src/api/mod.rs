@@ -47,6 +47,7 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/services/{name}/restart", post(services::restart))
         .route("/v1/services/{name}/reload", post(services::reload))
         .route("/v1/services/{name}/signal", post(services::signal))
+        .route("/v1/services/{name}/scale", post(services::scale))
         .route("/v1/services/{name}/logs", get(stream::service_logs))
         .route("/v1/logs", get(stream::all_logs))
         .route("/v1/events", get(stream::events))
@@ -80,7 +81,7 @@ pub fn router_with_tokens(supervisor: Arc<Supervisor>, tokens: auth::Tokens) -> 
     ),
     paths(
         services::list, services::detail, services::ensure, services::start,
-        services::stop, services::restart, services::reload, services::signal,
+        services::stop, services::restart, services::reload, services::signal, services::scale,
         stream::service_logs, stream::all_logs,
         stream::events, reload, shutdown, openapi, metrics::metrics,
     ),
@@ -229,12 +230,20 @@ pub(crate) fn unknown(name: String) -> ApiError {
 }
 
 /// A 404 naming the nearest service, when one is near.
-fn unknown_near(supervisor: &Supervisor, name: String) -> ApiError {
+pub(crate) fn unknown_near(supervisor: &Supervisor, name: String) -> ApiError {
     let services = supervisor.services();
     let names: Vec<&str> = services.iter().map(|h| h.name().as_str()).collect();
     let near = crate::suggest::nearest(&name, names.iter().copied()).map(str::to_owned);
-    let mut error = unknown(name);
-    if let Some(near) = near {
+    let instances = supervisor.spec().members(&name);
+    let mut error = unknown(name.clone());
+    if let (Some(first), Some(last)) = (instances.first(), instances.last())
+        && instances.len() > 1
+    {
+        error.message.push_str(&format!(
+            "; `{name}` runs as {} instances, `{first}` to `{last}`: name one of them",
+            instances.len()
+        ));
+    } else if let Some(near) = near {
         error.message.push_str(&format!("; did you mean `{near}`?"));
     }
     error

@@ -424,6 +424,20 @@ pub struct Signaled {
     pub pid: u32,
 }
 
+/// `POST /v1/services/{name}/scale`: the instances that run now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Scaled {
+    pub service: String,
+    /// How many instances run now.
+    pub replicas: u32,
+    /// How many the config file asks for.
+    pub declared: u32,
+    /// Their names, in order: `web.0` ….
+    pub instances: Vec<String>,
+    /// Instances started and stopped (`added`, `removed`), and those left as they were.
+    pub changes: ReloadReport,
+}
+
 /// `POST /v1/shutdown`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ShuttingDown {

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::model::{ErrorBody, ServiceList, ServiceView, Signaled};
+use super::model::{ErrorBody, Scaled, ServiceList, ServiceView, Signaled};
 use super::{ApiError, ErrorKind, bad_query, known, unknown};
 use crate::supervisor::{Failure, Phase, Status, Supervisor, Target};
 
@@ -408,6 +408,62 @@ pub async fn signal(
         signal: delivered.signal.as_str().to_owned(),
         target: delivered.target,
         pid: delivered.pid,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ScaleQuery {
+    /// How many instances to run, from 1 to 1000.
+    #[param(minimum = 1, maximum = 1000)]
+    replicas: u32,
+}
+
+/// Changes how many instances of a service with `replicas` run. New instances start
+/// if the service runs; extra ones stop, the highest first, each once its proxy
+/// clients are done (up to its stop timeout). Answers once they have. The count holds
+/// until the config file's `replicas` changes.
+#[utoipa::path(post, path = "/v1/services/{name}/scale", tag = "services",
+    params(("name" = String, Path, description = "The service (the name in the config, not an instance's)"), ScaleQuery),
+    responses(
+        (status = 200, description = "Scaled", body = Scaled),
+        (status = 400, description = "No count, or not one from 1 to 1000", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "It has no `replicas`, the config cannot run that many, or the supervisor is shutting down", body = ErrorBody),
+    ))]
+pub async fn scale(
+    State(supervisor): State<Arc<Supervisor>>,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<ScaleQuery>, QueryRejection>,
+) -> Result<Json<Scaled>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    if !(1..=crate::name::MAX_REPLICAS).contains(&query.replicas) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
+            format!(
+                "replicas: {} is not a count muster runs; give one from 1 to {} (to run none, stop the service)",
+                query.replicas,
+                crate::name::MAX_REPLICAS
+            ),
+        ));
+    }
+    let changes = match supervisor.scale(&name, query.replicas).await {
+        Err(Failure::Unknown(name)) => return Err(super::unknown_near(&supervisor, name)),
+        other => other?,
+    };
+    let spec = supervisor.spec();
+    let set = spec.replica_sets.get(name.as_str()).copied();
+    Ok(Json(Scaled {
+        replicas: set.map_or(query.replicas, |s| s.count),
+        declared: set.map_or(query.replicas, |s| s.declared),
+        instances: spec
+            .members(&name)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        service: name,
+        changes,
     }))
 }
 

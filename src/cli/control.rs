@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use super::out::{err, errln, outln};
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
 use crate::api::client::{self, Answer, ClientError, Patience, Unreadable};
-use crate::api::model::{ErrorBody, ErrorKind, Reloaded, ServiceView, ShuttingDown, Signaled};
+use crate::api::model::{
+    ErrorBody, ErrorKind, Reloaded, Scaled, ServiceView, ShuttingDown, Signaled,
+};
 use crate::supervisor::Phase;
 
 #[derive(Debug, Args)]
@@ -588,6 +590,81 @@ pub fn signal(global: &GlobalArgs, args: &SignalArgs) -> ExitCode {
                     sent.service,
                     sent.pid
                 );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            if !args.json {
+                report_failure(&error);
+            }
+            exit_for(&error)
+        }
+        Err(code) => code,
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The count holds until the config file's `replicas` for the service changes.\n\
+    Exit status: 0 scaled; 1 the service has no replicas, the config cannot run that many, or \
+    no supervisor answered; 2 no such service, or not a count from 1 to 1000."
+)]
+pub struct ScaleArgs {
+    /// The service (the name in the config, such as `web`, not `web.0`)
+    pub name: String,
+    /// How many instances to run, from 1 to 1000
+    pub replicas: String,
+    /// Print the API's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `scale NAME N`: runs N instances of a service with `replicas`.
+pub fn scale(global: &GlobalArgs, args: &ScaleArgs) -> ExitCode {
+    let max = crate::name::MAX_REPLICAS;
+    let count = match args.replicas.trim().parse::<u32>() {
+        Ok(count) if (1..=max).contains(&count) => count,
+        _ => {
+            errln!(
+                "muster: `{}` is not a number of instances; give one from 1 to {max} (to run none: muster stop {})",
+                args.replicas,
+                args.name
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let path = format!("/v1/services/{}/scale?replicas={count}", encode(&args.name));
+    let answer = match call(global, Method::POST, &path) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if args.json {
+        print_json(&answer);
+    }
+    match typed::<Scaled>(&answer) {
+        Ok(Ok(scaled)) => {
+            if !args.json {
+                let list = |names: &[crate::config::ServiceName]| {
+                    names
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut line = format!(
+                    "scale: {} runs {} instance(s)",
+                    scaled.service, scaled.replicas
+                );
+                if !scaled.changes.added.is_empty() {
+                    line.push_str(&format!("; added {}", list(&scaled.changes.added)));
+                }
+                if !scaled.changes.removed.is_empty() {
+                    line.push_str(&format!("; stopped {}", list(&scaled.changes.removed)));
+                }
+                if scaled.replicas != scaled.declared {
+                    line.push_str(&format!(" (the config says {})", scaled.declared));
+                }
+                outln!("{line}");
             }
             ExitCode::SUCCESS
         }

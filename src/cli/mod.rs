@@ -129,6 +129,9 @@ pub enum Command {
     Reload(control::ReloadArgs),
     /// Send a signal to a service's process group (or, with --main, its main process)
     Signal(control::SignalArgs),
+    /// Run N instances of a service with `replicas`: new ones start, extra ones stop
+    /// (the highest first, once their proxied clients are done)
+    Scale(control::ScaleArgs),
     /// Print the last lines of a service's output (or all services'), and follow
     Logs(logs::LogsArgs),
     /// Run a one-off command in a service's directory and environment (a migration, a
@@ -161,6 +164,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Down(args) => control::down(&cli.global, &args),
         Command::Reload(args) => control::reload(&cli.global, &args),
         Command::Signal(args) => control::signal(&cli.global, &args),
+        Command::Scale(args) => control::scale(&cli.global, &args),
         Command::Logs(args) => logs::run(&cli.global, &args),
         Command::Run(args) => run::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),

@@ -14,6 +14,7 @@ mod interpolate;
 mod keypath;
 mod raw;
 mod recover;
+mod replicas;
 mod sources;
 mod spec;
 mod syntax;
@@ -23,6 +24,7 @@ pub mod values;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use replicas::{Overrides, fill as fill_replica};
 pub use spec::*;
 pub use validate::defaults;
 
@@ -184,8 +186,41 @@ fn build(
 ) -> Result<(Loaded, Option<String>), Error> {
     let mut problems = Vec::new();
     let sources = sources::Sources::gather(path, absolute, source, &mut problems);
+    build_from(
+        std::sync::Arc::new(sources),
+        absolute,
+        &Overrides::new(),
+        show,
+        problems,
+    )
+}
+
+/// The config `spec` was loaded from, as it was read then, with the replica counts of
+/// `overrides` instead of the file's (`muster scale`). The files are not read again;
+/// what validation checks on the machine (programs, env files) is.
+pub fn rescale(spec: &Spec, overrides: &Overrides) -> Result<Loaded, Error> {
+    let Some(sources) = spec.origin.0.clone() else {
+        let mut report = Report::new(&spec.path, "");
+        report.push(Diagnostic::error(
+            "unreadable",
+            "this configuration was not loaded from files; it cannot be expanded again",
+        ));
+        return Err(Error::Invalid(report));
+    };
+    build_from(sources, &spec.path, overrides, false, Vec::new()).map(|(loaded, _)| loaded)
+}
+
+fn build_from(
+    sources: std::sync::Arc<sources::Sources>,
+    absolute: &Path,
+    overrides: &Overrides,
+    show: bool,
+    mut problems: Vec<crate::diagnostic::Diagnostic>,
+) -> Result<(Loaded, Option<String>), Error> {
+    let path = sources.files[0].shown.clone();
     let mut shown = None;
-    let spec = sources.merge(&mut problems).and_then(|(tree, removed)| {
+    let mut sets = std::collections::BTreeMap::new();
+    let spec = sources.merge(&mut problems).and_then(|(mut tree, removed)| {
         if show {
             let plain = sources::to_plain(tree.get_ref());
             let files: Vec<String> = sources
@@ -202,6 +237,7 @@ fn build(
                 toml::to_string(&plain).unwrap_or_default()
             ));
         }
+        sets = replicas::expand(tree.get_mut(), overrides, &mut problems);
         recover::deserialize_tree(tree, removed, &mut problems)
     });
     let spec = spec.and_then(|recovered| {
@@ -212,18 +248,32 @@ fn build(
             &mut problems,
         )
     });
-    let mut report = Report::new(path, sources.files[0].text.clone());
+    let mut report = Report::new(&path, sources.files[0].text.clone());
     report.included = sources.included();
     report.diagnostics = problems;
     report.sort();
     match spec {
-        Some(spec) if !report.has_errors() => Ok((
-            Loaded {
-                spec,
-                warnings: report,
-            },
-            shown,
-        )),
+        Some(mut spec) if !report.has_errors() => {
+            for (set, replicas) in &sets {
+                for index in 0..replicas.count {
+                    if let Some(service) = spec.services.get_mut(set.instance(index).as_str()) {
+                        service.replica = Some(Replica {
+                            set: set.clone(),
+                            index,
+                        });
+                    }
+                }
+            }
+            spec.replica_sets = sets;
+            spec.origin = Origin(Some(sources));
+            Ok((
+                Loaded {
+                    spec,
+                    warnings: report,
+                },
+                shown,
+            ))
+        }
         _ => {
             if !report.has_errors() {
                 // Defensive: a spec is only withheld for a reason that was reported.

@@ -119,6 +119,10 @@ pub struct RawService {
     pub memory_max: Option<Spanned<RawScalar>>,
     pub cpu_max: Option<Spanned<RawScalar>>,
     pub reload_signal: Option<Spanned<String>>,
+    #[allow(dead_code)]
+    /// Never set once read: `replicas` is expanded (see `config::replicas`) before the
+    /// tree is deserialized. Here so that the schema lists it.
+    pub replicas: Option<Spanned<i64>>,
 }
 
 /// `limits = { nofile = 65536, core = 0 }`: resource limits set in the child with

@@ -37,6 +37,46 @@ pub struct Spec {
     pub router: Option<RouterSettings>,
     /// `[pools.NAME]`: budgets that services share.
     pub pools: BTreeMap<String, Pool>,
+    /// Services with `replicas`, by the name in the file; their instances are in
+    /// `services` as `NAME.0` ….
+    pub replica_sets: BTreeMap<ServiceName, ReplicaSet>,
+    /// The config as it was read, to expand again with other counts (`muster scale`).
+    pub origin: Origin,
+}
+
+/// A service run as several instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSet {
+    /// How many run now.
+    pub count: u32,
+    /// How many the file asks for.
+    pub declared: u32,
+}
+
+/// Which instance of which set a service is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub set: ServiceName,
+    pub index: u32,
+}
+
+/// The files of a config as they were read (and the variables their `${...}` saw), so
+/// that it can be expanded again without reading the files anew: `muster scale` changes
+/// a count, never the rest of the config. Not part of what a config means: two specs
+/// compare equal whatever their origin.
+#[derive(Clone, Default)]
+pub struct Origin(pub(super) Option<std::sync::Arc<super::sources::Sources>>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Origin")
+    }
 }
 
 impl Spec {
@@ -111,6 +151,18 @@ impl Spec {
                 .any(|m| m == model)
                 .then_some((service, routing))
         })
+    }
+
+    /// The services a name stands for: the instances of a set with `replicas`, in
+    /// order, or the one service of that name.
+    pub fn members(&self, name: &str) -> Vec<ServiceName> {
+        if let Some((set, replicas)) = self.replica_sets.get_key_value(name) {
+            return (0..replicas.count).map(|i| set.instance(i)).collect();
+        }
+        self.services
+            .get_key_value(name)
+            .map(|(name, _)| vec![name.clone()])
+            .unwrap_or_default()
     }
 
     /// The wave (0-based) a service starts in.
@@ -199,15 +251,36 @@ pub struct Service {
     pub process: ProcessSettings,
     /// `reload-signal`: what `muster reload NAME` sends instead of restarting it.
     pub reload_signal: Option<Signal>,
+    /// For an instance of a service with `replicas`: which one.
+    pub replica: Option<Replica>,
 }
 
 impl Service {
     /// Whether `other` runs the same process: they differ at most in how the router
     /// reaches them and in their pool, which a reload applies without a restart.
+    /// Nor does a dependency on a set whose count changed (`muster scale`): the process
+    /// is the same, and it waits for the instances there are at its next start.
     pub fn same_process(&self, other: &Service) -> bool {
         let process = |service: &Service| Service {
             routing: None,
             member: None,
+            depends_on: service
+                .depends_on
+                .iter()
+                .map(|dep| Dependency {
+                    service: dep
+                        .service
+                        .replica_of()
+                        .and_then(|(set, _)| ServiceName::new(set).ok())
+                        .unwrap_or_else(|| dep.service.clone()),
+                    ..dep.clone()
+                })
+                .fold(Vec::new(), |mut deps, dep| {
+                    if !deps.contains(&dep) {
+                        deps.push(dep);
+                    }
+                    deps
+                }),
             ..service.clone()
         };
         process(self) == process(other)
@@ -684,6 +757,15 @@ mod tests {
         assert_eq!(ServiceName::new("Db"), Err(NameError::BadStart));
         assert_eq!(ServiceName::new("a/b"), Err(NameError::BadChar('/')));
         assert_eq!(ServiceName::new("a.b"), Err(NameError::BadChar('.')));
+        assert!(ServiceName::new("web.0").is_ok());
+        assert!(ServiceName::new("web.999").is_ok());
+        assert_eq!(ServiceName::new("web.01"), Err(NameError::BadInstance));
+        assert_eq!(ServiceName::new("web.1000"), Err(NameError::BadInstance));
+        assert_eq!(
+            ServiceName::new("web.").err(),
+            Some(NameError::BadChar('.'))
+        );
+        assert_eq!(ServiceName::new(".0"), Err(NameError::Empty));
         assert_eq!(
             ServiceName::new(&"a".repeat(64)),
             Err(NameError::TooLong(64))

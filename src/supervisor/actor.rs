@@ -1471,6 +1471,9 @@ fn prepare(
         env.push(("PORT".to_owned(), port.to_string()));
     }
     env.push(("MUSTER_SERVICE".to_owned(), service.name.to_string()));
+    if let Some(replica) = &service.replica {
+        env.push(("MUSTER_REPLICA".to_owned(), replica.index.to_string()));
+    }
     env.push(("MUSTER_RUN_ID".to_owned(), run.to_string()));
     env.push(("NOTIFY_SOCKET".to_owned(), shared.notify.address.clone()));
     // The heartbeat file starts fresh at each spawn: its age is time since the spawn.

@@ -100,6 +100,10 @@ pub struct Supervisor {
     meter: resources::Meter,
     /// Reloads under way and begun (see [`Self::begin_reload`]).
     reloads: watch::Sender<Reloads>,
+    /// Held from computing a new spec to its being applied (a reload, a scale), so
+    /// each is computed from the one before: a reload racing a scale neither undoes
+    /// it nor is undone.
+    config_change: tokio::sync::Mutex<()>,
 }
 
 /// Reloads of the config: how many are under way, and how many have begun since the
@@ -131,6 +135,15 @@ pub enum Stall {
     Owner,
     /// The owner blocks the thread: nothing on the runtime runs any more.
     Thread,
+}
+
+/// The counts `muster scale` set that differ from the file's.
+fn scale_overrides(spec: &Spec) -> crate::config::Overrides {
+    spec.replica_sets
+        .iter()
+        .filter(|(_, set)| set.count != set.declared)
+        .map(|(name, set)| (name.to_string(), set.count))
+        .collect()
 }
 
 /// Counts for `/metrics`.
@@ -264,6 +277,7 @@ impl Supervisor {
             proxies_managed: AtomicBool::new(false),
             meter: resources::Meter::default(),
             reloads: watch::Sender::new(Reloads::default()),
+            config_change: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -507,9 +521,81 @@ impl Supervisor {
     pub async fn reload(&self, new: Spec) -> Result<ReloadReport, Failure> {
         self.mark_controlled();
         let _reloading = self.begin_reload();
+        let _one_at_a_time = self.config_change.lock().await;
+        let new = self.keep_scale(new)?;
+        self.apply(new, None).await
+    }
+
+    /// `muster scale`: runs `count` instances of the service `name` (one with
+    /// `replicas`). New instances start if the service runs; extra ones stop, the
+    /// highest first, each once the proxy's clients on it are done (up to its stop
+    /// timeout). The count holds until the file's `replicas` changes.
+    pub async fn scale(&self, name: &str, count: u32) -> Result<ReloadReport, Failure> {
+        self.mark_controlled();
+        let _one_at_a_time = self.config_change.lock().await;
+        let spec = self.spec();
+        let Some((set, _)) = spec.replica_sets.get_key_value(name) else {
+            return Err(match ServiceName::new(name) {
+                Ok(service) if spec.services.contains_key(name) => Failure::Refused(match service
+                    .replica_of()
+                {
+                    Some((set, _)) => format!("`{name}` is one instance of `{set}`: scale `{set}`"),
+                    None => format!(
+                        "`{name}` has no `replicas`: give it `replicas = N` in the config and \
+                         reload it (`muster reload`), then it can be scaled"
+                    ),
+                }),
+                _ => Failure::Unknown(name.to_owned()),
+            });
+        };
+        if !(1..=crate::name::MAX_REPLICAS).contains(&count) {
+            return Err(Failure::Refused(format!(
+                "`{name}` cannot run {count} instances: give a number from 1 to {}; to run \
+                 none, `muster stop {name}`",
+                crate::name::MAX_REPLICAS
+            )));
+        }
+        let mut overrides = scale_overrides(&spec);
+        overrides.insert(set.to_string(), count);
+        let loaded = crate::config::rescale(&spec, &overrides).map_err(|error| {
+            Failure::Refused(format!(
+                "cannot run {count} instances of `{name}`:\n{}",
+                error.into_report().render_plain()
+            ))
+        })?;
+        self.apply(loaded.spec, Some(set.clone())).await
+    }
+
+    /// `new` with the counts `muster scale` set, where the file still declares what it
+    /// declared when they were set.
+    fn keep_scale(&self, new: Spec) -> Result<Spec, Failure> {
+        let old = self.spec();
+        let overrides: crate::config::Overrides = scale_overrides(&old)
+            .into_iter()
+            .filter(|(set, _)| {
+                let declared =
+                    |spec: &Spec| spec.replica_sets.get(set.as_str()).map(|s| s.declared);
+                declared(&new).is_some() && declared(&new) == declared(&old)
+            })
+            .collect();
+        if overrides.is_empty() {
+            return Ok(new);
+        }
+        crate::config::rescale(&new, &overrides)
+            .map(|loaded| loaded.spec)
+            .map_err(|error| {
+                Failure::Refused(format!(
+                    "the config is valid, but not with the instances `muster scale` set:\n{}",
+                    error.into_report().render_plain()
+                ))
+            })
+    }
+
+    async fn apply(&self, new: Spec, scaled: Option<ServiceName>) -> Result<ReloadReport, Failure> {
         let report = self
             .ask(|reply| owner::Request::Reload {
                 spec: Box::new(new),
+                scaled,
                 reply,
             })
             .await?;

@@ -251,6 +251,9 @@ pub(super) enum Request {
     },
     Reload {
         spec: Box<Spec>,
+        /// `muster scale`: the set whose count this reload changes (its removed
+        /// instances drain, then stop highest first; new ones start if it runs).
+        scaled: Option<ServiceName>,
         reply: Reply<ReloadReport>,
     },
     /// Stop everything in reverse dependency order; answered with the number of strays
@@ -334,6 +337,7 @@ struct PendingReload {
     new: Arc<Spec>,
     report: ReloadReport,
     was_active: BTreeSet<ServiceName>,
+    scaled: Option<ServiceName>,
     reply: Reply<ReloadReport>,
 }
 
@@ -532,7 +536,11 @@ impl Owner {
                     self.launch(&BTreeSet::from([name]), None);
                 }
             }
-            Request::Reload { spec, reply } => self.reload(*spec, reply),
+            Request::Reload {
+                spec,
+                scaled,
+                reply,
+            } => self.reload(*spec, scaled, reply),
             Request::Shutdown { why, reply } => self.shutdown(why, reply),
             Request::Open {
                 name,
@@ -814,7 +822,7 @@ impl Owner {
     /// Begins a reload: services whose definition changed, and removed ones, are
     /// stopped; once every one of them is down, [`Self::apply_reload`] replaces their
     /// actors. Nothing else changes services meanwhile.
-    fn reload(&mut self, mut new: Spec, reply: Reply<ReloadReport>) {
+    fn reload(&mut self, mut new: Spec, scaled: Option<ServiceName>, reply: Reply<ReloadReport>) {
         if let Err(refused) = self.closed() {
             let _ = reply.send(Err(refused));
             return;
@@ -861,6 +869,36 @@ impl Owner {
         for handle in &to_stop {
             self.gates.remove(handle.name());
         }
+        // Scaled up: the new instances start if the set is running.
+        if let Some(set) = &scaled
+            && self.spec.members(set.as_str()).iter().any(|name| {
+                self.services
+                    .get(name)
+                    .is_some_and(|h| h.phase() != Phase::Stopped)
+            })
+        {
+            was_active.extend(report.added.iter().cloned());
+        }
+        // Scaled down: no new client is sent to the instances that go, and those they
+        // serve are let finish (up to each one's stop timeout) before they stop, the
+        // highest first.
+        let drain: Vec<ServiceHandle> = if scaled.is_some() {
+            let mut leaving: Vec<ServiceHandle> = to_stop
+                .iter()
+                .filter(|h| report.removed.contains(h.name()))
+                .cloned()
+                .collect();
+            leaving.sort_by_key(|h| {
+                std::cmp::Reverse(h.service.replica.as_ref().map_or(0, |r| r.index))
+            });
+            for handle in &leaving {
+                handle.usage.set_draining();
+            }
+            to_stop.retain(|h| !report.removed.contains(h.name()));
+            leaving
+        } else {
+            Vec::new()
+        };
         // What follows a service being replaced goes down first (and starts again once
         // the new one meets its condition).
         let followers: Vec<ServiceHandle> = to_stop
@@ -875,11 +913,21 @@ impl Owner {
                 handle.stop_and_settle().await;
             });
             futures_util::future::join_all(down).await;
+            futures_util::future::join_all(
+                drain
+                    .iter()
+                    .map(|handle| handle.usage.drained(handle.service.stop_timeout)),
+            )
+            .await;
+            for handle in drain {
+                handle.stop_and_settle().await;
+            }
         };
         let pending = PendingReload {
             new: Arc::new(new),
             report,
             was_active,
+            scaled,
             reply,
         };
         self.reloading = Some((Box::pin(stopped), pending));
@@ -890,6 +938,7 @@ impl Owner {
             new,
             report,
             was_active,
+            scaled,
             reply,
         } = pending;
         for name in &report.removed {
@@ -932,17 +981,39 @@ impl Owner {
             let selection = self.selection(std::slice::from_ref(name));
             self.launch(&selection, Some(name));
         }
+        let count = scaled
+            .as_ref()
+            .and_then(|set| new.replica_sets.get(set))
+            .map_or(0, |set| set.count);
         for (names, what) in [
             (&report.restarted, "definition changed"),
-            (&report.added, "added"),
-            (&report.removed, "removed"),
+            (
+                &report.added,
+                if scaled.is_some() {
+                    "scaled up"
+                } else {
+                    "added"
+                },
+            ),
+            (
+                &report.removed,
+                if scaled.is_some() {
+                    "scaled down"
+                } else {
+                    "removed"
+                },
+            ),
         ] {
             for name in names {
+                let message = match &scaled {
+                    Some(set) => format!("{what}: `{set}` runs {count} instance(s)"),
+                    None => what.to_owned(),
+                };
                 self.shared.bus.publish(
                     name,
                     0,
                     EventKind::Reloaded,
-                    what.to_owned(),
+                    message,
                     serde_json::json!({ "change": what }),
                 );
             }

@@ -19,6 +19,9 @@ use crate::config::ServiceName;
 #[derive(Debug)]
 pub struct Usage {
     activity: watch::Sender<Activity>,
+    /// Set when the service is about to go (`muster scale` down): its proxy sends it no
+    /// new client.
+    draining: std::sync::atomic::AtomicBool,
     pub proxy: ProxyCounters,
     pub route: RouteCounters,
 }
@@ -81,6 +84,7 @@ impl Default for Usage {
                 open: 0,
                 last: Instant::now(),
             }),
+            draining: std::sync::atomic::AtomicBool::new(false),
             proxy: ProxyCounters::default(),
             route: RouteCounters::default(),
         }
@@ -90,6 +94,21 @@ impl Default for Usage {
 impl Usage {
     pub fn activity(&self) -> Activity {
         *self.activity.borrow()
+    }
+
+    /// No new client is to be sent to the service: it is about to be stopped.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    /// Returns once no proxied connection is open, or `limit` has passed.
+    pub async fn drained(&self, limit: Duration) {
+        let mut activity = self.activity.subscribe();
+        let _ = tokio::time::timeout(limit, activity.wait_for(|a| a.open == 0)).await;
     }
 
     /// An `ensure` was made: the service is in use now.

@@ -192,12 +192,23 @@ impl Validator<'_> {
         }
         for (j, later) in claims.iter().enumerate() {
             // A service declaring the port its own proxy forwards to is the normal case.
+            // The instances of a service with `replicas` share its proxy's listener.
+            let set = |owner: &str| {
+                owner
+                    .split_once('.')
+                    .map_or(owner, |(set, _)| set)
+                    .to_owned()
+            };
             let compatible = |earlier: &Claim| {
-                earlier.owner == later.owner
+                (earlier.owner == later.owner
                     && matches!(
                         (&earlier.kind, &later.kind),
                         (Kind::Declared, Kind::Upstream) | (Kind::Upstream, Kind::Declared)
-                    )
+                    ))
+                    || (earlier.kind == Kind::Listen
+                        && later.kind == Kind::Listen
+                        && earlier.owner.contains('.')
+                        && set(earlier.owner) == set(later.owner))
             };
             let Some(earlier) = claims[..j]
                 .iter()

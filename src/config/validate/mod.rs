@@ -157,6 +157,8 @@ pub fn validate(
             .into_iter()
             .map(|(name, (pool, _))| (name, pool))
             .collect(),
+        replica_sets: BTreeMap::new(),
+        origin: Default::default(),
     })
 }
 

@@ -137,6 +137,15 @@ impl Validator<'_> {
                 .map_err(|problem| self.invalid(key, raw.span(), problem))
                 .ok(),
             RawPort::Address(text) if text == "auto" => Some(AssignedPort::Auto),
+            // Digits in a string: what `"80{replica:02}"` becomes in an instance.
+            RawPort::Address(text)
+                if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                values::port_number(text.parse().unwrap_or(i64::MAX))
+                    .map(AssignedPort::Fixed)
+                    .map_err(|problem| self.invalid(key, raw.span(), problem))
+                    .ok()
+            }
             RawPort::Address(text) => {
                 self.error(
                     Diagnostic::error(

@@ -218,6 +218,7 @@ impl Validator<'_> {
                 member: route.as_ref().and_then(|r| r.membership()),
                 process,
                 reload_signal,
+                replica: None,
             }),
             _ => None,
         };
