@@ -219,7 +219,7 @@ async fn single(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Servic
                 return;
             }
         }
-        match TcpStream::connect(proxy.upstream).await {
+        match TcpStream::connect(upstream_of(&proxy, &handle.status())).await {
             Ok(upstream) => break upstream,
             // Healthy a moment ago, refused now: it crashed or is restarting, or it
             // has not opened its port yet (no readiness probe). Wait until muster
@@ -246,6 +246,15 @@ async fn single(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Servic
     let _ = upstream.set_nodelay(true);
     Usage::add(&counters.served, 1);
     forward(client, upstream, counters, &proxy).await;
+}
+
+/// Where a run is reached: `proxy.upstream`, whose port 0 stands for the run's own
+/// (`{port}` with `port = "auto"`).
+fn upstream_of(proxy: &Proxy, status: &crate::supervisor::Status) -> SocketAddr {
+    match (proxy.upstream.port(), status.port) {
+        (0, Some(port)) => SocketAddr::new(proxy.upstream.ip(), port),
+        _ => proxy.upstream,
+    }
 }
 
 /// Why a waiting client is not served.

@@ -134,6 +134,7 @@ pub struct ApiError {
     message: String,
     service: Option<String>,
     explanation: Option<Box<Explanation>>,
+    instances: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -144,6 +145,7 @@ impl ApiError {
             message: message.into(),
             service: None,
             explanation: None,
+            instances: None,
         }
     }
 }
@@ -166,6 +168,7 @@ impl IntoResponse for ApiError {
                 log_tail,
                 report: None,
                 diagnostics: None,
+                instances: self.instances,
             },
         };
         (self.status, Json(body)).into_response()
@@ -234,15 +237,22 @@ pub(crate) fn unknown_near(supervisor: &Supervisor, name: String) -> ApiError {
     let services = supervisor.services();
     let names: Vec<&str> = services.iter().map(|h| h.name().as_str()).collect();
     let near = crate::suggest::nearest(&name, names.iter().copied()).map(str::to_owned);
-    let instances = supervisor.spec().members(&name);
+    let spec = supervisor.spec();
+    let instances = spec
+        .replica_sets
+        .contains_key(name.as_str())
+        .then(|| spec.members(&name));
     let mut error = unknown(name.clone());
-    if let (Some(first), Some(last)) = (instances.first(), instances.last())
-        && instances.len() > 1
-    {
-        error.message.push_str(&format!(
-            "; `{name}` runs as {} instances, `{first}` to `{last}`: name one of them",
-            instances.len()
-        ));
+    if let Some(instances) = instances {
+        error.message = format!(
+            "`{name}` has replicas: the endpoints take one of its instances ({})",
+            instances
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        error.instances = Some(instances.iter().map(ToString::to_string).collect());
     } else if let Some(near) = near {
         error.message.push_str(&format!("; did you mean `{near}`?"));
     }
@@ -388,6 +398,7 @@ async fn reload(State(supervisor): State<Arc<Supervisor>>) -> Response {
                     log_tail: Vec::new(),
                     report: Some(report.render_plain()),
                     diagnostics: Some(report.to_json()),
+                    instances: None,
                 },
             };
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()

@@ -388,6 +388,10 @@ pub struct ErrorDetail {
     /// `invalid-config` only: the diagnostics as data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Vec<serde_json::Value>>,
+    /// `unknown-service` for the name of a service with `replicas`: its instances,
+    /// which are the names the per-service endpoints take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<String>>,
 }
 
 /// `GET /v1/events` without `follow`.

@@ -331,7 +331,39 @@ fn waited(global: &GlobalArgs, name: &str, action: &str, limit: &str, json: bool
         Ok(answer) => answer,
         Err(code) => return code,
     };
+    if let Some(code) = each_instance(&answer, |instance| {
+        waited(global, instance, action, limit, json)
+    }) {
+        return code;
+    }
     conclude(name, &answer, json)
+}
+
+/// When `answer` says the name asked about is a service with `replicas` (the API takes
+/// its instances' names), runs `each` for every instance, all at once, and gives the
+/// first failure's exit code (or success).
+pub fn each_instance(answer: &Answer, each: impl Fn(&str) -> ExitCode + Sync) -> Option<ExitCode> {
+    if answer.status != hyper::StatusCode::NOT_FOUND {
+        return None;
+    }
+    let instances = answer.parse::<ErrorBody>().ok()?.error.instances?;
+    let codes: Vec<ExitCode> = std::thread::scope(|scope| {
+        let each = &each;
+        let running: Vec<_> = instances
+            .iter()
+            .map(|instance| scope.spawn(move || each(instance)))
+            .collect();
+        running
+            .into_iter()
+            .map(|thread| thread.join().unwrap_or(ExitCode::from(EXIT_FAILED)))
+            .collect()
+    });
+    Some(
+        codes
+            .into_iter()
+            .find(|code| *code != ExitCode::SUCCESS)
+            .unwrap_or(ExitCode::SUCCESS),
+    )
 }
 
 /// Prints a waited-for outcome (healthy or completed, or why not) and gives its code.
@@ -414,6 +446,15 @@ pub fn command(global: &GlobalArgs, args: &NameArgs, verb: &str) -> ExitCode {
         Ok(answer) => answer,
         Err(code) => return code,
     };
+    if let Some(code) = each_instance(&answer, |instance| {
+        let one = NameArgs {
+            name: instance.to_owned(),
+            json: args.json,
+        };
+        command(global, &one, verb)
+    }) {
+        return code;
+    }
     if args.json {
         print_json(&answer);
     }
@@ -574,6 +615,17 @@ pub fn signal(global: &GlobalArgs, args: &SignalArgs) -> ExitCode {
         Ok(answer) => answer,
         Err(code) => return code,
     };
+    if let Some(code) = each_instance(&answer, |instance| {
+        let one = SignalArgs {
+            name: instance.to_owned(),
+            signal: args.signal.clone(),
+            main: args.main,
+            json: args.json,
+        };
+        self::signal(global, &one)
+    }) {
+        return code;
+    }
     if args.json {
         print_json(&answer);
     }
@@ -689,6 +741,11 @@ fn reload_service(global: &GlobalArgs, args: &ReloadArgs, name: &str) -> ExitCod
             Ok(answer) => answer,
             Err(code) => return code,
         };
+        if let Some(code) =
+            each_instance(&answer, |instance| reload_service(global, args, instance))
+        {
+            return code;
+        }
         return reloaded(args.json, name, &answer, false);
     }
     let wait = match timeout(&args.timeout) {
@@ -705,6 +762,9 @@ fn reload_service(global: &GlobalArgs, args: &ReloadArgs, name: &str) -> ExitCod
         Ok(answer) => answer,
         Err(code) => return code,
     };
+    if let Some(code) = each_instance(&answer, |instance| reload_service(global, args, instance)) {
+        return code;
+    }
     reloaded(args.json, name, &answer, true)
 }
 

@@ -53,10 +53,13 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
                 // Scripts ask `muster status db` whether db is up: the exit status says.
                 state_code(view.state)
             }
-            Ok(Err(error)) => {
-                errln!("muster: {}", error.error.message);
-                exit_for(&error)
-            }
+            Ok(Err(error)) => match &error.error.instances {
+                Some(instances) => set_status(global, instances, args.json),
+                None => {
+                    errln!("muster: {}", error.error.message);
+                    exit_for(&error)
+                }
+            },
             Err(code) => code,
         },
         None => match typed::<ServiceList>(&answer) {
@@ -79,6 +82,38 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
             Err(code) => code,
         },
     }
+}
+
+/// `status NAME` for a service with `replicas`: a table of its instances (with
+/// `--json`, an array of their views). The exit status is the first instance's that is
+/// not healthy, as for one service.
+fn set_status(global: &GlobalArgs, instances: &[String], json: bool) -> ExitCode {
+    let mut views = Vec::new();
+    let mut bodies = Vec::new();
+    for instance in instances {
+        let path = format!("/v1/services/{}", super::control::encode(instance));
+        let answer = match call(global, Method::GET, &path) {
+            Ok(answer) => answer,
+            Err(code) => return code,
+        };
+        match typed::<ServiceView>(&answer) {
+            Ok(Ok(view)) => views.push(view),
+            // Scaled down since: no longer an instance.
+            Ok(Err(_)) => continue,
+            Err(code) => return code,
+        }
+        bodies.push(answer.body);
+    }
+    if json {
+        print_json(&serde_json::Value::Array(bodies));
+    } else {
+        out!("{}", table(&views));
+    }
+    views
+        .iter()
+        .map(|view| state_code(view.state))
+        .find(|code| *code != ExitCode::SUCCESS)
+        .unwrap_or(ExitCode::SUCCESS)
 }
 
 /// Exit status 3 for a service that is not running, as LSB init scripts' `status`.

@@ -250,7 +250,7 @@ fn build_from(
     });
     let mut report = Report::new(&path, sources.files[0].text.clone());
     report.included = sources.included();
-    report.diagnostics = problems;
+    report.diagnostics = replicas::once_per_set(problems, &sets);
     report.sort();
     match spec {
         Some(mut spec) if !report.has_errors() => {

@@ -95,6 +95,40 @@ pub(super) fn expand(
     sets
 }
 
+/// The problems of a config whose instances repeat each other's (each instance is
+/// checked, and a mistake in the table is in every one) said once: the first, for
+/// instance 0.
+pub(super) fn once_per_set(
+    problems: Vec<Diagnostic>,
+    sets: &BTreeMap<ServiceName, ReplicaSet>,
+) -> Vec<Diagnostic> {
+    if sets.is_empty() {
+        return problems;
+    }
+    let Ok(instance) = regex::Regex::new(r"\b([a-z0-9][a-z0-9_-]*)\.[0-9]+\b") else {
+        return problems;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    problems
+        .into_iter()
+        .filter(|problem| {
+            let message = instance.replace_all(&problem.message, |found: &regex::Captures| {
+                if sets.contains_key(&found[1]) {
+                    format!("{}.N", &found[1])
+                } else {
+                    found[0].to_owned()
+                }
+            });
+            let place = problem.primary.as_ref().map(|label| label.span.clone());
+            seen.insert((
+                problem.code,
+                message.into_owned(),
+                place.map(|p| (p.start, p.end)),
+            ))
+        })
+        .collect()
+}
+
 /// `{port}` in `proxy.upstream` is the service's `port`, where that is a number.
 fn port_in_upstreams(tree: &mut DeTable<'_>) {
     let Some(DeValue::Table(services)) = tree.get_mut("services").map(Spanned::get_mut) else {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{Refusal, forward, refuse};
+use super::{Refusal, forward, refuse, upstream_of};
 use crate::config::ServiceName;
 use crate::supervisor::usage::Usage;
 use crate::supervisor::{Failure, Phase, ServiceHandle, Supervisor};
@@ -75,7 +75,8 @@ pub(super) async fn connection(
         // Counted before the connection is made, so that clients arriving together
         // spread over the instances.
         let in_use = chosen.usage.connection();
-        match TcpStream::connect(own.upstream).await {
+        let address = upstream_of(&own, &chosen.status());
+        match TcpStream::connect(address).await {
             Ok(upstream) => {
                 let _ = upstream.set_nodelay(true);
                 let counters = &chosen.usage.proxy;
@@ -98,7 +99,7 @@ pub(super) async fn connection(
                 let cause = format!(
                     "`{}` is healthy but {} refused: {error}",
                     chosen.name(),
-                    own.upstream
+                    address
                 );
                 refuse(&mut client, &proxy, Refusal::Failed(cause, Vec::new())).await;
                 return;

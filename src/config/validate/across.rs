@@ -185,7 +185,8 @@ impl Validator<'_> {
                     });
                 };
                 add(&proxy.listen, Kind::Listen);
-                if let Some(upstream) = &proxy.upstream {
+                // Port 0: the run's own `{port}`, chosen free at each start.
+                if let Some(upstream) = proxy.upstream.as_ref().filter(|u| u.0.port() != 0) {
                     add(upstream, Kind::Upstream);
                 }
             }

@@ -195,6 +195,13 @@ impl Validator<'_> {
         if let Some(upstream) = &raw.upstream {
             look("upstream", upstream.get_ref(), upstream.span());
         }
+        if let Some(upstream) = raw
+            .proxy
+            .as_ref()
+            .and_then(|p| p.get_ref().upstream.as_ref())
+        {
+            look("proxy.upstream", upstream.get_ref(), upstream.span());
+        }
         if let Some((key, span)) = places.into_iter().next() {
             self.error(
                 Diagnostic::error(

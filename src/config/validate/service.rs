@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::config::raw::{
     EnvValue, RawBackoff, RawDependency, RawDependsOn, RawPort, RawProxy, RawRestartLimit,
     RawService, StringOrList,
 };
+use crate::config::spec::PORT_PLACEHOLDER;
 use crate::config::spec::{
     Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run,
     Service, ServiceName,
@@ -717,6 +719,16 @@ impl Validator<'_> {
         let raw = raw.get_ref();
         let before = self.errors;
         let address = |this: &mut Self, field: &str, value: &Option<Spanned<String>>| match value {
+            // `{port}` with `port = "auto"`: the run's port, known at each start (a
+            // number `port` was put in already). Port 0 stands for it.
+            Some(text) if field == "upstream" && text.get_ref().contains(PORT_PLACEHOLDER) => {
+                values::socket_addr(&text.get_ref().replace(PORT_PLACEHOLDER, "1"))
+                    .map(|addr| (SocketAddr::new(addr.ip(), 0), text.span()))
+                    .map_err(|problem| {
+                        this.invalid(&format!("{key}.{field}"), text.span(), problem)
+                    })
+                    .ok()
+            }
             Some(text) => values::socket_addr(text.get_ref())
                 .map(|addr| (addr, text.span()))
                 .map_err(|problem| this.invalid(&format!("{key}.{field}"), text.span(), problem))
