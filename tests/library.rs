@@ -432,3 +432,234 @@ command = ["sleep", "1000"]
         }
     }
 }
+
+/// `muster scale` racing reloads, stops, starts and restarts of the instances: whatever
+/// the order, an instance never runs twice, no instance outlives the scale that took it
+/// away, and the count in force is the last one asked for.
+mod scale_races {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use muster::supervisor::{Failure, Phase, Supervisor};
+    use proptest::prelude::*;
+
+    use super::RealTimeLimit;
+
+    const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        Scale(u32),
+        /// To the other of the two configs (they differ in the instances' environment).
+        Reload,
+        Stop(u32),
+        Start(u32),
+        Restart(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (1..=4u32).prop_map(Op::Scale),
+            1 => Just(Op::Reload),
+            1 => (0..4u32).prop_map(Op::Stop),
+            1 => (0..4u32).prop_map(Op::Start),
+            1 => (0..4u32).prop_map(Op::Restart),
+        ]
+    }
+
+    fn plan() -> impl Strategy<Value = Vec<Vec<Op>>> {
+        proptest::collection::vec(proptest::collection::vec(op(), 1..=3), 2..6)
+    }
+
+    fn spec(dir: &std::path::Path, tag: &str, version: u32) -> muster::config::Spec {
+        super::spec(
+            dir,
+            &format!(
+                r#"
+[services.web]
+command = ["sleep", "1000"]
+replicas = 2
+env = {{ MUSTER_TEST_TAG = "{tag}", VERSION = "{version}" }}
+
+[services.client]
+command = ["sleep", "1000"]
+depends-on = ["web"]
+env = {{ MUSTER_TEST_TAG = "{tag}" }}
+"#
+            ),
+        )
+    }
+
+    /// Live instances of the test's config, by service name.
+    fn live(tag: &str) -> Vec<(u32, String)> {
+        super::tagged::tagged(tag)
+    }
+
+    struct Sweep(String);
+
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let left = live(&self.0);
+                if left.is_empty() || Instant::now() > deadline {
+                    return;
+                }
+                for (pid, _) in left {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    async fn case(batches: Vec<Vec<Op>>) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = dir.path().display().to_string();
+        let _sweep = Sweep(tag.clone());
+        let specs = [spec(dir.path(), &tag, 1), spec(dir.path(), &tag, 2)];
+        let supervisor = Supervisor::new(specs[0].clone()).unwrap();
+        supervisor.boot(&[]).await;
+        let stop_sampling = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let tag = tag.clone();
+            let stop = Arc::clone(&stop_sampling);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = live(&tag);
+                    let names: BTreeSet<&String> = now.iter().map(|(_, s)| s).collect();
+                    if names.len() < now.len() {
+                        return Some(format!("{now:?}"));
+                    }
+                    // The sampling period, not a wait for anything.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                None
+            })
+        };
+        let mut reloads = 0usize;
+        let mut wanted = 2u32;
+        let mut hung = Vec::new();
+        for batch in &batches {
+            let calls = batch.iter().map(|&op| {
+                let target = if op == Op::Reload {
+                    reloads += 1;
+                    reloads % 2
+                } else {
+                    0
+                };
+                let supervisor = &supervisor;
+                let specs = &specs;
+                async move {
+                    let instance = |i: u32| format!("web.{i}");
+                    let request = async {
+                        match op {
+                            Op::Scale(n) => supervisor.scale("web", n).await.map(|_| ()),
+                            Op::Reload => {
+                                supervisor.reload(specs[target].clone()).await.map(|_| ())
+                            }
+                            Op::Stop(i) => supervisor.stop(&instance(i)).await.map(|_| ()),
+                            Op::Start(i) => supervisor.start(&instance(i)).await.map(|_| ()),
+                            Op::Restart(i) => supervisor.restart(&instance(i)).await.map(|_| ()),
+                        }
+                    };
+                    (op, tokio::time::timeout(ANSWER_WITHIN, request).await)
+                }
+            });
+            for (op, got) in futures_util::future::join_all(calls).await {
+                match got {
+                    Err(_) => hung.push(format!("{op:?}")),
+                    Ok(Ok(())) => {
+                        if let Op::Scale(n) = op {
+                            wanted = n;
+                        }
+                    }
+                    // An instance a scale took away is unknown to the others.
+                    Ok(Err(Failure::Unknown(_))) => {}
+                    Ok(Err(other)) => {
+                        prop_assert!(!matches!(op, Op::Scale(_) | Op::Reload), "{op:?}: {other}")
+                    }
+                }
+            }
+        }
+        prop_assert!(
+            hung.is_empty(),
+            "no answer within {ANSWER_WITHIN:?}: {hung:?}"
+        );
+        let spec = supervisor.spec();
+        let members: Vec<String> = spec
+            .members("web")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        prop_assert_eq!(
+            members.len() as u32,
+            wanted,
+            "the count in force is not the last asked"
+        );
+        // Every process alive now is an instance in force (or the client), and has an
+        // actor that sees it running.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let strays = loop {
+            let strays: Vec<(u32, String)> = live(&tag)
+                .into_iter()
+                .filter(|(_, service)| {
+                    service != "client"
+                        && (!members.contains(service)
+                            || supervisor
+                                .service(service)
+                                .is_none_or(|h| !h.status().phase.has_process()))
+                })
+                .collect();
+            if strays.is_empty() || Instant::now() > deadline {
+                break strays;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        prop_assert!(
+            strays.is_empty(),
+            "processes no instance in force owns: {strays:?}"
+        );
+        let phases: Vec<Phase> = members
+            .iter()
+            .filter_map(|m| supervisor.service(m).map(|h| h.phase()))
+            .collect();
+        prop_assert_eq!(phases.len(), members.len());
+        let strays = tokio::time::timeout(ANSWER_WITHIN, supervisor.shutdown()).await;
+        prop_assert!(strays.is_ok(), "the shutdown did not end");
+        prop_assert_eq!(strays.unwrap_or_default(), 0, "processes no actor stopped");
+        stop_sampling.store(true, Ordering::Relaxed);
+        let double = sampler.join().unwrap();
+        prop_assert!(double.is_none(), "an instance ran twice: {double:?}");
+        prop_assert!(
+            live(&tag).is_empty(),
+            "alive after the shutdown: {:?}",
+            live(&tag)
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 16,
+            max_shrink_iters: 10,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn scale_racing_other_commands_leaves_exactly_the_instances_asked_for(batches in plan()) {
+            let _limit = RealTimeLimit::new(Duration::from_secs(120));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(case(batches))?;
+        }
+    }
+}

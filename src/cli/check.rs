@@ -78,8 +78,18 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
             plural(names, "model name")
         )
     });
+    let replicas = if spec.replica_sets.is_empty() {
+        String::new()
+    } else {
+        let sets: Vec<String> = spec
+            .replica_sets
+            .iter()
+            .map(|(name, set)| format!("{name} ×{}", set.count))
+            .collect();
+        format!(" ({})", sets.join(", "))
+    };
     outln!(
-        "{}, {}{routing}, {verdict}",
+        "{}{replicas}, {}{routing}, {verdict}",
         plural(spec.services.len(), "service"),
         plural(spec.waves.len(), "start wave"),
     );

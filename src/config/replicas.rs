@@ -337,22 +337,35 @@ fn point_at_instances(tree: &mut DeTable<'_>, sets: &BTreeMap<ServiceName, Repli
     }
 }
 
-/// A list of names with each set's name replaced, in place, by its instances.
+/// A list of names with each set's name replaced, in place, by its instances. An
+/// instance also named on its own (`["web", "web.2"]`) is listed once.
 fn expand_list(items: &mut DeArray<'_>, instances: &dyn Fn(&str) -> Option<Vec<String>>) {
     let old = std::mem::replace(items, DeArray::new());
+    let mut expanded = std::collections::BTreeSet::new();
+    let mut listed = std::collections::BTreeSet::new();
     for item in old.iter().cloned() {
-        let names = match item.get_ref() {
-            DeValue::String(name) => instances(name),
+        let name = match item.get_ref() {
+            DeValue::String(name) => Some(name.to_string()),
             _ => None,
         };
-        match names {
+        match name.as_deref().and_then(instances) {
             Some(names) => {
                 let span = item.span();
                 for name in names {
-                    items.push(string(name, span.clone()));
+                    if !listed.contains(&name) && expanded.insert(name.clone()) {
+                        items.push(string(name, span.clone()));
+                    }
                 }
             }
-            None => items.push(item),
+            None => {
+                if let Some(name) = name {
+                    if expanded.contains(&name) {
+                        continue;
+                    }
+                    listed.insert(name);
+                }
+                items.push(item);
+            }
         }
     }
 }

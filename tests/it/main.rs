@@ -30,6 +30,7 @@ mod per_service;
 mod process_hardening;
 mod proxy;
 mod reload_hardening;
+mod replicas;
 mod router;
 mod run_once;
 mod security;
