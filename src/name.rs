@@ -35,8 +35,9 @@ pub enum NameError {
 
 impl ServiceName {
     pub fn new(name: &str) -> Result<Self, NameError> {
-        if let Some((set, index)) = name.split_once('.') {
-            Self::new(set)?;
+        if let Some((set, index)) = name.split_once('.')
+            && Self::new(set).is_ok()
+        {
             let number_ok = !index.is_empty()
                 && index.bytes().all(|b| b.is_ascii_digit())
                 && (index == "0" || !index.starts_with('0'))

@@ -39,7 +39,9 @@ pub(super) fn expand(
     };
     let names: Vec<Spanned<Cow<'_, str>>> = services.keys().cloned().collect();
     for key in names {
-        if key.get_ref().contains('.') {
+        // `web.1`: an instance's name, which a table cannot take. Other names with a
+        // `.` are refused by validation, as any bad name.
+        if key.get_ref().contains('.') && ServiceName::new(key.get_ref()).is_ok() {
             services.remove(key.get_ref().as_ref());
             problems.push(
                 Diagnostic::error(

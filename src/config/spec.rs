@@ -765,7 +765,8 @@ mod tests {
             ServiceName::new("web.").err(),
             Some(NameError::BadChar('.'))
         );
-        assert_eq!(ServiceName::new(".0"), Err(NameError::Empty));
+        assert_eq!(ServiceName::new(".0"), Err(NameError::BadStart));
+        assert_eq!(ServiceName::new("../x"), Err(NameError::BadStart));
         assert_eq!(
             ServiceName::new(&"a".repeat(64)),
             Err(NameError::TooLong(64))
