@@ -25,6 +25,18 @@ pub struct RawConfig {
     pub hooks: Option<Vec<Spanned<RawHook>>>,
     pub router: Option<Spanned<RawRouter>>,
     pub pools: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawPool>>>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`: the etcd this host shares singletons and its services' state through.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCluster {
+    pub name: Option<Spanned<String>>,
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub host: Option<Spanned<String>>,
+    pub advertise: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<RawDuration>>,
 }
 
 /// `[router]`: the one front door that routes OpenAI-style requests by model.
@@ -119,6 +131,8 @@ pub struct RawService {
     pub memory_max: Option<Spanned<RawScalar>>,
     pub cpu_max: Option<Spanned<RawScalar>>,
     pub reload_signal: Option<Spanned<String>>,
+    pub singleton: Option<Spanned<bool>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `limits = { nofile = 65536, core = 0 }`: resource limits set in the child with

@@ -37,6 +37,35 @@ pub struct Spec {
     pub router: Option<RouterSettings>,
     /// `[pools.NAME]`: budgets that services share.
     pub pools: BTreeMap<String, Pool>,
+    /// `[cluster]`: the hosts this one shares singletons with, through etcd.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Keeps clusters that share one etcd apart: every key is under `/muster/NAME/`.
+    pub name: String,
+    /// Client URLs of the etcd members (`http://host:port`, no path).
+    pub etcd: Vec<String>,
+    /// This host's name in the cluster (default: the hostname).
+    pub host: String,
+    /// The address other hosts reach this host's services at.
+    pub advertise: String,
+    pub lease_ttl: std::time::Duration,
+}
+
+/// `singleton = true`: the service runs on exactly one host of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Singleton {
+    /// The candidate hosts; empty: every host whose config has the service.
+    pub hosts: Vec<String>,
+}
+
+impl Singleton {
+    pub fn is_candidate(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == host)
+    }
 }
 
 impl Spec {
@@ -199,6 +228,8 @@ pub struct Service {
     pub process: ProcessSettings,
     /// `reload-signal`: what `muster reload NAME` sends instead of restarting it.
     pub reload_signal: Option<Signal>,
+    /// `singleton = true` (with `hosts`): one instance across the cluster.
+    pub singleton: Option<Singleton>,
 }
 
 impl Service {

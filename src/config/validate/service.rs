@@ -187,6 +187,8 @@ impl Validator<'_> {
             table_span.clone(),
         );
 
+        let singleton = self.singleton(&key, raw);
+
         let valid = self.errors == before;
         let service = match (valid, valid_name.clone(), run) {
             (true, Some(name), Some(run)) => Some(Service {
@@ -218,6 +220,7 @@ impl Validator<'_> {
                 member: route.as_ref().and_then(|r| r.membership()),
                 process,
                 reload_signal,
+                singleton,
             }),
             _ => None,
         };
