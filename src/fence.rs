@@ -57,7 +57,7 @@ impl Ownership {
         match self {
             Ownership::Unknown(why) => format!("ownership of singleton `{name}`: {why}"),
             Ownership::Elsewhere { host, fence } => {
-                format!("singleton `{name}` runs on host `{host}` (fence {fence})")
+                format!("singleton `{name}` to be free: it runs on host `{host}` (fence {fence})")
             }
             Ownership::Here { .. } => String::new(),
         }
@@ -239,19 +239,25 @@ pub fn run_guard() -> u8 {
     let _ = hup.thread_block();
     let mut stdin = io::stdin().lock();
     let mut group: Option<(Pid, Signal, Duration)> = None;
-    let mut until: u64 = 0;
+    // No deadline until the supervisor gives one (it does before anything else).
+    let mut until: Option<u64> = None;
     let mut pending = Vec::new();
     loop {
         let now = boottime();
-        if now >= until {
-            if let Some((pgid, _, _)) = group {
-                let _ = killpg(pgid, Signal::SIGKILL);
+        let timeout = match until {
+            Some(until) if now >= until => {
+                if let Some((pgid, _, _)) = group {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                }
+                return if group.is_some() { 3 } else { 0 };
             }
-            return if group.is_some() { 3 } else { 0 };
-        }
-        let wait = Duration::from_nanos(until - now);
-        let timeout = nix::poll::PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
-            .unwrap_or(nix::poll::PollTimeout::MAX);
+            Some(until) => {
+                let wait = Duration::from_nanos(until - now);
+                nix::poll::PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(nix::poll::PollTimeout::MAX)
+            }
+            None => nix::poll::PollTimeout::NONE,
+        };
         let mut fds = [nix::poll::PollFd::new(
             stdin.as_fd(),
             nix::poll::PollFlags::POLLIN,
@@ -260,11 +266,11 @@ pub fn run_guard() -> u8 {
             Ok(0) => continue,
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return supervisor_gone(group, until),
+            Err(_) => return supervisor_gone(group, until.unwrap_or(0)),
         }
         let mut buffer = [0u8; 512];
         let read = match stdin.read(&mut buffer) {
-            Ok(0) | Err(_) => return supervisor_gone(group, until),
+            Ok(0) | Err(_) => return supervisor_gone(group, until.unwrap_or(0)),
             Ok(read) => read,
         };
         pending.extend_from_slice(&buffer[..read]);
@@ -274,7 +280,7 @@ pub fn run_guard() -> u8 {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["release"] => return 0,
-                ["until", at] => until = at.parse().unwrap_or(0),
+                ["until", at] => until = Some(at.parse().unwrap_or(0)),
                 ["group", pgid, signal, grace] => {
                     let signal = signal
                         .parse::<i32>()

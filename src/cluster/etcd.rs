@@ -113,7 +113,9 @@ impl Etcd {
             match tokio::time::timeout(self.attempt, attempt).await {
                 Ok(Ok((status, bytes))) => {
                     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                        EtcdError::Refused(format!("{endpoint} answered {status} with no JSON: {e}"))
+                        EtcdError::Refused(format!(
+                            "{endpoint} answered {status} with no JSON: {e}"
+                        ))
                     })?;
                     if status.is_success() {
                         self.preferred.store(index, Ordering::Relaxed);
@@ -194,7 +196,9 @@ impl Etcd {
         match kvs.as_array().and_then(|k| k.first()).and_then(kv) {
             Some(holder) => Ok(Err(holder)),
             // Gone between the compare and the range (its lease ended): try again.
-            None => Err(EtcdError::Refused(format!("{key} changed during the request"))),
+            None => Err(EtcdError::Refused(format!(
+                "{key} changed during the request"
+            ))),
         }
     }
 
@@ -272,7 +276,8 @@ impl Etcd {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let response = tokio::time::timeout(
                 self.attempt,
-                self.client.request(self.request(endpoint, "/v3/watch", &body)),
+                self.client
+                    .request(self.request(endpoint, "/v3/watch", &body)),
             )
             .await;
             let response = match response {
@@ -304,7 +309,9 @@ impl Etcd {
                             continue;
                         };
                         let result = &message["result"];
-                        if result["canceled"].as_bool() == Some(true) || message.get("error").is_some() {
+                        if result["canceled"].as_bool() == Some(true)
+                            || message.get("error").is_some()
+                        {
                             return;
                         }
                         let changes: Vec<Change> = result["events"]

@@ -26,7 +26,9 @@ use crate::supervisor::Supervisor;
 pub enum Lease {
     /// None yet, or it was lost: why.
     Waiting(String),
-    Held { id: i64 },
+    Held {
+        id: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -231,7 +233,12 @@ async fn keep(
                 let key = member.keys.host(&member.settings.host);
                 if let Ok(true) = member
                     .etcd
-                    .update(&key, record.to_string().as_bytes(), current.id, current.created)
+                    .update(
+                        &key,
+                        record.to_string().as_bytes(),
+                        current.id,
+                        current.created,
+                    )
                     .await
                 {
                     current.record = record;

@@ -44,9 +44,9 @@ impl Validator<'_> {
                 let text = name.get_ref();
                 let ok = !text.is_empty()
                     && text.len() <= 63
-                    && text
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+                    && text.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                    });
                 if !ok {
                     self.error(
                         Diagnostic::error(
@@ -94,7 +94,10 @@ impl Validator<'_> {
                     self.error(
                         Diagnostic::error(
                             "invalid-value",
-                            format!("`cluster.host`: `{}` is not a valid host name", host.get_ref()),
+                            format!(
+                                "`cluster.host`: `{}` is not a valid host name",
+                                host.get_ref()
+                            ),
                         )
                         .at(host.span(), "")
                         .help("use letters, digits, `-`, `_` and `.`, e.g. host = \"gpu-a\""),
@@ -118,7 +121,9 @@ impl Validator<'_> {
             },
         };
         let advertise = match &raw.advertise {
-            Some(address) if address.get_ref().trim().is_empty() || address.get_ref().contains('/') => {
+            Some(address)
+                if address.get_ref().trim().is_empty() || address.get_ref().contains('/') =>
+            {
                 self.error(
                     Diagnostic::error(
                         "invalid-value",
@@ -132,7 +137,11 @@ impl Validator<'_> {
             Some(address) => Some(address.get_ref().trim().to_owned()),
             None => host.clone(),
         };
-        let lease_ttl = self.positive("cluster.lease-ttl", raw.lease_ttl.as_ref(), defaults::LEASE_TTL);
+        let lease_ttl = self.positive(
+            "cluster.lease-ttl",
+            raw.lease_ttl.as_ref(),
+            defaults::LEASE_TTL,
+        );
         if let Some(value) = &raw.lease_ttl
             && !(defaults::LEASE_TTL_MIN..=defaults::LEASE_TTL_MAX).contains(&lease_ttl)
         {
@@ -190,7 +199,11 @@ impl Validator<'_> {
                     self.error(
                         Diagnostic::error(
                             "invalid-value",
-                            format!("`{}`: `{}` is not a valid host name", key("hosts"), host.get_ref()),
+                            format!(
+                                "`{}`: `{}` is not a valid host name",
+                                key("hosts"),
+                                host.get_ref()
+                            ),
                         )
                         .at(host.span(), "")
                         .help("use letters, digits, `-`, `_` and `.`, as in `cluster.host`"),
