@@ -79,6 +79,9 @@ pub struct Outcome {
     /// As a container's first process: other processes still running in it once the
     /// services had stopped, ended.
     pub rest: usize,
+    /// `up` was refused before anything started (this host's name is taken in its
+    /// cluster): why.
+    pub refused: Option<String>,
 }
 
 /// A prepared daemon: locked, bound, not booted yet.
@@ -242,6 +245,20 @@ impl Daemon {
                 leftover.pid, leftover.run_id, leftover.service
             ));
         }
+        // Before the boot: a host whose name another live muster holds starts nothing.
+        if let Err(why) = crate::cluster::start(Arc::clone(&supervisor), &supervisor.spec()).await {
+            crate::supervisor::warn(format_args!("{why}"));
+            let strays = supervisor.shutdown_because(why.clone()).await;
+            let _ = server.await;
+            let _ = std::fs::remove_file(&socket);
+            return Outcome {
+                ended_by: None,
+                failed: Vec::new(),
+                strays,
+                rest: 0,
+                refused: Some(why),
+            };
+        }
         supervisor.boot(&only).await;
         tokio::spawn(crate::proxy::manage(Arc::clone(&supervisor), proxies));
         tokio::spawn(crate::router::manage(Arc::clone(&supervisor), router));
@@ -293,6 +310,7 @@ impl Daemon {
             failed,
             strays,
             rest,
+            refused: None,
         }
     }
 }

@@ -42,11 +42,18 @@ pub enum EventKind {
     HookFailed,
     Reloaded,
     Signaled,
+    /// This host took ownership of a singleton (with its fence).
+    Acquired,
+    /// This host gave up ownership of a singleton (it was stopped here).
+    Released,
+    /// This host lost ownership of a singleton, or could no longer be sure of it, and
+    /// stopped its instance.
+    Fenced,
 }
 
 impl EventKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Spawned,
         EventKind::Ready,
         EventKind::Unhealthy,
@@ -63,6 +70,9 @@ impl EventKind {
         EventKind::HookFailed,
         EventKind::Reloaded,
         EventKind::Signaled,
+        EventKind::Acquired,
+        EventKind::Released,
+        EventKind::Fenced,
     ];
 
     /// The kind named `name` (`orphan-stopped`), if there is one.
@@ -86,6 +96,9 @@ impl EventKind {
             EventKind::IdleStopped => "idle-stopped",
             EventKind::Evicted => "evicted",
             EventKind::HookFailed => "hook-failed",
+            EventKind::Acquired => "acquired",
+            EventKind::Released => "released",
+            EventKind::Fenced => "fenced",
             EventKind::Reloaded => "reloaded",
             EventKind::Signaled => "signaled",
         }

@@ -11,10 +11,12 @@
 pub mod account;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod diagnostic;
 pub mod event;
+pub mod fence;
 pub mod graph;
 pub mod import;
 pub mod name;

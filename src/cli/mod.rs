@@ -148,6 +148,9 @@ pub enum Command {
     Completions(generate::CompletionsArgs),
     /// Print the man page (roff)
     Man(generate::ManArgs),
+    /// Hold a singleton's run to this host's lease (started by `up`, not by hand)
+    #[command(hide = true)]
+    Guard,
 }
 
 /// Runs the parsed command line.
@@ -172,6 +175,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Import(args) => import::run(&cli.global, &args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),
+        Command::Guard => ExitCode::from(crate::fence::run_guard()),
     }
 }
 

@@ -205,6 +205,9 @@ async fn up(spec: Spec, options: Options, mode: Mode) -> ExitCode {
     view.note("all services stopped");
     // Everything said is on stdout before muster is gone.
     super::view::flush();
+    if outcome.refused.is_some() {
+        return ExitCode::from(EXIT_USAGE);
+    }
     if outcome.ended_by.is_none() && !outcome.failed.is_empty() {
         return ExitCode::from(EXIT_FAILED);
     }

@@ -109,6 +109,7 @@ pub fn schema() -> Vec<(&'static str, &'static [&'static str])> {
         ("backoff", keys_of::<RawBackoff>()),
         ("restart-limit", keys_of::<RawRestartLimit>()),
         ("proxy", keys_of::<RawProxy>()),
+        ("cluster", keys_of::<RawCluster>()),
         ("limits", keys_of::<RawLimits>()),
         ("depends-on.NAME", keys_of::<RawDependencyTable>()),
         ("hooks", keys_of::<RawHook>()),

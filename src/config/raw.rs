@@ -25,6 +25,18 @@ pub struct RawConfig {
     pub hooks: Option<Vec<Spanned<RawHook>>>,
     pub router: Option<Spanned<RawRouter>>,
     pub pools: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawPool>>>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`: the etcd this host shares singletons and its services' state through.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCluster {
+    pub name: Option<Spanned<String>>,
+    pub etcd: Option<Spanned<Vec<Spanned<String>>>>,
+    pub host: Option<Spanned<String>>,
+    pub advertise: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<RawDuration>>,
 }
 
 /// `[router]`: the one front door that routes OpenAI-style requests by model.
@@ -123,6 +135,8 @@ pub struct RawService {
     /// Never set once read: `replicas` is expanded (see `config::replicas`) before the
     /// tree is deserialized. Here so that the schema lists it.
     pub replicas: Option<Spanned<i64>>,
+    pub singleton: Option<Spanned<bool>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `limits = { nofile = 65536, core = 0 }`: resource limits set in the child with

@@ -202,6 +202,18 @@ fn count(
         );
         return None;
     }
+    if let Some(singleton) = table.get("singleton") {
+        problems.push(
+            Diagnostic::error(
+                "conflict",
+                format!("`services.{name}` has both `replicas` and `singleton`: a singleton runs once in the cluster"),
+            )
+            .at(span, "")
+            .also(singleton.span(), "one instance in the cluster")
+            .help("remove `replicas`, or `singleton`"),
+        );
+        return None;
+    }
     if let Some(models) = table.get("models") {
         problems.push(
             Diagnostic::error(

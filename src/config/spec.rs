@@ -42,6 +42,8 @@ pub struct Spec {
     pub replica_sets: BTreeMap<ServiceName, ReplicaSet>,
     /// The config as it was read, to expand again with other counts (`muster scale`).
     pub origin: Origin,
+    /// `[cluster]`: the hosts this one shares singletons with, through etcd.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// A service run as several instances.
@@ -76,6 +78,33 @@ impl PartialEq for Origin {
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Origin")
+    }
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Keeps clusters that share one etcd apart: every key is under `/muster/NAME/`.
+    pub name: String,
+    /// Client URLs of the etcd members (`http://host:port`, no path).
+    pub etcd: Vec<String>,
+    /// This host's name in the cluster (default: the hostname).
+    pub host: String,
+    /// The address other hosts reach this host's services at.
+    pub advertise: String,
+    pub lease_ttl: std::time::Duration,
+}
+
+/// `singleton = true`: the service runs on exactly one host of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Singleton {
+    /// The candidate hosts; empty: every host whose config has the service.
+    pub hosts: Vec<String>,
+}
+
+impl Singleton {
+    pub fn is_candidate(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == host)
     }
 }
 
@@ -253,6 +282,8 @@ pub struct Service {
     pub reload_signal: Option<Signal>,
     /// For an instance of a service with `replicas`: which one.
     pub replica: Option<Replica>,
+    /// `singleton = true` (with `hosts`): one instance across the cluster.
+    pub singleton: Option<Singleton>,
 }
 
 impl Service {

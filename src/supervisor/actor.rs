@@ -137,6 +137,8 @@ pub struct Shared {
     pub leftovers: std::sync::Mutex<Vec<super::orphans::Leftover>>,
     /// The groups that hold services to `memory-max` and `cpu-max`.
     pub cgroups: super::cgroup::Cgroups,
+    /// With `[cluster]`: who owns each singleton, the lease's deadlines, the guards.
+    pub fences: Option<Arc<crate::fence::Fences>>,
 }
 
 impl Shared {
@@ -339,6 +341,7 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
         stopped_waiters: Vec::new(),
         refused_demands: 0,
         oom: None,
+        guard: None,
     };
     let usage = Arc::new(Usage::default());
     if let Some(idle) = service.idle_stop {
@@ -414,6 +417,8 @@ struct Actor {
     /// With a kernel memory limit: the current run's group's OOM kill counter, and its
     /// value at the spawn.
     oom: Option<(PathBuf, u64)>,
+    /// A singleton's run: the guard that holds it to this host's lease.
+    guard: Option<crate::fence::Guard>,
 }
 
 /// Where the current run's processes are, for signals and notify routes.
@@ -502,6 +507,9 @@ impl Actor {
                 vec![Input::OverMemory(detail)]
             }
             Message::Exited { run, ended } if current(run) => {
+                // The run's group is gone (the reaper killed what was left of it):
+                // its guard has nothing left to hold.
+                self.guard = None;
                 let Ended { mut exit, left } = ended;
                 // The kernel counts its kill before it sends the signal: a count past the
                 // one at the spawn means this run was killed for its memory.
@@ -1209,6 +1217,31 @@ impl Actor {
             Ok(prepared) => prepared,
             Err(reason) => return self.spawn_failed(reason),
         };
+        // A singleton starts only while this host owns it, with its fence, and under
+        // a guard started first, so that no moment of the run is unguarded.
+        let guard = match (&self.service.singleton, &self.shared.fences) {
+            (Some(_), Some(fences)) => {
+                let fence = match fences.may_start(self.service.name.as_str()) {
+                    Ok(fence) => fence,
+                    Err(why) => return self.spawn_failed(why),
+                };
+                command.env("MUSTER_FENCE", fence.to_string());
+                let started = fences.guard().and_then(|(mut guard_command, guard)| {
+                    self.shared.reaper.spawn(&mut guard_command, |_| {})?;
+                    Ok(guard)
+                });
+                match started {
+                    Ok(guard) => Some(guard),
+                    Err(error) => {
+                        return self.spawn_failed(format!(
+                            "cannot start the guard that holds a singleton to this host's lease: {}",
+                            super::exit::plain(&error)
+                        ));
+                    }
+                }
+            }
+            _ => None,
+        };
         let myself = self.myself.clone();
         let marker = vec![
             format!("MUSTER_RUN_ID={run}"),
@@ -1247,6 +1280,10 @@ impl Actor {
         }
         self.oom = oom;
         let pid = child.id();
+        if let Some(guard) = guard {
+            guard.watch(pid, self.service.stop_signal, self.service.stop_timeout);
+            self.guard = Some(guard);
+        }
         let start_ticks = procfs::start_ticks(pid);
         // Recorded before anything else: a supervisor killed from here on leaves a
         // row the next one finds, with what tells this process from a later one

@@ -208,6 +208,7 @@ impl Supervisor {
             run_dir,
             leftovers: std::sync::Mutex::new(Vec::new()),
             cgroups,
+            fences: spec.cluster.as_ref().map(|_| crate::fence::Fences::new()),
         });
         let services: BTreeMap<_, _> = spec
             .services
@@ -764,6 +765,11 @@ impl Supervisor {
     }
 
     /// The graph as it is now.
+    /// With `[cluster]`: who owns each singleton, the lease's deadlines, the guards.
+    pub fn fences(&self) -> Option<Arc<crate::fence::Fences>> {
+        self.shared.fences.clone()
+    }
+
     pub fn graph(&self) -> Arc<Graph> {
         Arc::clone(&self.graph.borrow())
     }

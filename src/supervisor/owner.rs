@@ -471,6 +471,10 @@ impl Owner {
                 let _ = reply.send(answer);
             }
             Request::Stop { name, reply } => {
+                // A singleton stopped here is given up: another candidate may take it.
+                if let Some(fences) = &self.shared.fences {
+                    fences.unwant(&name);
+                }
                 let answer = self.find(&name).map(|handle| {
                     // A service waiting on its dependencies must not be started by its
                     // gate after it was asked to stop.
@@ -728,11 +732,14 @@ impl Owner {
             } else {
                 Order::Demand
             };
-            if deps.is_empty() {
+            let claim = self.claim(handle);
+            if deps.is_empty() && claim.is_none() {
                 handle.send(start);
                 continue;
             }
-            handle.send(Order::Await(waiting_for(&deps)));
+            if !deps.is_empty() {
+                handle.send(Order::Await(waiting_for(&deps)));
+            }
             let (cancel, cancelled) = oneshot::channel();
             self.next_gate += 1;
             let number = self.next_gate;
@@ -742,8 +749,17 @@ impl Owner {
                 number,
                 cancelled,
             };
-            tokio::spawn(gate(handle.clone(), deps, start, owner));
+            tokio::spawn(gate(handle.clone(), deps, claim, start, owner));
         }
+    }
+
+    /// A singleton's ownership, which its gate waits for beside its dependencies;
+    /// asking for it makes this host compete for the singleton (`crate::cluster`).
+    fn claim(&self, handle: &ServiceHandle) -> Option<watch::Receiver<crate::fence::Ownership>> {
+        let fences = self.shared.fences.as_ref()?;
+        handle.service.singleton.as_ref()?;
+        fences.want(handle.name().as_str());
+        Some(fences.ownership(handle.name().as_str()))
     }
 
     // ---- restart with a dependency ----
@@ -1226,7 +1242,13 @@ impl Gate {
 /// service; or to fail it, naming the dependency, as soon as one never will. Ends
 /// without a word when the owner cancels it (the service was stopped, reloaded, or
 /// shutdown began); a verdict that crosses the cancellation is ignored by the owner.
-async fn gate(handle: ServiceHandle, mut deps: Vec<Awaited>, start: Order, mut owner: Gate) {
+async fn gate(
+    handle: ServiceHandle,
+    mut deps: Vec<Awaited>,
+    mut claim: Option<watch::Receiver<crate::fence::Ownership>>,
+    start: Order,
+    mut owner: Gate,
+) {
     loop {
         if owner.is_cancelled() {
             return;
@@ -1256,6 +1278,15 @@ async fn gate(handle: ServiceHandle, mut deps: Vec<Awaited>, start: Order, mut o
                 }
             }
         }
+        // A singleton's ownership is asked for once its dependencies are up.
+        if waiting.is_empty()
+            && let Some(claim) = &mut claim
+        {
+            let ownership = claim.borrow_and_update().clone();
+            if !matches!(ownership, crate::fence::Ownership::Here { .. }) {
+                waiting.push(ownership.waiting(handle.name().as_str()));
+            }
+        }
         if waiting.is_empty() {
             owner.open(handle.name(), Ok(start));
             return;
@@ -1264,8 +1295,21 @@ async fn gate(handle: ServiceHandle, mut deps: Vec<Awaited>, start: Order, mut o
         let changes = deps
             .iter_mut()
             .map(|awaited| Box::pin(awaited.status.changed()));
+        let claimed = async {
+            match &mut claim {
+                Some(claim) => claim.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let depended = async {
+            if changes.len() == 0 {
+                return std::future::pending().await;
+            }
+            select_all(changes).await.0.is_ok()
+        };
         tokio::select! {
-            (result, _, _) = select_all(changes) => if result.is_err() { return },
+            ok = depended => if !ok { return },
+            ok = claimed => if !ok { return },
             _ = &mut owner.cancelled => return,
         }
     }

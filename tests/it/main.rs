@@ -14,6 +14,7 @@ mod check_hardening;
 mod citizen;
 mod cli;
 mod cli_hardening;
+mod cluster;
 mod config_files;
 mod control;
 mod faults;

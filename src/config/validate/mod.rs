@@ -22,6 +22,7 @@ use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
 mod across;
+mod cluster;
 mod hooks;
 mod probe;
 mod process;
@@ -57,6 +58,10 @@ pub mod defaults {
     pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
     pub const ROUTER_MAX_BODY: u64 = 64 << 20;
     pub const ROUTE_MAX_QUEUED: usize = 1024;
+    pub const LEASE_TTL: Duration = Duration::from_secs(10);
+    /// etcd grants no lease shorter than about 2 s (1.5 election timeouts, rounded up).
+    pub const LEASE_TTL_MIN: Duration = Duration::from_secs(2);
+    pub const LEASE_TTL_MAX: Duration = Duration::from_secs(3600);
 }
 
 /// Validates `raw` read from `file` (absolute). Returns the spec when there was no
@@ -77,6 +82,7 @@ pub fn validate(
     };
     let settings = v.settings(raw.settings.as_ref());
     let router = v.router(raw.router.as_ref());
+    let cluster = raw.cluster.as_ref().and_then(|c| v.cluster(c));
     let router_span = raw.router.as_ref().map(Spanned::span);
     let pools = v.pools(raw.pools.as_ref());
     let shutdown_span = raw
@@ -114,6 +120,7 @@ pub fn validate(
         v.stop_outlasts_shutdown(&drafts, settings.shutdown_timeout, shutdown_span);
     }
     let waves = v.waves(&drafts, &edges);
+    v.singletons_need_a_cluster(&raw_services, raw.cluster.is_some());
     let hooks = raw
         .hooks
         .iter()
@@ -159,6 +166,7 @@ pub fn validate(
             .collect(),
         replica_sets: BTreeMap::new(),
         origin: Default::default(),
+        cluster,
     })
 }
 

@@ -189,6 +189,8 @@ impl Validator<'_> {
             table_span.clone(),
         );
 
+        let singleton = self.singleton(&key, raw);
+
         let valid = self.errors == before;
         let service = match (valid, valid_name.clone(), run) {
             (true, Some(name), Some(run)) => Some(Service {
@@ -221,6 +223,7 @@ impl Validator<'_> {
                 process,
                 reload_signal,
                 replica: None,
+                singleton,
             }),
             _ => None,
         };

@@ -1,0 +1,603 @@
+//! Cluster-wide singletons against a real three-member etcd on loopback and three real
+//! `muster up` processes, each with its own directory, state and config.
+//!
+//! Every instance of the singleton (a python fixture) appends `start HOST FENCE T` and
+//! then `alive HOST FENCE T` every 20 ms to one log (`T`: `CLOCK_MONOTONIC` ns, which
+//! every process of the machine shares). The checks: no two instances' lives overlap,
+//! fences only grow, and a sampler that counts the fixture's processes in `/proc`
+//! every 10 ms never sees two.
+//!
+//! These tests need etcd (`apt-get install etcd-server`); without it they say they
+//! were skipped, and fail under `MUSTER_REQUIRE_ALL=1`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::helpers::up::{Up, free_port};
+use crate::helpers::{Need, require};
+
+const TTL: Duration = Duration::from_secs(3);
+
+fn etcd_present(what: &str) -> bool {
+    require(Need::Program("etcd"), what)
+}
+
+/// A three-member etcd on loopback; every member is killed on drop.
+struct Etcd {
+    members: Vec<Option<Child>>,
+    clients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["e0", "e1", "e2"];
+        let peers: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let clients: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let initial: Vec<String> = names
+            .iter()
+            .zip(&peers)
+            .map(|(name, port)| format!("{name}=http://127.0.0.1:{port}"))
+            .collect();
+        let members = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+                Some(
+                    Command::new("etcd")
+                        .args(["--name", name])
+                        .arg("--data-dir")
+                        .arg(dir.path().join(name))
+                        .args([
+                            "--listen-client-urls",
+                            &format!("http://127.0.0.1:{}", clients[i]),
+                            "--advertise-client-urls",
+                            &format!("http://127.0.0.1:{}", clients[i]),
+                            "--listen-peer-urls",
+                            &format!("http://127.0.0.1:{}", peers[i]),
+                            "--initial-advertise-peer-urls",
+                            &format!("http://127.0.0.1:{}", peers[i]),
+                            "--initial-cluster",
+                            &initial.join(","),
+                            "--initial-cluster-state",
+                            "new",
+                            "--heartbeat-interval",
+                            "50",
+                            "--election-timeout",
+                            "500",
+                        ])
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .process_group(0)
+                        .spawn()
+                        .expect("spawn etcd"),
+                )
+            })
+            .collect();
+        let etcd = Self {
+            members,
+            clients: clients
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .collect(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcd
+            .clients
+            .iter()
+            .all(|c| post(c, "/v3/kv/range", r#"{"key":"eA=="}"#).is_some())
+        {
+            assert!(Instant::now() < deadline, "etcd did not come up");
+            thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+
+    /// The index of the member that is the raft leader now.
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for (i, client) in self.clients.iter().enumerate() {
+                if let Some(status) = post(client, "/v3/maintenance/status", "{}") {
+                    let leader = status["leader"].as_str().unwrap_or("");
+                    let me = status["header"]["member_id"].as_str().unwrap_or("-");
+                    if leader == me {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd leader");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self, member: usize) {
+        if let Some(mut child) = self.members[member].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// One POST to etcd's gateway, answered with JSON, or `None`.
+fn post(base: &str, path: &str, body: &str) -> Option<serde_json::Value> {
+    let address = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()
+}
+
+/// A TCP relay the test can cut: every connection through it is closed, and new ones
+/// are refused, from `cut` on.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn to(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = target.trim_start_matches("http://").to_owned();
+        let cut = Arc::new(AtomicBool::new(false));
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let (flag, open) = (Arc::clone(&cut), Arc::clone(&streams));
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ];
+                open.lock().unwrap().extend([client, server]);
+                for (mut from, mut to) in pairs {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, cut, streams }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The singleton's fixture: logs its start and then that it is alive, every 20 ms.
+const FIXTURE: &str = r#"import os, sys, time
+log, host, fence = sys.argv[1], sys.argv[2], os.environ["MUSTER_FENCE"]
+def say(what):
+    with open(log, "a") as f:
+        f.write(f"{what} {host} {fence} {time.monotonic_ns()}\n")
+say("start")
+while True:
+    say("alive")
+    time.sleep(0.02)
+"#;
+
+/// Three hosts of one cluster sharing a log directory.
+struct Cluster {
+    hosts: Vec<Option<Up>>,
+    log: PathBuf,
+    _shared: tempfile::TempDir,
+    sampler: Sampler,
+}
+
+fn config(name: &str, etcd: &[String], host: &str, log: &Path, script: &Path) -> String {
+    let name = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let endpoints: Vec<String> = etcd.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        r#"[settings]
+state-dir = "{{dir}}/state"
+shutdown-timeout = "5s"
+
+[cluster]
+name = "{name}"
+etcd = [{}]
+host = "{host}"
+advertise = "127.0.0.1"
+lease-ttl = "{}s"
+
+[services.coordinator]
+command = ["{}", "{}", "{}", "{host}"]
+singleton = true
+stop-timeout = "1s"
+"#,
+        endpoints.join(", "),
+        TTL.as_secs(),
+        crate::helpers::python(),
+        script.display(),
+        log.display(),
+    )
+}
+
+impl Cluster {
+    /// Three hosts; `etcd_of(i)` gives host i's endpoints.
+    fn start(etcd_of: impl Fn(usize) -> Vec<String>) -> Self {
+        Self::start_with(etcd_of, false)
+    }
+
+    /// With `first_alone`, host 0 starts (and owns the singleton) before the others.
+    fn start_with(etcd_of: impl Fn(usize) -> Vec<String>, first_alone: bool) -> Self {
+        let shared = tempfile::tempdir().unwrap();
+        let log = shared.path().join("instances.log");
+        let script = shared.path().join("coordinator.py");
+        std::fs::write(&script, FIXTURE).unwrap();
+        let name = format!("t{}-{}", std::process::id(), fastrand::u32(..));
+        let sampler = Sampler::start(script.display().to_string());
+        let mut cluster = Self {
+            hosts: Vec::new(),
+            log,
+            _shared: shared,
+            sampler,
+        };
+        for i in 0..3 {
+            let host = Up::start(
+                &config(&name, &etcd_of(i), &format!("h{i}"), &cluster.log, &script),
+                &[],
+            );
+            cluster.hosts.push(Some(host));
+            if first_alone && i == 0 {
+                let first = cluster.wait_instance(0, Duration::from_secs(20));
+                assert_eq!(first.0, "h0");
+            }
+        }
+        cluster
+    }
+
+    fn entries(&self) -> Vec<(String, String, i64, u128)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    [what, host, fence, t] => Some((
+                        (*what).to_owned(),
+                        (*host).to_owned(),
+                        fence.parse().ok()?,
+                        t.parse().ok()?,
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Each instance's (host, fence, first, last) in order of start.
+    fn lives(&self) -> Vec<(String, i64, u128, u128)> {
+        let mut lives: Vec<(String, i64, u128, u128)> = Vec::new();
+        for (what, host, fence, t) in self.entries() {
+            match lives.iter_mut().find(|l| l.0 == host && l.1 == fence) {
+                Some(life) => life.3 = life.3.max(t),
+                None => {
+                    assert_eq!(what, "start", "an instance's first line is its start");
+                    lives.push((host, fence, t, t));
+                }
+            }
+        }
+        lives.sort_by_key(|l| l.2);
+        lives
+    }
+
+    /// Waits for an instance with a fence above `above` to be alive; returns it.
+    fn wait_instance(&self, above: i64, within: Duration) -> (String, i64, u128, u128) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(life) = self.lives().into_iter().find(|l| l.1 > above)
+                && self
+                    .entries()
+                    .iter()
+                    .filter(|e| e.0 == "alive" && e.2 == life.1)
+                    .count()
+                    >= 2
+            {
+                return life;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no instance with a fence above {above} within {within:?}; lives: {:?}",
+                self.lives()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// No two lives overlap; fences grow with starts; never two processes at a sample.
+    fn check(&self) {
+        let lives = self.lives();
+        for pair in lives.windows(2) {
+            assert!(
+                pair[1].2 > pair[0].3,
+                "two instances overlapped: {:?} and {:?}",
+                pair[0],
+                pair[1]
+            );
+            assert!(pair[1].1 > pair[0].1, "fences went back: {lives:?}");
+        }
+        assert!(
+            self.sampler.most.load(Ordering::SeqCst) <= 1,
+            "the sampler saw {} instances at once",
+            self.sampler.most.load(Ordering::SeqCst)
+        );
+    }
+
+    fn host_of(&self, name: &str) -> usize {
+        name.trim_start_matches('h').parse().unwrap()
+    }
+}
+
+/// Counts the fixture's live processes every 10 ms; keeps the most seen at once.
+struct Sampler {
+    most: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sampler {
+    fn start(token: String) -> Self {
+        let most = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, done) = (Arc::clone(&most), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let count = std::fs::read_dir("/proc")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|entry| {
+                        let path = entry.path();
+                        let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
+                        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+                        let state = stat
+                            .rfind(')')
+                            .and_then(|i| stat[i + 1..].split_whitespace().next());
+                        String::from_utf8_lossy(&cmdline).contains(&token)
+                            && !matches!(state, Some("Z" | "X") | None)
+                    })
+                    .count();
+                seen.fetch_max(count, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Self { most, stop }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns, the fixture's clock.
+fn mono_ns() -> u128 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
+}
+
+fn pid_alive(pid: i32) -> bool {
+    crate::helpers::up::alive(pid)
+}
+
+#[test]
+fn singleton_fails_over_when_its_owners_supervisor_is_killed() {
+    if !etcd_present("failover of a singleton when its owner's supervisor is SIGKILLed") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut cluster = Cluster::start(|_| etcd.clients.clone());
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    let owner = cluster.host_of(&first.0);
+    let killed_at = Instant::now();
+    let up = cluster.hosts[owner].take().unwrap();
+    let (_dir, _events) = up.kill_supervisor();
+    // Another host's instance is up within the TTL and its start time.
+    let second = cluster.wait_instance(first.1, TTL + Duration::from_secs(3));
+    let took = killed_at.elapsed();
+    assert_ne!(second.0, first.0, "a surviving host took over");
+    assert!(
+        took < TTL + Duration::from_secs(3),
+        "failover took {took:?}"
+    );
+    cluster.check();
+    drop(etcd);
+}
+
+#[test]
+fn singleton_owner_paused_past_its_lease_has_its_instance_stopped() {
+    if !etcd_present("a singleton owner stopped with SIGSTOP past its lease") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut cluster = Cluster::start(|_| etcd.clients.clone());
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    let owner = cluster.host_of(&first.0);
+    let pid = cluster.hosts[owner].as_ref().unwrap().pid() as i32;
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    let second = cluster.wait_instance(first.1, TTL * 3);
+    assert_ne!(second.0, first.0);
+    kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
+    // Resumed, the old owner says it was fenced and does not start the service again
+    // while another host owns it.
+    let up = cluster.hosts[owner].as_mut().unwrap();
+    let fenced = up.wait_event("coordinator", "fenced");
+    assert!(
+        fenced["message"]
+            .as_str()
+            .unwrap()
+            .contains("not renewed in time"),
+        "{fenced}"
+    );
+    // A little more life for everyone, then the log must still be clean.
+    let until = Instant::now() + TTL;
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(50));
+    }
+    cluster.check();
+    assert_eq!(cluster.lives().len(), 2, "{:?}", cluster.lives());
+}
+
+#[test]
+fn singleton_owner_cut_off_from_etcd_stops_before_its_lease_expires() {
+    if !etcd_present("a singleton owner cut off from etcd") {
+        return;
+    }
+    let etcd = Etcd::start();
+    // Host 0 reaches etcd only through relays the test controls.
+    let relays: Vec<Relay> = etcd.clients.iter().map(|c| Relay::to(c)).collect();
+    let through: Vec<String> = relays
+        .iter()
+        .map(|r| format!("http://127.0.0.1:{}", r.port))
+        .collect();
+    let clients = etcd.clients.clone();
+    // Host 0 starts first, so that it is the owner.
+    let mut cluster = Cluster::start_with(
+        move |i| {
+            if i == 0 {
+                through.clone()
+            } else {
+                clients.clone()
+            }
+        },
+        true,
+    );
+    let owned = cluster.wait_instance(0, Duration::from_secs(20));
+    let cut_at = mono_ns();
+    for relay in &relays {
+        relay.cut();
+    }
+    let up = cluster.hosts[0].as_mut().unwrap();
+    let fenced = up.wait_event("coordinator", "fenced");
+    assert!(
+        fenced["message"]
+            .as_str()
+            .unwrap()
+            .contains("not renewed in time"),
+        "{fenced}"
+    );
+    let next = cluster.wait_instance(owned.1, TTL * 4);
+    assert_ne!(next.0, "h0");
+    // h0's instance was gone before the lease could have expired: its last sign of
+    // life is less than a TTL after the cut.
+    let lives = cluster.lives();
+    let old = lives.iter().find(|l| l.1 == owned.1).unwrap();
+    assert!(
+        old.3 < cut_at + TTL.as_nanos(),
+        "the cut-off owner's instance lived {:?} past the cut",
+        Duration::from_nanos((old.3 - cut_at) as u64)
+    );
+    cluster.check();
+}
+
+#[test]
+fn killing_the_etcd_leader_causes_no_failover() {
+    if !etcd_present("killing etcd's leader under a singleton") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let cluster = Cluster::start(|_| etcd.clients.clone());
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    let leader = etcd.leader();
+    etcd.kill(leader);
+    let until = Instant::now() + TTL * 3;
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let lives = cluster.lives();
+    assert_eq!(
+        lives.len(),
+        1,
+        "the leader's death moved the singleton: {lives:?}"
+    );
+    let entries = cluster.entries();
+    let last = entries
+        .iter()
+        .filter(|e| e.2 == first.1)
+        .map(|e| e.3)
+        .max()
+        .unwrap();
+    assert!(
+        mono_ns() - last < Duration::from_secs(1).as_nanos(),
+        "the owner's instance stopped"
+    );
+    for up in cluster.hosts.iter().flatten() {
+        assert!(
+            !up.events.iter().any(|e| e["kind"] == "fenced"),
+            "a host fenced: {:?}",
+            up.events
+        );
+    }
+    cluster.check();
+}
+
+#[test]
+fn a_host_name_held_by_a_live_muster_is_refused() {
+    if !etcd_present("a host name already taken in the cluster") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = dir.path().join("log");
+    let mut first = Up::start(&config("taken", &etcd.clients, "same", &log, &script), &[]);
+    first.wait_event("coordinator", "acquired");
+    let mut second = Up::start(&config("taken", &etcd.clients, "same", &log, &script), &[]);
+    let ended = second.wait_exit();
+    assert_eq!(ended.code, 2, "{}", ended.stderr);
+    assert!(
+        ended
+            .stderr
+            .contains("host name `same` is taken in cluster `taken` by a live muster")
+            && ended.stderr.contains(&format!("pid {}", first.pid())),
+        "{}",
+        ended.stderr
+    );
+    assert!(pid_alive(first.pid() as i32));
+}
