@@ -83,7 +83,16 @@ pub struct Fences {
     wanted: Mutex<BTreeSet<String>>,
     /// Woken when `wanted` grows.
     pub asked: Notify,
+    /// Every live host's record as etcd has it (`hosts/HOST`, by host name); `None`
+    /// until it was first read. Cross-host dependencies and `ensure` of a singleton
+    /// owned elsewhere read the owner's services here.
+    pub peers: watch::Sender<Option<Arc<Peers>>>,
+    /// Requests this supervisor sent to etcd (`muster cluster` shows them).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The records of the cluster's live hosts, by host name.
+pub type Peers = BTreeMap<String, serde_json::Value>;
 
 impl Default for Fences {
     fn default() -> Self {
@@ -93,6 +102,8 @@ impl Default for Fences {
             guards: Mutex::new(Vec::new()),
             wanted: Mutex::new(BTreeSet::new()),
             asked: Notify::new(),
+            peers: watch::channel(None).0,
+            requests: Arc::default(),
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct ServiceView {
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
+    /// `ensure` of a singleton (`[cluster]`) only: where it runs, which may be another
+    /// host (then `state` and the rest are this host's idle copy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<crate::cluster::view::Placement>,
 }
 
 /// What a service's process group uses, read from `/proc` as the request is answered.
@@ -286,6 +290,7 @@ impl ServiceView {
             resources: None,
             reload_signal: handle.service.reload_signal.map(|s| s.as_str().to_owned()),
             selected: None,
+            singleton: None,
         }
     }
 }
@@ -326,6 +331,10 @@ pub enum ErrorKind {
     ShuttingDown,
     Refused,
     Busy,
+    /// The config has no `[cluster]`.
+    NoCluster,
+    /// `[cluster]`: etcd did not answer.
+    EtcdUnavailable,
 }
 
 impl ErrorKind {
@@ -344,11 +353,13 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "shutting-down",
             ErrorKind::Refused => "refused",
             ErrorKind::Busy => "busy",
+            ErrorKind::NoCluster => "no-cluster",
+            ErrorKind::EtcdUnavailable => "etcd-unavailable",
         }
     }
 
     /// Every kind.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::UnknownService,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
@@ -362,6 +373,8 @@ impl ErrorKind {
         ErrorKind::ShuttingDown,
         ErrorKind::Refused,
         ErrorKind::Busy,
+        ErrorKind::NoCluster,
+        ErrorKind::EtcdUnavailable,
     ];
 }
 

@@ -102,6 +102,13 @@ pub async fn ensure(
         })?,
     };
     let name = known(&supervisor, name)?;
+    // A singleton may be healthy on another host: the answer says where.
+    if let Some(placed) = crate::cluster::ensure::ensure(&supervisor, &name, timeout).await {
+        let placement = placed?;
+        let mut answer = view(&supervisor, &name)?;
+        answer.singleton = Some(placement);
+        return Ok(Json(answer));
+    }
     supervisor.ensure(&name, timeout).await?;
     view(&supervisor, &name).map(Json)
 }

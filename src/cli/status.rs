@@ -28,11 +28,17 @@ pub struct StatusArgs {
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
+    /// With [cluster]: every host's services, as each host published them
+    #[arg(long, conflicts_with = "name")]
+    pub cluster: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     let colour = global.colour_on(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     console::set_colors_enabled(colour);
+    if args.cluster {
+        return super::cluster::services(global, args.json);
+    }
     let path = match &args.name {
         Some(name) => format!("/v1/services/{}", super::control::encode(name)),
         None => "/v1/services".to_owned(),

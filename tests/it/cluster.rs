@@ -230,6 +230,19 @@ struct Cluster {
 }
 
 fn config(name: &str, etcd: &[String], host: &str, log: &Path, script: &Path) -> String {
+    config_with(name, etcd, host, log, script, "")
+}
+
+/// [`config`] with `extra` after the singleton's keys: more of its keys first, then
+/// other tables.
+fn config_with(
+    name: &str,
+    etcd: &[String],
+    host: &str,
+    log: &Path,
+    script: &Path,
+    extra: &str,
+) -> String {
     let name = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     let endpoints: Vec<String> = etcd.iter().map(|e| format!("\"{e}\"")).collect();
     format!(
@@ -248,6 +261,7 @@ lease-ttl = "{}s"
 command = ["{}", "{}", "{}", "{host}"]
 singleton = true
 stop-timeout = "1s"
+{extra}
 "#,
         endpoints.join(", "),
         TTL.as_secs(),
@@ -265,6 +279,16 @@ impl Cluster {
 
     /// With `first_alone`, host 0 starts (and owns the singleton) before the others.
     fn start_with(etcd_of: impl Fn(usize) -> Vec<String>, first_alone: bool) -> Self {
+        Self::start_custom(etcd_of, first_alone, |_| String::new())
+    }
+
+    /// [`Self::start_with`], with `extra(i)` added to host i's config (see
+    /// [`config_with`]).
+    fn start_custom(
+        etcd_of: impl Fn(usize) -> Vec<String>,
+        first_alone: bool,
+        extra: impl Fn(usize) -> String,
+    ) -> Self {
         let shared = tempfile::tempdir().unwrap();
         let log = shared.path().join("instances.log");
         let script = shared.path().join("coordinator.py");
@@ -279,7 +303,14 @@ impl Cluster {
         };
         for i in 0..3 {
             let host = Up::start(
-                &config(&name, &etcd_of(i), &format!("h{i}"), &cluster.log, &script),
+                &config_with(
+                    &name,
+                    &etcd_of(i),
+                    &format!("h{i}"),
+                    &cluster.log,
+                    &script,
+                    &extra(i),
+                ),
                 &[],
             );
             cluster.hosts.push(Some(host));
@@ -600,4 +631,272 @@ fn a_host_name_held_by_a_live_muster_is_refused() {
         ended.stderr
     );
     assert!(pid_alive(first.pid() as i32));
+}
+
+/// `muster ARGS -f` host `up`'s config.
+fn on(up: &Up, args: &[&str]) -> crate::helpers::Run {
+    let file = up.path("muster.toml").display().to_string();
+    let mut all = vec!["-f", file.as_str()];
+    all.extend_from_slice(args);
+    crate::helpers::muster_run(&all)
+}
+
+fn json(run: &crate::helpers::Run) -> serde_json::Value {
+    assert_eq!(run.code, 0, "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+#[test]
+fn cluster_view_shows_hosts_owners_fences_and_every_hosts_services() {
+    if !etcd_present("`muster cluster` and `status --cluster`") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let mut cluster = Cluster::start_custom(
+        |_| etcd.clients.clone(),
+        false,
+        |i| {
+            format!(
+                "ports = [{}]\n\n[services.local{i}]\ncommand = [\"sleep\", \"1000\"]\n",
+                40000 + i
+            )
+        },
+    );
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    let owner = cluster.host_of(&first.0);
+    let asker = (owner + 1) % 3;
+    let up = cluster.hosts[asker].as_ref().unwrap();
+    // Each host publishes its record when something in it changes: wait for the
+    // owner's to say the singleton is healthy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = json(&on(up, &["cluster", "--json"]));
+        if view["singletons"][0]["state"] == "healthy" {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(view["host"], format!("h{asker}"));
+    let hosts = view["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3, "{view}");
+    for (i, host) in hosts.iter().enumerate() {
+        assert_eq!(host["name"], format!("h{i}"));
+        assert_eq!(host["alive"], true);
+        assert_eq!(host["address"], "127.0.0.1");
+        assert_eq!(
+            host["pid"].as_u64(),
+            Some(u64::from(cluster.hosts[i].as_ref().unwrap().pid()))
+        );
+    }
+    let singleton = &view["singletons"][0];
+    assert_eq!(singleton["name"], "coordinator");
+    assert_eq!(singleton["owner"], first.0.as_str());
+    assert_eq!(singleton["fence"].as_i64(), Some(first.1));
+    assert_eq!(
+        singleton["endpoint"],
+        format!("127.0.0.1:{}", 40000 + owner)
+    );
+    assert!(view["etcd_requests"].as_u64().unwrap() > 0);
+    // The table says the same in words.
+    let table = on(up, &["cluster"]);
+    assert_eq!(table.code, 0, "{table:?}");
+    assert!(
+        table.stdout.contains("3 of 3 hosts alive"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("coordinator") && l.contains(&first.0) && l.contains("healthy")),
+        "{}",
+        table.stdout
+    );
+
+    // Every host's services, from any host (each host writes its record within a
+    // second or so of a change).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let services = loop {
+        let services = json(&on(up, &["status", "--cluster", "--json"]));
+        let settled = services["hosts"].as_array().unwrap().iter().all(|host| {
+            host["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["state"] == "healthy" || s["state"] == "pending")
+        });
+        if settled {
+            break services;
+        }
+        assert!(Instant::now() < deadline, "{services}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    for (i, host) in services["hosts"].as_array().unwrap().iter().enumerate() {
+        let names: Vec<&str> = host["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["coordinator", &format!("local{i}")], "{services}");
+        let coordinator = &host["services"][0];
+        assert_eq!(coordinator["singleton"], true);
+        let expected = if i == owner { "healthy" } else { "pending" };
+        assert_eq!(coordinator["state"], expected, "{services}");
+    }
+    let table = on(up, &["status", "--cluster"]);
+    assert!(
+        table.stdout.contains(&format!("local{owner}")) && table.stdout.contains("(singleton)"),
+        "{}",
+        table.stdout
+    );
+
+    // A host that is gone stays listed, not alive.
+    let killed = cluster.hosts[owner].take().unwrap();
+    let (_dir, _events) = killed.kill_supervisor();
+    let up = cluster.hosts[asker].as_ref().unwrap();
+    let deadline = Instant::now() + TTL * 3;
+    loop {
+        let view = json(&on(up, &["cluster", "--json"]));
+        let gone = &view["hosts"][owner];
+        if gone["alive"] == false && view["singletons"][0]["owner"] != first.0.as_str() {
+            assert_eq!(gone["pid"], serde_json::Value::Null);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let gone = on(up, &["status", "--cluster"]);
+    assert!(
+        gone.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("h{owner}")) && l.contains("gone")),
+        "{}",
+        gone.stdout
+    );
+    cluster.check();
+}
+
+#[test]
+fn cluster_commands_without_a_cluster_say_so_in_one_line() {
+    let mut up = Up::start(
+        "[settings]\nstate-dir = \"{dir}/state\"\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n",
+        &[],
+    );
+    up.wait_event("a", "spawned");
+    for args in [&["cluster"][..], &["status", "--cluster"]] {
+        let run = on(&up, args);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("has no [cluster] section"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn cluster_view_says_when_etcd_does_not_answer() {
+    if !etcd_present("`muster cluster` with etcd gone") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = dir.path().join("log");
+    let mut up = Up::start(&config("gone", &etcd.clients, "h0", &log, &script), &[]);
+    up.wait_event("coordinator", "acquired");
+    for member in 0..3 {
+        etcd.kill(member);
+    }
+    let run = on(&up, &["cluster"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot read cluster `gone` from etcd"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn ensure_of_a_singleton_from_any_host_answers_with_its_owner() {
+    if !etcd_present("`ensure` of a singleton owned by another host") {
+        return;
+    }
+    let etcd = Etcd::start();
+    // h2 is not a candidate; h0 starts alone and owns it.
+    let cluster = Cluster::start_custom(
+        |_| etcd.clients.clone(),
+        true,
+        |_| "ports = [40100]\nhosts = [\"h0\", \"h1\"]\n".to_owned(),
+    );
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    assert_eq!(first.0, "h0");
+    for asker in [1, 2] {
+        let up = cluster.hosts[asker].as_ref().unwrap();
+        let answer = json(&on(
+            up,
+            &["ensure", "coordinator", "--json", "--timeout", "10s"],
+        ));
+        let placed = &answer["singleton"];
+        assert_eq!(placed["host"], "h0", "{answer}");
+        assert_eq!(placed["endpoint"], "127.0.0.1:40100");
+        assert_eq!(placed["fence"].as_i64(), Some(first.1));
+        assert_eq!(placed["here"], false);
+        let said = on(up, &["ensure", "coordinator"]);
+        assert_eq!(said.code, 0, "{said:?}");
+        assert_eq!(
+            said.stdout.trim(),
+            format!(
+                "coordinator is healthy on host h0 at 127.0.0.1:40100 (fence {})",
+                first.1
+            )
+        );
+    }
+    // Asked on the owner: here.
+    let answer = json(&on(
+        cluster.hosts[0].as_ref().unwrap(),
+        &["ensure", "coordinator", "--json"],
+    ));
+    assert_eq!(answer["singleton"]["here"], true, "{answer}");
+    assert_eq!(answer["state"], "healthy");
+    assert_eq!(cluster.lives().len(), 1, "{:?}", cluster.lives());
+    cluster.check();
+}
+
+#[test]
+fn ensure_on_a_host_that_is_not_a_candidate_waits_for_an_owner_and_says_why() {
+    if !etcd_present("`ensure` of an unowned singleton on a host that is not a candidate") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = dir.path().join("log");
+    // The only candidate never runs: h2 waits in vain.
+    let extra = "hosts = [\"h9\"]\n";
+    let up = Up::start(
+        &config_with("nocand", &etcd.clients, "h2", &log, &script, extra),
+        &[],
+    );
+    crate::helpers::up::eventually("h2 joined the cluster", || {
+        let run = on(&up, &["cluster", "--json"]);
+        run.code == 0 && run.stdout.contains("\"h2\"")
+    });
+    let run = on(&up, &["ensure", "coordinator", "--timeout", "2s"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("no host runs it")
+            && run
+                .stderr
+                .contains("this host (`h2`) is not one of its candidates (h9)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!log.exists() || std::fs::read_to_string(&log).unwrap().is_empty());
 }
