@@ -177,6 +177,13 @@ def service_path(name: str, action: str = "") -> str:
     return f"{path}/{action}" if action else path
 
 
+def scale_path(name: str, replicas: int) -> str:
+    """`/v1/services/NAME/scale?replicas=N`, or `ValueError` for a count muster cannot run."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 1000:
+        raise ValueError(f"replicas must be a whole number from 1 to 1000, not {replicas!r}")
+    return f"{service_path(name, 'scale')}?replicas={replicas}"
+
+
 def waited_path(name: str, action: str, timeout: Timeout, wait: bool = True) -> Tuple[str, float]:
     """`/v1/services/NAME/ACTION?...` and how long the server may wait."""
     if not wait:

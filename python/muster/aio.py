@@ -91,6 +91,10 @@ class AsyncClient:
     async def stop(self, name: str) -> Service:
         return Service.from_json(await self._call("POST", _core.service_path(name, "stop"), _core.STOP_WAIT))
 
+    async def scale(self, name: str, replicas: int) -> List[str]:
+        path = _core.scale_path(name, replicas)
+        return list((await self._call("POST", path, _core.STOP_WAIT)).get("instances", []))
+
     async def reload(self) -> Dict[str, List[str]]:
         answer = await self._call("POST", "/v1/reload", _core.STOP_WAIT)
         return dict(answer.get("reloaded", {}))

@@ -114,6 +114,13 @@ class Client:
         """Stops `name`; returns once it is down."""
         return Service.from_json(self._call("POST", _core.service_path(name, "stop"), _core.STOP_WAIT))
 
+    def scale(self, name: str, replicas: int) -> List[str]:
+        """Runs `replicas` instances of `name` (a service with `replicas`); returns
+        their names (`web.0`, ...) once extra ones have stopped. Raises `Refused` when
+        the service has no replicas or the config cannot run that many."""
+        path = _core.scale_path(name, replicas)
+        return list(self._call("POST", path, _core.STOP_WAIT).get("instances", []))
+
     def reload(self) -> Dict[str, List[str]]:
         """Applies the edited config: `{"restarted", "added", "removed", "unchanged"}`.
         An invalid config changes nothing and raises `InvalidConfig` (its `report` has

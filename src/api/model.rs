@@ -81,6 +81,10 @@ pub struct ServiceView {
     /// With `reload-signal`: what `muster reload NAME` sends it instead of a restart.
     #[serde(default)]
     pub reload_signal: Option<String>,
+    /// For an instance of a service with `replicas`: that service's name (`web` for
+    /// `web.2`) and the instance's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaView>,
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
@@ -88,6 +92,15 @@ pub struct ServiceView {
     /// host (then `state` and the rest are this host's idle copy's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub singleton: Option<crate::cluster::view::Placement>,
+}
+
+/// Which instance of which service with `replicas`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaView {
+    /// The service's name in the config.
+    pub of: String,
+    /// The instance's number (`MUSTER_REPLICA`).
+    pub index: u32,
 }
 
 /// What a service's process group uses, read from `/proc` as the request is answered.
@@ -289,6 +302,10 @@ impl ServiceView {
             models: ModelsView::of(handle, status.port),
             resources: None,
             reload_signal: handle.service.reload_signal.map(|s| s.as_str().to_owned()),
+            replica: handle.service.replica.as_ref().map(|r| ReplicaView {
+                of: r.set.to_string(),
+                index: r.index,
+            }),
             selected: None,
             singleton: None,
         }

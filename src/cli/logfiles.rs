@@ -203,7 +203,7 @@ fn open_all(
 ) -> io::Result<Vec<(String, Vec<(File, u64, u64)>)>> {
     let mut all = Vec::new();
     for (service, paths) in on_disk(logs_dir)? {
-        if only.is_some_and(|only| only != service) {
+        if only.is_some_and(|only| !names(only, &service)) {
             continue;
         }
         found.services.push(service.clone());
@@ -275,8 +275,19 @@ fn on_disk(logs_dir: &Path) -> io::Result<BTreeMap<String, Vec<std::path::PathBu
         .collect())
 }
 
-/// `web.log` is web's current file (0), `web.log.3` its third rotated one. Service names
-/// hold no dots, so there is no other reading.
+/// Whether `asked` names `service`: the service itself, or, for a service with
+/// `replicas`, each of its instances (`web` names `web.0`).
+pub fn names(asked: &str, service: &str) -> bool {
+    asked == service
+        || ServiceName::new(service)
+            .ok()
+            .and_then(|name| name.replica_of().map(|(set, _)| set == asked))
+            .unwrap_or(false)
+}
+
+/// `web.log` is web's current file (0), `web.log.3` its third rotated one; an
+/// instance's are `web.0.log` and `web.0.log.3`. The number after `.log` is the only
+/// other reading.
 fn parse_file_name(name: &str) -> Option<(&str, u32)> {
     let (service, number) = match name.strip_suffix(".log") {
         Some(service) => (service, 0),
@@ -508,6 +519,10 @@ mod tests {
         assert_eq!(parse_file_name("web.log.0"), None);
         assert_eq!(parse_file_name("Web.log"), None);
         assert_eq!(parse_file_name("web.txt"), None);
+        assert_eq!(parse_file_name("web.2.log"), Some(("web.2", 0)));
+        assert_eq!(parse_file_name("web.2.log.4"), Some(("web.2", 4)));
+        assert!(names("web", "web.2") && names("web", "web") && !names("web", "webby.2"));
+        assert!(!names("web", "web.x"));
     }
 
     #[test]

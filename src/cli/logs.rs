@@ -90,8 +90,13 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
         until: args.until.map(super::when::stamp),
         stream: args.stream.map(|s| s.as_str().to_owned()),
     };
+    let logs_dir = state_dir.join("logs");
+    // A service with replicas: its instances' lines, each with its name, as for all.
+    let several = args.name.as_deref().is_some_and(|name| {
+        !logs_dir.join(format!("{name}.log")).exists() && instances_on_disk(&logs_dir, name)
+    });
     let printer = Printer {
-        prefix: args.name.is_none(),
+        prefix: args.name.is_none() || several,
         json: args.json,
         raw: args.raw,
         timestamps: args.timestamps,
@@ -103,8 +108,10 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
     let mut positions = BTreeMap::new();
     if args.follow {
         let path = match &args.name {
-            Some(name) => format!("/v1/services/{}/logs?tail=0&follow=true", encode(name)),
-            None => "/v1/logs?tail=0&follow=true".to_owned(),
+            Some(name) if !several => {
+                format!("/v1/services/{}/logs?tail=0&follow=true", encode(name))
+            }
+            _ => "/v1/logs?tail=0&follow=true".to_owned(),
         };
         let client = match Client::new(global) {
             Ok(client) => client,
@@ -123,7 +130,6 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
         );
         follow = Some((client, stream));
     }
-    let logs_dir = state_dir.join("logs");
     let by_time = args.since.is_some() || args.until.is_some();
     let found = if select.is_all() {
         logfiles::last_lines(
@@ -186,7 +192,11 @@ pub fn run(global: &GlobalArgs, args: &LogsArgs) -> ExitCode {
         |text| Some(text),
         |line: crate::api::model::LogLine| {
             let line = Line::from(line);
-            if select.keeps(&line) {
+            let asked = args
+                .name
+                .as_deref()
+                .is_none_or(|name| logfiles::names(name, &line.service));
+            if asked && select.keeps(&line) {
                 printer.print(&line);
             }
         },
@@ -261,6 +271,19 @@ fn parse_positions(header: &str) -> BTreeMap<String, Position> {
             Some((service.to_owned(), position))
         })
         .collect()
+}
+
+/// Whether `logs_dir` holds a log of an instance of `name` (a service with replicas).
+fn instances_on_disk(logs_dir: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(logs_dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|file| file.strip_suffix(".log"))
+                .is_some_and(|service| logfiles::names(name, service) && service != name)
+        })
+    })
 }
 
 /// Whether a service with no log on disk is one of the config's (it has written
