@@ -89,6 +89,8 @@ pub struct Fences {
     pub peers: watch::Sender<Option<Arc<Peers>>>,
     /// Requests this supervisor sent to etcd (`muster cluster` shows them).
     pub requests: Arc<std::sync::atomic::AtomicU64>,
+    /// This host's name in the cluster, once joined.
+    pub host: std::sync::OnceLock<String>,
 }
 
 /// The records of the cluster's live hosts, by host name.
@@ -104,6 +106,7 @@ impl Default for Fences {
             asked: Notify::new(),
             peers: watch::channel(None).0,
             requests: Arc::default(),
+            host: std::sync::OnceLock::new(),
         }
     }
 }
@@ -129,6 +132,14 @@ impl Fences {
     /// Follows `name`'s ownership.
     pub fn ownership(&self, name: &str) -> watch::Receiver<Ownership> {
         self.sender(name).subscribe()
+    }
+
+    /// `name`'s ownership, when `name` is a singleton this host knows of (unlike
+    /// [`Self::ownership`], asking does not add it).
+    pub fn owned(&self, name: &str) -> Option<Ownership> {
+        lock(&self.table)
+            .get(name)
+            .map(|sender| sender.borrow().clone())
     }
 
     /// Records `name`'s ownership; returns whether it changed.

@@ -80,6 +80,7 @@ pub async fn start(supervisor: Arc<Supervisor>, spec: &Spec) -> Result<(), Strin
     let (Some(settings), Some(fences)) = (spec.cluster.clone(), supervisor.fences()) else {
         return Ok(());
     };
+    let _ = fences.host.set(settings.host.clone());
     let etcd = Arc::new(client(&settings, &fences));
     let member = member::Member::new(Arc::clone(&etcd), settings.clone(), Arc::clone(&fences));
     let lease = member::start(member, Arc::clone(&supervisor)).await?;

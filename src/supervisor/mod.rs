@@ -26,6 +26,7 @@ pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod procfs;
+pub mod remote;
 pub mod resources;
 mod say;
 pub mod status;

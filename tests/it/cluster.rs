@@ -900,3 +900,106 @@ fn ensure_on_a_host_that_is_not_a_candidate_waits_for_an_owner_and_says_why() {
     );
     assert!(!log.exists() || std::fs::read_to_string(&log).unwrap().is_empty());
 }
+
+#[test]
+fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_its_endpoint() {
+    if !etcd_present("cross-host `depends-on`") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let shared = tempfile::tempdir().unwrap();
+    let out = shared.path().to_owned();
+    // Every host: a worker on the singleton. h0: `rpc`; h1: `client` on `rpc@h0`;
+    // h2: `lost` on a host that does not exist.
+    let extra = move |i: usize| {
+        let worker = format!(
+            "\n[services.worker]\ncommand = [\"sh\", \"-c\", \"echo $MUSTER_DEP_COORDINATOR_ADDR $MUSTER_DEP_COORDINATOR_FENCE > {}/worker{i}; exec sleep 1000\"]\ndepends-on = [\"coordinator\"]\n",
+            out.display()
+        );
+        let own = match i {
+            0 => "\n[services.rpc]\ncommand = [\"sleep\", \"1000\"]\nports = [40211]\n".to_owned(),
+            1 => format!(
+                "\n[services.client]\ncommand = [\"sh\", \"-c\", \"echo $MUSTER_DEP_RPC_AT_H0_ADDR > {}/client; exec sleep 1000\"]\ndepends-on = [\"rpc@h0\"]\n",
+                out.display()
+            ),
+            _ => "\n[services.lost]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = { \"rpc@h9\" = \"started\" }\n".to_owned(),
+        };
+        format!("ports = [40210]\n{worker}{own}")
+    };
+    let mut cluster = Cluster::start_custom(|_| etcd.clients.clone(), true, extra);
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    assert_eq!(first.0, "h0");
+    for i in 0..3 {
+        let up = cluster.hosts[i].as_mut().unwrap();
+        up.wait_event("worker", "ready");
+        let said = std::fs::read_to_string(shared.path().join(format!("worker{i}"))).unwrap();
+        assert_eq!(
+            said.trim(),
+            format!("127.0.0.1:40210 {}", first.1),
+            "host h{i}"
+        );
+    }
+    cluster.hosts[1]
+        .as_mut()
+        .unwrap()
+        .wait_event("client", "ready");
+    let said = std::fs::read_to_string(shared.path().join("client")).unwrap();
+    assert_eq!(said.trim(), "127.0.0.1:40211");
+    // An unknown host is a reason to wait, in status.
+    let up = cluster.hosts[2].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = on(up, &["status", "lost", "--json"]);
+        assert_eq!(run.code, 1, "{run:?}");
+        let status: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(status["state"], "pending", "{status}");
+        let reason = status["reason"].as_str().unwrap();
+        if reason.contains("`rpc@h9` (started; no host `h9` is in the cluster") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reason}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    cluster.check();
+}
+
+#[test]
+fn check_validates_another_hosts_service_in_depends_on() {
+    let header = "[cluster]\nname = \"lab\"\netcd = [\"http://127.0.0.1:2379\"]\nhost = \"a\"\n\n";
+    for (entry, expected) in [
+        ("rpc@", "`rpc@` does not name a service of another host"),
+        ("Rpc@b", "`Rpc@b` does not name a service of another host"),
+        (
+            "rpc@b/c",
+            "`rpc@b/c` does not name a service of another host",
+        ),
+    ] {
+        let source = format!(
+            "{header}[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = [\"{entry}\"]\n"
+        );
+        let run = crate::helpers::check_source(source.as_bytes(), &[]);
+        assert_eq!(run.code, 2, "{entry}: {run:?}");
+        assert!(run.stderr.contains(expected), "{entry}: {}", run.stderr);
+    }
+    let good = format!(
+        "{header}[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = {{ \"rpc@gpu-b\" = \"healthy\" }}\n"
+    );
+    let run = crate::helpers::check_source(good.as_bytes(), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let restart = format!(
+        "{header}[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = {{ \"rpc@b\" = {{ restart = true }} }}\n"
+    );
+    let run = crate::helpers::check_source(restart.as_bytes(), &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot be followed"), "{}", run.stderr);
+    let alone = "[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = [\"rpc@b\"]\n";
+    let run = crate::helpers::check_source(alone.as_bytes(), &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "`services.w` depends on `rpc@b`, a service of another host, but there is no [cluster]"
+        ),
+        "{}",
+        run.stderr
+    );
+}
