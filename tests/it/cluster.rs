@@ -210,8 +210,23 @@ impl Relay {
 }
 
 /// The singleton's fixture: logs its start and then that it is alive, every 20 ms.
-const FIXTURE: &str = r#"import os, sys, time
+/// With `SERVE=ADDRESS:PORT` it also answers every connection there with its host and
+/// fence.
+const FIXTURE: &str = r#"import os, socket, sys, threading, time
 log, host, fence = sys.argv[1], sys.argv[2], os.environ["MUSTER_FENCE"]
+serve = os.environ.get("SERVE")
+if serve:
+    address, port = serve.rsplit(":", 1)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((address, int(port)))
+    server.listen(64)
+    def answer():
+        while True:
+            client, _ = server.accept()
+            client.sendall(f"{host} {fence}\n".encode())
+            client.close()
+    threading.Thread(target=answer, daemon=True).start()
 def say(what):
     with open(log, "a") as f:
         f.write(f"{what} {host} {fence} {time.monotonic_ns()}\n")
@@ -231,6 +246,12 @@ struct Cluster {
 
 fn config(name: &str, etcd: &[String], host: &str, log: &Path, script: &Path) -> String {
     config_with(name, etcd, host, log, script, "")
+}
+
+/// Host `hI` advertises 127.0.0.(I+1), as if each were a machine of its own.
+fn advertise(host: &str) -> String {
+    let i: u8 = host.trim_start_matches('h').parse().unwrap_or(0);
+    format!("127.0.0.{}", i.saturating_add(1))
 }
 
 /// [`config`] with `extra` after the singleton's keys: more of its keys first, then
@@ -254,7 +275,7 @@ shutdown-timeout = "5s"
 name = "{name}"
 etcd = [{}]
 host = "{host}"
-advertise = "127.0.0.1"
+advertise = "{}"
 lease-ttl = "{}s"
 
 [services.coordinator]
@@ -264,6 +285,7 @@ stop-timeout = "1s"
 {extra}
 "#,
         endpoints.join(", "),
+        advertise(host),
         TTL.as_secs(),
         crate::helpers::python(),
         script.display(),
@@ -652,13 +674,14 @@ fn cluster_view_shows_hosts_owners_fences_and_every_hosts_services() {
         return;
     }
     let etcd = Etcd::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut cluster = Cluster::start_custom(
         |_| etcd.clients.clone(),
         false,
         |i| {
             format!(
                 "ports = [{}]\n\n[services.local{i}]\ncommand = [\"sleep\", \"1000\"]\n",
-                40000 + i
+                ports[i]
             )
         },
     );
@@ -683,7 +706,7 @@ fn cluster_view_shows_hosts_owners_fences_and_every_hosts_services() {
     for (i, host) in hosts.iter().enumerate() {
         assert_eq!(host["name"], format!("h{i}"));
         assert_eq!(host["alive"], true);
-        assert_eq!(host["address"], "127.0.0.1");
+        assert_eq!(host["address"], format!("127.0.0.{}", i + 1));
         assert_eq!(
             host["pid"].as_u64(),
             Some(u64::from(cluster.hosts[i].as_ref().unwrap().pid()))
@@ -695,7 +718,7 @@ fn cluster_view_shows_hosts_owners_fences_and_every_hosts_services() {
     assert_eq!(singleton["fence"].as_i64(), Some(first.1));
     assert_eq!(
         singleton["endpoint"],
-        format!("127.0.0.1:{}", 40000 + owner)
+        format!("127.0.0.{}:{}", owner + 1, ports[owner])
     );
     assert!(view["etcd_requests"].as_u64().unwrap() > 0);
     // The table says the same in words.
@@ -829,10 +852,11 @@ fn ensure_of_a_singleton_from_any_host_answers_with_its_owner() {
     }
     let etcd = Etcd::start();
     // h2 is not a candidate; h0 starts alone and owns it.
+    let port = free_port();
     let cluster = Cluster::start_custom(
         |_| etcd.clients.clone(),
         true,
-        |_| "ports = [40100]\nhosts = [\"h0\", \"h1\"]\n".to_owned(),
+        move |_| format!("ports = [{port}]\nhosts = [\"h0\", \"h1\"]\n"),
     );
     let first = cluster.wait_instance(0, Duration::from_secs(20));
     assert_eq!(first.0, "h0");
@@ -844,7 +868,7 @@ fn ensure_of_a_singleton_from_any_host_answers_with_its_owner() {
         ));
         let placed = &answer["singleton"];
         assert_eq!(placed["host"], "h0", "{answer}");
-        assert_eq!(placed["endpoint"], "127.0.0.1:40100");
+        assert_eq!(placed["endpoint"], format!("127.0.0.1:{port}"));
         assert_eq!(placed["fence"].as_i64(), Some(first.1));
         assert_eq!(placed["here"], false);
         let said = on(up, &["ensure", "coordinator"]);
@@ -852,7 +876,7 @@ fn ensure_of_a_singleton_from_any_host_answers_with_its_owner() {
         assert_eq!(
             said.stdout.trim(),
             format!(
-                "coordinator is healthy on host h0 at 127.0.0.1:40100 (fence {})",
+                "coordinator is healthy on host h0 at 127.0.0.1:{port} (fence {})",
                 first.1
             )
         );
@@ -909,22 +933,23 @@ fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_i
     let etcd = Etcd::start();
     let shared = tempfile::tempdir().unwrap();
     let out = shared.path().to_owned();
+    let (singleton_port, rpc_port) = (free_port(), free_port());
     // Every host: a worker on the singleton. h0: `rpc`; h1: `client` on `rpc@h0`;
     // h2: `lost` on a host that does not exist.
-    let extra = move |i: usize| {
+    let extra = |i: usize| {
         let worker = format!(
             "\n[services.worker]\ncommand = [\"sh\", \"-c\", \"echo $MUSTER_DEP_COORDINATOR_ADDR $MUSTER_DEP_COORDINATOR_FENCE > {}/worker{i}; exec sleep 1000\"]\ndepends-on = [\"coordinator\"]\n",
             out.display()
         );
         let own = match i {
-            0 => "\n[services.rpc]\ncommand = [\"sleep\", \"1000\"]\nports = [40211]\n".to_owned(),
+            0 => format!("\n[services.rpc]\ncommand = [\"sleep\", \"1000\"]\nports = [{rpc_port}]\n"),
             1 => format!(
                 "\n[services.client]\ncommand = [\"sh\", \"-c\", \"echo $MUSTER_DEP_RPC_AT_H0_ADDR > {}/client; exec sleep 1000\"]\ndepends-on = [\"rpc@h0\"]\n",
                 out.display()
             ),
             _ => "\n[services.lost]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = { \"rpc@h9\" = \"started\" }\n".to_owned(),
         };
-        format!("ports = [40210]\n{worker}{own}")
+        format!("ports = [{singleton_port}]\n{worker}{own}")
     };
     let mut cluster = Cluster::start_custom(|_| etcd.clients.clone(), true, extra);
     let first = cluster.wait_instance(0, Duration::from_secs(20));
@@ -935,7 +960,7 @@ fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_i
         let said = std::fs::read_to_string(shared.path().join(format!("worker{i}"))).unwrap();
         assert_eq!(
             said.trim(),
-            format!("127.0.0.1:40210 {}", first.1),
+            format!("127.0.0.1:{singleton_port} {}", first.1),
             "host h{i}"
         );
     }
@@ -944,7 +969,7 @@ fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_i
         .unwrap()
         .wait_event("client", "ready");
     let said = std::fs::read_to_string(shared.path().join("client")).unwrap();
-    assert_eq!(said.trim(), "127.0.0.1:40211");
+    assert_eq!(said.trim(), format!("127.0.0.1:{rpc_port}"));
     // An unknown host is a reason to wait, in status.
     let up = cluster.hosts[2].as_ref().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1002,4 +1027,64 @@ fn check_validates_another_hosts_service_in_depends_on() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn singleton_proxy_on_every_host_forwards_to_the_owner_across_a_failover() {
+    if !etcd_present("a singleton's proxy on every host") {
+        return;
+    }
+    let etcd = Etcd::start();
+    // Each host's instance would listen on its own address; each host's proxy on its
+    // own, forwarding to wherever the singleton runs.
+    let (upstream, listen) = (free_port(), free_port());
+    let mut cluster = Cluster::start_custom(
+        |_| etcd.clients.clone(),
+        true,
+        |i| {
+            let address = format!("127.0.0.{}", i + 1);
+            format!(
+                "env = {{ SERVE = \"{address}:{upstream}\" }}\nproxy = {{ listen = \"{address}:{listen}\", upstream = \"{address}:{upstream}\" }}\n"
+            )
+        },
+    );
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    assert_eq!(first.0, "h0");
+    let ask = |i: usize| -> String {
+        let mut stream = TcpStream::connect(format!("127.0.0.{}:{listen}", i + 1)).unwrap();
+        stream
+            .set_read_timeout(Some(TTL * 4 + Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.trim().to_owned()
+    };
+    // Every host's proxy answers (the owner's record must say healthy first).
+    for i in 0..3 {
+        assert_eq!(ask(i), format!("h0 {}", first.1), "through h{i}'s proxy");
+    }
+    // The owner's supervisor dies; a client of h2's proxy that connects now is served
+    // by the next owner, once there is one.
+    let up = cluster.hosts[0].take().unwrap();
+    let (_dir, _events) = up.kill_supervisor();
+    // Its guard stops its instance at once (its record stays until its lease ends).
+    crate::helpers::up::eventually("h0's instance is gone", || {
+        TcpStream::connect(format!("127.0.0.1:{upstream}")).is_err()
+    });
+    let answer = ask(2);
+    let second = cluster.wait_instance(first.1, TTL + Duration::from_secs(3));
+    assert_eq!(
+        answer,
+        format!("{} {}", second.0, second.1),
+        "{:?}",
+        cluster.lives()
+    );
+    for i in 1..3 {
+        assert_eq!(
+            ask(i),
+            format!("{} {}", second.0, second.1),
+            "through h{i}'s proxy"
+        );
+    }
+    cluster.check();
 }
