@@ -137,10 +137,17 @@ fn services_table(view: &ClusterServices) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
+    let shown = |service: &crate::cluster::view::RemoteService| {
+        if service.singleton {
+            format!("{} (singleton)", service.name)
+        } else {
+            service.name.clone()
+        }
+    };
     let name_width = view
         .hosts
         .iter()
-        .flat_map(|h| h.services.iter().map(|s| s.name.len()))
+        .flat_map(|h| h.services.iter().map(|s| shown(s).len()))
         .max()
         .unwrap_or(7)
         .max(7);
@@ -157,11 +164,7 @@ fn services_table(view: &ClusterServices) -> String {
             continue;
         }
         for service in &host.services {
-            let name = if service.singleton {
-                format!("{} (singleton)", service.name)
-            } else {
-                service.name.clone()
-            };
+            let name = shown(service);
             out.push_str(&format!(
                 "{:<host_width$}  {:<name_width$}  {:<9}  {:>5}  {:>8}  {}\n",
                 host.host,
