@@ -1088,3 +1088,21 @@ fn singleton_proxy_on_every_host_forwards_to_the_owner_across_a_failover() {
     }
     cluster.check();
 }
+
+#[test]
+fn the_cluster_example_is_a_valid_config_for_each_host() {
+    let example = crate::helpers::repo().join("examples/cluster");
+    let file = example.join("muster.toml");
+    for (host, address) in [("a", "127.0.0.1"), ("b", "127.0.0.2"), ("c", "127.0.0.3")] {
+        let run = crate::helpers::run(
+            crate::helpers::muster(&["check", "-f", file.to_str().unwrap()])
+                .env("HOST", host)
+                .env("ADDRESS", address)
+                .env("ETCD1", "http://127.0.0.1:23791")
+                .env("ETCD2", "http://127.0.0.1:23792")
+                .env("ETCD3", "http://127.0.0.1:23793")
+                .env("EXAMPLE", &example),
+        );
+        assert_eq!(run.code, 0, "host {host}: {run:?}");
+    }
+}
