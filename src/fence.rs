@@ -91,6 +91,9 @@ pub struct Fences {
     pub requests: Arc<std::sync::atomic::AtomicU64>,
     /// This host's name in the cluster, once joined.
     pub host: std::sync::OnceLock<String>,
+    /// Counts changes of any singleton's ownership, for whoever sums them up (the
+    /// bootstrap's end, the starter's status).
+    pub changes: watch::Sender<u64>,
 }
 
 /// The records of the cluster's live hosts, by host name.
@@ -107,6 +110,7 @@ impl Default for Fences {
             peers: watch::channel(None).0,
             requests: Arc::default(),
             host: std::sync::OnceLock::new(),
+            changes: watch::channel(0).0,
         }
     }
 }
@@ -144,11 +148,15 @@ impl Fences {
 
     /// Records `name`'s ownership; returns whether it changed.
     pub fn set(&self, name: &str, ownership: Ownership) -> bool {
-        self.sender(name).send_if_modified(|now| {
+        let changed = self.sender(name).send_if_modified(|now| {
             let changed = *now != ownership;
             *now = ownership;
             changed
-        })
+        });
+        if changed {
+            self.changes.send_modify(|count| *count += 1);
+        }
+        changed
     }
 
     /// Something here wants `name` to run: its candidates compete for it.

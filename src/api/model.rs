@@ -88,8 +88,8 @@ pub struct ServiceView {
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
-    /// `ensure` of a singleton (`[cluster]`) only: where it runs, which may be another
-    /// host (then `state` and the rest are this host's idle copy's).
+    /// A singleton (`[cluster]`): where it runs, while some host owns it, which may be
+    /// another host (then `state` and the rest are this host's idle copy's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub singleton: Option<crate::cluster::view::Placement>,
 }

@@ -29,6 +29,7 @@ pub async fn list(State(supervisor): State<Arc<Supervisor>>) -> Json<ServiceList
         .map(|handle| ServiceView {
             selected: Some(supervisor.is_selected(handle.name())),
             resources: used.get(handle.name()).map(Into::into),
+            singleton: crate::cluster::ensure::placement(&supervisor, &handle),
             ..ServiceView::of(&handle)
         })
         .collect();
@@ -58,6 +59,7 @@ pub async fn detail(
     let used = supervisor.resource_use(std::slice::from_ref(&handle)).await;
     Ok(Json(ServiceView {
         resources: used.get(handle.name()).map(Into::into),
+        singleton: crate::cluster::ensure::placement(&supervisor, &handle),
         ..ServiceView::of(&handle)
     }))
 }

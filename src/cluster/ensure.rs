@@ -22,6 +22,37 @@ fn published(
     ))
 }
 
+/// Where singleton `handle` runs, as this host knows now; `None` for a service that is
+/// not a singleton, or while no host owns it.
+pub fn placement(
+    supervisor: &Supervisor,
+    handle: &crate::supervisor::ServiceHandle,
+) -> Option<Placement> {
+    handle.service.singleton.as_ref()?;
+    let fences = supervisor.fences()?;
+    let settings = supervisor.spec().cluster.clone()?;
+    match fences.owned(handle.name().as_str())? {
+        Ownership::Here { fence } => Some(Placement {
+            host: settings.host.clone(),
+            endpoint: super::endpoint(&handle.service, &settings.advertise),
+            fence,
+            here: true,
+        }),
+        Ownership::Elsewhere { host, fence } => {
+            let peers = fences.peers.borrow().clone();
+            let endpoint = published(peers.as_deref(), &host, handle.name().as_str())
+                .and_then(|(_, endpoint)| endpoint);
+            Some(Placement {
+                host,
+                endpoint,
+                fence,
+                here: false,
+            })
+        }
+        Ownership::Unknown(_) => None,
+    }
+}
+
 /// Makes singleton `name` healthy somewhere in the cluster, within `timeout`. `None`
 /// when there is no cluster (the caller ensures it as any service).
 pub async fn ensure(

@@ -1106,3 +1106,53 @@ fn the_cluster_example_is_a_valid_config_for_each_host() {
         assert_eq!(run.code, 0, "host {host}: {run:?}");
     }
 }
+
+#[test]
+fn up_detached_on_a_host_that_does_not_own_a_singleton_returns_once_it_runs_elsewhere() {
+    if !etcd_present("`up -d` on a host whose singleton runs on another host") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let shared = tempfile::tempdir().unwrap();
+    let script = shared.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = shared.path().join("log");
+    let mut owner = Up::start(&config("detached", &etcd.clients, "h0", &log, &script), &[]);
+    owner.wait_event("coordinator", "acquired");
+    // h1 in the background, with a worker on the singleton.
+    let dir = tempfile::tempdir().unwrap();
+    let tag = dir.path().display().to_string();
+    let worker = format!(
+        "\n[services.worker]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = [\"coordinator\"]\nenv = {{ MUSTER_TEST_TAG = \"{tag}\" }}\n"
+    );
+    let text =
+        config_with("detached", &etcd.clients, "h1", &log, &script, &worker).replace("{dir}", &tag);
+    let file = dir.path().join("muster.toml");
+    std::fs::write(&file, text).unwrap();
+    let (started, background) = crate::helpers::up::Detached::start(&file, &tag, &[]);
+    let background = background.expect("the pid of the background supervisor");
+    assert_eq!(started.code, 0, "{started:?}");
+    assert!(
+        started.stdout.starts_with("running: 1/2 healthy"),
+        "{started:?}"
+    );
+    assert!(
+        started
+            .stdout
+            .contains("waiting for singleton `coordinator` to be free: it runs on host `h0`"),
+        "{started:?}"
+    );
+    let down = crate::helpers::muster_run(&["down", "-f", file.to_str().unwrap()]);
+    assert_eq!(down.code, 0, "{down:?}");
+    background.wait_gone();
+    assert_eq!(
+        crate::helpers::muster_run(&[
+            "cluster",
+            "-f",
+            owner.path("muster.toml").to_str().unwrap(),
+            "--json"
+        ])
+        .code,
+        0
+    );
+}
