@@ -104,53 +104,52 @@ async fn role(endpoint: &Endpoint, patience: Duration) -> Option<String> {
     })
 }
 
-/// Connects, follows the events, and reconnects for as long as the screen is open.
-/// `first` is the connection made before the screen opened.
+/// Follows the events and reconnects for as long as the screen is open. The screen
+/// took in the first connection itself, so that its first frame shows the services.
 pub async fn run(
     endpoint: Endpoint,
-    first: Connected,
     patience: Duration,
     updates: mpsc::UnboundedSender<Update>,
     changed: Arc<Notify>,
 ) {
     let mut since = 0;
-    let mut connected = Some(first);
-    let mut again = false;
     let mut backoff = Duration::from_millis(250);
+    let mut connected = true;
     loop {
-        let attempt = match connected.take() {
-            Some(made) => Ok(made),
-            None => connect(&endpoint, patience).await,
-        };
-        match attempt {
-            Ok(made) => {
-                backoff = Duration::from_millis(250);
-                let sent = updates.send(Update::Services(made.list)).is_ok()
-                    && updates
-                        .send(Update::Connected {
-                            pid: made.pid,
-                            read_only: made.read_only,
-                            again,
-                        })
-                        .is_ok();
-                if !sent {
-                    return;
+        if !connected {
+            match connect(&endpoint, patience).await {
+                Ok(made) => {
+                    backoff = Duration::from_millis(250);
+                    let sent = updates.send(Update::Services(made.list)).is_ok()
+                        && updates
+                            .send(Update::Connected {
+                                pid: made.pid,
+                                read_only: made.read_only,
+                                again: true,
+                            })
+                            .is_ok();
+                    if !sent {
+                        return;
+                    }
+                    connected = true;
                 }
-                again = true;
-                let reason = events(&endpoint, patience, &mut since, &updates, &changed).await;
-                if updates.send(Update::Lost { reason }).is_err() {
-                    return;
+                Err(failure) => {
+                    if updates
+                        .send(Update::Lost {
+                            reason: failure.reason,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             }
-            Err(failure) => {
-                if updates
-                    .send(Update::Lost {
-                        reason: failure.reason,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
+        }
+        if connected {
+            let reason = events(&endpoint, patience, &mut since, &updates, &changed).await;
+            connected = false;
+            if updates.send(Update::Lost { reason }).is_err() {
+                return;
             }
         }
         tokio::time::sleep(backoff).await;

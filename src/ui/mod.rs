@@ -98,9 +98,14 @@ async fn main_loop(
     let changed = Arc::new(Notify::new());
     let mut app = App::new(options.endpoint.to_string(), options.colour);
     let endpoint = options.endpoint.clone();
+    app.apply(Update::Services(first.list));
+    app.apply(Update::Connected {
+        pid: first.pid,
+        read_only: first.read_only,
+        again: false,
+    });
     let feed = tokio::spawn(feed::run(
         endpoint.clone(),
-        first,
         options.patience,
         updates.clone(),
         changed.clone(),
