@@ -1,5 +1,5 @@
 //! The services table's columns: their titles and how rows sort by each. `s` moves the
-//! sort to the next column, `S` reverses it; `order` is the config's order.
+//! sort to the next column, `S` reverses it; `order` is the order the supervisor lists.
 
 use std::cmp::Ordering;
 
@@ -52,8 +52,8 @@ impl Column {
         Self::ALL[(at + 1) % Self::ALL.len()]
     }
 
-    /// Orders two services (at `ia` and `ib` in the config's order) by this column; ties
-    /// keep the config's order.
+    /// Orders two services (at `ia` and `ib` in the supervisor's list) by this column; ties
+    /// keep the list's order.
     pub fn compare(self, a: &ServiceView, b: &ServiceView, ia: usize, ib: usize) -> Ordering {
         let by = match self {
             Column::Order => Ordering::Equal,

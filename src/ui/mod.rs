@@ -183,7 +183,9 @@ async fn main_loop(
                 }
                 dirty = true;
             }
-            _ = tick.tick() => dirty = true,
+            // The figures come with each read of the services, which draws a frame; this
+            // tick only keeps the time since the connection was lost counting.
+            _ = tick.tick() => dirty |= matches!(app.link, app::Link::Lost { .. }),
             _ = terminate.recv() => break,
             _ = hangup.recv() => break,
             _ = interrupt.recv() => break,

@@ -1,5 +1,5 @@
 //! The services table: one row per service that passes the filter, in the chosen
-//! order; only the rows that fit are built, so a thousand services scroll as fast as
+//! order (at first as the supervisor lists them); only the rows that fit are built, so a thousand services scroll as fast as
 //! ten.
 
 use ratatui::Frame;
@@ -96,7 +96,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, area: Rect) {
         .collect();
     let mut title = format!(" services {}/{} ", app.rows.len(), app.services.len());
     if app.sort == Column::Order {
-        title.push_str("· config order ");
+        title.push_str("· as listed ");
     }
     if !app.filter.is_empty() {
         title.push_str(&format!("· filter `{}` ", escaped(&app.filter)));
