@@ -188,6 +188,9 @@ pub struct App {
     pub read_only: Option<String>,
     /// The last event seen: a reconnection resumes after it.
     pub last_event: u64,
+    /// Connections made again after one was lost: shown in the header, so a
+    /// reconnection stays visible after its feed line scrolls away.
+    pub reconnects: u32,
     pub quit: bool,
     /// The table's height in rows at the last draw, for paging.
     pub page: usize,
@@ -219,6 +222,7 @@ impl App {
             link: Link::Connecting,
             read_only: None,
             last_event: 0,
+            reconnects: 0,
             quit: false,
             page: 10,
         }
@@ -233,6 +237,7 @@ impl App {
                 again,
             } => {
                 if again {
+                    self.reconnects += 1;
                     let who = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                     self.note(format!("reconnected to the supervisor{who}"));
                 }

@@ -215,11 +215,18 @@ fn overlay_key(app: &mut App, overlay: Overlay, key: KeyEvent) -> Option<Action>
                 KeyCode::Enter => {
                     let chosen = match action {
                         PromptFor::Signal => Action::Signal(name, input.trim().to_owned()),
+                        // An instance scales its service (`web.2` → `web`).
                         PromptFor::Scale => match input.trim().parse::<u32>() {
-                            Ok(replicas) => Action::Scale(name, replicas),
+                            Ok(replicas) => {
+                                let set = app
+                                    .selected_service()
+                                    .and_then(|s| s.replica.as_ref())
+                                    .map_or(name, |r| r.of.clone());
+                                Action::Scale(set, replicas)
+                            }
                             Err(_) => {
                                 app.note(format!(
-                                    "scale {name}: `{}` is not a number of replicas; type 0 or more",
+                                    "scale {name}: `{}` is not a number of replicas; type 1 to 1000",
                                     input.trim()
                                 ));
                                 return None;

@@ -87,6 +87,9 @@ fn header_line(app: &App) -> Line<'static> {
         Link::Up { pid } => {
             let who = pid.map(|p| format!(" pid {p}")).unwrap_or_default();
             spans.push(Span::raw(format!("· {}{who} ", app.lifecycle)));
+            if app.reconnects > 0 {
+                spans.push(Span::raw("(reconnected) "));
+            }
         }
         Link::Lost { .. } => spans.push(Span::styled(
             "· disconnected ",
