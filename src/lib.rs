@@ -6,7 +6,7 @@
 //! `config` turns `muster.toml` into a validated [`config::Spec`]; `graph` orders it;
 //! `diagnostic` renders problems; `supervisor` runs the services; `daemon` is `muster
 //! up` as a library and `starter` what it tells systemd; `cli` implements the
-//! subcommands.
+//! subcommands, and `ui` is the terminal dashboard of `muster ui`.
 
 pub mod account;
 pub mod api;
@@ -26,3 +26,4 @@ pub mod starter;
 pub mod store;
 pub mod suggest;
 pub mod supervisor;
+pub mod ui;

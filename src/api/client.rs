@@ -9,6 +9,10 @@
 //! one a client waited forever. A request that runs out of patience says which process
 //! did not answer (the socket's peer, from `SO_PEERCRED`) and, when `/proc` says it is
 //! stopped, how to resume it.
+//!
+//! A supervisor is reached at an [`Endpoint`]: its unix socket (the CLI's way), or its
+//! optional TCP listener (`[settings.api] listen`) with a bearer token, as `muster ui
+//! --url` does for a supervisor on another host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use super::model::ErrorBody;
@@ -79,11 +83,88 @@ impl Default for Patience {
     }
 }
 
-/// Why a request got no answer.
+/// Where a supervisor answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Its unix socket, `state-dir/muster.sock` (no token: the file's mode is the
+    /// access control).
+    Socket(PathBuf),
+    /// Its TCP listener, `http://host:port`, with the bearer token each request carries.
+    Tcp {
+        /// As the user wrote it, for messages.
+        url: String,
+        /// `host:port`, to connect to and for the `Host` header.
+        authority: String,
+        token: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// A supervisor's TCP listener at `url` (`http://host:port`, a trailing `/` allowed).
+    pub fn remote(url: &str, token: Option<String>) -> Result<Self, String> {
+        let uri: hyper::Uri = url.parse().map_err(|error| {
+            format!("`{url}` is not a URL ({error}); write it as http://host:7070")
+        })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!(
+                    "`{url}`: muster's API listener speaks plain http, not {other}; write it \
+                     as http://host:port (put a TLS tunnel in front for another network)"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "`{url}` has no scheme; write it as http://host:7070"
+                ));
+            }
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(format!(
+                "`{url}` names no host; write it as http://host:7070"
+            ));
+        };
+        if authority.port_u16().is_none() {
+            return Err(format!(
+                "`{url}` names no port; write the listener's, as in http://{}:7070",
+                authority.host()
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "`{url}` has a path; give only the listener, as in http://{authority}"
+            ));
+        }
+        Ok(Self::Tcp {
+            url: format!("http://{authority}"),
+            authority: authority.to_string(),
+            token,
+        })
+    }
+
+    /// How messages name it: the socket's path, or the URL.
+    pub fn place(&self) -> PathBuf {
+        match self {
+            Self::Socket(path) => path.clone(),
+            Self::Tcp { url, .. } => PathBuf::from(url),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.place().display())
+    }
+}
+
+/// Why a request got no answer. `socket` is the socket's path, or the URL of a
+/// supervisor reached over TCP.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("no supervisor is running for this state directory ({})", socket.display())]
     NotRunning { socket: PathBuf },
+    #[error("cannot reach the supervisor at {url}: {message}")]
+    Unreachable { url: String, message: String },
     #[error("{}", no_answer(socket, *after, *pid, *stopped))]
     NoAnswer {
         socket: PathBuf,
@@ -222,9 +303,27 @@ pub async fn request_within(
     path: &str,
     patience: Patience,
 ) -> Result<Answer, ClientError> {
+    request_at(
+        &Endpoint::Socket(socket.to_path_buf()),
+        method,
+        path,
+        patience,
+    )
+    .await
+}
+
+/// Sends one request to the supervisor at `endpoint`, waiting at most `patience`.
+pub async fn request_at(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    patience: Patience,
+) -> Result<Answer, ClientError> {
     let began = Instant::now();
     let asked = asked(&method, path);
-    let head = open(socket, method, path, patience).await?;
+    let place = endpoint.place();
+    let socket = place.as_path();
+    let head = open(endpoint, method, path, patience).await?;
     let pid = head.pid;
     let collect = head.body.collect();
     let collected = if patience.follow {
@@ -325,8 +424,19 @@ pub async fn follow(
     path: &str,
     patience: Patience,
 ) -> Result<Result<Stream, Answer>, ClientError> {
+    follow_at(&Endpoint::Socket(socket.to_path_buf()), path, patience).await
+}
+
+/// [`follow`] from the supervisor at `endpoint`.
+pub async fn follow_at(
+    endpoint: &Endpoint,
+    path: &str,
+    patience: Patience,
+) -> Result<Result<Stream, Answer>, ClientError> {
     let began = Instant::now();
-    let head = open(socket, Method::GET, path, patience).await?;
+    let place = endpoint.place();
+    let socket = place.as_path();
+    let head = open(endpoint, Method::GET, path, patience).await?;
     if head.status.is_success() {
         return Ok(Ok(Stream {
             socket: socket.to_path_buf(),
@@ -367,37 +477,48 @@ struct Head {
 /// Connects, sends the request and waits for the answer's head, all within
 /// `patience` (less, if the supervisor is stopped all the while).
 async fn open(
-    socket: &Path,
+    endpoint: &Endpoint,
     method: Method,
     path: &str,
     patience: Patience,
 ) -> Result<Head, ClientError> {
     let began = Instant::now();
-    let stream = connect(socket, began + patience.total(), patience.total()).await?;
-    let pid = stream
-        .peer_cred()
-        .ok()
-        .and_then(|cred| cred.pid())
-        .and_then(|pid| u32::try_from(pid).ok())
-        .filter(|&pid| pid > 0);
-    let exchange = async {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| broken(socket, e.to_string()))?;
-        // The connection task ends by itself once the body has been read (or dropped).
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "muster")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| broken(socket, e.to_string()))?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| broken(socket, e.to_string()))
+    let place = endpoint.place();
+    let socket = place.as_path();
+    let (response, pid) = match endpoint {
+        Endpoint::Socket(socket) => {
+            let stream = connect(socket, began + patience.total(), patience.total()).await?;
+            let pid = stream
+                .peer_cred()
+                .ok()
+                .and_then(|cred| cred.pid())
+                .and_then(|pid| u32::try_from(pid).ok())
+                .filter(|&pid| pid > 0);
+            let exchange = exchange(stream, socket, method, path, "muster", None);
+            (within(socket, pid, patience, began, exchange).await??, pid)
+        }
+        Endpoint::Tcp {
+            url,
+            authority,
+            token,
+        } => {
+            let unreachable = |message: String| ClientError::Unreachable {
+                url: url.clone(),
+                message,
+            };
+            let connecting = TcpStream::connect(authority.as_str());
+            let stream = match tokio::time::timeout_at(began + patience.total(), connecting).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return Err(unreachable(error.to_string())),
+                Err(_) => return Err(ClientError::no_answer(socket, patience.total(), None)),
+            };
+            let exchange = exchange(stream, socket, method, path, authority, token.as_deref());
+            (
+                within(socket, None, patience, began, exchange).await??,
+                None,
+            )
+        }
     };
-    let response = within(socket, pid, patience, began, exchange).await??;
     let status = response.status();
     let (parts, body) = response.into_parts();
     Ok(Head {
@@ -406,6 +527,39 @@ async fn open(
         pid,
         body,
     })
+}
+
+/// Sends the request on a connected stream and waits for the answer's head.
+async fn exchange<S>(
+    stream: S,
+    socket: &Path,
+    method: Method,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+) -> Result<hyper::Response<Incoming>, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| broken(socket, e.to_string()))?;
+    // The connection task ends by itself once the body has been read (or dropped).
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, host);
+    if let Some(token) = token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| broken(socket, e.to_string()))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| broken(socket, e.to_string()))
 }
 
 /// `work`, unless the answer is not in by `began + patience.total()`, or the

@@ -63,6 +63,9 @@ pub struct ServiceView {
     pub main_pid: Option<u32>,
     /// Declared ports, as `host:port`.
     pub ports: Vec<String>,
+    /// What it waits on before it starts, each with the condition it waits for.
+    #[serde(default)]
+    pub depends_on: Vec<DependsOn>,
     /// Whether it starts with the graph (false: on demand, through `ensure`).
     pub autostart: bool,
     /// With `idle-stop`: stopped after this many seconds without use.
@@ -101,6 +104,14 @@ pub struct ReplicaView {
     pub of: String,
     /// The instance's number (`MUSTER_REPLICA`).
     pub index: u32,
+}
+
+/// One dependency of a service.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DependsOn {
+    pub service: String,
+    /// `started`, `healthy` or `completed`.
+    pub condition: String,
 }
 
 /// What a service's process group uses, read from `/proc` as the request is answered.
@@ -294,6 +305,15 @@ impl ServiceView {
                 .ports
                 .iter()
                 .map(ToString::to_string)
+                .collect(),
+            depends_on: handle
+                .service
+                .depends_on
+                .iter()
+                .map(|dependency| DependsOn {
+                    service: dependency.service.to_string(),
+                    condition: dependency.condition.as_str().to_owned(),
+                })
                 .collect(),
             autostart: handle.service.autostart,
             idle_stop_seconds: handle.service.idle_stop.map(|d| d.as_secs_f64()),

@@ -139,7 +139,9 @@ fn no_answer(global: &GlobalArgs, error: &ClientError) -> ExitCode {
         ClientError::NoAnswer { stopped: false, .. } => {
             errln!("muster: {error}; wait longer with --api-timeout or MUSTER_TIMEOUT")
         }
-        ClientError::NoAnswer { .. } | ClientError::Broken { .. } => errln!("muster: {error}"),
+        ClientError::NoAnswer { .. }
+        | ClientError::Broken { .. }
+        | ClientError::Unreachable { .. } => errln!("muster: {error}"),
     }
     ExitCode::from(EXIT_FAILED)
 }

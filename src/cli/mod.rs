@@ -24,6 +24,7 @@ mod out;
 mod printable;
 mod run;
 mod status;
+mod ui;
 // `up` writes through its own `say`, which ignores a reader that went away: the
 // supervisor must outlive it.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -144,6 +145,9 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Print every recorded run of a service: start, end, exit, why it ended
     History(history::HistoryArgs),
+    /// A terminal dashboard: the services, their logs and events, and actions on them,
+    /// here or (with --url) on another host
+    Ui(ui::UiArgs),
     /// Turn a Procfile, docker compose, process-compose, supervisord or pm2 file into a
     /// commented muster.toml
     Import(import::ImportArgs),
@@ -176,6 +180,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cli.global, &args),
         Command::Events(args) => events::run(&cli.global, &args),
         Command::History(args) => history::run(&cli.global, &args),
+        Command::Ui(args) => ui::run(&cli.global, &args),
         Command::Import(args) => import::run(&cli.global, &args),
         Command::Completions(args) => generate::completions(&args),
         Command::Man(args) => generate::man(&args),

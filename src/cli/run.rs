@@ -38,7 +38,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
         Ok(loaded) => loaded.spec,
         Err(code) => return code,
     };
-    let Some(service) = spec.services.get(args.name.as_str()) else {
+    // A service with replicas runs its command as its first instance would.
+    let first = spec.members(&args.name).into_iter().next();
+    let Some(service) = first.and_then(|name| spec.services.get(name.as_str())) else {
         let known: Vec<&str> = spec.services.keys().map(ServiceName::as_str).collect();
         let hint = crate::suggest::nearest(&args.name, known.iter().copied())
             .map(|near| format!("; did you mean `{near}`?"))
@@ -98,6 +100,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> ExitCode {
         env.push(("PORT".to_owned(), port.to_string()));
     }
     env.push(("MUSTER_SERVICE".to_owned(), service.name.to_string()));
+    if let Some(replica) = &service.replica {
+        env.push(("MUSTER_REPLICA".to_owned(), replica.index.to_string()));
+    }
 
     let argv: Vec<String> = if args.command.is_empty() {
         match &service.run {

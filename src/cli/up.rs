@@ -79,9 +79,11 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
     }
     let mut only = Vec::new();
     for name in &args.services {
-        match spec.services.get_key_value(name.as_str()) {
-            Some((name, _)) => only.push(name.clone()),
-            None => {
+        // A service with replicas: every instance.
+        let members = spec.members(name);
+        match members.is_empty() {
+            false => only.extend(members),
+            true => {
                 let known: Vec<&str> = spec.services.keys().map(ServiceName::as_str).collect();
                 let hint = crate::suggest::nearest(name, known.iter().copied())
                     .map(|near| format!("; did you mean `{near}`?"))

@@ -260,10 +260,10 @@ const ALIASES: &[Alias] = &[
         advice: "muster runs programs directly, not containers, so there is no equivalent; put the program to run in `command`",
     },
     Alias {
-        names: &["replicas", "scale", "numprocs", "instances"],
+        names: &["scale", "numprocs", "instances", "deploy"],
         table_has: SERVICE,
-        key: None,
-        advice: "a service is one process (group); to run several copies, define one service per copy",
+        key: Some("replicas"),
+        advice: "`replicas = N` runs N instances, NAME.0 …; `muster scale NAME N` changes the count at runtime",
     },
     Alias {
         names: &["name", "hostname"],

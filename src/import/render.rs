@@ -173,6 +173,9 @@ pub fn render(draft: &Draft, places: &Places) -> Rendered {
             path_var.as_deref(),
             &mut placeholders,
         );
+        if service.replicas > 1 {
+            let _ = writeln!(out, "replicas = {}", service.replicas);
+        }
 
         if !service.env.is_empty() {
             let pairs: Vec<String> = service
@@ -329,6 +332,38 @@ fn expand_replicas(services: &[Service]) -> Vec<Copy> {
                 source_name: service.name.clone(),
                 service: single,
                 notes: Vec::new(),
+            });
+            continue;
+        }
+        // Copies numbered from 0 (or not at all) are muster's replicas: one table.
+        if service
+            .replica_marker
+            .as_ref()
+            .is_none_or(|(_, first)| *first == 0)
+        {
+            let mut set = service.clone();
+            set.replicas = count;
+            let mut notes = vec![format!(
+                "{count} copies in the source: `replicas` runs them as `{0}.0` … `{0}.{1}`",
+                service.name,
+                count - 1
+            )];
+            if let Some((marker, _)) = &service.replica_marker {
+                substitute(&mut set, marker, "{replica}");
+            }
+            if !set.ports.is_empty() {
+                let list: Vec<String> = set.ports.iter().map(u16::to_string).collect();
+                notes.push(format!(
+                    "its ports ({}) are left out: every instance would claim them; give each its \
+                     own with `port = N` (instance i gets N + i) and `{{port}}` in the command",
+                    list.join(", ")
+                ));
+                set.ports.clear();
+            }
+            copies.push(Copy {
+                source_name: service.name.clone(),
+                service: set,
+                notes,
             });
             continue;
         }

@@ -38,5 +38,6 @@ mod security;
 mod signals;
 mod start_paths;
 mod typed_api;
+mod ui;
 mod up;
 mod up_output;

@@ -277,10 +277,15 @@ fn a_crash_mid_stream_closes_the_connection_and_the_next_client_waits_for_the_re
 #[test]
 fn past_max_pending_connections_are_refused_at_once() {
     let listen = free_port();
-    let mut up = Up::start(
-        &model(listen, free_port(), 3.0, ", http = true, max-pending = 2"),
-        &[],
+    let upstream = free_port();
+    // Ready only once the test opens the gate: the two clients wait however slow the
+    // machine is.
+    let config = model(listen, upstream, 0.0, ", http = true, max-pending = 2").replace(
+        &format!("ready = {{ http = \"http://127.0.0.1:{upstream}/health\", interval = \"50ms\", timeout = \"20s\" }}"),
+        "ready = { exec = [\"test\", \"-f\", \"{dir}/gate\"], interval = \"50ms\", timeout = \"60s\" }",
     );
+    assert!(config.contains("/gate"), "{config}");
+    let mut up = Up::start(&config, &[]);
     up.socket();
     let waiting: Vec<_> = (0..2)
         .map(|_| thread::spawn(move || post(listen, "patient")))
@@ -297,6 +302,7 @@ fn past_max_pending_connections_are_refused_at_once() {
         "{:?}",
         began.elapsed()
     );
+    std::fs::write(up.path("gate"), "").unwrap();
     for client in waiting {
         let answer = client.join().unwrap().unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");

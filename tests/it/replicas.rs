@@ -337,3 +337,23 @@ fn bad_replicas_are_refused_by_check_with_the_reason() {
     assert_eq!(checked.code, 0, "{checked:?}");
     assert!(checked.stdout.contains("web ×3"), "{checked:?}");
 }
+
+#[test]
+fn run_takes_the_service_name_for_its_first_instance_or_an_instance_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("muster.toml");
+    std::fs::write(
+        &file,
+        "[services.web]\ncommand = [\"sleep\", \"1\"]\nreplicas = 3\nenv = { GPU = \"cuda{replica:02}\" }\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let show = "echo $MUSTER_SERVICE $MUSTER_REPLICA $GPU";
+    for (name, says) in [("web", "web.0 0 cuda00"), ("web.2", "web.2 2 cuda02")] {
+        let ran = run(&mut muster(&[
+            "run", name, "-f", file, "--", "sh", "-c", show,
+        ]));
+        assert_eq!(ran.code, 0, "{ran:?}");
+        assert_eq!(ran.stdout.trim(), says, "{ran:?}");
+    }
+}
