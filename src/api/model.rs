@@ -109,6 +109,7 @@ pub struct ReplicaView {
 /// One dependency of a service.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DependsOn {
+    /// A service of this host, or `NAME@HOST`, another host's (`[cluster]`).
     pub service: String,
     /// `started`, `healthy` or `completed`.
     pub condition: String,
@@ -314,6 +315,16 @@ impl ServiceView {
                     service: dependency.service.to_string(),
                     condition: dependency.condition.as_str().to_owned(),
                 })
+                .chain(
+                    handle
+                        .service
+                        .remote_deps
+                        .iter()
+                        .map(|dependency| DependsOn {
+                            service: dependency.to_string(),
+                            condition: dependency.condition.as_str().to_owned(),
+                        }),
+                )
                 .collect(),
             autostart: handle.service.autostart,
             idle_stop_seconds: handle.service.idle_stop.map(|d| d.as_secs_f64()),

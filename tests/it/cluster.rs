@@ -970,6 +970,11 @@ fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_i
         .wait_event("client", "ready");
     let said = std::fs::read_to_string(shared.path().join("client")).unwrap();
     assert_eq!(said.trim(), format!("127.0.0.1:{rpc_port}"));
+    let view = json(&on(
+        cluster.hosts[1].as_ref().unwrap(),
+        &["status", "client", "--json"],
+    ));
+    assert_eq!(view["depends_on"][0]["service"], "rpc@h0", "{view}");
     // An unknown host is a reason to wait, in status.
     let up = cluster.hosts[2].as_ref().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
