@@ -76,8 +76,19 @@ impl View {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut booted = false;
         let mut announced = false;
+        // A singleton found running on another host ends the bootstrap without an event.
+        let mut ownership = supervisor.fences().map(|fences| fences.changes.subscribe());
         loop {
+            let owners = async {
+                let Some(changes) = &mut ownership else {
+                    return std::future::pending().await;
+                };
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             let event = tokio::select! {
+                () = owners, if !booted => None,
                 event = feed.recv() => match event {
                     Some(event) => Some(event),
                     None => break,

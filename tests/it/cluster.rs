@@ -1123,41 +1123,49 @@ fn up_detached_on_a_host_that_does_not_own_a_singleton_returns_once_it_runs_else
     std::fs::write(&script, FIXTURE).unwrap();
     let log = shared.path().join("log");
     let mut owner = Up::start(&config("detached", &etcd.clients, "h0", &log, &script), &[]);
+    // Kept running throughout: the others never own the singleton.
     owner.wait_event("coordinator", "acquired");
-    // h1 in the background, with a worker on the singleton.
-    let dir = tempfile::tempdir().unwrap();
-    let tag = dir.path().display().to_string();
-    let worker = format!(
-        "\n[services.worker]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = [\"coordinator\"]\nenv = {{ MUSTER_TEST_TAG = \"{tag}\" }}\n"
-    );
-    let text =
-        config_with("detached", &etcd.clients, "h1", &log, &script, &worker).replace("{dir}", &tag);
-    let file = dir.path().join("muster.toml");
-    std::fs::write(&file, text).unwrap();
-    let (started, background) = crate::helpers::up::Detached::start(&file, &tag, &[]);
-    let background = background.expect("the pid of the background supervisor");
-    assert_eq!(started.code, 0, "{started:?}");
-    assert!(
-        started.stdout.starts_with("running: 1/2 healthy"),
-        "{started:?}"
-    );
-    assert!(
-        started
-            .stdout
-            .contains("waiting for singleton `coordinator` to be free: it runs on host `h0`"),
-        "{started:?}"
-    );
-    let down = crate::helpers::muster_run(&["down", "-f", file.to_str().unwrap()]);
-    assert_eq!(down.code, 0, "{down:?}");
-    background.wait_gone();
-    assert_eq!(
-        crate::helpers::muster_run(&[
-            "cluster",
-            "-f",
-            owner.path("muster.toml").to_str().unwrap(),
-            "--json"
-        ])
-        .code,
-        0
-    );
+    // h1, then h2, in the background: one with a worker on the singleton, one with
+    // nothing but the singleton (no event of its own ends its bootstrap).
+    for (host, worker, summary) in [
+        ("h1", true, "running: 1/2 healthy"),
+        ("h2", false, "running: 0/1 healthy"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = dir.path().display().to_string();
+        let extra = if worker {
+            format!(
+                "\n[services.worker]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = [\"coordinator\"]\nenv = {{ MUSTER_TEST_TAG = \"{tag}\" }}\n"
+            )
+        } else {
+            String::new()
+        };
+        let text = config_with("detached", &etcd.clients, host, &log, &script, &extra)
+            .replace("{dir}", &tag);
+        let file = dir.path().join("muster.toml");
+        std::fs::write(&file, text).unwrap();
+        let (started, background) = crate::helpers::up::Detached::start(&file, &tag, &[]);
+        let background = background.expect("the pid of the background supervisor");
+        assert_eq!(started.code, 0, "{host}: {started:?}");
+        assert!(started.stdout.starts_with(summary), "{host}: {started:?}");
+        assert!(
+            started
+                .stdout
+                .contains("waiting for singleton `coordinator` to be free: it runs on host `h0`"),
+            "{host}: {started:?}"
+        );
+        let down = crate::helpers::muster_run(&["down", "-f", file.to_str().unwrap()]);
+        assert_eq!(down.code, 0, "{down:?}");
+        background.wait_gone();
+    }
+    assert_eq!(cluster_lives(&log), 1);
+}
+
+/// How many instances the log at `log` saw start.
+fn cluster_lives(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("start "))
+        .count()
 }
