@@ -91,6 +91,14 @@ class AsyncClient:
     async def stop(self, name: str) -> Service:
         return Service.from_json(await self._call("POST", _core.service_path(name, "stop"), _core.STOP_WAIT))
 
+    async def cluster(self) -> Dict[str, Any]:
+        """See `Client.cluster`."""
+        return dict(await self._call("GET", "/v1/cluster"))
+
+    async def cluster_services(self) -> Dict[str, Any]:
+        """See `Client.cluster_services`."""
+        return dict(await self._call("GET", "/v1/cluster/services"))
+
     async def scale(self, name: str, replicas: int) -> List[str]:
         path = _core.scale_path(name, replicas)
         return list((await self._call("POST", path, _core.STOP_WAIT)).get("instances", []))

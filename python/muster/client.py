@@ -114,6 +114,18 @@ class Client:
         """Stops `name`; returns once it is down."""
         return Service.from_json(self._call("POST", _core.service_path(name, "stop"), _core.STOP_WAIT))
 
+    def cluster(self) -> Dict[str, Any]:
+        """`[cluster]`: the hosts (`name`, `address`, `alive`, `pid`) and the singletons
+        (`name`, `owner`, `fence`, `endpoint`, `state`), as `muster cluster --json`
+        prints them. Raises `NoCluster` without `[cluster]`, `EtcdUnavailable` when etcd
+        does not answer."""
+        return dict(self._call("GET", "/v1/cluster"))
+
+    def cluster_services(self) -> Dict[str, Any]:
+        """`[cluster]`: every host's services as each published them (`muster status
+        --cluster --json`)."""
+        return dict(self._call("GET", "/v1/cluster/services"))
+
     def scale(self, name: str, replicas: int) -> List[str]:
         """Runs `replicas` instances of `name` (a service with `replicas`); returns
         their names (`web.0`, ...) once extra ones have stopped. Raises `Refused` when

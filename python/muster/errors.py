@@ -220,12 +220,25 @@ class Busy(APIError):
     KIND = "busy"
 
 
+class NoCluster(APIError):
+    """The supervisor's config has no `[cluster]` (`Client.cluster()`)."""
+
+    KIND = "no-cluster"
+
+
+class EtcdUnavailable(APIError):
+    """`[cluster]`: etcd did not answer the supervisor (`Client.cluster()`)."""
+
+    KIND = "etcd-unavailable"
+
+
 #: The exception class of each kind the API documents.
 ERRORS_BY_KIND: Dict[str, Type[APIError]] = {
     cls.KIND: cls
     for cls in (
         UnknownService, NotFound, MethodNotAllowed, BadRequest, NotHealthy, Timeout,
         InvalidConfig, Unauthorized, Forbidden, TooLarge, ShuttingDown, Refused, Busy,
+        NoCluster, EtcdUnavailable,
     )
     if cls.KIND is not None
 }

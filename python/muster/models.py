@@ -221,6 +221,11 @@ class Endpoint:
     service when it has one, otherwise its first declared port (a port declared without
     an address, or on a wildcard address, is reached on the loopback address). Both are
     None for a service that declares no port.
+
+    For a singleton (`[cluster]`), `owner` is the host that runs it and `fence` its
+    fence; when another host runs it and it has no proxy here, `host` and `port` are that
+    host's endpoint (a proxy here forwards to wherever it runs, so it is still the one
+    to use).
     """
 
     name: str
@@ -232,6 +237,9 @@ class Endpoint:
     ports: List[str]
     #: The whole service view.
     service: Service = field(repr=False, compare=False)
+    #: A singleton's owner host, and its fence.
+    owner: Optional[str] = None
+    fence: Optional[int] = None
 
     @property
     def address(self) -> Optional[str]:
@@ -267,6 +275,10 @@ class Endpoint:
         host: Optional[str] = None
         port: Optional[int] = None
         address = service.proxy.listen if service.proxy else (service.ports[0] if service.ports else None)
+        placed = service.raw.get("singleton")
+        placed = placed if isinstance(placed, dict) else {}
+        if placed and not placed.get("here") and not service.proxy:
+            address = placed.get("endpoint")
         if address:
             try:
                 host, port = _split_address(address)
@@ -280,6 +292,8 @@ class Endpoint:
             run_id=service.run_id,
             ports=list(service.ports),
             service=service,
+            owner=placed.get("host"),
+            fence=placed.get("fence"),
         )
 
 

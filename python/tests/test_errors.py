@@ -284,3 +284,14 @@ def test_a_supervisor_that_dies_during_an_ensure_is_said_to_have_gone(supervisor
     assert len(errors) == 1 and isinstance(errors[0], muster.Disconnected), errors
     assert "went away before it had answered POST /v1/services/slow/ensure" in str(errors[0])
     assert isinstance(errors[0], ConnectionError)
+
+
+def test_the_cluster_of_a_supervisor_without_one_is_no_cluster(supervisor):
+    sup = supervisor(GRAPH).up()
+    for call in (sup.client().cluster, sup.client().cluster_services):
+        with pytest.raises(muster.NoCluster) as caught:
+            call()
+        assert caught.value.kind == "no-cluster" and caught.value.status == 409
+        assert "has no [cluster] section" in str(caught.value)
+    with pytest.raises(muster.NoCluster):
+        asyncio.run(sup.aclient().cluster())
