@@ -881,6 +881,20 @@ fn ensure_of_a_singleton_from_any_host_answers_with_its_owner() {
             )
         );
     }
+    // The Python client says the same.
+    let file = cluster.hosts[2].as_ref().unwrap().path("muster.toml");
+    let said = crate::helpers::run(
+        Command::new(crate::helpers::python())
+            .arg("-c")
+            .arg("import sys, muster; e = muster.Client(sys.argv[1]).ensure('coordinator'); print(e.owner, e.fence, e.address)")
+            .arg(&file)
+            .env("PYTHONPATH", crate::helpers::repo().join("python")),
+    );
+    assert_eq!(said.code, 0, "{said:?}");
+    assert_eq!(
+        said.stdout.trim(),
+        format!("h0 {} 127.0.0.1:{port}", first.1)
+    );
     // Asked on the owner: here.
     let answer = json(&on(
         cluster.hosts[0].as_ref().unwrap(),
