@@ -694,7 +694,12 @@ fn cluster_view_shows_hosts_owners_fences_and_every_hosts_services() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let view = loop {
         let view = json(&on(up, &["cluster", "--json"]));
-        if view["singletons"][0]["state"] == "healthy" {
+        // Every host joined (they start one after another), and the owner's record
+        // says the singleton is healthy.
+        let joined = view["hosts"]
+            .as_array()
+            .is_some_and(|hosts| hosts.len() == 3 && hosts.iter().all(|h| h["alive"] == true));
+        if joined && view["singletons"][0]["state"] == "healthy" {
             break view;
         }
         assert!(Instant::now() < deadline, "{view}");
