@@ -32,6 +32,7 @@ mod proxy;
 mod reload_hardening;
 mod router;
 mod run_once;
+mod scale;
 mod security;
 mod signals;
 mod start_paths;
