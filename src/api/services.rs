@@ -56,9 +56,7 @@ pub async fn list(
         })
         .collect();
     let running = services.iter().filter(|view| view.pid.is_some()).count();
-    let measure = query
-        .resources
-        .unwrap_or(running <= LIST_RESOURCES_UP_TO);
+    let measure = query.resources.unwrap_or(running <= LIST_RESOURCES_UP_TO);
     if measure {
         let handles: Vec<_> = graph.services.values().cloned().collect();
         let used = supervisor.resource_use(&handles).await;

@@ -1563,7 +1563,9 @@ fn prepare(
             let first = write
                 .try_clone()
                 .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
-            command.stdout(Stdio::from(first)).stderr(Stdio::from(second));
+            command
+                .stdout(Stdio::from(first))
+                .stderr(Stdio::from(second));
             notes.push(
                 "stdout and stderr share one pipe (the descriptor limit is too low for two \
                  per service): stderr lines are recorded as stdout"

@@ -37,9 +37,8 @@ pub fn soft_limit() -> usize {
 pub fn limits() -> (usize, usize) {
     use nix::sys::resource::{Resource, getrlimit};
     let clamp = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
-    getrlimit(Resource::RLIMIT_NOFILE).map_or((1024, 1024), |(soft, hard)| {
-        (clamp(soft), clamp(hard))
-    })
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .map_or((1024, 1024), |(soft, hard)| (clamp(soft), clamp(hard)))
 }
 
 /// How many pipe ends the services' output may hold under `limit`.

@@ -198,9 +198,7 @@ impl Log {
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.size > 0
-            && self.size + bytes.len() as u64 > self.settings.max_size
-        {
+        if self.size > 0 && self.size + bytes.len() as u64 > self.settings.max_size {
             self.rotate()?;
         }
         if let Some((file, _)) = &mut self.file {

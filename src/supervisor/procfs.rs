@@ -199,7 +199,10 @@ fn listed_children(parent: u32) -> Option<Vec<u32>> {
     for task in std::fs::read_dir(format!("/proc/{parent}/task")).ok()? {
         let path = task.ok()?.path().join("children");
         let text = std::fs::read_to_string(path).ok()?;
-        children.extend(text.split_whitespace().filter_map(|pid| pid.parse::<u32>().ok()));
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok()),
+        );
     }
     Some(children)
 }

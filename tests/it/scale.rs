@@ -127,7 +127,10 @@ impl Drop for Supervisor {
         // Every service's group: the spawned pids are the group ids.
         if let Ok(entries) = fs::read_dir("/proc") {
             for entry in entries.flatten() {
-                let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok())
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<u32>().ok())
                 else {
                     continue;
                 };
