@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,10 @@ static int connect_to(int port) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* A proxy that drops a connection makes it a failure within 10 s, not a hang. */
+    struct timeval limit = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
     return fd;
 }
 
@@ -59,9 +64,10 @@ static void *echo_one(void *arg) {
     int fd = (int)(long)arg;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    static __thread char buffer[256 * 1024];
+    size_t size = 256 * 1024;
+    char *buffer = malloc(size);
     for (;;) {
-        ssize_t n = read(fd, buffer, sizeof buffer);
+        ssize_t n = read(fd, buffer, size);
         if (n <= 0) break;
         ssize_t sent = 0;
         while (sent < n) {
@@ -71,6 +77,7 @@ static void *echo_one(void *arg) {
         }
     }
 done:
+    free(buffer);
     close(fd);
     return NULL;
 }

@@ -15,7 +15,7 @@ medians with the range.
 Each proxy is set up as its documentation shows, listening on loopback:
   muster                 a service `upstream` (the echo server) with
                          `proxy = { listen = ..., upstream = ... }`
-  haproxy                `mode tcp`, one frontend and one backend server, `maxconn 10000`
+  haproxy                `mode tcp`, one frontend and one backend server, `maxconn 4096`
   socat                  `TCP-LISTEN:PORT,fork,reuseaddr TCP:UPSTREAM` (a process per
                          connection)
   systemd-socket-proxyd  socket-activated by `systemd-socket-activate -l ADDRESS`
@@ -142,8 +142,8 @@ class Haproxy(Proxy):
     def argv(self):
         config = os.path.join(self.work, "haproxy.cfg")
         with open(config, "w") as f:
-            f.write("global\n  maxconn 10000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n"
-                    "  timeout client 60s\n  timeout server 60s\n  maxconn 10000\n\n"
+            f.write("global\n  maxconn 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n"
+                    "  timeout client 60s\n  timeout server 60s\n  maxconn 4096\n\n"
                     f"frontend front\n  bind 127.0.0.1:{self.port}\n  default_backend back\n\n"
                     f"backend back\n  server upstream 127.0.0.1:{self.upstream}\n")
         return ["haproxy", "-db", "-f", config]

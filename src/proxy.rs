@@ -37,6 +37,23 @@ const BUFFER: usize = 256 * 1024;
 /// 512 KiB of two full buffers (1,000 short connections spent their time in `mmap`).
 const FIRST_BUFFER: usize = 16 * 1024;
 
+/// How many connections the kernel queues for a proxy before it accepts them: a burst
+/// of 1,000 clients overflowed the 1,024 tokio asks for by default, and each SYN dropped
+/// cost its client a one-second retransmission.
+const BACKLOG: u32 = 4096;
+
+/// A listener on `address`, with [`BACKLOG`].
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
 /// A read buffer that doubles, up to [`BUFFER`], each time a read fills it: a bulk
 /// stream soon reads in large pieces, a request and its answer never grow it.
 struct Buffer(Vec<u8>);
@@ -66,7 +83,7 @@ pub async fn bind(spec: &Spec) -> Result<Vec<(ServiceName, TcpListener)>, String
         let Some(proxy) = &service.proxy else {
             continue;
         };
-        let listener = TcpListener::bind(proxy.listen).await.map_err(|error| {
+        let listener = listen(proxy.listen).map_err(|error| {
             let why = if error.kind() == std::io::ErrorKind::AddrInUse {
                 crate::supervisor::ports::in_use(
                     &crate::config::Port {
@@ -143,7 +160,7 @@ pub async fn manage(supervisor: Arc<Supervisor>, bound: Vec<(ServiceName, TcpLis
             if serving.contains_key(name) {
                 continue;
             }
-            match TcpListener::bind(address).await {
+            match listen(address) {
                 Ok(listener) => {
                     let started = start_serving(listener, &supervisor, name);
                     serving.insert(name.clone(), (address, started));

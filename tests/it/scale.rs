@@ -225,7 +225,7 @@ fn descriptors_two_pipes_per_service_and_log_files_closed_between_writes() {
     let held = descriptors(up.pid());
     // Two pipes each, the log files of at most 256 kept open, and muster's own.
     assert!(
-        held >= 2 * N && held <= 2 * N + KEEP_OPEN_LOGS + 100,
+        (2 * N..=2 * N + KEEP_OPEN_LOGS + 100).contains(&held),
         "{held} descriptors for {N} services"
     );
     // The last service's log was opened for its writes, not kept: its lines are there,
