@@ -83,7 +83,21 @@ pub struct Fences {
     wanted: Mutex<BTreeSet<String>>,
     /// Woken when `wanted` grows.
     pub asked: Notify,
+    /// Every live host's record as etcd has it (`hosts/HOST`, by host name); `None`
+    /// until it was first read. Cross-host dependencies and `ensure` of a singleton
+    /// owned elsewhere read the owner's services here.
+    pub peers: watch::Sender<Option<Arc<Peers>>>,
+    /// Requests this supervisor sent to etcd (`muster cluster` shows them).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    /// This host's name in the cluster, once joined.
+    pub host: std::sync::OnceLock<String>,
+    /// Counts changes of any singleton's ownership, for whoever sums them up (the
+    /// bootstrap's end, the starter's status).
+    pub changes: watch::Sender<u64>,
 }
+
+/// The records of the cluster's live hosts, by host name.
+pub type Peers = BTreeMap<String, serde_json::Value>;
 
 impl Default for Fences {
     fn default() -> Self {
@@ -93,6 +107,10 @@ impl Default for Fences {
             guards: Mutex::new(Vec::new()),
             wanted: Mutex::new(BTreeSet::new()),
             asked: Notify::new(),
+            peers: watch::channel(None).0,
+            requests: Arc::default(),
+            host: std::sync::OnceLock::new(),
+            changes: watch::channel(0).0,
         }
     }
 }
@@ -120,13 +138,25 @@ impl Fences {
         self.sender(name).subscribe()
     }
 
+    /// `name`'s ownership, when `name` is a singleton this host knows of (unlike
+    /// [`Self::ownership`], asking does not add it).
+    pub fn owned(&self, name: &str) -> Option<Ownership> {
+        lock(&self.table)
+            .get(name)
+            .map(|sender| sender.borrow().clone())
+    }
+
     /// Records `name`'s ownership; returns whether it changed.
     pub fn set(&self, name: &str, ownership: Ownership) -> bool {
-        self.sender(name).send_if_modified(|now| {
+        let changed = self.sender(name).send_if_modified(|now| {
             let changed = *now != ownership;
             *now = ownership;
             changed
-        })
+        });
+        if changed {
+            self.changes.send_modify(|count| *count += 1);
+        }
+        changed
     }
 
     /// Something here wants `name` to run: its candidates compete for it.

@@ -231,6 +231,19 @@ async fn single(mut client: TcpStream, supervisor: Arc<Supervisor>, name: Servic
         refuse(&mut client, &proxy, refusal).await;
         return;
     }
+    if handle.service.singleton.is_some()
+        && let Some(cluster) = &supervisor.spec().cluster
+    {
+        return singleton(
+            client,
+            &supervisor,
+            &handle,
+            &proxy,
+            counters,
+            cluster.lease_ttl,
+        )
+        .await;
+    }
     let began = Instant::now();
     let budget = supervisor.spec().start_budget(&name);
     let deadline = began + proxy.request_timeout.map_or(budget, |t| t.min(budget));
@@ -328,27 +341,109 @@ async fn wait_for_start(
     let left = deadline.saturating_duration_since(began);
     let result = supervisor.ensure(name.as_str(), left).await;
     Usage::add(&counters.wait_micros, began.elapsed().as_micros() as u64);
-    match result {
-        Ok(_) => Ok(()),
-        Err(Failure::ShuttingDown) => Err(Refusal::Failed(
-            "the supervisor is shutting down".to_owned(),
-            Vec::new(),
-        )),
-        Err(Failure::Refused(why)) => Err(Refusal::Failed(why, Vec::new())),
-        Err(Failure::Unknown(name)) => Err(Refusal::Failed(
-            format!("`{name}` was removed from the config"),
-            Vec::new(),
-        )),
-        Err(Failure::NotHealthy(explanation)) => Err(Refusal::Failed(
+    result.map(drop).map_err(|failure| refusal(name, failure))
+}
+
+/// Why a failed start turns a client away.
+fn refusal(name: &ServiceName, failure: Failure) -> Refusal {
+    match failure {
+        Failure::ShuttingDown => {
+            Refusal::Failed("the supervisor is shutting down".to_owned(), Vec::new())
+        }
+        Failure::Refused(why) => Refusal::Failed(why, Vec::new()),
+        Failure::Unknown(name) => {
+            Refusal::Failed(format!("`{name}` was removed from the config"), Vec::new())
+        }
+        Failure::NotHealthy(explanation) => Refusal::Failed(
             crate::supervisor::chain(&explanation.cause),
             explanation.log_tail.clone(),
-        )),
-        Err(Failure::Timeout { after, explanation }) => Err(Refusal::Timeout(format!(
+        ),
+        Failure::Timeout { after, explanation } => Refusal::Timeout(format!(
             "`{name}` was not healthy within {}: {}",
             crate::supervisor::machine::human(after),
             crate::supervisor::chain(&explanation.cause)
-        ))),
+        )),
     }
+}
+
+/// A client of a singleton (`[cluster]`): forwarded to wherever it runs now, this host
+/// or its owner's advertised endpoint, starting it here if no host runs it and this
+/// host is a candidate. A connection refused there (the owner just died, and its
+/// record lives until its lease ends) is tried again, against the next owner, until
+/// the deadline: the start budget plus a lease TTL, the longest a failover takes.
+async fn singleton(
+    mut client: TcpStream,
+    supervisor: &Supervisor,
+    handle: &crate::supervisor::actor::ServiceHandle,
+    proxy: &Proxy,
+    counters: &ProxyCounters,
+    ttl: Duration,
+) {
+    let name = handle.name().clone();
+    let budget = supervisor.spec().start_budget(&name) + ttl;
+    let deadline = Instant::now() + proxy.request_timeout.map_or(budget, |t| t.min(budget));
+    let mut retry = Duration::from_millis(10);
+    let upstream = loop {
+        let placed = {
+            let waiting = counters.waiting.fetch_add(1, Relaxed);
+            let _waiting = Decrement(&counters.waiting);
+            if waiting as usize >= proxy.max_pending {
+                Usage::add(&counters.refused, 1);
+                refuse(&mut client, proxy, Refusal::Busy(proxy.max_pending)).await;
+                return;
+            }
+            let began = Instant::now();
+            let left = deadline.saturating_duration_since(began);
+            let placed = crate::cluster::ensure::ensure(supervisor, name.as_str(), left).await;
+            Usage::add(&counters.wait_micros, began.elapsed().as_micros() as u64);
+            placed
+        };
+        let placed = match placed {
+            Some(Ok(placed)) => placed,
+            Some(Err(failure)) => {
+                Usage::add(&counters.refused, 1);
+                refuse(&mut client, proxy, refusal(&name, failure)).await;
+                return;
+            }
+            None => return,
+        };
+        let address = if placed.here {
+            Some(upstream_of(proxy, &handle.status()))
+        } else {
+            placed
+                .endpoint
+                .as_deref()
+                .and_then(|e| e.parse::<SocketAddr>().ok())
+        };
+        let Some(address) = address else {
+            Usage::add(&counters.refused, 1);
+            let cause = format!(
+                "`{name}` runs on host `{}`, which publishes no endpoint for it",
+                placed.host
+            );
+            refuse(&mut client, proxy, Refusal::Failed(cause, Vec::new())).await;
+            return;
+        };
+        match TcpStream::connect(address).await {
+            Ok(upstream) => break upstream,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_millis(500));
+            }
+            Err(error) => {
+                Usage::add(&counters.refused, 1);
+                let cause = format!(
+                    "`{name}` runs on host `{}` but {address} refused: {error}",
+                    placed.host
+                );
+                refuse(&mut client, proxy, Refusal::Failed(cause, Vec::new())).await;
+                return;
+            }
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    Usage::add(&counters.served, 1);
+    forward(client, upstream, counters, proxy).await;
 }
 
 struct Decrement<'a>(&'a AtomicU64);

@@ -224,6 +224,7 @@ pub async fn tell_systemd(supervisor: Arc<Supervisor>, starter: Arc<Starter>) {
     let mut reloads = supervisor.watch_reloads();
     let mut feed = supervisor.bus().feed();
     let mut feed_open = true;
+    let mut ownership = supervisor.fences().map(|fences| fences.changes.subscribe());
     let mut told = Told::default();
     loop {
         // Whatever else has happened meanwhile is in the statuses already.
@@ -276,10 +277,18 @@ pub async fn tell_systemd(supervisor: Arc<Supervisor>, starter: Arc<Starter>) {
         if lifecycle == Lifecycle::Done {
             return;
         }
+        let owners = async {
+            match &mut ownership {
+                Some(changes) => changes.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             event = feed.recv(), if feed_open => feed_open = event.is_some(),
             changed = graph.changed() => if changed.is_err() { return },
             changed = reloads.changed() => if changed.is_err() { return },
+            // A singleton found running elsewhere ends the bootstrap without an event.
+            ok = owners => if !ok { return },
         }
     }
 }

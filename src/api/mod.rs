@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod client;
+mod cluster;
 mod metrics;
 pub mod model;
 pub mod serve;
@@ -51,6 +52,8 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/v1/services/{name}/logs", get(stream::service_logs))
         .route("/v1/logs", get(stream::all_logs))
         .route("/v1/events", get(stream::events))
+        .route("/v1/cluster", get(cluster::cluster))
+        .route("/v1/cluster/services", get(cluster::services))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/reload", post(reload))
         .route("/v1/openapi.json", get(openapi))
@@ -83,12 +86,14 @@ pub fn router_with_tokens(supervisor: Arc<Supervisor>, tokens: auth::Tokens) -> 
         services::list, services::detail, services::ensure, services::start,
         services::stop, services::restart, services::reload, services::signal, services::scale,
         stream::service_logs, stream::all_logs,
-        stream::events, reload, shutdown, openapi, metrics::metrics,
+        stream::events, cluster::cluster, cluster::services,
+        reload, shutdown, openapi, metrics::metrics,
     ),
     tags(
         (name = "services", description = "Each service's state, and making it run"),
         (name = "logs", description = "Services' output"),
         (name = "events", description = "What happened, numbered"),
+        (name = "cluster", description = "With `[cluster]`: every host, its services, and the singletons' owners"),
         (name = "supervisor", description = "The supervisor itself"),
     ),
 )]

@@ -99,6 +99,10 @@ pub struct ServiceView {
     /// In the list only: whether `muster up` selected it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<bool>,
+    /// A singleton (`[cluster]`): where it runs, while some host owns it, which may be
+    /// another host (then `state` and the rest are this host's idle copy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<crate::cluster::view::Placement>,
 }
 
 /// Which instance of which service with `replicas`.
@@ -113,6 +117,7 @@ pub struct ReplicaView {
 /// One dependency of a service.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DependsOn {
+    /// A service of this host, or `NAME@HOST`, another host's (`[cluster]`).
     pub service: String,
     /// `started`, `healthy` or `completed`.
     pub condition: String,
@@ -318,6 +323,16 @@ impl ServiceView {
                     service: dependency.service.to_string(),
                     condition: dependency.condition.as_str().to_owned(),
                 })
+                .chain(
+                    handle
+                        .service
+                        .remote_deps
+                        .iter()
+                        .map(|dependency| DependsOn {
+                            service: dependency.to_string(),
+                            condition: dependency.condition.as_str().to_owned(),
+                        }),
+                )
                 .collect(),
             autostart: handle.service.autostart,
             idle_stop_seconds: handle.service.idle_stop.map(|d| d.as_secs_f64()),
@@ -331,6 +346,7 @@ impl ServiceView {
                 index: r.index,
             }),
             selected: None,
+            singleton: None,
         }
     }
 }
@@ -371,6 +387,10 @@ pub enum ErrorKind {
     ShuttingDown,
     Refused,
     Busy,
+    /// The config has no `[cluster]`.
+    NoCluster,
+    /// `[cluster]`: etcd did not answer.
+    EtcdUnavailable,
 }
 
 impl ErrorKind {
@@ -389,11 +409,13 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "shutting-down",
             ErrorKind::Refused => "refused",
             ErrorKind::Busy => "busy",
+            ErrorKind::NoCluster => "no-cluster",
+            ErrorKind::EtcdUnavailable => "etcd-unavailable",
         }
     }
 
     /// Every kind.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::UnknownService,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
@@ -407,6 +429,8 @@ impl ErrorKind {
         ErrorKind::ShuttingDown,
         ErrorKind::Refused,
         ErrorKind::Busy,
+        ErrorKind::NoCluster,
+        ErrorKind::EtcdUnavailable,
     ];
 }
 

@@ -52,6 +52,7 @@ pub async fn list(
         .values()
         .map(|handle| ServiceView {
             selected: Some(graph.selected.contains(handle.name())),
+            singleton: crate::cluster::ensure::placement(&supervisor, handle),
             ..ServiceView::of(handle)
         })
         .collect();
@@ -91,6 +92,7 @@ pub async fn detail(
     let used = supervisor.resource_use(std::slice::from_ref(&handle)).await;
     Ok(Json(ServiceView {
         resources: used.get(handle.name()).map(Into::into),
+        singleton: crate::cluster::ensure::placement(&supervisor, &handle),
         ..ServiceView::of(&handle)
     }))
 }
@@ -135,6 +137,13 @@ pub async fn ensure(
         })?,
     };
     let name = known(&supervisor, name)?;
+    // A singleton may be healthy on another host: the answer says where.
+    if let Some(placed) = crate::cluster::ensure::ensure(&supervisor, &name, timeout).await {
+        let placement = placed?;
+        let mut answer = view(&supervisor, &name)?;
+        answer.singleton = Some(placement);
+        return Ok(Json(answer));
+    }
     supervisor.ensure(&name, timeout).await?;
     view(&supervisor, &name).map(Json)
 }

@@ -291,9 +291,10 @@ pub fn report_unreadable(unreadable: &Unreadable) -> ExitCode {
 /// invalid config), 1 for anything else that failed.
 pub fn exit_for(error: &ErrorBody) -> ExitCode {
     match error.error.kind {
-        ErrorKind::UnknownService | ErrorKind::BadRequest | ErrorKind::InvalidConfig => {
-            ExitCode::from(EXIT_USAGE)
-        }
+        ErrorKind::UnknownService
+        | ErrorKind::BadRequest
+        | ErrorKind::InvalidConfig
+        | ErrorKind::NoCluster => ExitCode::from(EXIT_USAGE),
         _ => ExitCode::from(EXIT_FAILED),
     }
 }
@@ -396,7 +397,18 @@ fn outcome_line(name: &str, view: &ServiceView) -> String {
         let how = view.last_exit.as_deref().unwrap_or(&view.reason);
         return format!("{name} completed ({how})");
     }
+    if let Some(placed) = view.singleton.as_ref().filter(|p| !p.here) {
+        let mut line = format!("{name} is healthy on host {}", placed.host);
+        if let Some(endpoint) = &placed.endpoint {
+            line.push_str(&format!(" at {endpoint}"));
+        }
+        line.push_str(&format!(" (fence {})", placed.fence));
+        return line;
+    }
     let mut line = format!("{name} is healthy");
+    if let Some(placed) = &view.singleton {
+        line.push_str(&format!(" here (fence {})", placed.fence));
+    }
     if let Some(pid) = view.pid {
         line.push_str(&format!(" (pid {pid})"));
     }

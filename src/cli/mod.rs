@@ -10,6 +10,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod check;
+mod cluster;
 mod control;
 mod events;
 mod generate;
@@ -114,6 +115,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Show the state of every service of the running supervisor
     Status(status::StatusArgs),
+    /// With [cluster]: the cluster's hosts, its singletons, their owners and fences
+    Cluster(cluster::ClusterArgs),
     /// Make a service healthy (starting it and its dependencies if needed) and wait
     Ensure(control::EnsureArgs),
     /// Start a service and what it depends on, and wait for the outcome: healthy,
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Graph(args) => graph::run(&cli.global, &args),
         Command::Up(args) => up::run(&cli.global, &args),
         Command::Status(args) => status::run(&cli.global, &args),
+        Command::Cluster(args) => cluster::run(&cli.global, &args),
         Command::Ensure(args) => control::ensure(&cli.global, &args),
         Command::Start(args) => control::start(&cli.global, &args, "start"),
         Command::Stop(args) => control::command(&cli.global, &args, "stop"),

@@ -32,11 +32,17 @@ pub struct StatusArgs {
     /// the list reads them when at most 500 run; `status NAME` always does)
     #[arg(long)]
     pub resources: bool,
+    /// With [cluster]: every host's services, as each host published them
+    #[arg(long, conflicts_with = "name")]
+    pub cluster: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     let colour = global.colour_on(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     console::set_colors_enabled(colour);
+    if args.cluster {
+        return super::cluster::services(global, args.json);
+    }
     let path = match &args.name {
         Some(name) => format!("/v1/services/{}", super::control::encode(name)),
         None if args.resources => "/v1/services?resources=true".to_owned(),

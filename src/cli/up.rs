@@ -588,6 +588,9 @@ fn detach(global: &GlobalArgs, args: &UpArgs, spec: &Spec) -> ExitCode {
                             s.state,
                             crate::supervisor::Phase::Healthy | crate::supervisor::Phase::Completed
                         )
+                        // A singleton another host runs is up, there.
+                        || (s.state == crate::supervisor::Phase::Pending
+                            && s.singleton.as_ref().is_some_and(|p| !p.here))
                 });
                 // Nothing runs and nothing can be started on demand: the supervisor
                 // ends by itself, as `up` does. Say so once it has.

@@ -8,6 +8,7 @@
 //! answer with an error (a refused compare, an unknown lease) is an answer: it is not
 //! retried elsewhere.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -54,12 +55,13 @@ pub struct Etcd {
     client: Client<HttpConnector, Full<Bytes>>,
     /// How long one attempt at one member may take.
     attempt: Duration,
-    /// Requests sent (watches count once, when they are opened).
-    pub requests: AtomicU64,
+    /// Requests sent (watches count once, when they are opened); shared by every
+    /// client of one supervisor.
+    pub requests: Arc<AtomicU64>,
 }
 
 impl Etcd {
-    pub fn new(endpoints: Vec<String>, attempt: Duration) -> Self {
+    pub fn new(endpoints: Vec<String>, attempt: Duration, requests: Arc<AtomicU64>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(attempt));
@@ -70,7 +72,7 @@ impl Etcd {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
             attempt,
-            requests: AtomicU64::new(0),
+            requests,
         }
     }
 
@@ -223,6 +225,16 @@ impl Etcd {
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
     }
 
+    /// Writes `key` with no lease: it stays when its writer goes.
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), EtcdError> {
+        self.call(
+            "/v3/kv/put",
+            json!({ "key": encode(key.as_bytes()), "value": encode(value) }),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Deletes `key` only while it is the one created at `created`.
     pub async fn delete_if(&self, key: &str, created: i64) -> Result<bool, EtcdError> {
         let answer = self
@@ -299,7 +311,14 @@ impl Etcd {
             tokio::spawn(async move {
                 let mut body = response.into_body().into_data_stream();
                 let mut pending: Vec<u8> = Vec::new();
-                while let Some(Ok(chunk)) = body.next().await {
+                // Ends when the watcher lets go of the receiver, too: a watch given up
+                // (a resync, a timeout) must not keep its connection open.
+                loop {
+                    let chunk = tokio::select! {
+                        chunk = body.next() => chunk,
+                        () = sender.closed() => return,
+                    };
+                    let Some(Ok(chunk)) = chunk else { return };
                     pending.extend_from_slice(&chunk);
                     // One JSON object per message; the gateway separates them with
                     // newlines.

@@ -110,6 +110,18 @@ async fn join(member: &Member, supervisor: &Supervisor) -> Result<Joined, Refusa
             .await
         {
             Ok(Ok(created)) => {
+                // Listed for good, so that `muster cluster` shows it as gone when it is.
+                let known = json!({
+                    "host": member.settings.host,
+                    "advertise": member.settings.advertise,
+                });
+                let _ = member
+                    .etcd
+                    .put(
+                        &member.keys.known_host(&member.settings.host),
+                        known.to_string().as_bytes(),
+                    )
+                    .await;
                 return Ok(Joined {
                     id,
                     ttl,

@@ -3,13 +3,16 @@
 //! Keys, all under `/muster/CLUSTER/` so that clusters sharing one etcd stay apart:
 //! `hosts/HOST` (this host's record: address, pid, its services' state; bound to the
 //! host's lease, so it vanishes with the host) and `singletons/SERVICE` (the owner:
-//! host, endpoint; bound to the owner's lease; its create revision is the fence).
+//! host, endpoint; bound to the owner's lease; its create revision is the fence), and
+//! `known/HOST` (no lease: the host's address, so a host that is gone is listed as
+//! not alive rather than forgotten).
 //!
 //! [`member`] keeps the lease and the host record; [`singleton`] runs one task per
 //! singleton of the config; [`view`] reads what every host published, for `muster
 //! cluster` and `status --cluster`. What the supervisor needs to know (who owns what,
 //! until when) goes through `crate::fence`, which the supervisor reads.
 
+pub mod ensure;
 pub mod etcd;
 pub mod member;
 pub mod singleton;
@@ -39,6 +42,13 @@ impl Keys {
     pub fn host(&self, host: &str) -> String {
         format!("{}hosts/{host}", self.prefix)
     }
+    /// Every host that ever joined (no lease: a host that is gone stays listed).
+    pub fn known_hosts(&self) -> String {
+        format!("{}known/", self.prefix)
+    }
+    pub fn known_host(&self, host: &str) -> String {
+        format!("{}known/{host}", self.prefix)
+    }
     pub fn singletons(&self) -> String {
         format!("{}singletons/", self.prefix)
     }
@@ -53,9 +63,13 @@ pub fn attempt_timeout(ttl: Duration) -> Duration {
     (ttl / 9).clamp(Duration::from_millis(200), Duration::from_secs(2))
 }
 
-/// A client for `settings`.
-pub fn client(settings: &ClusterSettings) -> etcd::Etcd {
-    etcd::Etcd::new(settings.etcd.clone(), attempt_timeout(settings.lease_ttl))
+/// A client for `settings`, counting its requests in `fences.requests`.
+pub fn client(settings: &ClusterSettings, fences: &crate::fence::Fences) -> etcd::Etcd {
+    etcd::Etcd::new(
+        settings.etcd.clone(),
+        attempt_timeout(settings.lease_ttl),
+        Arc::clone(&fences.requests),
+    )
 }
 
 /// Joins the cluster: takes this host's name (refused, naming the live muster that
@@ -66,9 +80,16 @@ pub async fn start(supervisor: Arc<Supervisor>, spec: &Spec) -> Result<(), Strin
     let (Some(settings), Some(fences)) = (spec.cluster.clone(), supervisor.fences()) else {
         return Ok(());
     };
-    let etcd = Arc::new(client(&settings));
+    let _ = fences.host.set(settings.host.clone());
+    let etcd = Arc::new(client(&settings, &fences));
     let member = member::Member::new(Arc::clone(&etcd), settings.clone(), Arc::clone(&fences));
     let lease = member::start(member, Arc::clone(&supervisor)).await?;
+    tokio::spawn(view::follow_peers(
+        Arc::clone(&etcd),
+        Keys::new(&settings.name),
+        Arc::clone(&fences),
+        supervisor.closing(),
+    ));
     for service in spec.services.values() {
         if let Some(role) = &service.singleton {
             tokio::spawn(singleton::run(singleton::Context {

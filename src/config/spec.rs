@@ -284,6 +284,23 @@ pub struct Service {
     pub replica: Option<Replica>,
     /// `singleton = true` (with `hosts`): one instance across the cluster.
     pub singleton: Option<Singleton>,
+    /// `depends-on` entries `NAME@HOST`: services of other hosts of the cluster.
+    pub remote_deps: Vec<RemoteDependency>,
+}
+
+/// `NAME@HOST` in `depends-on`: a service of another host, waited for through what
+/// that host publishes in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDependency {
+    pub service: ServiceName,
+    pub host: String,
+    pub condition: Condition,
+}
+
+impl fmt::Display for RemoteDependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.service, self.host)
+    }
 }
 
 impl Service {

@@ -1244,6 +1244,12 @@ impl Actor {
             }
             _ => None,
         };
+        // Where the dependencies other hosts may run are now.
+        if let Some(fences) = &self.shared.fences {
+            for (key, value) in super::remote::environment(&self.service, fences) {
+                command.env(key, value);
+            }
+        }
         let myself = self.myself.clone();
         let marker = vec![
             format!("MUSTER_RUN_ID={run}"),

@@ -27,6 +27,7 @@ pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod procfs;
+pub mod remote;
 pub mod resources;
 mod say;
 pub mod status;
@@ -845,6 +846,17 @@ impl Supervisor {
         // it, so the summary cannot count it as up. (Asked after every event while the
         // graph boots: one pass over the dependencies, not one per service.)
         let one_shots = graph.spec.one_shots();
+        // A singleton another host runs is where the bootstrap leaves it: waiting here.
+        let elsewhere = |handle: &ServiceHandle| {
+            handle.service.singleton.is_some()
+                && self.shared.fences.as_ref().is_some_and(|fences| {
+                    matches!(
+                        fences.owned(handle.name().as_str()),
+                        Some(crate::fence::Ownership::Elsewhere { .. })
+                    )
+                })
+                && handle.phase() == Phase::Pending
+        };
         let settled = graph
             .selected
             .iter()
@@ -852,7 +864,9 @@ impl Supervisor {
             .all(|handle| {
                 let phase = handle.phase();
                 let up = matches!(phase, Phase::Healthy | Phase::Unhealthy);
-                (up && !one_shots.contains(handle.name())) || phase.is_settled()
+                (up && !one_shots.contains(handle.name()))
+                    || phase.is_settled()
+                    || elsewhere(handle)
             });
         if settled {
             self.booted.store(true, Relaxed);

@@ -27,6 +27,7 @@ use super::actor::{self, Order, ServiceHandle, Shared, Status};
 use super::bus::EventKind;
 use super::logs::Log;
 use super::machine::{self, Phase};
+use super::remote;
 use super::{hooks, process};
 use crate::config::{Condition, ServiceName, Spec};
 
@@ -714,18 +715,46 @@ impl Owner {
                 .depends_on
                 .iter()
                 .filter_map(|dep| {
-                    let watch = self.services.get(&dep.service)?.watch();
+                    let target = self.services.get(&dep.service)?;
                     let newer_than = match &rejoin {
                         Some((followed, run)) if *followed == dep.service => *run,
                         _ => 0,
                     };
+                    // A singleton is met wherever it runs.
+                    let (status, remote) = match (&self.shared.fences, &target.service.singleton) {
+                        (Some(fences), Some(_)) => (
+                            remote::follow(
+                                fences,
+                                dep.service.clone(),
+                                remote::Source::Singleton {
+                                    local: target.watch(),
+                                },
+                            ),
+                            Some(dep.service.to_string()),
+                        ),
+                        _ => (target.watch(), None),
+                    };
                     Some(Awaited {
                         name: dep.service.clone(),
                         condition: dep.condition,
-                        status: watch,
+                        status,
                         newer_than,
+                        remote,
                     })
                 })
+                .chain(self.shared.fences.iter().flat_map(|fences| {
+                    handle.service.remote_deps.iter().map(|dep| Awaited {
+                        name: dep.service.clone(),
+                        condition: dep.condition,
+                        status: remote::follow(
+                            fences,
+                            dep.service.clone(),
+                            remote::Source::Host(dep.host.clone()),
+                        ),
+                        newer_than: 0,
+                        remote: Some(dep.to_string()),
+                    })
+                }))
                 .collect();
             let start = if asked == Some(name) {
                 Order::Start
@@ -1197,15 +1226,24 @@ struct Awaited {
     status: watch::Receiver<Status>,
     /// Only a run numbered above this meets the condition (0: any run).
     newer_than: u64,
+    /// Met on another host, maybe (a singleton, `NAME@HOST`): how to name it; the
+    /// wait then says what that host published.
+    remote: Option<String>,
+}
+
+impl Awaited {
+    /// "`db` (healthy)", or for another host's: "`rpc@b` (healthy; starting on host `b`)".
+    fn waiting(&self, status: &Status) -> String {
+        match &self.remote {
+            None => format!("`{}` ({})", self.name, self.condition),
+            Some(label) => format!("`{label}` ({}; {})", self.condition, status.reason),
+        }
+    }
 }
 
 fn waiting_for(deps: &[Awaited]) -> String {
     deps.iter()
-        .map(
-            |Awaited {
-                 name, condition, ..
-             }| format!("`{name}` ({condition})"),
-        )
+        .map(|awaited| awaited.waiting(&awaited.status.borrow()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -1254,26 +1292,20 @@ async fn gate(
             return;
         }
         let mut waiting = Vec::new();
-        for Awaited {
-            name,
-            condition,
-            status,
-            newer_than,
-        } in &mut deps
-        {
-            let status = status.borrow_and_update().clone();
+        for awaited in &mut deps {
+            let status = awaited.status.borrow_and_update().clone();
             // The run a follower was stopped for does not let it start again; its
             // failure does say the dependency will not come back.
-            let verdict = if status.run_id <= *newer_than && status.phase != Phase::Failed {
+            let verdict = if status.run_id <= awaited.newer_than && status.phase != Phase::Failed {
                 Verdict::Wait
             } else {
-                judge(*condition, &status)
+                judge(awaited.condition, &status)
             };
             match verdict {
                 Verdict::Met => {}
-                Verdict::Wait => waiting.push(format!("`{name}` ({condition})")),
+                Verdict::Wait => waiting.push(awaited.waiting(&status)),
                 Verdict::Never(reason) => {
-                    owner.open(handle.name(), Err((name.clone(), reason)));
+                    owner.open(handle.name(), Err((awaited.name.clone(), reason)));
                     return;
                 }
             }

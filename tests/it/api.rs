@@ -273,7 +273,7 @@ fn the_openapi_document_covers_every_route() {
     assert_eq!(answer.status, hyper::StatusCode::OK);
     // Every documented operation is served: none answers "no route" or 405.
     let paths = answer.body["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 16, "{:?}", paths.keys());
+    assert_eq!(paths.len(), 18, "{:?}", paths.keys());
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
             if path == "/v1/shutdown" {

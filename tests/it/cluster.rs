@@ -210,8 +210,23 @@ impl Relay {
 }
 
 /// The singleton's fixture: logs its start and then that it is alive, every 20 ms.
-const FIXTURE: &str = r#"import os, sys, time
+/// With `SERVE=ADDRESS:PORT` it also answers every connection there with its host and
+/// fence.
+const FIXTURE: &str = r#"import os, socket, sys, threading, time
 log, host, fence = sys.argv[1], sys.argv[2], os.environ["MUSTER_FENCE"]
+serve = os.environ.get("SERVE")
+if serve:
+    address, port = serve.rsplit(":", 1)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((address, int(port)))
+    server.listen(64)
+    def answer():
+        while True:
+            client, _ = server.accept()
+            client.sendall(f"{host} {fence}\n".encode())
+            client.close()
+    threading.Thread(target=answer, daemon=True).start()
 def say(what):
     with open(log, "a") as f:
         f.write(f"{what} {host} {fence} {time.monotonic_ns()}\n")
@@ -230,6 +245,25 @@ struct Cluster {
 }
 
 fn config(name: &str, etcd: &[String], host: &str, log: &Path, script: &Path) -> String {
+    config_with(name, etcd, host, log, script, "")
+}
+
+/// Host `hI` advertises 127.0.0.(I+1), as if each were a machine of its own.
+fn advertise(host: &str) -> String {
+    let i: u8 = host.trim_start_matches('h').parse().unwrap_or(0);
+    format!("127.0.0.{}", i.saturating_add(1))
+}
+
+/// [`config`] with `extra` after the singleton's keys: more of its keys first, then
+/// other tables.
+fn config_with(
+    name: &str,
+    etcd: &[String],
+    host: &str,
+    log: &Path,
+    script: &Path,
+    extra: &str,
+) -> String {
     let name = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     let endpoints: Vec<String> = etcd.iter().map(|e| format!("\"{e}\"")).collect();
     format!(
@@ -241,15 +275,17 @@ shutdown-timeout = "5s"
 name = "{name}"
 etcd = [{}]
 host = "{host}"
-advertise = "127.0.0.1"
+advertise = "{}"
 lease-ttl = "{}s"
 
 [services.coordinator]
 command = ["{}", "{}", "{}", "{host}"]
 singleton = true
 stop-timeout = "1s"
+{extra}
 "#,
         endpoints.join(", "),
+        advertise(host),
         TTL.as_secs(),
         crate::helpers::python(),
         script.display(),
@@ -265,6 +301,16 @@ impl Cluster {
 
     /// With `first_alone`, host 0 starts (and owns the singleton) before the others.
     fn start_with(etcd_of: impl Fn(usize) -> Vec<String>, first_alone: bool) -> Self {
+        Self::start_custom(etcd_of, first_alone, |_| String::new())
+    }
+
+    /// [`Self::start_with`], with `extra(i)` added to host i's config (see
+    /// [`config_with`]).
+    fn start_custom(
+        etcd_of: impl Fn(usize) -> Vec<String>,
+        first_alone: bool,
+        extra: impl Fn(usize) -> String,
+    ) -> Self {
         let shared = tempfile::tempdir().unwrap();
         let log = shared.path().join("instances.log");
         let script = shared.path().join("coordinator.py");
@@ -279,7 +325,14 @@ impl Cluster {
         };
         for i in 0..3 {
             let host = Up::start(
-                &config(&name, &etcd_of(i), &format!("h{i}"), &cluster.log, &script),
+                &config_with(
+                    &name,
+                    &etcd_of(i),
+                    &format!("h{i}"),
+                    &cluster.log,
+                    &script,
+                    &extra(i),
+                ),
                 &[],
             );
             cluster.hosts.push(Some(host));
@@ -600,4 +653,511 @@ fn a_host_name_held_by_a_live_muster_is_refused() {
         ended.stderr
     );
     assert!(pid_alive(first.pid() as i32));
+}
+
+/// `muster ARGS -f` host `up`'s config.
+fn on(up: &Up, args: &[&str]) -> crate::helpers::Run {
+    let file = up.path("muster.toml").display().to_string();
+    let mut all = vec!["-f", file.as_str()];
+    all.extend_from_slice(args);
+    crate::helpers::muster_run(&all)
+}
+
+fn json(run: &crate::helpers::Run) -> serde_json::Value {
+    assert_eq!(run.code, 0, "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+#[test]
+fn cluster_view_shows_hosts_owners_fences_and_every_hosts_services() {
+    if !etcd_present("`muster cluster` and `status --cluster`") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut cluster = Cluster::start_custom(
+        |_| etcd.clients.clone(),
+        false,
+        |i| {
+            format!(
+                "ports = [{}]\n\n[services.local{i}]\ncommand = [\"sleep\", \"1000\"]\n",
+                ports[i]
+            )
+        },
+    );
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    let owner = cluster.host_of(&first.0);
+    let asker = (owner + 1) % 3;
+    let up = cluster.hosts[asker].as_ref().unwrap();
+    // Each host publishes its record when something in it changes: wait for the
+    // owner's to say the singleton is healthy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = json(&on(up, &["cluster", "--json"]));
+        if view["singletons"][0]["state"] == "healthy" {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(view["host"], format!("h{asker}"));
+    let hosts = view["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3, "{view}");
+    for (i, host) in hosts.iter().enumerate() {
+        assert_eq!(host["name"], format!("h{i}"));
+        assert_eq!(host["alive"], true);
+        assert_eq!(host["address"], format!("127.0.0.{}", i + 1));
+        assert_eq!(
+            host["pid"].as_u64(),
+            Some(u64::from(cluster.hosts[i].as_ref().unwrap().pid()))
+        );
+    }
+    let singleton = &view["singletons"][0];
+    assert_eq!(singleton["name"], "coordinator");
+    assert_eq!(singleton["owner"], first.0.as_str());
+    assert_eq!(singleton["fence"].as_i64(), Some(first.1));
+    assert_eq!(
+        singleton["endpoint"],
+        format!("127.0.0.{}:{}", owner + 1, ports[owner])
+    );
+    assert!(view["etcd_requests"].as_u64().unwrap() > 0);
+    // The table says the same in words.
+    let table = on(up, &["cluster"]);
+    assert_eq!(table.code, 0, "{table:?}");
+    assert!(
+        table.stdout.contains("3 of 3 hosts alive"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("coordinator") && l.contains(&first.0) && l.contains("healthy")),
+        "{}",
+        table.stdout
+    );
+
+    // Every host's services, from any host (each host writes its record within a
+    // second or so of a change).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let services = loop {
+        let services = json(&on(up, &["status", "--cluster", "--json"]));
+        let settled = services["hosts"].as_array().unwrap().iter().all(|host| {
+            host["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["state"] == "healthy" || s["state"] == "pending")
+        });
+        if settled {
+            break services;
+        }
+        assert!(Instant::now() < deadline, "{services}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    for (i, host) in services["hosts"].as_array().unwrap().iter().enumerate() {
+        let names: Vec<&str> = host["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["coordinator", &format!("local{i}")], "{services}");
+        let coordinator = &host["services"][0];
+        assert_eq!(coordinator["singleton"], true);
+        let expected = if i == owner { "healthy" } else { "pending" };
+        assert_eq!(coordinator["state"], expected, "{services}");
+    }
+    let table = on(up, &["status", "--cluster"]);
+    assert!(
+        table.stdout.contains(&format!("local{owner}")) && table.stdout.contains("(singleton)"),
+        "{}",
+        table.stdout
+    );
+
+    // A host that is gone stays listed, not alive.
+    let killed = cluster.hosts[owner].take().unwrap();
+    let (_dir, _events) = killed.kill_supervisor();
+    let up = cluster.hosts[asker].as_ref().unwrap();
+    let deadline = Instant::now() + TTL * 3;
+    loop {
+        let view = json(&on(up, &["cluster", "--json"]));
+        let gone = &view["hosts"][owner];
+        if gone["alive"] == false && view["singletons"][0]["owner"] != first.0.as_str() {
+            assert_eq!(gone["pid"], serde_json::Value::Null);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let gone = on(up, &["status", "--cluster"]);
+    assert!(
+        gone.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("h{owner}")) && l.contains("gone")),
+        "{}",
+        gone.stdout
+    );
+    cluster.check();
+}
+
+#[test]
+fn cluster_commands_without_a_cluster_say_so_in_one_line() {
+    let mut up = Up::start(
+        "[settings]\nstate-dir = \"{dir}/state\"\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n",
+        &[],
+    );
+    up.wait_event("a", "spawned");
+    for args in [&["cluster"][..], &["status", "--cluster"]] {
+        let run = on(&up, args);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("has no [cluster] section"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn cluster_view_says_when_etcd_does_not_answer() {
+    if !etcd_present("`muster cluster` with etcd gone") {
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = dir.path().join("log");
+    let mut up = Up::start(&config("gone", &etcd.clients, "h0", &log, &script), &[]);
+    up.wait_event("coordinator", "acquired");
+    for member in 0..3 {
+        etcd.kill(member);
+    }
+    let run = on(&up, &["cluster"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot read cluster `gone` from etcd"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn ensure_of_a_singleton_from_any_host_answers_with_its_owner() {
+    if !etcd_present("`ensure` of a singleton owned by another host") {
+        return;
+    }
+    let etcd = Etcd::start();
+    // h2 is not a candidate; h0 starts alone and owns it.
+    let port = free_port();
+    let cluster = Cluster::start_custom(
+        |_| etcd.clients.clone(),
+        true,
+        move |_| format!("ports = [{port}]\nhosts = [\"h0\", \"h1\"]\n"),
+    );
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    assert_eq!(first.0, "h0");
+    for asker in [1, 2] {
+        let up = cluster.hosts[asker].as_ref().unwrap();
+        let answer = json(&on(
+            up,
+            &["ensure", "coordinator", "--json", "--timeout", "10s"],
+        ));
+        let placed = &answer["singleton"];
+        assert_eq!(placed["host"], "h0", "{answer}");
+        assert_eq!(placed["endpoint"], format!("127.0.0.1:{port}"));
+        assert_eq!(placed["fence"].as_i64(), Some(first.1));
+        assert_eq!(placed["here"], false);
+        let said = on(up, &["ensure", "coordinator"]);
+        assert_eq!(said.code, 0, "{said:?}");
+        assert_eq!(
+            said.stdout.trim(),
+            format!(
+                "coordinator is healthy on host h0 at 127.0.0.1:{port} (fence {})",
+                first.1
+            )
+        );
+    }
+    // Asked on the owner: here.
+    let answer = json(&on(
+        cluster.hosts[0].as_ref().unwrap(),
+        &["ensure", "coordinator", "--json"],
+    ));
+    assert_eq!(answer["singleton"]["here"], true, "{answer}");
+    assert_eq!(answer["state"], "healthy");
+    assert_eq!(cluster.lives().len(), 1, "{:?}", cluster.lives());
+    cluster.check();
+}
+
+#[test]
+fn ensure_on_a_host_that_is_not_a_candidate_waits_for_an_owner_and_says_why() {
+    if !etcd_present("`ensure` of an unowned singleton on a host that is not a candidate") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = dir.path().join("log");
+    // The only candidate never runs: h2 waits in vain.
+    let extra = "hosts = [\"h9\"]\n";
+    let up = Up::start(
+        &config_with("nocand", &etcd.clients, "h2", &log, &script, extra),
+        &[],
+    );
+    crate::helpers::up::eventually("h2 joined the cluster", || {
+        let run = on(&up, &["cluster", "--json"]);
+        run.code == 0 && run.stdout.contains("\"h2\"")
+    });
+    let run = on(&up, &["ensure", "coordinator", "--timeout", "2s"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("no host runs it")
+            && run
+                .stderr
+                .contains("this host (`h2`) is not one of its candidates (h9)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!log.exists() || std::fs::read_to_string(&log).unwrap().is_empty());
+}
+
+#[test]
+fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_its_endpoint() {
+    if !etcd_present("cross-host `depends-on`") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let shared = tempfile::tempdir().unwrap();
+    let out = shared.path().to_owned();
+    let (singleton_port, rpc_port) = (free_port(), free_port());
+    // Every host: a worker on the singleton. h0: `rpc`; h1: `client` on `rpc@h0`;
+    // h2: `lost` on a host that does not exist.
+    let extra = |i: usize| {
+        let worker = format!(
+            "\n[services.worker]\ncommand = [\"sh\", \"-c\", \"echo $MUSTER_DEP_COORDINATOR_ADDR $MUSTER_DEP_COORDINATOR_FENCE > {}/worker{i}; exec sleep 1000\"]\ndepends-on = [\"coordinator\"]\n",
+            out.display()
+        );
+        let own = match i {
+            0 => format!("\n[services.rpc]\ncommand = [\"sleep\", \"1000\"]\nports = [{rpc_port}]\n"),
+            1 => format!(
+                "\n[services.client]\ncommand = [\"sh\", \"-c\", \"echo $MUSTER_DEP_RPC_AT_H0_ADDR > {}/client; exec sleep 1000\"]\ndepends-on = [\"rpc@h0\"]\n",
+                out.display()
+            ),
+            _ => "\n[services.lost]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = { \"rpc@h9\" = \"started\" }\n".to_owned(),
+        };
+        format!("ports = [{singleton_port}]\n{worker}{own}")
+    };
+    let mut cluster = Cluster::start_custom(|_| etcd.clients.clone(), true, extra);
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    assert_eq!(first.0, "h0");
+    for i in 0..3 {
+        let up = cluster.hosts[i].as_mut().unwrap();
+        up.wait_event("worker", "ready");
+        let said = std::fs::read_to_string(shared.path().join(format!("worker{i}"))).unwrap();
+        assert_eq!(
+            said.trim(),
+            format!("127.0.0.1:{singleton_port} {}", first.1),
+            "host h{i}"
+        );
+    }
+    cluster.hosts[1]
+        .as_mut()
+        .unwrap()
+        .wait_event("client", "ready");
+    let said = std::fs::read_to_string(shared.path().join("client")).unwrap();
+    assert_eq!(said.trim(), format!("127.0.0.1:{rpc_port}"));
+    let view = json(&on(
+        cluster.hosts[1].as_ref().unwrap(),
+        &["status", "client", "--json"],
+    ));
+    assert_eq!(view["depends_on"][0]["service"], "rpc@h0", "{view}");
+    // An unknown host is a reason to wait, in status.
+    let up = cluster.hosts[2].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = on(up, &["status", "lost", "--json"]);
+        assert_eq!(run.code, 1, "{run:?}");
+        let status: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(status["state"], "pending", "{status}");
+        let reason = status["reason"].as_str().unwrap();
+        if reason.contains("`rpc@h9` (started; no host `h9` is in the cluster") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reason}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    cluster.check();
+}
+
+#[test]
+fn check_validates_another_hosts_service_in_depends_on() {
+    let header = "[cluster]\nname = \"lab\"\netcd = [\"http://127.0.0.1:2379\"]\nhost = \"a\"\n\n";
+    for (entry, expected) in [
+        ("rpc@", "`rpc@` does not name a service of another host"),
+        ("Rpc@b", "`Rpc@b` does not name a service of another host"),
+        (
+            "rpc@b/c",
+            "`rpc@b/c` does not name a service of another host",
+        ),
+    ] {
+        let source = format!(
+            "{header}[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = [\"{entry}\"]\n"
+        );
+        let run = crate::helpers::check_source(source.as_bytes(), &[]);
+        assert_eq!(run.code, 2, "{entry}: {run:?}");
+        assert!(run.stderr.contains(expected), "{entry}: {}", run.stderr);
+    }
+    let good = format!(
+        "{header}[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = {{ \"rpc@gpu-b\" = \"healthy\" }}\n"
+    );
+    let run = crate::helpers::check_source(good.as_bytes(), &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let restart = format!(
+        "{header}[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = {{ \"rpc@b\" = {{ restart = true }} }}\n"
+    );
+    let run = crate::helpers::check_source(restart.as_bytes(), &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot be followed"), "{}", run.stderr);
+    let alone = "[services.w]\ncommand = [\"sleep\", \"1\"]\ndepends-on = [\"rpc@b\"]\n";
+    let run = crate::helpers::check_source(alone.as_bytes(), &[]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "`services.w` depends on `rpc@b`, a service of another host, but there is no [cluster]"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn singleton_proxy_on_every_host_forwards_to_the_owner_across_a_failover() {
+    if !etcd_present("a singleton's proxy on every host") {
+        return;
+    }
+    let etcd = Etcd::start();
+    // Each host's instance would listen on its own address; each host's proxy on its
+    // own, forwarding to wherever the singleton runs.
+    let (upstream, listen) = (free_port(), free_port());
+    let mut cluster = Cluster::start_custom(
+        |_| etcd.clients.clone(),
+        true,
+        |i| {
+            let address = format!("127.0.0.{}", i + 1);
+            format!(
+                "env = {{ SERVE = \"{address}:{upstream}\" }}\nproxy = {{ listen = \"{address}:{listen}\", upstream = \"{address}:{upstream}\" }}\n"
+            )
+        },
+    );
+    let first = cluster.wait_instance(0, Duration::from_secs(20));
+    assert_eq!(first.0, "h0");
+    let ask = |i: usize| -> String {
+        let mut stream = TcpStream::connect(format!("127.0.0.{}:{listen}", i + 1)).unwrap();
+        stream
+            .set_read_timeout(Some(TTL * 4 + Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.trim().to_owned()
+    };
+    // Every host's proxy answers (the owner's record must say healthy first).
+    for i in 0..3 {
+        assert_eq!(ask(i), format!("h0 {}", first.1), "through h{i}'s proxy");
+    }
+    // The owner's supervisor dies; a client of h2's proxy that connects now is served
+    // by the next owner, once there is one.
+    let up = cluster.hosts[0].take().unwrap();
+    let (_dir, _events) = up.kill_supervisor();
+    // Its guard stops its instance at once (its record stays until its lease ends).
+    crate::helpers::up::eventually("h0's instance is gone", || {
+        TcpStream::connect(format!("127.0.0.1:{upstream}")).is_err()
+    });
+    let answer = ask(2);
+    let second = cluster.wait_instance(first.1, TTL + Duration::from_secs(3));
+    assert_eq!(
+        answer,
+        format!("{} {}", second.0, second.1),
+        "{:?}",
+        cluster.lives()
+    );
+    for i in 1..3 {
+        assert_eq!(
+            ask(i),
+            format!("{} {}", second.0, second.1),
+            "through h{i}'s proxy"
+        );
+    }
+    cluster.check();
+}
+
+#[test]
+fn the_cluster_example_is_a_valid_config_for_each_host() {
+    let example = crate::helpers::repo().join("examples/cluster");
+    let file = example.join("muster.toml");
+    for (host, address) in [("a", "127.0.0.1"), ("b", "127.0.0.2"), ("c", "127.0.0.3")] {
+        let run = crate::helpers::run(
+            crate::helpers::muster(&["check", "-f", file.to_str().unwrap()])
+                .env("HOST", host)
+                .env("ADDRESS", address)
+                .env("ETCD1", "http://127.0.0.1:23791")
+                .env("ETCD2", "http://127.0.0.1:23792")
+                .env("ETCD3", "http://127.0.0.1:23793")
+                .env("EXAMPLE", &example),
+        );
+        assert_eq!(run.code, 0, "host {host}: {run:?}");
+    }
+}
+
+#[test]
+fn up_detached_on_a_host_that_does_not_own_a_singleton_returns_once_it_runs_elsewhere() {
+    if !etcd_present("`up -d` on a host whose singleton runs on another host") {
+        return;
+    }
+    let etcd = Etcd::start();
+    let shared = tempfile::tempdir().unwrap();
+    let script = shared.path().join("c.py");
+    std::fs::write(&script, FIXTURE).unwrap();
+    let log = shared.path().join("log");
+    let mut owner = Up::start(&config("detached", &etcd.clients, "h0", &log, &script), &[]);
+    owner.wait_event("coordinator", "acquired");
+    // h1 in the background, with a worker on the singleton.
+    let dir = tempfile::tempdir().unwrap();
+    let tag = dir.path().display().to_string();
+    let worker = format!(
+        "\n[services.worker]\ncommand = [\"sleep\", \"1000\"]\ndepends-on = [\"coordinator\"]\nenv = {{ MUSTER_TEST_TAG = \"{tag}\" }}\n"
+    );
+    let text =
+        config_with("detached", &etcd.clients, "h1", &log, &script, &worker).replace("{dir}", &tag);
+    let file = dir.path().join("muster.toml");
+    std::fs::write(&file, text).unwrap();
+    let (started, background) = crate::helpers::up::Detached::start(&file, &tag, &[]);
+    let background = background.expect("the pid of the background supervisor");
+    assert_eq!(started.code, 0, "{started:?}");
+    assert!(
+        started.stdout.starts_with("running: 1/2 healthy"),
+        "{started:?}"
+    );
+    assert!(
+        started
+            .stdout
+            .contains("waiting for singleton `coordinator` to be free: it runs on host `h0`"),
+        "{started:?}"
+    );
+    let down = crate::helpers::muster_run(&["down", "-f", file.to_str().unwrap()]);
+    assert_eq!(down.code, 0, "{down:?}");
+    background.wait_gone();
+    assert_eq!(
+        crate::helpers::muster_run(&[
+            "cluster",
+            "-f",
+            owner.path("muster.toml").to_str().unwrap(),
+            "--json"
+        ])
+        .code,
+        0
+    );
 }

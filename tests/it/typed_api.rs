@@ -394,6 +394,15 @@ stop-timeout = "30s"
     assert_eq!(restarted, ["worker"], "{reloaded:?}");
     assert_eq!(reloaded.reloaded.unchanged.len(), 4, "{reloaded:?}");
 
+    // The cluster's endpoints, on a supervisor with no `[cluster]`.
+    for path in ["/v1/cluster", "/v1/cluster/services"] {
+        seen(error(
+            &up.call(Method::GET, path),
+            StatusCode::CONFLICT,
+            ErrorKind::NoCluster,
+        ));
+    }
+
     // Shutting down: `stubborn` ignores SIGTERM, so the shutdown lasts while nothing
     // may start.
     let shutting: ShuttingDown =
@@ -405,10 +414,11 @@ stop-timeout = "30s"
         ErrorKind::ShuttingDown,
     ));
 
-    // Every kind the API answers with was read back (`busy` is the proxy's alone).
+    // Every kind the API answers with was read back (`busy` is the proxy's alone;
+    // `etcd-unavailable` needs a cluster, and tests/it/cluster.rs reads it).
     let expected: BTreeSet<&str> = ErrorKind::ALL
         .iter()
-        .filter(|&&kind| kind != ErrorKind::Busy)
+        .filter(|&&kind| kind != ErrorKind::Busy && kind != ErrorKind::EtcdUnavailable)
         .map(|kind| kind.as_str())
         .collect();
     assert_eq!(kinds, expected);

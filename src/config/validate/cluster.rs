@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::{Validator, defaults};
-use crate::config::raw::{RawCluster, RawService};
+use crate::config::raw::{RawCluster, RawDependsOn, RawService};
 use crate::config::spec::{ClusterSettings, Singleton};
 use crate::diagnostic::Diagnostic;
 
@@ -241,6 +241,32 @@ impl Validator<'_> {
             return;
         }
         for (name, raw) in services {
+            // `NAME@HOST` in `depends-on` reads what that host publishes in etcd.
+            let remote = match raw.get_ref().depends_on.as_ref().map(Spanned::get_ref) {
+                Some(RawDependsOn::List(names)) => names
+                    .iter()
+                    .find(|n| n.get_ref().contains('@'))
+                    .map(|n| (n.get_ref().clone(), n.span())),
+                Some(RawDependsOn::Table(entries)) => entries
+                    .iter()
+                    .map(|(n, _)| n)
+                    .find(|n| n.get_ref().contains('@'))
+                    .map(|n| (n.get_ref().clone(), n.span())),
+                None => None,
+            };
+            if let Some((dep, span)) = remote {
+                self.error(
+                    Diagnostic::error(
+                        "no-cluster",
+                        format!(
+                            "`services.{}` depends on `{dep}`, a service of another host, but there is no [cluster]",
+                            name.get_ref()
+                        ),
+                    )
+                    .at(span, "")
+                    .help("add a [cluster] table with name and etcd endpoints, or depend on a service of this file"),
+                );
+            }
             if let Some(singleton) = &raw.get_ref().singleton
                 && *singleton.get_ref()
             {

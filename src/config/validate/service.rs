@@ -18,8 +18,8 @@ use crate::config::raw::{
 };
 use crate::config::spec::PORT_PLACEHOLDER;
 use crate::config::spec::{
-    Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RestartLimit, RestartPolicy, Run,
-    Service, ServiceName,
+    Backoff, Condition, EnvFileValues, OnUnhealthy, Port, Proxy, RemoteDependency, RestartLimit,
+    RestartPolicy, Run, Service, ServiceName,
 };
 use crate::config::{envfile, executable, values};
 use crate::diagnostic::Diagnostic;
@@ -152,6 +152,10 @@ impl Validator<'_> {
             defaults::STOP_TIMEOUT,
         );
         let deps = self.depends_on(&key("depends-on"), raw.depends_on.as_ref());
+        // `NAME@HOST`: another host's service, not part of this host's graph.
+        let (remote, deps): (Vec<DepRef>, Vec<DepRef>) =
+            deps.into_iter().partition(|dep| dep.name.contains('@'));
+        let remote_deps = self.remote_deps(&key("depends-on"), remote);
         let autostart = raw.autostart.as_ref().is_none_or(|a| *a.get_ref());
         let proxy = raw
             .proxy
@@ -213,6 +217,7 @@ impl Validator<'_> {
                 stop_signal,
                 stop_timeout,
                 depends_on: Vec::new(), // filled in once every dependency is known to exist
+                remote_deps,
                 autostart,
                 proxy: proxy.as_ref().and_then(|p| p.1.clone()),
                 idle_stop,
@@ -710,6 +715,51 @@ impl Validator<'_> {
                 })
                 .collect(),
         }
+    }
+
+    /// `NAME@HOST` entries of `depends-on`, checked: a service name, a host name, and
+    /// no `restart` (a run of another host's service is not followed).
+    fn remote_deps(&mut self, key: &str, deps: Vec<DepRef>) -> Vec<RemoteDependency> {
+        deps.into_iter()
+            .filter_map(|dep| {
+                let (name, host) = dep.name.split_once('@')?;
+                let service = ServiceName::new(name).ok();
+                let host_ok = super::cluster::valid_host(host);
+                if service.is_none() || !host_ok {
+                    self.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!(
+                                "`{key}`: `{}` does not name a service of another host",
+                                dep.name
+                            ),
+                        )
+                        .at(dep.span.clone(), "")
+                        .help("write NAME@HOST, e.g. \"rpc@gpu-b\": a service name, `@`, and a host name as in `cluster.host`"),
+                    );
+                    return None;
+                }
+                if dep.restart {
+                    self.error(
+                        Diagnostic::error(
+                            "invalid-value",
+                            format!(
+                                "`{key}.\"{}\".restart`: a run of another host's service cannot be followed",
+                                dep.name
+                            ),
+                        )
+                        .at(dep.span.clone(), "")
+                        .help("remove restart = true from this dependency"),
+                    );
+                    return None;
+                }
+                Some(RemoteDependency {
+                    service: service?,
+                    host: host.to_owned(),
+                    condition: dep.condition,
+                })
+            })
+            .collect()
     }
 
     /// The proxy as checked, and (when valid) as it goes into the spec.
