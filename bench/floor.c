@@ -8,8 +8,17 @@
  *   boot-100       time to posix_spawn 100 `sleep` processes, median of 10
  *   respawn        SIGKILL of the stamp fixture, noticed by pidfd, fixture spawned again,
  *                  until its new stamp: median of 20 (kill time to the stamp it writes)
+ *
+ *   floor scale N
+ *
+ * prints the floor of the scale workload for N `sleep` processes:
+ *   spawn-N        time to posix_spawn N `sleep`s, each with a pipe for its output (as a
+ *                  supervisor gives them; this process holds the read ends), and until
+ *                  each has exec'd (its /proc/PID/exe is no longer this program)
+ *   down-N         time to SIGTERM them all and reap them all
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -66,7 +75,57 @@ static long long read_stamp(const char *path, pid_t expect) {
     }
 }
 
+/* Whether `pid` still runs this program (it has not exec'd yet). */
+static int not_yet_execd(pid_t pid, const char *self) {
+    char path[64], target[4096];
+    snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    if (n < 0) return 0;
+    target[n] = 0;
+    return strcmp(target, self) == 0;
+}
+
+static int scale(int count) {
+    pid_t *pids = calloc(count, sizeof *pids);
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (!pids || n < 0) return 1;
+    self[n] = 0;
+    long long began = now_ns(CLOCK_MONOTONIC);
+    for (int i = 0; i < count; i++) {
+        int out[2];
+        if (pipe2(out, O_CLOEXEC) != 0) {
+            perror("pipe2");
+            return 1;
+        }
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+        posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+        char *const argv_sleep[] = {"/bin/sleep", "3600", NULL};
+        if (posix_spawn(&pids[i], argv_sleep[0], &actions, NULL, argv_sleep, environ) != 0) {
+            perror("posix_spawn");
+            return 1;
+        }
+        posix_spawn_file_actions_destroy(&actions);
+        close(out[1]);
+    }
+    for (int i = 0; i < count; i++) {
+        while (not_yet_execd(pids[i], self)) {
+            struct timespec pause = {0, 100000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    printf("spawn-%d %.2f ms\n", count, (now_ns(CLOCK_MONOTONIC) - began) / 1e6);
+    began = now_ns(CLOCK_MONOTONIC);
+    for (int i = 0; i < count; i++) kill(pids[i], SIGTERM);
+    for (int i = 0; i < count; i++) waitpid(pids[i], NULL, 0);
+    printf("down-%d %.2f ms\n", count, (now_ns(CLOCK_MONOTONIC) - began) / 1e6);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "scale") == 0) return scale(atoi(argv[2]));
     if (argc < 3) {
         fprintf(stderr, "usage: floor STAMP_BINARY WORK_DIR\n");
         return 2;

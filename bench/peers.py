@@ -24,6 +24,9 @@ Workloads (see bench/README.md for how each tool is configured and measured):
              its replacement's start stamp, with the same deadline for every tool
   fan-in     100 clients connecting at once to one on-demand service not yet started:
              how many times it is started, and the time until every client is answered
+  scale      boot and stop 100, 1,000, 5,000 and 10,000 `sleep` services (muster, and s6
+             and runit where they can hold that many), per service, beside the floor of
+             spawning and stopping as many processes (bench/floor.c scale N)
 """
 
 import argparse
@@ -49,7 +52,13 @@ NPM = os.path.join(PEERS, "npm")
 CARGO = os.path.join(PEERS, "cargo")
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 DEADLINE = 60.0
-WORKLOADS = ("boot", "respawn", "footprint", "chain", "hang", "fan-in")
+WORKLOADS = ("boot", "respawn", "footprint", "chain", "hang", "fan-in", "scale")
+SCALE_SIZES = (100, 1000, 5000, 10000)
+# The peers that can be configured for 10,000 services; the others take minutes for a
+# few hundred (boot-100 above).
+SCALE_TOOLS = ("muster", "s6", "runit")
+# runsvdir.c: `#define MAXSERVICES 1000`; it ignores service directories past that.
+RUNIT_MOST = 1000
 CHAIN_LINKS = 10
 CHAIN_DELAY_MS = 50
 HANG_DEADLINE = 2      # seconds without a heartbeat before a tool acts, for every tool
@@ -192,14 +201,15 @@ def descendants(roots):
             s = stat(int(entry))
             if s and s["state"] != "Z":
                 children.setdefault(s["ppid"], []).append(int(entry))
-    seen, todo = [], list(roots)
+    seen, order, todo = set(), [], list(roots)
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
-        seen.append(pid)
+        seen.add(pid)
+        order.append(pid)
         todo.extend(children.get(pid, []))
-    return seen
+    return order
 
 
 def supervisor_tree(roots, service_exes):
@@ -226,7 +236,7 @@ def read_stamp(path):
         return None
 
 
-def wait(check, what, limit=DEADLINE):
+def wait(check, what, limit=DEADLINE, every=0.002):
     deadline = time.monotonic() + limit
     while True:
         value = check()
@@ -234,7 +244,7 @@ def wait(check, what, limit=DEADLINE):
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(what)
-        time.sleep(0.002)
+        time.sleep(every)
 
 
 # ---------------------------------------------------------------- the tools
@@ -294,6 +304,11 @@ class Tool:
             except subprocess.TimeoutExpired:
                 pass
         self.process = None
+
+    def stop_all(self):
+        """Asks the tool to stop every service, without waiting (the scale workload)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def terminate(self):
         """Asks the tool to stop everything: SIGTERM, unless it documents another way."""
@@ -572,7 +587,9 @@ class S6(ScanDirectory):
             write_file(os.path.join(directory, "notification-fd"), "3\n")
 
     def launch(self):
-        self.spawn(["s6-svscan", os.path.join(self.work, "scan")])
+        # `-c`: how many services s6-svscan makes room for (500 by default).
+        self.spawn(["s6-svscan", "-c", str(max(500, len(self.dirs) + 10)),
+                    os.path.join(self.work, "scan")])
 
     def running(self):
         up = 0
@@ -595,6 +612,11 @@ class S6(ScanDirectory):
         if self.process and self.process.poll() is None:
             run(["s6-svscanctl", "-t", os.path.join(self.work, "scan")])
         super().terminate()
+
+    def stop_all(self):
+        # s6-svscanctl -t: every s6-supervise gets SIGTERM and brings its service down.
+        if self.process and self.process.poll() is None:
+            run(["s6-svscanctl", "-t", os.path.join(self.work, "scan")])
 
 
 class Runit(ScanDirectory):
@@ -621,6 +643,12 @@ class Runit(ScanDirectory):
 
     def launch(self):
         self.spawn(["runsvdir", "-P", os.path.join(self.work, "scan")])
+
+    def stop_all(self):
+        # runsvdir(8): on SIGHUP it sends TERM to each runsv, which stops its service
+        # and exits (on SIGTERM runsvdir itself would exit and leave them running).
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def running(self):
         got = run(["sv", "status"] + self.dirs)
@@ -700,6 +728,14 @@ class Horust(Tool):
     def ready(self, name):
         with open(self.state_log) as f:
             return f'StatusChanged("{name}.toml", Running)' in f.read()
+
+
+def raise_descriptor_limit():
+    """The soft limit on descriptors up to the hard one, for the floor and the tools."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def write_file(path, text, mode=0o644):
@@ -787,6 +823,95 @@ def footprint(tool, count, idle):
         return rss / 1024, cpu, len(tree), pss / 1024
     finally:
         tool.stop()
+
+
+def scale(tool, count):
+    """(boot s, down s, descriptors, RSS KiB of the main process) with `count` sleeps:
+    boot is launch to the tool's own status reporting all running, down is asking it to
+    stop them all until no service process is left and the tool has exited."""
+    tool.prepare([(f"s{i:05}", [SLEEP, "3600"]) for i in range(count)])
+    limit = max(DEADLINE, count * 0.03)
+    began = time.monotonic()
+    tool.launch()
+    try:
+        # Asked every 50 ms: a status of thousands of services is itself work, which
+        # would otherwise take the machine from the boot it measures.
+        wait(lambda: tool.running() >= count, f"{tool.name}: {count} running", limit, 0.05)
+        booted = time.monotonic() - began
+        root = tool.roots()[0]
+        fds = len(os.listdir(f"/proc/{root}/fd"))
+        rss = memory_kib(root, "Rss")
+        services = [p for p in descendants(tool.roots()) if exe_name(p) == "sleep"]
+        began = time.monotonic()
+        tool.stop_all()
+
+        def gone():
+            alive = [p for p in services if (s := stat(p)) and s["state"] != "Z"]
+            return not alive and tool.process.poll() is not None
+        wait(gone, f"{tool.name}: {count} stopped", limit, 0.01)
+        return booted, time.monotonic() - began, fds, rss
+    finally:
+        tool.stop()
+
+
+def scale_report(tools, results, floors, sizes):
+    """Per-service costs against N: a table and a plot in text."""
+    print("Scale: per service, boot (launch to all running, by the tool's own status) and "
+          "down (stop asked to every service process gone), beside the floor (posix_spawn "
+          "of N `sleep`s, each with an output pipe, until each has exec'd; SIGTERM to all "
+          "and reap).")
+    print()
+    names = [t.name for t in tools]
+    print("| N | floor spawn | " + " | ".join(f"{n} boot" for n in names) +
+          " | floor down | " + " | ".join(f"{n} down" for n in names) + " |")
+    print("|---|---|" + "---|" * len(names) + "---|" + "---|" * len(names))
+    for size in sizes:
+        spawn = floors.get(f"spawn-{size}")
+        down = floors.get(f"down-{size}")
+
+        def per(seconds, floor_ms):
+            ms = seconds * 1000 / size
+            ratio = f" ({ms / (floor_ms / size):.2f}x)" if floor_ms else ""
+            return f"{ms:.2f} ms{ratio}"
+
+        cells = [f"{size}", f"{spawn / size:.2f} ms" if spawn else "n/a"]
+        for name in names:
+            got = results.get(name, {}).get(size)
+            cells.append(got if isinstance(got, str) else per(got[0], spawn) if got else "n/a")
+        cells.append(f"{down / size:.3f} ms" if down else "n/a")
+        for name in names:
+            got = results.get(name, {}).get(size)
+            cells.append("n/a" if isinstance(got, str) or not got else
+                         f"{got[1] * 1000 / size:.3f} ms" + (f" ({got[1] * 1000 / down:.2f}x)" if down else ""))
+        print("| " + " | ".join(cells) + " |")
+    print()
+    muster = results.get("muster", {})
+    rows = [(size, muster[size]) for size in sizes if isinstance(muster.get(size), tuple)]
+    if rows:
+        base_size, base = rows[0]
+        print("muster's main process: " + "; ".join(
+            f"N={size}: {got[2]} descriptors, RSS {got[3] / 1024:.1f} MiB"
+            + (f" ({(got[3] - base[3]) / (size - base_size):.1f} KiB per service above N={base_size})"
+               if size != base_size else "")
+            for size, got in rows) + ".")
+        print()
+    # Boot per service against N, one bar per tool and size (ms per service).
+    print("```")
+    print("boot, ms per service (floor: spawn alone)")
+    series = [("floor", {size: floors[f"spawn-{size}"] / 1000 for size in sizes
+                         if f"spawn-{size}" in floors})]
+    series += [(name, {size: got[0] for size, got in results.get(name, {}).items()
+                       if isinstance(got, tuple)}) for name in names]
+    top = max((secs * 1000 / size for _, values in series for size, secs in values.items()),
+              default=1)
+    for size in sizes:
+        for label, values in series:
+            if size in values:
+                ms = values[size] * 1000 / size
+                print(f"N={size:<6} {label:<7} {'#' * max(1, round(ms / top * 50)):<50} {ms:.2f}")
+        print()
+    print("```")
+    print()
 
 
 def chain(tool, listen):
@@ -980,6 +1105,8 @@ def main():
     parser.add_argument("--idle", type=float, default=30, help="seconds of idle CPU measured")
     parser.add_argument("--only", help="comma-separated tools (muster is always run)")
     parser.add_argument("--workloads", help="comma-separated, of: " + ",".join(WORKLOADS))
+    parser.add_argument("--scale-sizes", default=",".join(map(str, SCALE_SIZES)),
+                        help="service counts of the scale workload")
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--no-build", action="store_true",
                         help="use the last release build of muster instead of building it")
@@ -1026,6 +1153,26 @@ def main():
     fan_ins = repeat(able("fan-in"), args.reps, "fan-in",
                      lambda tool: fan_in(tool, programs["listen"]))
 
+    sizes = [int(n) for n in args.scale_sizes.split(",")] if "scale" in selected else []
+    scale_tools = [t for t in tools if t.name in SCALE_TOOLS] if sizes else []
+    scales, scale_floors = {t.name: {} for t in scale_tools}, {}
+    for size in sizes:
+        # A supervisor of N services holds at least N descriptors; so does the floor.
+        raise_descriptor_limit()
+        got = run([programs["floor"], "scale", str(size)]).stdout
+        scale_floors.update({line.split()[0]: float(line.split()[1])
+                             for line in got.splitlines() if line.strip()})
+        for tool in scale_tools:
+            if tool.name == "runit" and size > RUNIT_MOST:
+                scales[tool.name][size] = f"n/a: runsvdir holds at most {RUNIT_MOST}"
+                continue
+            log(f"scale {size}: {tool.name}")
+            try:
+                scales[tool.name][size] = scale(tool, size)
+            except TimeoutError as error:
+                log(f"  {error}")
+                scales[tool.name][size] = f"not all running within {max(DEADLINE, size * 0.03):.0f} s"
+
     floor_out = run([programs["floor"], programs["stamp"], work]).stdout
     floors = {line.split()[0]: (float(line.split()[1]), line.split()[2])
               for line in floor_out.splitlines() if line.strip()}
@@ -1035,6 +1182,8 @@ def main():
     command = f"python3 bench/peers.py --reps {args.reps} --idle {args.idle:g}"
     if args.workloads:
         command += f" --workloads {args.workloads}"
+    if args.scale_sizes != ",".join(map(str, SCALE_SIZES)):
+        command += f" --scale-sizes {args.scale_sizes}"
     print(f"Measured {time.strftime('%Y-%m-%d')} on {uname.sysname} {uname.release}, "
           f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
           f"`{command}`\n")
@@ -1075,6 +1224,8 @@ def main():
         print("Ready, by each tool's own status: " + "; ".join(
             f"{tool.name}: {tool.ready_how}" for tool in able("chain")) + ".")
         print()
+    if sizes:
+        scale_report(scale_tools, scales, scale_floors, sizes)
     print("Physical floor (bench/floor.c, same run): " + ", ".join(
         f"{name} {value:g} {unit}" for name, (value, unit) in floors.items()))
 

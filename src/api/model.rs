@@ -21,11 +21,19 @@ pub struct ServiceList {
     /// failed, or waits on one that failed. Once true it stays true, whatever happens
     /// to the services later.
     pub booted: bool,
+    /// Whether each running service's `resources` were read: by default only when at
+    /// most 500 services run (`?resources=true` asks for them whatever the number).
+    #[serde(default = "yes")]
+    pub resources_read: bool,
     pub services: Vec<ServiceView>,
     /// Why events cannot be written to the history database at the moment (they are
     /// kept in memory and supervision goes on); absent when all is well.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_problem: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A service: its live status and what the config declares.

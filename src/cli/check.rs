@@ -35,16 +35,24 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
         Err(code) => return code,
     };
     let limits = limits(&loaded.spec);
+    let descriptors = descriptors(&loaded.spec);
     if args.json {
         let mut report = report_json(&loaded.warnings, Some(&loaded));
-        if let (Some(line), Some(object)) = (&limits, report.as_object_mut()) {
-            object.insert("limits".to_owned(), serde_json::Value::String(line.clone()));
+        if let Some(object) = report.as_object_mut() {
+            for (key, line) in [("limits", &limits), ("descriptors", &descriptors)] {
+                if let Some(line) = line {
+                    object.insert(key.to_owned(), serde_json::Value::String(line.clone()));
+                }
+            }
         }
         print_json(&report);
         return ExitCode::SUCCESS;
     }
     if let Some(line) = &limits {
         outln!("limits: {line}");
+    }
+    if let Some(line) = &descriptors {
+        outln!("descriptors: {line}");
     }
     let warnings = loaded.warnings.warning_count();
     let mut verdict = if warnings == 0 {
@@ -98,6 +106,13 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> ExitCode {
 
 /// How `memory-max` and `cpu-max` would be enforced on this machine, for a muster
 /// running as this user, when a service sets either.
+/// What the hard limit on descriptors (which `up` raises its soft limit to) means for
+/// this many services, when it is not "every service keeps its streams apart".
+fn descriptors(spec: &crate::config::Spec) -> Option<String> {
+    use crate::supervisor::descriptors;
+    descriptors::plan(spec.services.len(), descriptors::limits().1).describe()
+}
+
 fn limits(spec: &crate::config::Spec) -> Option<String> {
     let memory = spec
         .services

@@ -7,6 +7,7 @@
 //! followed from the moment the view sees it. A view that falls behind a flooding
 //! service says how many lines it skipped; the log file has them all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use console::{Color, style};
@@ -14,7 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::config::ServiceName;
 use crate::supervisor::Supervisor;
-use crate::supervisor::logs::{Line, Log, SharedLog, Stream};
+use crate::supervisor::logs::{Line, Log, SharedLog, Stream, Tagged, ViewSender};
 
 /// What `up` shows besides its summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,22 +32,37 @@ pub enum Output {
 #[derive(Debug)]
 pub enum Item {
     Line(ServiceName, Line),
-    Skipped(ServiceName, u64),
+    Skipped(u64),
 }
 
+/// How many lines the view's channel holds for a view that is busy.
+const BACKLOG: usize = 4096;
+
 /// Follows the output of every service, and of those that come later.
-#[derive(Debug, Default)]
+///
+/// Every service's log sends its lines, tagged with its name, into one channel: a
+/// line costs the same with ten services or ten thousand, and so does the memory
+/// (waiting on one receiver per service polled every receiver for each line, which
+/// made a 4,000-service boot quadratic; and each receiver's channel held its own
+/// backlog).
+#[derive(Debug)]
 pub struct Lines {
-    /// Each service's receiver, with the log it follows (to notice one replaced by a
-    /// reload).
-    followed: Vec<(ServiceName, SharedLog, broadcast::Receiver<Line>)>,
+    sender: ViewSender,
+    receiver: broadcast::Receiver<Tagged>,
+    /// The log each service sends from (to notice one replaced by a reload).
+    logs: HashMap<ServiceName, SharedLog>,
 }
 
 impl Lines {
     /// Subscribes to every service there is now: call before the services start, so
     /// that no first line is missed.
     pub fn follow(supervisor: &Supervisor) -> Self {
-        let mut lines = Self::default();
+        let (sender, receiver) = broadcast::channel(BACKLOG);
+        let mut lines = Self {
+            sender,
+            receiver,
+            logs: HashMap::new(),
+        };
         lines.catch_up(supervisor);
         lines
     }
@@ -54,71 +70,43 @@ impl Lines {
     /// Follows the services that appeared (or whose log was replaced) since.
     pub fn catch_up(&mut self, supervisor: &Supervisor) {
         for handle in supervisor.services() {
-            let same = self
-                .followed
-                .iter()
-                .any(|(name, log, _)| name == handle.name() && Arc::ptr_eq(log, handle.log()));
-            if same {
+            if self
+                .logs
+                .get(handle.name())
+                .is_some_and(|log| Arc::ptr_eq(log, handle.log()))
+            {
                 continue;
             }
-            let receiver = Log::lock(handle.log()).follow();
-            self.followed
-                .push((handle.name().clone(), Arc::clone(handle.log()), receiver));
+            Log::lock(handle.log()).show_in(handle.name().clone(), self.sender.clone());
+            self.logs
+                .insert(handle.name().clone(), Arc::clone(handle.log()));
         }
     }
 
-    /// The next line of any service (never ready when nothing is followed). A service
-    /// that printed more than its broadcast holds while the view was busy gives a count
-    /// of what it skipped instead.
+    /// The next line of any service. A view that fell more than the backlog behind
+    /// gets a count of what it skipped instead.
     pub async fn next(&mut self) -> Item {
-        loop {
-            if self.followed.is_empty() {
-                return std::future::pending().await;
-            }
-            let waits = self
-                .followed
-                .iter_mut()
-                .enumerate()
-                .map(|(index, (_, _, receiver))| {
-                    Box::pin(async move { (index, receiver.recv().await) })
-                });
-            let ((index, received), _, _) = futures_util::future::select_all(waits).await;
-            let name = self.followed[index].0.clone();
-            match received {
-                // muster's own notes (spawned, exited) are already events.
-                Ok(line) if line.stream == Stream::Muster => {}
-                Ok(line) => return Item::Line(name, line),
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    return Item::Skipped(name, skipped);
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    self.followed.remove(index);
-                }
-            }
+        match self.receiver.recv().await {
+            Ok((name, line)) => Item::Line(name, line),
+            Err(broadcast::error::RecvError::Lagged(skipped)) => Item::Skipped(skipped),
+            // This holds a sender: never closed.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
 
-    /// Every line already sent and not yet taken, in time order: the last words of
-    /// services that ended just before muster did.
+    /// Every line already sent and not yet taken: the last words of services that
+    /// ended just before muster did.
     pub fn drain(&mut self) -> Vec<Item> {
         let mut items = Vec::new();
-        for (name, _, receiver) in &mut self.followed {
-            loop {
-                match receiver.try_recv() {
-                    Ok(line) if line.stream == Stream::Muster => {}
-                    Ok(line) => items.push(Item::Line(name.clone(), line)),
-                    Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
-                        items.push(Item::Skipped(name.clone(), skipped));
-                    }
-                    Err(_) => break,
+        loop {
+            match self.receiver.try_recv() {
+                Ok((name, line)) => items.push(Item::Line(name, line)),
+                Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
+                    items.push(Item::Skipped(skipped));
                 }
+                Err(_) => break,
             }
         }
-        // Stable: each service's lines keep their order.
-        items.sort_by_key(|item| match item {
-            Item::Line(_, line) => Some(line.time),
-            Item::Skipped(..) => None,
-        });
         items
     }
 }

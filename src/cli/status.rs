@@ -28,6 +28,10 @@ pub struct StatusArgs {
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
+    /// Read every running service's CPU and memory use, however many run (by default
+    /// the list reads them when at most 500 run; `status NAME` always does)
+    #[arg(long)]
+    pub resources: bool,
     /// With [cluster]: every host's services, as each host published them
     #[arg(long, conflicts_with = "name")]
     pub cluster: bool,
@@ -41,6 +45,7 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     }
     let path = match &args.name {
         Some(name) => format!("/v1/services/{}", super::control::encode(name)),
+        None if args.resources => "/v1/services?resources=true".to_owned(),
         None => "/v1/services".to_owned(),
     };
     let answer = match call(global, Method::GET, &path) {
@@ -79,6 +84,13 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
                     outln!("history: {problem}");
                 }
                 out!("{}", table(&list.services));
+                if !list.resources_read {
+                    outln!(
+                        "CPU and memory are not read for {} services at once: `muster status \
+                         --resources` reads them all, `muster status NAME` one",
+                        list.services.len()
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Ok(Err(error)) => {

@@ -122,6 +122,15 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
         }),
     };
     raise_descriptor_limit();
+    // Said before anything starts: what the limit means for this many services.
+    if let Some(line) = crate::supervisor::descriptors::plan(
+        spec.services.len(),
+        crate::supervisor::descriptors::soft_limit(),
+    )
+    .describe()
+    {
+        crate::supervisor::warn(format_args!("descriptors: {line}"));
+    }
     let options = Options {
         only,
         file_state_dir: Some(file_state_dir),
@@ -132,7 +141,8 @@ pub fn run(global: &GlobalArgs, args: &UpArgs) -> ExitCode {
 }
 
 /// Raises the soft limit on open descriptors to the hard limit. Each running service
-/// holds three (its two pipes and its log file) and each API client one: under the usual
+/// holds up to three (its two pipes and, for the first few hundred, its log file; see
+/// `supervisor::descriptors`) and each API client one: under the usual
 /// soft limit of 1024, a config of a few hundred services had services fail with "too
 /// many open files". The hard limit is what the administrator allows. Services inherit
 /// the raised soft limit, as they would from a shell after `ulimit -n`. If it cannot be

@@ -186,9 +186,9 @@ impl View {
                 self.when(line.time),
                 lines::prefixed(name.as_str(), self.width, line.stream, &line.text)
             ),
-            Item::Skipped(name, count) => {
+            Item::Skipped(count) => {
                 let text = format!(
-                    "{count} lines of `{name}` not shown: the terminal fell behind (`muster logs {name}` has them)"
+                    "{count} lines of the services' output not shown: the terminal fell behind (`muster logs NAME` has them)"
                 );
                 if self.mode.json {
                     crate::supervisor::warn(&text);
@@ -197,8 +197,10 @@ impl View {
                 format!("{} {text}", style("muster:").bold())
             }
         };
-        let service = match &item {
-            Item::Line(name, _) | Item::Skipped(name, _) => name.clone(),
+        // A count of skipped lines names no service; lost in turn, it is not counted.
+        let service = match item {
+            Item::Line(name, _) => Some(name),
+            Item::Skipped(_) => None,
         };
         match &self.progress {
             // The live lines step aside for it, and are drawn again below: written
@@ -219,7 +221,9 @@ impl View {
                         self.unshown.insert(name, count);
                     }
                 }
-                if !self.unshown.is_empty() || !say_line(text) {
+                if (!self.unshown.is_empty() || !say_line(text))
+                    && let Some(service) = service
+                {
                     *self.unshown.entry(service).or_default() += 1;
                 }
             }

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::bus::{Draft, EventBus, EventKind};
+use super::descriptors;
 use super::logs::{LineWatch, Log, SharedLog, Stream, pump};
 use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, State, Timer};
 use super::notify::{self, NotifySocket};
@@ -1213,6 +1214,7 @@ impl Actor {
             notes,
             oom,
             sampled,
+            output,
         } = match prepare(&self.service, self.port, run, &self.shared) {
             Ok(prepared) => prepared,
             Err(reason) => return self.spawn_failed(reason),
@@ -1313,20 +1315,28 @@ impl Actor {
         self.notify_state = None;
         self.main_pid = None;
         self.pushed_ready = None;
-        let pipes = [
-            (child.stdout.take().map(OwnedFd::from), Stream::Stdout),
-            (child.stderr.take().map(OwnedFd::from), Stream::Stderr),
-        ];
-        for (fd, stream) in pipes {
+        // The child has its ends: muster's copies go, so the pipe ends with the run.
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let pipes = match output {
+            descriptors::Output::Separate([out, err]) => vec![
+                (child.stdout.take().map(OwnedFd::from), Stream::Stdout, out),
+                (child.stderr.take().map(OwnedFd::from), Stream::Stderr, err),
+            ],
+            descriptors::Output::Merged { read, write, lease } => {
+                drop(write);
+                vec![(Some(read), Stream::Stdout, lease)]
+            }
+        };
+        for (fd, stream, lease) in pipes {
             let Some(fd) = fd else { continue };
             match pipe::Receiver::from_owned_fd(fd) {
                 Ok(receiver) => {
-                    tokio::spawn(pump(
-                        receiver,
-                        stream,
-                        Arc::clone(&self.log),
-                        self.log_watch(run),
-                    ));
+                    let log = Arc::clone(&self.log);
+                    let watch = self.log_watch(run);
+                    tokio::spawn(async move {
+                        pump(receiver, stream, log, watch).await;
+                        drop(lease);
+                    });
                 }
                 Err(error) => {
                     Log::lock(&self.log).note(&format!("cannot read {stream:?}: {error}"))
@@ -1456,6 +1466,8 @@ struct Prepared {
     oom: Option<(PathBuf, u64)>,
     /// `memory-max` muster must watch itself.
     sampled: Option<u64>,
+    /// How its output reaches muster: two pipes, or one under a tight descriptor limit.
+    output: descriptors::Output,
 }
 
 /// The command for one run of `service`, and the context its exec probes run in. Env
@@ -1583,9 +1595,30 @@ fn prepare(
         .current_dir(cwd)
         .envs(env)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0);
+    let output = descriptors::Output::for_spawn()
+        .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
+    match &output {
+        descriptors::Output::Separate(_) => {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        descriptors::Output::Merged { write, .. } => {
+            let second = write
+                .try_clone()
+                .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
+            let first = write
+                .try_clone()
+                .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
+            command
+                .stdout(Stdio::from(first))
+                .stderr(Stdio::from(second));
+            notes.push(
+                "stdout and stderr share one pipe (the descriptor limit is too low for two \
+                 per service): stderr lines are recorded as stdout"
+                    .to_owned(),
+            );
+        }
+    }
     let groups = shared.cgroups.for_run(&service.name, &service.process);
     notes.extend(groups.notes);
     // Without anything to set up, std spawns with posix_spawn, the fastest way.
@@ -1604,6 +1637,7 @@ fn prepare(
         notes,
         oom: groups.oom,
         sampled: groups.sampled,
+        output,
     })
 }
 

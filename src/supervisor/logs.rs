@@ -20,7 +20,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::net::unix::pipe;
 
-use crate::config::LogSettings;
+use super::descriptors::KeptLog;
+use crate::config::{LogSettings, ServiceName};
 
 /// Longest line kept whole; longer ones are split.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -66,7 +67,10 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 #[derive(Debug)]
 pub struct Log {
     path: PathBuf,
-    file: Option<File>,
+    /// The file, kept open between writes while a place among the logs kept open was
+    /// free when it was opened; otherwise opened for each write (a descriptor per idle
+    /// service would count against the limit that the pipes need).
+    file: Option<(File, KeptLog)>,
     size: u64,
     settings: LogSettings,
     tail: VecDeque<Line>,
@@ -75,7 +79,17 @@ pub struct Log {
     /// Live readers (`logs --follow`); made on first use, so a service nobody follows
     /// costs nothing.
     followers: Option<tokio::sync::broadcast::Sender<Line>>,
+    /// The one channel `muster up` shows every service's output from, with this
+    /// service's name: one channel for all services rather than one each (a channel
+    /// holds its whole backlog, 80 KiB for 1,024 lines, which per service was most of
+    /// a 10,000-service supervisor's memory).
+    view: Option<(ServiceName, ViewSender)>,
 }
+
+/// A line with the service that printed it, as `muster up` shows it.
+pub type Tagged = (ServiceName, Line);
+/// The sending side of [`Tagged`] lines.
+pub type ViewSender = tokio::sync::broadcast::Sender<Tagged>;
 
 pub type SharedLog = Arc<Mutex<Log>>;
 
@@ -89,7 +103,14 @@ impl Log {
             tail: VecDeque::new(),
             failing: None,
             followers: None,
+            view: None,
         }
+    }
+
+    /// Sends every line of the service's own output (not muster's notes) from now on
+    /// to `view`, as `name`'s.
+    pub fn show_in(&mut self, name: ServiceName, view: ViewSender) {
+        self.view = Some((name, view));
     }
 
     /// A receiver of every line appended from now on.
@@ -121,14 +142,24 @@ impl Log {
             .as_ref()
             .filter(|f| f.receiver_count() > 0)
             .cloned();
+        let view = self
+            .view
+            .as_ref()
+            .filter(|(_, view)| stream != Stream::Muster && view.receiver_count() > 0);
         for text in lines {
             let _ = writeln!(block, "{stamp} {} {text}", stream.label());
-            if let Some(followers) = &followers {
-                let _ = followers.send(Line {
+            if followers.is_some() || view.is_some() {
+                let line = Line {
                     time,
                     stream,
                     text: truncate(text, MAX_LINE).to_owned(),
-                });
+                };
+                if let Some((name, view)) = view {
+                    let _ = view.send((name.clone(), line.clone()));
+                }
+                if let Some(followers) = &followers {
+                    let _ = followers.send(line);
+                }
             }
             if self.settings.tail_lines > 0 {
                 if self.tail.len() == self.settings.tail_lines {
@@ -167,25 +198,24 @@ impl Log {
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.file.is_some()
-            && self.size > 0
-            && self.size + bytes.len() as u64 > self.settings.max_size
-        {
+        if self.size > 0 && self.size + bytes.len() as u64 > self.settings.max_size {
             self.rotate()?;
         }
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?;
-                self.size = file.metadata()?.len();
-                self.file.insert(file)
-            }
-        };
+        if let Some((file, _)) = &mut self.file {
+            file.write_all(bytes)?;
+            self.size += bytes.len() as u64;
+            return Ok(());
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = file.metadata()?.len();
         file.write_all(bytes)?;
         self.size += bytes.len() as u64;
+        if let Some(kept) = KeptLog::take() {
+            self.file = Some((file, kept));
+        }
         Ok(())
     }
 

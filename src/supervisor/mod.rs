@@ -14,6 +14,7 @@
 pub mod actor;
 pub mod bus;
 pub mod cgroup;
+pub mod descriptors;
 pub mod exit;
 pub mod hooks;
 pub mod lock;

@@ -174,13 +174,37 @@ pub fn created_since(first: u32) -> impl Fn(u32) -> bool {
     }
 }
 
-/// The pids whose parent is `parent`, not counting zombies.
+/// The pids whose parent is `parent`, not counting zombies. Read from each of its
+/// threads' `children` file: a pass over every `/proc/PID/stat` of the machine cost
+/// 100 ms at each shutdown of a loaded host, whatever the number of services. Where
+/// the kernel has no such file (`CONFIG_PROC_CHILDREN` off), the whole table is read.
 pub fn children_of(parent: u32) -> Vec<u32> {
+    if let Some(children) = listed_children(parent) {
+        return children
+            .into_iter()
+            .filter(|pid| stat(*pid).is_some_and(|stat| stat.ppid == parent && !stat.is_zombie()))
+            .collect();
+    }
     processes()
         .into_iter()
         .filter(|(_, stat)| stat.ppid == parent && !stat.is_zombie())
         .map(|(pid, _)| pid)
         .collect()
+}
+
+/// The children each thread of `parent` made, from `/proc/PID/task/TID/children`; `None`
+/// when the kernel does not provide those files.
+fn listed_children(parent: u32) -> Option<Vec<u32>> {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{parent}/task")).ok()? {
+        let path = task.ok()?.path().join("children");
+        let text = std::fs::read_to_string(path).ok()?;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok()),
+        );
+    }
+    Some(children)
 }
 
 /// Whether every one of `entries` (`KEY=VALUE`) is in the process's environment.

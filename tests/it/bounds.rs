@@ -432,8 +432,12 @@ fn a_thousand_services_on_one_supervisor() {
     let pid = large.pid();
     let held = descriptors(pid);
     let limit = soft_nofile(pid);
-    // Each service holds its two pipes and its log file.
-    assert!(held > 3 * LARGE, "{held} descriptors for {LARGE} services");
+    // Each service holds its two pipes; log files stay open between writes for the
+    // first 256 only (`supervisor::descriptors`).
+    assert!(
+        held > 2 * LARGE && held < 2 * LARGE + 256 + 200,
+        "{held} descriptors for {LARGE} services"
+    );
     let mut latencies: Vec<Duration> = (0..20)
         .map(|_| large.status().unwrap_or_else(|e| panic!("status: {e}")).0)
         .collect();

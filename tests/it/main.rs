@@ -34,6 +34,7 @@ mod reload_hardening;
 mod replicas;
 mod router;
 mod run_once;
+mod scale;
 mod security;
 mod signals;
 mod start_paths;

@@ -1,0 +1,327 @@
+//! Many services on one supervisor: the descriptors each costs, what a limit too low
+//! for two pipes each gives them (and that `check` and `up` say so before anything
+//! starts), and a status answered while a large boot is under way.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use nix::sys::resource::{Resource, getrlimit};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::helpers::up::collect;
+use crate::helpers::{heavy, muster, runtime};
+
+/// How long a boot in these tests may take (debug build, 2 cores).
+const BOOT: Duration = Duration::from_secs(25);
+/// What `supervisor::descriptors` keeps for everything but the services' output, and
+/// the log files it keeps open between writes.
+const RESERVE: usize = 1024;
+const KEEP_OPEN_LOGS: usize = 256;
+
+/// A `muster up` started under a hard descriptor limit of `nofile` (or the inherited
+/// one), stdout discarded; killed with every process group it spawned when dropped.
+struct Supervisor {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Supervisor {
+    fn start(config: &str, nofile: Option<usize>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join("muster.toml"), config).expect("write muster.toml");
+        let mut command = under_limit(&["up", "--json", "-f", "muster.toml"], nofile);
+        command
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().expect("spawn muster up");
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Self {
+            child: Some(child),
+            dir,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("state/muster.sock")
+    }
+
+    /// `/v1/services`, and how long it took; `None` before the socket answers.
+    fn list(&self) -> Option<(Duration, Value)> {
+        let began = Instant::now();
+        let answer = runtime()
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    muster::api::client::request(&self.socket(), Method::GET, "/v1/services"),
+                )
+                .await
+            })
+            .ok()?
+            .ok()?;
+        Some((began.elapsed(), answer.body))
+    }
+
+    /// Waits until every one of `n` services is healthy; panics after [`BOOT`].
+    fn wait_healthy(&self, n: usize) {
+        let deadline = Instant::now() + BOOT;
+        loop {
+            if let Some((_, body)) = self.list() {
+                let services = body["services"].as_array().cloned().unwrap_or_default();
+                if let Some(failed) = services.iter().find(|s| s["state"] == "failed") {
+                    panic!("{} failed: {}", failed["name"], failed["reason"]);
+                }
+                if services.len() == n && services.iter().all(|s| s["state"] == "healthy") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} services not healthy within {BOOT:?}; stderr: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    /// SIGTERM, and the exit within 30 s.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("muster up did not stop within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGSTOP);
+        // Every service's group: the spawned pids are the group ids.
+        if let Ok(entries) = fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = stat.rsplit_once(')')?.1.to_owned();
+                        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                    });
+                if parent == Some(child.id()) {
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `muster ARGS` under a hard (and soft) descriptor limit of `nofile`, through `sh`'s
+/// `ulimit`, or under the inherited limits.
+fn under_limit(args: &[&str], nofile: Option<usize>) -> Command {
+    let Some(nofile) = nofile else {
+        return muster(args);
+    };
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_muster"))
+        .args(args)
+        .env_remove("MUSTER_FILE")
+        .env_remove("MUSTER_STATE_DIR")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// `n` services; those numbered in `noisy` print one line on stdout and one on stderr.
+fn config(n: usize, noisy: &[usize]) -> String {
+    let mut text = String::from("[settings]\nstate-dir = \"state\"\n\n");
+    for i in 0..n {
+        if noisy.contains(&i) {
+            text.push_str(&format!(
+                "[services.s{i:04}]\ncommand = [\"sh\", \"-c\", \"echo out-{i}; echo err-{i} >&2; exec sleep 600\"]\n\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "[services.s{i:04}]\ncommand = [\"sleep\", \"600\"]\n\n"
+            ));
+        }
+    }
+    text
+}
+
+fn descriptors(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// The log file's lines of a stream (`stdout`, `stderr`), without their stamps.
+fn logged(dir: &Path, service: &str, stream: &str) -> Vec<String> {
+    fs::read_to_string(dir.join(format!("state/logs/{service}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let _stamp = parts.next()?;
+            (parts.next()? == stream).then(|| parts.next().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+/// Waits until `service`'s log has `line` on `stream`.
+fn wait_logged(dir: &Path, service: &str, stream: &str, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logged(dir, service, stream).iter().any(|l| l == line) {
+        assert!(
+            Instant::now() < deadline,
+            "{service}: no {stream} line {line:?}; its log: {:?}",
+            fs::read_to_string(dir.join(format!("state/logs/{service}.log")))
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn descriptors_two_pipes_per_service_and_log_files_closed_between_writes() {
+    const N: usize = 600;
+    let _turn = heavy();
+    let mut up = Supervisor::start(&config(N, &[0, N - 1]), None);
+    up.wait_healthy(N);
+    let held = descriptors(up.pid());
+    // Two pipes each, the log files of at most 256 kept open, and muster's own.
+    assert!(
+        (2 * N..=2 * N + KEEP_OPEN_LOGS + 100).contains(&held),
+        "{held} descriptors for {N} services"
+    );
+    // The last service's log was opened for its writes, not kept: its lines are there,
+    // each on its own stream.
+    let last = format!("s{:04}", N - 1);
+    wait_logged(up.dir.path(), &last, "stdout", &format!("out-{}", N - 1));
+    wait_logged(up.dir.path(), &last, "stderr", &format!("err-{}", N - 1));
+    up.stop();
+}
+
+#[test]
+fn descriptors_past_the_budget_share_one_pipe_and_check_and_up_say_so() {
+    const N: usize = 300;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    // Room for two pipes for 100 services and one for the other 200.
+    let limit = RESERVE + KEEP_OPEN_LOGS + N + 100;
+    if (hard as usize) < limit {
+        eprintln!("scale: the hard descriptor limit is {hard}, below {limit}: not run");
+        return;
+    }
+    let _turn = heavy();
+    let text = config(N, &[0, N - 1]);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::write(dir.path().join("muster.toml"), &text).expect("write muster.toml");
+    let checked = under_limit(&["check", "-f", "muster.toml"], Some(limit))
+        .current_dir(dir.path())
+        .output()
+        .expect("muster check");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "check: {checked:?}");
+    assert!(
+        said.contains(&format!(
+            "holds separate stdout and stderr pipes for 100 of the {N} services"
+        )),
+        "check said: {said}"
+    );
+
+    let mut up = Supervisor::start(&text, Some(limit));
+    up.wait_healthy(N);
+    let stderr = up.stderr();
+    let warned = stderr
+        .lines()
+        .position(|l| l.contains("descriptors:") && l.contains("100 of the 300 services"));
+    assert!(warned.is_some(), "up did not say it: {stderr}");
+    let held = descriptors(up.pid());
+    assert!(held <= limit, "{held} descriptors under a limit of {limit}");
+    // The first service spawned kept its streams apart; the last shares one pipe, and
+    // both its lines are there, recorded as stdout.
+    wait_logged(up.dir.path(), "s0000", "stderr", "err-0");
+    let last = format!("s{:04}", N - 1);
+    wait_logged(up.dir.path(), &last, "stdout", &format!("out-{}", N - 1));
+    wait_logged(up.dir.path(), &last, "stdout", &format!("err-{}", N - 1));
+    up.stop();
+}
+
+#[test]
+fn status_answered_within_a_second_during_a_large_boot() {
+    const N: usize = 1000;
+    let _turn = heavy();
+    let up = Supervisor::start(&config(N, &[]), None);
+    let deadline = Instant::now() + BOOT;
+    let mut answers = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "not all {N} healthy within {BOOT:?}; stderr: {}",
+            up.stderr()
+        );
+        let Some((took, body)) = up.list() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let services = body["services"].as_array().cloned().unwrap_or_default();
+        let healthy = services.iter().filter(|s| s["state"] == "healthy").count();
+        answers.push((took, healthy));
+        if healthy == N {
+            break;
+        }
+    }
+    let mut during: Vec<Duration> = answers
+        .iter()
+        .filter(|(_, healthy)| *healthy < N)
+        .map(|(took, _)| *took)
+        .collect();
+    assert!(
+        during.len() >= 3,
+        "too few answers came before the boot was done: {answers:?}"
+    );
+    during.sort();
+    // Typical answers within a second (a debug build on a busy 2-core machine), and
+    // none held for long behind the boot's spawns.
+    let median = during[during.len() / 2];
+    let slowest = during[during.len() - 1];
+    assert!(
+        median < Duration::from_secs(1) && slowest < Duration::from_secs(3),
+        "status during the boot: median {median:?}, slowest {slowest:?}: {answers:?}"
+    );
+}
