@@ -10,7 +10,7 @@ use hyper::Method;
 use crate::api::client::{self, Endpoint, Patience};
 use crate::api::model::{ErrorBody, Reloaded, ServiceView, Signaled};
 
-use super::app::Update;
+use super::update::Update;
 
 /// How long a start, restart or ensure waits for the outcome before the feed says it
 /// is still not known.

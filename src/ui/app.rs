@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use crate::api::model::{LogLine, ServiceList, ServiceView};
+use crate::api::model::ServiceView;
 use crate::event::{Event, EventKind};
 
 use super::actions::Action;
 use super::columns::Column;
 use super::text::escaped;
+pub use super::update::Update;
 
 /// The most lines the log pane keeps: a window of the service's output, never the whole
 /// file (the supervisor sends at most this many past lines, then new ones).
@@ -20,39 +21,6 @@ pub const LOG_WINDOW: usize = 2000;
 pub const FEED_LINES: usize = 500;
 /// The runs kept per service for the detail view.
 const RUNS_KEPT: usize = 20;
-
-/// What the background tasks send the screen.
-#[derive(Debug)]
-pub enum Update {
-    /// Connected (again): who answers, and whether actions are refused (why).
-    Connected {
-        pid: Option<u32>,
-        read_only: Option<String>,
-        again: bool,
-    },
-    /// The supervisor cannot be reached; the feed task keeps trying.
-    Lost {
-        reason: String,
-    },
-    Services(ServiceList),
-    Event(Event),
-    /// Lines of the log of the service followed under `generation`.
-    Log {
-        generation: u64,
-        lines: Vec<LogLine>,
-    },
-    /// The log follow of `generation` ended (the service went away, or the supervisor).
-    LogEnded {
-        generation: u64,
-        why: String,
-    },
-    /// What an action came to, for the feed; `report` is shown in an overlay.
-    Outcome {
-        ok: bool,
-        text: String,
-        report: Option<String>,
-    },
-}
 
 /// Where the keys go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

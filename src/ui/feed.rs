@@ -14,7 +14,7 @@ use crate::api::client::{self, Endpoint, Patience};
 use crate::api::model::{ErrorBody, ServiceList};
 use crate::event::Event;
 
-use super::app::Update;
+use super::update::Update;
 
 /// How long events are gathered before the services are read again: a burst (a boot of
 /// a thousand services) costs a few reads, not one per event.

@@ -21,6 +21,7 @@ mod logs;
 mod render;
 mod terminal;
 mod text;
+mod update;
 
 use std::sync::Arc;
 use std::time::Duration;
