@@ -976,7 +976,8 @@ fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_i
     for i in 0..3 {
         let up = cluster.hosts[i].as_mut().unwrap();
         up.wait_event("worker", "ready");
-        let said = std::fs::read_to_string(shared.path().join(format!("worker{i}"))).unwrap();
+        // `ready` is the spawn (no probe): the line may not be written yet.
+        let said = written(&shared.path().join(format!("worker{i}")));
         assert_eq!(
             said.trim(),
             format!("127.0.0.1:{singleton_port} {}", first.1),
@@ -987,7 +988,7 @@ fn depends_on_a_singleton_or_another_hosts_service_waits_for_it_there_and_gets_i
         .as_mut()
         .unwrap()
         .wait_event("client", "ready");
-    let said = std::fs::read_to_string(shared.path().join("client")).unwrap();
+    let said = written(&shared.path().join("client"));
     assert_eq!(said.trim(), format!("127.0.0.1:{rpc_port}"));
     let view = json(&on(
         cluster.hosts[1].as_ref().unwrap(),
@@ -1187,4 +1188,22 @@ fn cluster_lives(log: &Path) -> usize {
         .lines()
         .filter(|line| line.starts_with("start "))
         .count()
+}
+
+/// The whole line a fixture writes to `path`, once it is there (within 20 s).
+fn written(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} was not written within 20 s",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
