@@ -357,3 +357,10 @@ fn run_takes_the_service_name_for_its_first_instance_or_an_instance_name() {
         assert_eq!(ran.stdout.trim(), says, "{ran:?}");
     }
 }
+
+#[test]
+fn the_replicas_example_is_a_valid_config() {
+    let checked = crate::helpers::muster_run(&["check", "-f", "examples/replicas"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(checked.stdout.contains("worker ×4"), "{checked:?}");
+}
