@@ -23,9 +23,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -216,23 +216,20 @@ impl Fences {
         *lock(&self.deadlines) = Deadlines::default();
     }
 
-    /// Prepares a guard for one run: the command to spawn (in its own process group)
-    /// and the handle that speaks to it. Tell it the group with [`Guard::watch`].
-    pub fn guard(self: &Arc<Self>) -> io::Result<(Command, Guard)> {
+    /// Prepares a guard for one run: the command to spawn (as `muster guard`, in its
+    /// own process group, with the returned pipe end as its stdin, stdout on
+    /// `/dev/null` and muster's stderr) and the handle that speaks to it. Tell it the
+    /// group with [`Guard::watch`].
+    pub fn guard(self: &Arc<Self>) -> io::Result<(Command, OwnedFd, Guard)> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut command = Command::new("/proc/self/exe");
-        command
-            .arg0("muster")
-            .arg("guard")
-            .stdin(Stdio::from(read))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        command.arg("guard");
         command.process_group(0);
         let pipe = Arc::new(Mutex::new(std::fs::File::from(write)));
         let deadline = self.deadlines().hard;
         let _ = writeln!(lock(&pipe), "until {deadline}");
         lock(&self.guards).push(Arc::downgrade(&pipe));
-        Ok((command, Guard { pipe }))
+        Ok((command, read, Guard { pipe }))
     }
 }
 

@@ -10,10 +10,9 @@
 //! armed timer only: with nothing due, it does not wake.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -30,7 +29,9 @@ use super::machine::{self, Effect, Emit, Exit, Input, Phase, Policy, ProbeKind, 
 use super::notify::{self, NotifySocket};
 use super::probe::{self, ExecContext};
 use super::process::daemon::{self, Claim, Wake};
-use super::process::{Ended, Reaper, Watch, setup, signal_group, signal_pid, signal_run};
+use super::process::{
+    Ended, Io, Reaper, Spawn, SpawnError, Watch, setup, signal_group, signal_pid, signal_run,
+};
 use super::procfs;
 pub use super::status::{ProbeOutcome, Status};
 use super::usage::Usage;
@@ -1208,9 +1209,8 @@ impl Actor {
             self.service = Arc::new(self.template.with_port(port));
         }
         let Prepared {
-            mut command,
+            mut spawn,
             exec,
-            report,
             notes,
             oom,
             sampled,
@@ -1227,9 +1227,16 @@ impl Actor {
                     Ok(fence) => fence,
                     Err(why) => return self.spawn_failed(why),
                 };
-                command.env("MUSTER_FENCE", fence.to_string());
-                let started = fences.guard().and_then(|(mut guard_command, guard)| {
-                    self.shared.reaper.spawn(&mut guard_command, |_| {})?;
+                spawn.command.env("MUSTER_FENCE", fence.to_string());
+                let started = fences.guard().and_then(|(guard_command, stdin, guard)| {
+                    let mut spawn = Spawn::new(guard_command);
+                    spawn.arg0 = Some("muster".into());
+                    spawn.stdin = Io::Fd(stdin);
+                    spawn.stderr = Io::Inherit;
+                    self.shared
+                        .reaper
+                        .spawn(spawn, |_| {})
+                        .map_err(|failed| failed.error)?;
                     Ok(guard)
                 });
                 match started {
@@ -1247,7 +1254,7 @@ impl Actor {
         // Where the dependencies other hosts may run are now.
         if let Some(fences) = &self.shared.fences {
             for (key, value) in super::remote::environment(&self.service, fences) {
-                command.env(key, value);
+                spawn.command.env(key, value);
             }
         }
         let myself = self.myself.clone();
@@ -1261,22 +1268,22 @@ impl Actor {
             keep_on_success: self.service.pidfile.is_some(),
             first: None,
         };
+        let program = spawn.command.get_program().to_string_lossy().into_owned();
         let child = self
             .shared
             .reaper
-            .spawn_watched(&mut command, watch, move |ended| {
+            .spawn_watched(spawn, watch, move |ended| {
                 if let Some(sender) = myself.upgrade() {
                     let _ = sender.send(Message::Exited { run, ended });
                 }
             });
         let mut child = match child {
             Ok(child) => child,
-            Err(error) => {
-                // A step of the setup the kernel refused names itself.
-                if let Some(why) = report.as_ref().and_then(|r| r.explain(&error)) {
-                    return self.spawn_failed(why);
-                }
-                let program = command.get_program().to_string_lossy().into_owned();
+            // A step of the setup the kernel refused names itself.
+            Err(SpawnError {
+                step: Some(why), ..
+            }) => return self.spawn_failed(why),
+            Err(SpawnError { error, .. }) => {
                 return self.spawn_failed(format!(
                     "cannot spawn {program}: {}",
                     super::exit::plain(&error)
@@ -1287,7 +1294,7 @@ impl Actor {
             Log::lock(&self.log).note(&note);
         }
         self.oom = oom;
-        let pid = child.id();
+        let pid = child.pid;
         if let Some(guard) = guard {
             guard.watch(pid, self.service.stop_signal, self.service.stop_timeout);
             self.guard = Some(guard);
@@ -1315,15 +1322,12 @@ impl Actor {
         self.notify_state = None;
         self.main_pid = None;
         self.pushed_ready = None;
-        // The child has its ends: muster's copies go, so the pipe ends with the run.
-        command.stdout(Stdio::null()).stderr(Stdio::null());
         let pipes = match output {
             descriptors::Output::Separate([out, err]) => vec![
-                (child.stdout.take().map(OwnedFd::from), Stream::Stdout, out),
-                (child.stderr.take().map(OwnedFd::from), Stream::Stderr, err),
+                (child.stdout.take(), Stream::Stdout, out),
+                (child.stderr.take(), Stream::Stderr, err),
             ],
-            descriptors::Output::Merged { read, write, lease } => {
-                drop(write);
+            descriptors::Output::Merged { read, lease } => {
                 vec![(Some(read), Stream::Stdout, lease)]
             }
         };
@@ -1455,11 +1459,10 @@ fn describe_left(left: &[(u32, String)]) -> String {
 
 /// One run's command, ready to spawn.
 struct Prepared {
-    command: Command,
+    /// The command, its streams and its setup between fork and exec.
+    spawn: Spawn,
     /// Where the run's exec probes execute.
     exec: ExecContext,
-    /// With a setup between fork and exec: names the step that failed, if one does.
-    report: Option<setup::Report>,
     /// What the service's log should say about the start.
     notes: Vec<String>,
     /// With a kernel memory limit: the run's OOM counter and its value now.
@@ -1569,7 +1572,7 @@ fn prepare(
     if let Some(deadline) = service.watchdog {
         env.push(("WATCHDOG_USEC".to_owned(), deadline.as_micros().to_string()));
     }
-    let mut command = match &service.run {
+    let (mut command, arg0) = match &service.run {
         Run::Argv(argv) => {
             let path_var = env
                 .iter()
@@ -1580,38 +1583,33 @@ fn prepare(
             let program = executable::resolve(&argv[0], cwd, path_var.as_deref())
                 .map_err(|error| format!("cannot spawn: {error}"))?;
             let mut command = Command::new(program);
-            command.arg0(&argv[0]).args(&argv[1..]);
-            command
+            command.args(&argv[1..]);
+            (command, Some(argv[0].clone().into()))
         }
         Run::Shell(line) => {
             let mut command = Command::new("/bin/sh");
             command.arg("-c").arg(line);
-            command
+            (command, None)
         }
     };
     // Before the service's own: muster's notify socket and the service's watchdog.
     super::process::forget_starter(&mut command);
-    command
-        .current_dir(cwd)
-        .envs(env)
-        .stdin(Stdio::null())
-        .process_group(0);
-    let output = descriptors::Output::for_spawn()
+    command.current_dir(cwd).envs(env).process_group(0);
+    let mut spawn = Spawn::new(command);
+    spawn.arg0 = arg0;
+    let (output, write) = descriptors::Output::for_spawn()
         .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
-    match &output {
-        descriptors::Output::Separate(_) => {
-            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    match write {
+        None => {
+            spawn.stdout = Io::Piped;
+            spawn.stderr = Io::Piped;
         }
-        descriptors::Output::Merged { write, .. } => {
+        Some(write) => {
             let second = write
                 .try_clone()
                 .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
-            let first = write
-                .try_clone()
-                .map_err(|error| format!("cannot make a pipe for its output: {error}"))?;
-            command
-                .stdout(Stdio::from(first))
-                .stderr(Stdio::from(second));
+            spawn.stdout = Io::Fd(write);
+            spawn.stderr = Io::Fd(second);
             notes.push(
                 "stdout and stderr share one pipe (the descriptor limit is too low for two \
                  per service): stderr lines are recorded as stdout"
@@ -1622,18 +1620,16 @@ fn prepare(
     let groups = shared.cgroups.for_run(&service.name, &service.process);
     notes.extend(groups.notes);
     // Without anything to set up, std spawns with posix_spawn, the fastest way.
-    let report = if service.process.needs_setup() || !groups.procs.is_empty() {
-        let (setup, report) = setup::Setup::new(&service.process, identity.as_ref(), groups.procs)
-            .map_err(|error| format!("cannot prepare the start: {}", super::exit::plain(&error)))?;
-        setup.install(&mut command);
-        Some(report)
-    } else {
-        None
-    };
+    if service.process.needs_setup() || !groups.procs.is_empty() {
+        spawn.setup = Some(setup::Plan {
+            settings: service.process.clone(),
+            identity,
+            cgroups: groups.procs,
+        });
+    }
     Ok(Prepared {
-        command,
+        spawn,
         exec,
-        report,
         notes,
         oom: groups.oom,
         sampled: groups.sampled,

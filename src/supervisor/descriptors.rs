@@ -68,28 +68,21 @@ impl Drop for Lease {
 pub enum Output {
     /// A pipe for stdout and one for stderr (std makes them at the spawn).
     Separate([Lease; 2]),
-    /// One pipe for both: the read end, the write end for the child (given as stdout
-    /// and, duplicated, as stderr), and its lease.
-    Merged {
-        read: OwnedFd,
-        write: OwnedFd,
-        lease: Lease,
-    },
+    /// One pipe for both: its read end and its lease.
+    Merged { read: OwnedFd, lease: Lease },
 }
 
 impl Output {
-    /// Two pipes while the budget holds them, otherwise one.
-    pub fn for_spawn() -> io::Result<Self> {
+    /// Two pipes while the budget holds them, otherwise one, whose write end (for
+    /// the child's stdout and, duplicated, its stderr) comes with it.
+    pub fn for_spawn() -> io::Result<(Self, Option<OwnedFd>)> {
         let limit = budget(soft_limit());
         if PIPES.load(Ordering::Relaxed) + 2 <= limit {
-            return Ok(Output::Separate([Lease::take(), Lease::take()]));
+            return Ok((Output::Separate([Lease::take(), Lease::take()]), None));
         }
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        Ok(Output::Merged {
-            read,
-            write,
-            lease: Lease::take(),
-        })
+        let lease = Lease::take();
+        Ok((Output::Merged { read, lease }, Some(write)))
     }
 }
 

@@ -13,7 +13,7 @@
 //! grace, then their groups are killed: nothing muster started outlives it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::bus::{Event, EventBus, EventKind};
 use super::exit::Exit;
-use super::process::{Reaper, signal_group};
+use super::process::{Io, Reaper, Spawn, signal_group};
 use crate::config::{Hook, executable};
 
 /// Hook runs allowed to be under way at once; an event storm beyond it is skipped
@@ -136,16 +136,15 @@ fn matches(hook: &Hook, event: &Event) -> bool {
 
 /// Runs one hook for one event; `Err` says how it failed.
 async fn run(context: &Context, hook: &Hook, event: &Event) -> Result<(), String> {
-    let mut command = command(context, hook, event)?;
+    let spawn = command(context, hook, event)?;
     let (told, exited) = oneshot::channel();
-    let child = context
+    let pid = context
         .reaper
-        .spawn(&mut command, move |exit| {
+        .spawn(spawn, move |exit| {
             let _ = told.send(exit);
         })
-        .map_err(|error| format!("cannot start: {error}"))?;
-    let pid = child.id();
-    drop(child);
+        .map_err(|error| format!("cannot start: {error}"))?
+        .pid;
     context.runs.pids().insert(pid);
     let outcome = wait(hook, pid, exited).await;
     context.runs.pids().remove(&pid);
@@ -172,7 +171,7 @@ async fn wait(hook: &Hook, pid: u32, exited: oneshot::Receiver<Exit>) -> Result<
     }
 }
 
-fn command(context: &Context, hook: &Hook, event: &Event) -> Result<Command, String> {
+fn command(context: &Context, hook: &Hook, event: &Event) -> Result<Spawn, String> {
     let path_var = std::env::var_os("PATH");
     let program = executable::resolve(&hook.run[0], &context.dir, path_var.as_deref())
         .map_err(|error| format!("cannot start: {error}"))?;
@@ -191,12 +190,12 @@ fn command(context: &Context, hook: &Hook, event: &Event) -> Result<Command, Str
         .env("MUSTER_EVENT_ID", event.id.to_string())
         .env("MUSTER_EVENT_RUN_ID", event.run_id.to_string())
         .env("MUSTER_EVENT_MESSAGE", &event.message)
-        .env("MUSTER_EVENT_JSON", json)
-        .stdin(Stdio::null())
-        .stdout(output)
-        .stderr(errors);
+        .env("MUSTER_EVENT_JSON", json);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    Ok(command)
+    let mut spawn = Spawn::new(command);
+    spawn.stdout = Io::Fd(output.into());
+    spawn.stderr = Io::Fd(errors.into());
+    Ok(spawn)
 }
 
 fn append(path: &Path) -> Result<std::fs::File, String> {

@@ -4,7 +4,7 @@
 //! straight into a reason.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::exit::{Exit, plain};
-use super::process::{Reaper, signal_group};
+use super::process::{Reaper, Spawn, signal_group};
 use crate::config::{Check, Port};
 
 /// The longest an HTTP probe reads of a body when looking for a substring.
@@ -136,18 +136,15 @@ async fn command(
         .args(&argv[1..])
         .current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .process_group(0);
     let (sender, receiver) = oneshot::channel();
     let child = reaper
-        .spawn(&mut command, move |exit| {
+        .spawn(Spawn::new(command), move |exit| {
             let _ = sender.send(exit);
         })
-        .map_err(|error| format!("{shown}: cannot run: {}", plain(&error)))?;
+        .map_err(|error| format!("{shown}: cannot run: {}", plain(&error.error)))?;
     // If this attempt is dropped (timeout), kill the probe's process group.
-    let guard = KillOnDrop(child.id());
+    let guard = KillOnDrop(child.pid);
     let exit = receiver
         .await
         .map_err(|_| format!("{shown}: lost track of the process"))?;

@@ -34,7 +34,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -50,9 +49,12 @@ use super::procfs;
 
 pub mod daemon;
 mod inherit;
+mod launch;
 pub mod setup;
+pub mod spawner;
 
 pub use inherit::{disinherit, forget_starter, unblock_stop_signals};
+pub use launch::{Io, Spawn, SpawnError, Spawned};
 
 /// Told how a registered child ended, from the reaper task.
 pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
@@ -118,30 +120,30 @@ impl Reaper {
         Ok(reaper)
     }
 
-    /// Spawns `command` (which must put the child in its own process group); `on_exit`
-    /// is called with how it ended.
+    /// Spawns `spawn` (whose command must put the child in its own process group);
+    /// `on_exit` is called with how it ended.
     pub fn spawn(
         &self,
-        command: &mut Command,
+        spawn: Spawn,
         on_exit: impl FnOnce(Exit) + Send + 'static,
-    ) -> io::Result<Child> {
+    ) -> Result<Spawned, SpawnError> {
         let mut waiters = lock();
-        let child = command.spawn()?;
-        waiters.insert(child.id() as i32, Waiter::Plain(Box::new(on_exit)));
+        let child = spawn.start()?;
+        waiters.insert(child.pid as i32, Waiter::Plain(Box::new(on_exit)));
         Ok(child)
     }
 
-    /// Spawns a service's main process (`command` must put it in its own process
-    /// group); `on_exit` is told how it ended and what of its run it left alive.
+    /// Spawns a service's main process (`spawn`'s command must put it in its own
+    /// process group); `on_exit` is told how it ended and what of its run it left alive.
     pub fn spawn_watched(
         &self,
-        command: &mut Command,
+        spawn: Spawn,
         watch: Watch,
         on_exit: impl FnOnce(Ended) + Send + 'static,
-    ) -> io::Result<Child> {
+    ) -> Result<Spawned, SpawnError> {
         let mut waiters = lock();
-        let child = command.spawn()?;
-        waiters.insert(child.id() as i32, Waiter::Watched(watch, Box::new(on_exit)));
+        let child = spawn.start()?;
+        waiters.insert(child.pid as i32, Waiter::Watched(watch, Box::new(on_exit)));
         Ok(child)
     }
 

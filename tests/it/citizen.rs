@@ -1042,7 +1042,10 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     up.wait_event("slow", "spawned");
     up.wait_event("stubborn", "spawned");
     let first = up.pid;
-    assert!(namespace_of(first).len() >= 4, "{:?}", namespace_of(first));
+    // muster, `slow`, `stubborn` and its loop's `sleep 0.1` (which comes and goes).
+    crate::helpers::up::eventually("four processes in the namespace", || {
+        namespace_of(first).len() >= 4
+    });
     up.signal(Signal::SIGTERM);
     let (code, took) = up.wait_exit(WAIT);
     assert_eq!(code, 0, "{}", up.stderr());

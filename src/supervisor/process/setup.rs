@@ -64,6 +64,15 @@ struct Rlimit {
     hard: u64,
 }
 
+/// What a setup is made from, decided before the spawn: the settings, who to switch to
+/// (`None`: the process stays muster's user), and the `cgroup.procs` files to join.
+#[derive(Debug)]
+pub struct Plan {
+    pub settings: ProcessSettings,
+    pub identity: Option<Identity>,
+    pub cgroups: Vec<OwnedFd>,
+}
+
 /// Everything the child does before `exec`, prepared.
 #[derive(Debug)]
 pub struct Setup {
