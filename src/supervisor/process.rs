@@ -20,6 +20,10 @@
 //! [`daemon`]). A daemon muster takes over is its child by then (an orphan re-parented
 //! to the subreaper), so its exit reaches the reaper like any other.
 //!
+//! Every child is spawned from one thread with a descriptor table of its own
+//! ([`spawner`]; what a spawn is given is described by [`Spawn`]), so that a spawn
+//! costs the same whatever number of descriptors the supervisor holds.
+//!
 //! Registration happens under the same lock as the spawn, so an exit cannot be reaped
 //! before its waiter is known. `waitpid` is process-wide, so the table of waiters is too:
 //! several supervisors in one process (tests, embedders) each run a reaper task, and

@@ -190,6 +190,17 @@ fn descriptors(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
+/// The descriptors in the table of `pid`'s thread named `muster-spawner`.
+fn spawner_table(pid: u32) -> Option<usize> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|task| {
+            fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "muster-spawner")
+        })
+        .map(|task| fs::read_dir(task.path().join("fd")).map_or(0, Iterator::count))
+}
+
 /// The log file's lines of a stream (`stdout`, `stderr`), without their stamps.
 fn logged(dir: &Path, service: &str, stream: &str) -> Vec<String> {
     fs::read_to_string(dir.join(format!("state/logs/{service}.log")))
@@ -227,6 +238,13 @@ fn descriptors_two_pipes_per_service_and_log_files_closed_between_writes() {
     assert!(
         (2 * N..=2 * N + KEEP_OPEN_LOGS + 100).contains(&held),
         "{held} descriptors for {N} services"
+    );
+    // The spawns came from a thread whose own table holds a handful: what each spawn
+    // copies does not grow with the services.
+    let spawner = spawner_table(up.pid()).expect("a muster-spawner thread");
+    assert!(
+        spawner <= 8,
+        "the spawner's table holds {spawner} descriptors"
     );
     // The last service's log was opened for its writes, not kept: its lines are there,
     // each on its own stream.
