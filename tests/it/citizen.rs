@@ -1042,9 +1042,10 @@ env = { MUSTER_TEST_TAG = "{tag}" }
     up.wait_event("slow", "spawned");
     up.wait_event("stubborn", "spawned");
     let first = up.pid;
-    // muster, `slow`, `stubborn` and its loop's `sleep 0.1` (which comes and goes).
-    crate::helpers::up::eventually("four processes in the namespace", || {
-        namespace_of(first).len() >= 4
+    // muster, `slow` and `stubborn` (its loop's `sleep 0.1` comes and goes too fast to
+    // be counted on a host whose `/proc` takes longer than that to read).
+    crate::helpers::up::eventually("three processes in the namespace", || {
+        namespace_of(first).len() >= 3
     });
     up.signal(Signal::SIGTERM);
     let (code, took) = up.wait_exit(WAIT);
