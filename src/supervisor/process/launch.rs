@@ -4,7 +4,7 @@
 //!
 //! A child starts with an empty signal mask whichever thread spawns it (the spawner
 //! blocks every signal; std leaves the mask as the spawning thread has it). Without a
-//! setup, and with the program given as a path, the spawn is `posix_spawn` called here
+//! setup, and with a program that is found, the spawn is `posix_spawn` called here
 //! with the mask, the process group and the streams as attributes: the child shares
 //! muster's memory until it has exec'd, with no page tables copied. Otherwise it is
 //! std's spawn (a fork), whose code between fork and exec empties the mask first.
@@ -177,11 +177,9 @@ fn spawn_here(
             ),
         });
     }
-    match setup {
-        None if command.get_program().as_bytes().contains(&b'/') => {
-            Ok(posix_spawn(&command, arg0.as_deref(), ends)?)
-        }
-        _ => forked(command, arg0, ends, setup, given),
+    match (setup, program_path(&command)) {
+        (None, Some(program)) => Ok(posix_spawn(&command, &program, arg0.as_deref(), ends)?),
+        (setup, _) => forked(command, arg0, ends, setup, given),
     }
 }
 
@@ -253,10 +251,32 @@ fn empty_mask_at_exec(command: &mut Command) {
     }
 }
 
-/// `posix_spawn` of `command` (its program a path), in a new process group, with an
-/// empty signal mask and `SIGPIPE` at its default, and the streams `ends`.
+/// The program `command` runs: as given when it is a path; a bare name searched on the
+/// `PATH` the child gets, as std's spawn would. `None` when not found (std's spawn then
+/// fails with the error it always gives).
+fn program_path(command: &Command) -> Option<OsString> {
+    let program = command.get_program();
+    if program.as_bytes().contains(&b'/') {
+        return Some(program.to_owned());
+    }
+    let path_var = match command.get_envs().find(|(key, _)| *key == "PATH") {
+        Some((_, value)) => value.map(OsStr::to_owned),
+        None => std::env::var_os("PATH"),
+    };
+    let cwd = command.get_current_dir().map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    );
+    crate::config::executable::resolve(program.to_str()?, &cwd, path_var.as_deref())
+        .ok()
+        .map(std::path::PathBuf::into_os_string)
+}
+
+/// `posix_spawn` of `command` running `program` (a path), in a new process group, with
+/// an empty signal mask and `SIGPIPE` at its default, and the streams `ends`.
 fn posix_spawn(
     command: &Command,
+    program: &OsStr,
     arg0: Option<&OsStr>,
     ends: Vec<End>,
 ) -> io::Result<(u32, Option<OwnedFd>, Option<OwnedFd>)> {
@@ -268,7 +288,7 @@ fn posix_spawn(
             )
         })
     };
-    let program = text(command.get_program())?;
+    let program = text(program)?;
     let mut argv = vec![text(arg0.unwrap_or(command.get_program()))?];
     for arg in command.get_args() {
         argv.push(text(arg)?);
@@ -364,9 +384,9 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    /// What `script` prints, spawned through `shape` (with a setup, when `setup`).
-    fn output_of(script: &str, setup: bool) -> String {
-        let mut command = Command::new("/bin/sh");
+    /// What `script` prints, run by `shell` (with a setup, when `setup`).
+    fn output_of(shell: &str, script: &str, setup: bool) -> String {
+        let mut command = Command::new(shell);
         command.args(["-c", script]).current_dir("/proc");
         let mut spawn = Spawn::new(command);
         spawn.arg0 = Some("named-sh".into());
@@ -394,12 +414,14 @@ mod tests {
     fn a_child_starts_unmasked_in_its_own_group_with_its_name_and_directory() {
         let script = "grep SigBlk /proc/self/status; echo $0; pwd; \
                       test $(cut -d' ' -f5 /proc/self/stat) = $$ && echo leader";
-        for setup in [false, true] {
+        // A path and a bare name (both spawned with `posix_spawn`), and with a setup
+        // (std's fork).
+        for (shell, setup) in [("/bin/sh", false), ("sh", false), ("/bin/sh", true)] {
             // Spawned from a thread that blocks every signal, as the spawner does.
             let text = std::thread::spawn(move || {
                 use nix::sys::signal::{SigmaskHow, pthread_sigmask};
                 pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None).unwrap();
-                output_of(script, setup)
+                output_of(shell, script, setup)
             })
             .join()
             .unwrap();
@@ -407,7 +429,7 @@ mod tests {
             assert_eq!(
                 lines,
                 ["SigBlk:\t0000000000000000", "named-sh", "/proc", "leader"],
-                "with a setup: {setup}"
+                "{shell}, with a setup: {setup}"
             );
         }
     }
