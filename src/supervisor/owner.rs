@@ -661,6 +661,8 @@ impl Owner {
             if let Some(reply) = self.boot_reply.take() {
                 let _ = reply.send(());
             }
+            // Every service has taken its first step: what the boot freed is freed.
+            super::trim::release_free_memory();
             return;
         }
         let group: BTreeSet<ServiceName> = self.boot_queue.drain(..count).collect();
@@ -1063,6 +1065,8 @@ impl Owner {
                 );
             }
         }
+        // The old definitions and the new configuration's parse are freed by now.
+        super::trim::release_free_memory();
         let _ = reply.send(Ok(report));
     }
 
