@@ -320,9 +320,9 @@ impl ServiceHandle {
     }
 }
 
-/// Starts the actor of `service` (in `Stopped`) and returns its handle.
-pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHandle {
-    let service = Arc::new(service);
+/// Starts the actor of `service` (in `Stopped`) and returns its handle. The definition
+/// is the spec's own, shared, not a copy.
+pub fn start(service: Arc<Service>, shared: Arc<Shared>, log: SharedLog) -> ServiceHandle {
     let state = State::new();
     let (sender, receiver) = mpsc::unbounded_channel();
     let sender = Mailbox(sender);

@@ -222,7 +222,7 @@ impl Supervisor {
                     logs_dir.join(format!("{}.log", service.name)),
                     spec.settings.logs.clone(),
                 );
-                let handle = actor::start(service.clone(), Arc::clone(&shared), log);
+                let handle = actor::start(Arc::clone(service), Arc::clone(&shared), log);
                 (service.name.clone(), handle)
             })
             .collect();

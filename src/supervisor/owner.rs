@@ -993,13 +993,13 @@ impl Owner {
         }
         for name in &report.unchanged {
             if let Some(handle) = self.services.get_mut(name)
-                && *handle.service != new.services[name]
+                && *handle.service != *new.services[name]
             {
-                handle.service = Arc::new(new.services[name].clone());
+                handle.service = Arc::clone(&new.services[name]);
             }
         }
         for name in report.restarted.iter().chain(&report.added) {
-            let service = new.services[name].clone();
+            let service = Arc::clone(&new.services[name]);
             let log = Log::shared(
                 self.logs_dir.join(format!("{name}.log")),
                 new.settings.logs.clone(),

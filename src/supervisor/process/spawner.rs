@@ -215,7 +215,10 @@ fn receive(socket: &OwnedFd) -> io::Result<Vec<OwnedFd>> {
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel installed these descriptors in this table for
                 // this message; nothing else owns them.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         if message.bytes == 0 {
