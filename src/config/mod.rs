@@ -258,7 +258,7 @@ fn build_from(
             for (set, replicas) in &sets {
                 for index in 0..replicas.count {
                     if let Some(service) = spec.services.get_mut(set.instance(index).as_str()) {
-                        service.replica = Some(Replica {
+                        std::sync::Arc::make_mut(service).replica = Some(Replica {
                             set: set.clone(),
                             index,
                         });

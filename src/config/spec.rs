@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -28,7 +29,9 @@ pub struct Spec {
     /// The config file, absolute.
     pub path: PathBuf,
     pub settings: Settings,
-    pub services: BTreeMap<ServiceName, Service>,
+    /// Shared with the supervisor's actors, which hold each definition while the spec
+    /// holds it too (a definition is about 1 KiB).
+    pub services: BTreeMap<ServiceName, Arc<Service>>,
     /// The start order: each wave holds the services whose dependencies are all in
     /// earlier waves, so a wave can start in parallel. Every service is in exactly one.
     pub waves: Vec<Vec<ServiceName>>,
@@ -110,7 +113,7 @@ impl Singleton {
 
 impl Spec {
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.get(name)
+        self.services.get(name).map(|service| &**service)
     }
 
     /// Every one-shot (see [`Self::is_one_shot`]), in one pass over the dependencies.
@@ -178,7 +181,7 @@ impl Spec {
                 .models
                 .iter()
                 .any(|m| m == model)
-                .then_some((service, routing))
+                .then_some((&**service, routing))
         })
     }
 

@@ -200,11 +200,39 @@ impl From<Order> for Input {
     }
 }
 
+/// The sending side of an actor's channel. Each message travels boxed: an unbounded
+/// channel holds its messages in blocks of 32 slots and allocates the first block when
+/// it is made, so with slots the size of a pointer rather than of the largest message
+/// every service's idle channel holds 0.3 KiB instead of 1.8 KiB.
+#[derive(Debug, Clone)]
+pub(super) struct Mailbox(mpsc::UnboundedSender<Box<Message>>);
+
+impl Mailbox {
+    /// Fails, giving the message back, once the actor is gone.
+    pub(super) fn send(&self, message: Message) -> Result<(), Box<Message>> {
+        self.0.send(Box::new(message)).map_err(|failed| failed.0)
+    }
+
+    fn downgrade(&self) -> WeakMailbox {
+        WeakMailbox(self.0.downgrade())
+    }
+}
+
+/// A [`Mailbox`] that does not keep the actor alive.
+#[derive(Debug, Clone)]
+pub(super) struct WeakMailbox(mpsc::WeakUnboundedSender<Box<Message>>);
+
+impl WeakMailbox {
+    fn upgrade(&self) -> Option<Mailbox> {
+        self.0.upgrade().map(Mailbox)
+    }
+}
+
 /// A cloneable handle to one service's actor.
 #[derive(Debug, Clone)]
 pub struct ServiceHandle {
     pub service: Arc<Service>,
-    sender: mpsc::UnboundedSender<Message>,
+    sender: Mailbox,
     status: watch::Receiver<Status>,
     log: SharedLog,
     pub usage: Arc<Usage>,
@@ -292,11 +320,12 @@ impl ServiceHandle {
     }
 }
 
-/// Starts the actor of `service` (in `Stopped`) and returns its handle.
-pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHandle {
-    let service = Arc::new(service);
+/// Starts the actor of `service` (in `Stopped`) and returns its handle. The definition
+/// is the spec's own, shared, not a copy.
+pub fn start(service: Arc<Service>, shared: Arc<Shared>, log: SharedLog) -> ServiceHandle {
     let state = State::new();
     let (sender, receiver) = mpsc::unbounded_channel();
+    let sender = Mailbox(sender);
     let (status_sender, status) = watch::channel(Status {
         service: service.name.clone(),
         phase: state.phase,
@@ -363,7 +392,9 @@ pub fn start(service: Service, shared: Arc<Shared>, log: SharedLog) -> ServiceHa
             actor.shared.bus.clone(),
         ));
     }
-    tokio::spawn(actor.run(receiver));
+    // Boxed: a future keeps its arguments apart from the state it moves them into, so
+    // an actor run by value would be held twice in its task (1 KiB more per service).
+    tokio::spawn(Box::new(actor).run(receiver));
     ServiceHandle {
         service,
         sender,
@@ -385,7 +416,7 @@ struct Actor {
     shared: Arc<Shared>,
     /// For callbacks (reaper, probes, log readers, notify); weak so that dropping every
     /// handle ends the actor.
-    myself: mpsc::WeakUnboundedSender<Message>,
+    myself: WeakMailbox,
     status: watch::Sender<Status>,
     timers: [Option<Instant>; Timer::ALL.len()],
     /// A pushed readiness signal (notify, log) that still waits for `wait-for-ports`.
@@ -440,7 +471,7 @@ struct RunTarget {
 }
 
 impl Actor {
-    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Message>) {
+    async fn run(mut self: Box<Self>, mut receiver: mpsc::UnboundedReceiver<Box<Message>>) {
         loop {
             let due = self
                 .timers
@@ -462,7 +493,7 @@ impl Actor {
                 None => receiver.recv().await,
             };
             let Some(message) = message else { break };
-            for input in self.accept(message) {
+            for input in self.accept(*message) {
                 self.apply(input);
             }
         }

@@ -32,6 +32,7 @@ pub mod resources;
 mod say;
 pub mod status;
 pub mod summary;
+mod trim;
 pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,6 +170,7 @@ impl Supervisor {
     /// [`Self::new`] for a spec whose state directory was overridden (`--state-dir`):
     /// `file_state_dir` is the one its file names, which a reload may not change.
     pub fn with_file_state_dir(spec: Spec, file_state_dir: PathBuf) -> Result<Self, StartError> {
+        trim::keep_thresholds();
         let logs_dir = spec.settings.state_dir.join("logs");
         let run_dir = spec.settings.state_dir.join("run");
         for dir in [&logs_dir, &run_dir] {
@@ -220,7 +222,7 @@ impl Supervisor {
                     logs_dir.join(format!("{}.log", service.name)),
                     spec.settings.logs.clone(),
                 );
-                let handle = actor::start(service.clone(), Arc::clone(&shared), log);
+                let handle = actor::start(Arc::clone(service), Arc::clone(&shared), log);
                 (service.name.clone(), handle)
             })
             .collect();

@@ -661,6 +661,8 @@ impl Owner {
             if let Some(reply) = self.boot_reply.take() {
                 let _ = reply.send(());
             }
+            // Every service has taken its first step: what the boot freed is freed.
+            super::trim::release_free_memory();
             return;
         }
         let group: BTreeSet<ServiceName> = self.boot_queue.drain(..count).collect();
@@ -991,13 +993,13 @@ impl Owner {
         }
         for name in &report.unchanged {
             if let Some(handle) = self.services.get_mut(name)
-                && *handle.service != new.services[name]
+                && *handle.service != *new.services[name]
             {
-                handle.service = Arc::new(new.services[name].clone());
+                handle.service = Arc::clone(&new.services[name]);
             }
         }
         for name in report.restarted.iter().chain(&report.added) {
-            let service = new.services[name].clone();
+            let service = Arc::clone(&new.services[name]);
             let log = Log::shared(
                 self.logs_dir.join(format!("{name}.log")),
                 new.settings.logs.clone(),
@@ -1063,6 +1065,8 @@ impl Owner {
                 );
             }
         }
+        // The old definitions and the new configuration's parse are freed by now.
+        super::trim::release_free_memory();
         let _ = reply.send(Ok(report));
     }
 

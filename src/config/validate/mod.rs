@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -135,7 +136,7 @@ pub fn validate(
     }
     v.healthy_without_probe(&drafts);
     // No errors: every dependency names a valid service, so none is dropped here.
-    let services: BTreeMap<ServiceName, Service> = drafts
+    let services: BTreeMap<ServiceName, Arc<Service>> = drafts
         .into_iter()
         .filter_map(|draft| {
             let mut service = draft.service?;
@@ -150,7 +151,7 @@ pub fn validate(
                     })
                 })
                 .collect();
-            Some((service.name.clone(), service))
+            Some((service.name.clone(), Arc::new(service)))
         })
         .collect();
     Some(Spec {
