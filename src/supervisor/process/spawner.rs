@@ -156,16 +156,19 @@ fn leave_shared_table(end: RawFd) -> io::Result<OwnedFd> {
     use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)?;
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/thread-self/fd")?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if fd > 2 && fd != end {
-            // SAFETY: this thread's table is its own now; nothing in it but `end` and
-            // the standard streams is used on this thread.
-            unsafe {
-                nix::libc::close(fd);
-            }
+    // Everything above stderr but `end`: the ranges on each side of it.
+    let end_number = u32::try_from(end).map_err(|_| io::Error::other("a negative descriptor"))?;
+    for (first, last) in [
+        (3, end_number.saturating_sub(1)),
+        (end_number.saturating_add(1), u32::MAX),
+    ] {
+        if first > last {
+            continue;
+        }
+        // SAFETY: this thread's table is its own now; nothing in it but `end` and the
+        // standard streams is used on this thread.
+        if unsafe { nix::libc::close_range(first, last, 0) } != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     // SAFETY: `end` is open in this thread's table and owned by nothing else in it.
