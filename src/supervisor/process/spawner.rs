@@ -92,9 +92,16 @@ impl Spawner {
         std::thread::Builder::new()
             .name("muster-spawner".to_owned())
             .spawn(move || {
-                let Ok(socket) = leave_shared_table(end) else {
-                    let _ = ready.send(false);
-                    return;
+                let socket = match leave_shared_table(end) {
+                    Ok(socket) => socket,
+                    Err(error) => {
+                        crate::supervisor::say::warn(format_args!(
+                            "children are spawned from the supervisor's own descriptor table \
+                             ({error}): each spawn costs more the more services run"
+                        ));
+                        let _ = ready.send(false);
+                        return;
+                    }
                 };
                 let _ = ready.send(true);
                 for job in incoming {
