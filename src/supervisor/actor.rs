@@ -1362,21 +1362,27 @@ impl Actor {
                 vec![(Some(read), Stream::Stdout, lease)]
             }
         };
+        let mut receivers = Vec::with_capacity(2);
+        let mut leases = Vec::with_capacity(2);
         for (fd, stream, lease) in pipes {
             let Some(fd) = fd else { continue };
             match pipe::Receiver::from_owned_fd(fd) {
                 Ok(receiver) => {
-                    let log = Arc::clone(&self.log);
-                    let watch = self.log_watch(run);
-                    tokio::spawn(async move {
-                        pump(receiver, stream, log, watch).await;
-                        drop(lease);
-                    });
+                    receivers.push((receiver, stream));
+                    leases.push(lease);
                 }
                 Err(error) => {
                     Log::lock(&self.log).note(&format!("cannot read {stream:?}: {error}"))
                 }
             }
+        }
+        if !receivers.is_empty() {
+            let log = Arc::clone(&self.log);
+            let watch = self.log_watch(run);
+            tokio::spawn(async move {
+                pump(receivers, log, watch).await;
+                drop(leases);
+            });
         }
         self.shared.notify.register(pid, self.route(run));
         self.pid_wait = None;

@@ -304,15 +304,12 @@ thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER]);
 }
 
-/// Drains one pipe of a child into its log until the write end closes.
-pub async fn pump(
-    pipe: pipe::Receiver,
-    stream: Stream,
-    log: SharedLog,
-    mut watch: Option<LineWatch>,
-) {
-    let mut splitter = LineSplitter::default();
-    let mut deliver = |splitter: &mut LineSplitter, bytes: Option<&[u8]>| {
+/// Drains a run's pipes (its stdout's and stderr's, or the one both share) into its log
+/// until every write end closes. One task reads them all: a task per pipe would cost
+/// each service a second task's memory for nothing.
+pub async fn pump(pipes: Vec<(pipe::Receiver, Stream)>, log: SharedLog, watch: Option<LineWatch>) {
+    let mut watch = watch;
+    let mut deliver = |stream: Stream, splitter: &mut LineSplitter, bytes: Option<&[u8]>| {
         let mut lines: Vec<String> = Vec::new();
         let mut collect = |raw: &[u8]| lines.push(String::from_utf8_lossy(raw).into_owned());
         match bytes {
@@ -326,14 +323,33 @@ pub async fn pump(
         }
         Log::lock(&log).append(stream, lines.iter().map(String::as_str));
     };
+    let mut open: Vec<(pipe::Receiver, Stream, LineSplitter)> = pipes
+        .into_iter()
+        .map(|(pipe, stream)| (pipe, stream, LineSplitter::default()))
+        .collect();
     loop {
-        if pipe.readable().await.is_err() {
+        // Which pipe has something (or its end) to read.
+        let ready = match open.as_slice() {
+            [] => break,
+            [only] => only.0.readable().await.map(|()| 0),
+            [first, second, ..] => tokio::select! {
+                ready = first.0.readable() => ready.map(|()| 0),
+                ready = second.0.readable() => ready.map(|()| 1),
+            },
+        };
+        let index = match ready {
+            Ok(index) => index,
+            // The reactor is gone: the runtime is shutting down.
+            Err(_) => break,
+        };
+        let Some((pipe, stream, splitter)) = open.get_mut(index) else {
             break;
-        }
+        };
+        let stream = *stream;
         let read = READ_BUF.with_borrow_mut(|buf| match pipe.try_read(buf) {
             Ok(0) => Ok(false),
             Ok(n) => {
-                deliver(&mut splitter, Some(&buf[..n]));
+                deliver(stream, splitter, Some(&buf[..n]));
                 Ok(true)
             }
             Err(error) => Err(error),
@@ -342,13 +358,21 @@ pub async fn pump(
             // tokio's budget counts reads, not bytes: a child that always has 64 KiB
             // ready would keep the thread for 128 of them. Yield after each one.
             Ok(true) => tokio::task::yield_now().await,
-            Ok(false) => break,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            // The end of this pipe, or an error reading it: what it held is kept.
+            Ok(false) | Err(_) => {
+                let (_, stream, mut splitter) = open.swap_remove(index);
+                deliver(stream, &mut splitter, None);
+            }
         }
     }
-    deliver(&mut splitter, None);
+    for (_, stream, mut splitter) in open {
+        deliver(stream, &mut splitter, None);
+    }
 }
 
 #[cfg(test)]
