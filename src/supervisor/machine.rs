@@ -1,6 +1,7 @@
 //! The service state machine, pure: [`step`] maps a state and one input to the next
 //! state and the effects the actor must perform. No I/O, no clock (time comes in with
-//! the input), no randomness (jitter is applied by the actor when it arms a timer).
+//! the input), no randomness (restart jitter is applied by the actor when it arms a
+//! timer; probe phases are a hash of the service's name and run, see [`probe_phase`]).
 //!
 //! Every change of phase must be listed in [`ALLOWED`]; `step` asserts it in debug
 //! builds and the table tests prove that the inputs reach exactly those transitions.
@@ -389,6 +390,9 @@ pub struct Policy {
     pub watchdog: Option<Duration>,
     /// The pid file of a program that can only run in the background, as shown.
     pub pidfile: Option<String>,
+    /// A hash of the service's name: with the run, where in its interval each of its
+    /// probes falls (see [`probe_phase`]).
+    pub phase_seed: u64,
 }
 
 /// How liveness is watched, as far as the machine cares.
@@ -430,6 +434,7 @@ impl Policy {
             }),
             watchdog: service.watchdog,
             pidfile: service.pidfile.as_ref().map(|p| p.display().to_string()),
+            phase_seed: name_hash(service.name.as_str()),
         }
     }
 
@@ -738,7 +743,7 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let effects = match policy.ready.as_ref().and_then(|r| r.poll_every) {
                 Some(interval) => vec![Effect::Arm(
                     Timer::Probe,
-                    ready_retry(interval, state.ready_failures),
+                    phased_ready_retry(policy, state, interval, state.ready_failures),
                 )],
                 None => vec![],
             };
@@ -911,7 +916,13 @@ fn cancel_running() -> Vec<Effect> {
 fn start_watching(policy: &Policy, state: &State) -> Vec<Effect> {
     let mut effects = Vec::new();
     if let Some(alive) = &policy.alive {
-        effects.push(Effect::Arm(Timer::Alive, alive.interval));
+        // Services that became healthy together (a boot, a reload, a restart of all)
+        // must not probe together for the rest of their runs: the first attempt falls
+        // at the run's own phase, and each next one an interval after the last.
+        effects.push(Effect::Arm(
+            Timer::Alive,
+            phased(alive.interval, probe_phase(policy, state)),
+        ));
     }
     if let Some(deadline) = state.watchdog {
         effects.push(Effect::Arm(Timer::Watchdog, deadline));
@@ -1012,6 +1023,49 @@ pub fn ready_retry(interval: Duration, failed: u32) -> Duration {
     FIRST_READY_RETRY
         .saturating_mul(1 << failed.min(20))
         .min(interval)
+}
+
+/// [`ready_retry`], with the first wait of a whole interval moved to the run's phase:
+/// services spawned together back off in step, and would otherwise poll in step once
+/// they reach their interval.
+fn phased_ready_retry(policy: &Policy, state: &State, interval: Duration, failed: u32) -> Duration {
+    let wait = ready_retry(interval, failed);
+    let first_whole = wait >= interval && (failed == 0 || ready_retry(interval, failed - 1) < interval);
+    if first_whole {
+        phased(interval, probe_phase(policy, state))
+    } else {
+        wait
+    }
+}
+
+/// Where in its probes' interval a run of a service falls, in `[0, 1)`: stable for the
+/// run, different from one service (and one run) to the next, so that probes of many
+/// services started together spread over the interval instead of coming all at once.
+pub fn probe_phase(policy: &Policy, state: &State) -> f64 {
+    let mixed = mix(policy.phase_seed ^ mix(state.runs));
+    // The top 53 bits, as a fraction: exactly representable.
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `interval` moved by `phase` (in `[0, 1)`): from half an interval to one and a half,
+/// one interval on average.
+pub fn phased(interval: Duration, phase: f64) -> Duration {
+    interval.mul_f64(0.5 + phase.clamp(0.0, 1.0))
+}
+
+/// FNV-1a of a name: stable across builds and platforms, unlike the std hasher.
+pub fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// SplitMix64's finalizer: nearby inputs (runs 1, 2, 3) give unrelated outputs.
+fn mix(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {

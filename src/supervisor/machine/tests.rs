@@ -21,6 +21,7 @@ fn policy(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
         alive: None,
         watchdog: None,
         pidfile: None,
+        phase_seed: name_hash("web"),
     }
 }
 
@@ -329,14 +330,14 @@ fn a_polling_probe_retries_soon_then_on_its_interval_until_ready() {
     assert_eq!(s.phase, Phase::Starting);
     assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
     assert!(effects.contains(&Effect::Probe(ProbeKind::Ready)));
-    // Retries come soon after the first refusal, then back off to the interval.
+    // Retries come soon after the first refusal, then back off to the interval; the
+    // first whole one falls at the run's phase, and the interval follows from there.
     let mut s = s;
-    for expected in [10, 20, 40, 80, 100, 100] {
+    let first_whole = phased(Duration::from_millis(100), probe_phase(&p, &s));
+    let ms = Duration::from_millis;
+    for expected in [ms(10), ms(20), ms(40), ms(80), first_whole, ms(100), ms(100)] {
         let (failed, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
-        assert_eq!(
-            effects,
-            vec![Effect::Arm(Timer::Probe, Duration::from_millis(expected))]
-        );
+        assert_eq!(effects, vec![Effect::Arm(Timer::Probe, expected)]);
         let (again, effects) = step(&p, &failed, Input::Timer(Timer::Probe), now);
         assert_eq!(effects, vec![Effect::Probe(ProbeKind::Ready)]);
         s = again;
@@ -641,8 +642,37 @@ fn healthy(p: &Policy, now: Instant) -> State {
     );
     assert_eq!(s.phase, Phase::Healthy);
     assert!(effects.contains(&Effect::Arm(Timer::Watchdog, Duration::from_secs(30))));
-    assert!(effects.contains(&Effect::Arm(Timer::Alive, Duration::from_secs(1))));
+    let first = phased(Duration::from_secs(1), probe_phase(p, &s));
+    assert!(effects.contains(&Effect::Arm(Timer::Alive, first)));
     s
+}
+
+#[test]
+fn probe_phases_are_stable_per_run_and_spread_over_services_and_runs() {
+    let now = Instant::now();
+    let interval = Duration::from_secs(1);
+    let mut phases = Vec::new();
+    for service in 0..1000 {
+        let mut p = watched(RestartPolicy::Always);
+        p.phase_seed = name_hash(&format!("s{service:05}"));
+        let s = healthy(&p, now);
+        // The same run has the same phase however often it is asked.
+        assert_eq!(probe_phase(&p, &s), probe_phase(&p, &s));
+        let first = phased(interval, probe_phase(&p, &s));
+        assert!(first >= interval / 2 && first < interval * 3 / 2, "{first:?}");
+        phases.push(probe_phase(&p, &s));
+        // The next run of the same service falls elsewhere.
+        let mut next_run = s.clone();
+        next_run.runs += 1;
+        assert_ne!(probe_phase(&p, &s), probe_phase(&p, &next_run));
+    }
+    // A thousand services started together: every tenth of the interval holds about a
+    // tenth of them.
+    let mut tenths = [0usize; 10];
+    for phase in &phases {
+        tenths[(phase * 10.0) as usize] += 1;
+    }
+    assert!(tenths.iter().all(|&n| (50..=150).contains(&n)), "{tenths:?}");
 }
 
 #[test]
