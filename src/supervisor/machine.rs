@@ -1030,7 +1030,8 @@ pub fn ready_retry(interval: Duration, failed: u32) -> Duration {
 /// they reach their interval.
 fn phased_ready_retry(policy: &Policy, state: &State, interval: Duration, failed: u32) -> Duration {
     let wait = ready_retry(interval, failed);
-    let first_whole = wait >= interval && (failed == 0 || ready_retry(interval, failed - 1) < interval);
+    let first_whole =
+        wait >= interval && (failed == 0 || ready_retry(interval, failed - 1) < interval);
     if first_whole {
         phased(interval, probe_phase(policy, state))
     } else {

@@ -335,7 +335,15 @@ fn a_polling_probe_retries_soon_then_on_its_interval_until_ready() {
     let mut s = s;
     let first_whole = phased(Duration::from_millis(100), probe_phase(&p, &s));
     let ms = Duration::from_millis;
-    for expected in [ms(10), ms(20), ms(40), ms(80), first_whole, ms(100), ms(100)] {
+    for expected in [
+        ms(10),
+        ms(20),
+        ms(40),
+        ms(80),
+        first_whole,
+        ms(100),
+        ms(100),
+    ] {
         let (failed, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
         assert_eq!(effects, vec![Effect::Arm(Timer::Probe, expected)]);
         let (again, effects) = step(&p, &failed, Input::Timer(Timer::Probe), now);
@@ -659,7 +667,10 @@ fn probe_phases_are_stable_per_run_and_spread_over_services_and_runs() {
         // The same run has the same phase however often it is asked.
         assert_eq!(probe_phase(&p, &s), probe_phase(&p, &s));
         let first = phased(interval, probe_phase(&p, &s));
-        assert!(first >= interval / 2 && first < interval * 3 / 2, "{first:?}");
+        assert!(
+            first >= interval / 2 && first < interval * 3 / 2,
+            "{first:?}"
+        );
         phases.push(probe_phase(&p, &s));
         // The next run of the same service falls elsewhere.
         let mut next_run = s.clone();
@@ -672,7 +683,10 @@ fn probe_phases_are_stable_per_run_and_spread_over_services_and_runs() {
     for phase in &phases {
         tenths[(phase * 10.0) as usize] += 1;
     }
-    assert!(tenths.iter().all(|&n| (50..=150).contains(&n)), "{tenths:?}");
+    assert!(
+        tenths.iter().all(|&n| (50..=150).contains(&n)),
+        "{tenths:?}"
+    );
 }
 
 #[test]
