@@ -456,6 +456,10 @@ fn probes_of_services_started_together_spread_over_their_interval() {
         );
         let share = total as f64 / counts.len() as f64;
         let most = counts.iter().copied().max().unwrap_or(0);
+        eprintln!(
+            "{what}: {total} probes in 3 intervals, at most {most} in a tenth of one \
+             (average {share:.1}): {counts:?}"
+        );
         assert!(
             (most as f64) <= 3.0 * share,
             "{what} probes came in a herd: {most} within a tenth of the interval, against \
@@ -526,6 +530,10 @@ fn exec_probes_run_at_most_four_per_core_at_once() {
         seen.len()
     );
     let most = seen.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "{} exec probes, at most {most} at once (cap {cap})",
+        seen.len()
+    );
     assert!(
         most <= cap,
         "{most} exec probes ran at once, more than the cap of {cap}: {seen:?}"
