@@ -743,7 +743,7 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let effects = match policy.ready.as_ref().and_then(|r| r.poll_every) {
                 Some(interval) => vec![Effect::Arm(
                     Timer::Probe,
-                    phased_ready_retry(policy, state, interval, state.ready_failures),
+                    phased_ready_retry(policy, state, interval, state.ready_failures, now),
                 )],
                 None => vec![],
             };
@@ -979,7 +979,7 @@ fn alive_result(
     let Some(alive) = &policy.alive else {
         return (state.clone(), vec![]);
     };
-    let again = Effect::Arm(Timer::Alive, alive.interval);
+    let again = Effect::Arm(Timer::Alive, alive_wait(policy, state, alive.interval, now));
     let mut next = state.clone();
     match (state.phase, result) {
         (Phase::Healthy, Ok(_)) => next.alive_streak = 0,
@@ -1012,6 +1012,23 @@ fn alive_result(
     (next, vec![again])
 }
 
+/// How long until the next liveness attempt of a healthy service: to the next slot of
+/// its grid, which starts at its phase after it became healthy and has a slot each
+/// interval. Counted from the grid, not from when the answer came: a supervisor held up
+/// (a loaded machine, a stopped process) answers the attempts that fell due meanwhile
+/// all at once, and counting from then would keep those services in step for good.
+/// While unhealthy, one interval after the answer.
+fn alive_wait(policy: &Policy, state: &State, interval: Duration, now: Instant) -> Duration {
+    match state.healthy_since {
+        Some(since) => to_next_slot(
+            since + phased(interval, probe_phase(policy, state)),
+            interval,
+            now,
+        ),
+        None => interval,
+    }
+}
+
 /// The first retry of a failed readiness attempt; each next one waits twice as long.
 pub const FIRST_READY_RETRY: Duration = Duration::from_millis(10);
 
@@ -1025,18 +1042,38 @@ pub fn ready_retry(interval: Duration, failed: u32) -> Duration {
         .min(interval)
 }
 
-/// [`ready_retry`], with the first wait of a whole interval moved to the run's phase:
-/// services spawned together back off in step, and would otherwise poll in step once
-/// they reach their interval.
-fn phased_ready_retry(policy: &Policy, state: &State, interval: Duration, failed: u32) -> Duration {
+/// [`ready_retry`], with the waits of a whole interval on the run's grid: slots an
+/// interval apart from its phase after the spawn. Services spawned together back off
+/// in step, and would otherwise poll in step once they reach their interval; and
+/// counted from each answer, a supervisor held up (a loaded machine) would put every
+/// attempt that fell due meanwhile in step for good.
+fn phased_ready_retry(
+    policy: &Policy,
+    state: &State,
+    interval: Duration,
+    failed: u32,
+    now: Instant,
+) -> Duration {
     let wait = ready_retry(interval, failed);
-    let first_whole =
-        wait >= interval && (failed == 0 || ready_retry(interval, failed - 1) < interval);
-    if first_whole {
-        phased(interval, probe_phase(policy, state))
-    } else {
-        wait
+    match state.spawned_at {
+        Some(spawned) if wait >= interval => {
+            let first = spawned + phased(interval, probe_phase(policy, state));
+            to_next_slot(first, interval, now)
+        }
+        _ => wait,
     }
+}
+
+/// How long from `now` to the first of the slots `first`, `first + interval` ... that
+/// is later than `now`.
+fn to_next_slot(first: Instant, interval: Duration, now: Instant) -> Duration {
+    let Some(behind) = now.checked_duration_since(first) else {
+        return first - now;
+    };
+    let interval_ns = interval.as_nanos().max(1);
+    let slots = behind.as_nanos() / interval_ns + 1;
+    let due = slots.saturating_mul(interval_ns) - behind.as_nanos();
+    Duration::from_nanos(u64::try_from(due).unwrap_or(u64::MAX))
 }
 
 /// Where in its probes' interval a run of a service falls, in `[0, 1)`: stable for the
