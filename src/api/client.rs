@@ -319,6 +319,83 @@ pub async fn request_at(
     path: &str,
     patience: Patience,
 ) -> Result<Answer, ClientError> {
+    fetch_at(endpoint, method, path, patience)
+        .await
+        .map(Raw::into_answer)
+}
+
+/// [`request_within`], the body left as the bytes that came: for an answer of
+/// megabytes (the list of ten thousand services) that is read as its document or
+/// printed as it is, without a [`serde_json::Value`] in between.
+pub async fn fetch_within(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    patience: Patience,
+) -> Result<Raw, ClientError> {
+    fetch_at(
+        &Endpoint::Socket(socket.to_path_buf()),
+        method,
+        path,
+        patience,
+    )
+    .await
+}
+
+/// An answer whose body has not been read as JSON yet.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: StatusCode,
+    pub bytes: Bytes,
+    /// The supervisor's process (the socket's peer), when the system says.
+    pub pid: Option<u32>,
+    /// What was asked, such as `GET /v1/services`.
+    pub asked: String,
+}
+
+impl Raw {
+    /// The answer with its body as JSON (or, when it is not JSON, as a string).
+    pub fn into_answer(self) -> Answer {
+        Answer {
+            status: self.status,
+            body: json_or_text(&self.bytes),
+            pid: self.pid,
+            asked: self.asked,
+        }
+    }
+
+    /// [`Answer::outcome`], read straight from the bytes.
+    pub fn outcome<T: DeserializeOwned>(&self) -> Result<Result<T, ErrorBody>, Unreadable> {
+        if self.status.is_success() {
+            self.parse().map(Ok)
+        } else {
+            self.parse().map(Err)
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, Unreadable> {
+        serde_json::from_slice(&self.bytes).map_err(|error| Unreadable {
+            asked: self.asked.clone(),
+            status: self.status,
+            pid: self.pid,
+            problem: if serde_json::from_slice::<serde::de::IgnoredAny>(&self.bytes).is_err() {
+                format!(
+                    "not JSON: {}",
+                    excerpt(&String::from_utf8_lossy(&self.bytes))
+                )
+            } else {
+                error.to_string()
+            },
+        })
+    }
+}
+
+async fn fetch_at(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    patience: Patience,
+) -> Result<Raw, ClientError> {
     let began = Instant::now();
     let asked = asked(&method, path);
     let place = endpoint.place();
@@ -334,9 +411,9 @@ pub async fn request_at(
     let bytes = collected
         .map_err(|e| broken(socket, e.to_string()))?
         .to_bytes();
-    Ok(Answer {
+    Ok(Raw {
         status: head.status,
-        body: json_or_text(&bytes),
+        bytes,
         pid,
         asked,
     })

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::out::{err, errln, outln};
 use super::{EXIT_FAILED, EXIT_USAGE, GlobalArgs};
-use crate::api::client::{self, Answer, ClientError, Patience, Unreadable};
+use crate::api::client::{self, Answer, ClientError, Patience, Raw, Unreadable};
 use crate::api::model::{
     ErrorBody, ErrorKind, Reloaded, Scaled, ServiceView, ShuttingDown, Signaled,
 };
@@ -179,6 +179,13 @@ impl<'a> Client<'a> {
             })
     }
 
+    /// [`Client::call`], the body left as the bytes that came (see [`client::Raw`]).
+    pub fn fetch(&self, method: Method, path: &str, patience: Patience) -> Result<Raw, ExitCode> {
+        self.runtime
+            .block_on(client::fetch_within(&self.socket, method, path, patience))
+            .map_err(|error| no_answer(self.global, &error))
+    }
+
     /// Starts a follow: its head within the patience of a plain request, then the
     /// stream. An error answer is reported (exit 2 for a request the user got wrong, 1
     /// otherwise).
@@ -271,6 +278,11 @@ fn gone(pid: u32) -> bool {
 /// what to do.
 pub fn call(global: &GlobalArgs, method: Method, path: &str) -> Result<Answer, ExitCode> {
     Client::new(global)?.call(method, path, Patience::plain(global.api_timeout))
+}
+
+/// [`call`] for a GET whose answer may be large: the body as the bytes that came.
+pub fn fetch(global: &GlobalArgs, path: &str) -> Result<Raw, ExitCode> {
+    Client::new(global)?.fetch(Method::GET, path, Patience::plain(global.api_timeout))
 }
 
 /// The answer as the document `T` its endpoint promises, or its error body; an answer

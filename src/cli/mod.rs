@@ -21,6 +21,7 @@ mod lines;
 mod logfiles;
 mod logs;
 mod out;
+mod pretty;
 mod printable;
 mod run;
 mod status;

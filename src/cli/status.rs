@@ -8,8 +8,8 @@ use clap::Args;
 use console::style;
 use hyper::Method;
 
-use super::control::{call, exit_for, typed};
-use super::out::{errln, out, outln};
+use super::control::{call, exit_for, fetch, report_unreadable, typed};
+use super::out::{errln, out, outln, stdout_bytes};
 use super::printable::printable;
 use super::{EXIT_FAILED, GlobalArgs, print_json};
 use crate::api::model::{ServiceList, ServiceView};
@@ -43,62 +43,84 @@ pub fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitCode {
     if args.cluster {
         return super::cluster::services(global, args.json);
     }
-    let path = match &args.name {
-        Some(name) => format!("/v1/services/{}", super::control::encode(name)),
-        None if args.resources => "/v1/services?resources=true".to_owned(),
-        None => "/v1/services".to_owned(),
+    let Some(name) = &args.name else {
+        let path = if args.resources {
+            "/v1/services?resources=true"
+        } else {
+            "/v1/services"
+        };
+        return list(global, path, args.json);
     };
+    let path = format!("/v1/services/{}", super::control::encode(name));
     let answer = match call(global, Method::GET, &path) {
         Ok(answer) => answer,
         Err(code) => return code,
     };
-    match &args.name {
-        Some(_) => match typed::<ServiceView>(&answer) {
-            Ok(Ok(view)) => {
-                if args.json {
-                    print_json(&answer.body);
-                } else {
-                    out!("{}", table(std::slice::from_ref(&view)));
-                    out!("{}", detail(&view));
-                }
-                // Scripts ask `muster status db` whether db is up: the exit status says.
-                state_code(view.state)
+    match typed::<ServiceView>(&answer) {
+        Ok(Ok(view)) => {
+            if args.json {
+                print_json(&answer.body);
+            } else {
+                out!("{}", table(std::slice::from_ref(&view)));
+                out!("{}", detail(&view));
             }
-            Ok(Err(error)) => match &error.error.instances {
-                Some(instances) => set_status(global, instances, args.json),
-                None => {
-                    errln!("muster: {}", error.error.message);
-                    exit_for(&error)
-                }
-            },
-            Err(code) => code,
-        },
-        None => match typed::<ServiceList>(&answer) {
-            Ok(Ok(list)) => {
-                if args.json {
-                    print_json(&answer.body);
-                    return ExitCode::SUCCESS;
-                }
-                outln!("{}", summary(&list));
-                if let Some(problem) = &list.history_problem {
-                    outln!("history: {problem}");
-                }
-                out!("{}", table(&list.services));
-                if !list.resources_read {
-                    outln!(
-                        "CPU and memory are not read for {} services at once: `muster status \
-                         --resources` reads them all, `muster status NAME` one",
-                        list.services.len()
-                    );
-                }
-                ExitCode::SUCCESS
-            }
-            Ok(Err(error)) => {
+            // Scripts ask `muster status db` whether db is up: the exit status says.
+            state_code(view.state)
+        }
+        Ok(Err(error)) => match &error.error.instances {
+            Some(instances) => set_status(global, instances, args.json),
+            None => {
                 errln!("muster: {}", error.error.message);
                 exit_for(&error)
             }
-            Err(code) => code,
         },
+        Err(code) => code,
+    }
+}
+
+/// `status` without a name: the list. Its answer runs to megabytes with ten thousand
+/// services, so it is read from the bytes that came; with `--json` a success is
+/// printed from them without being decoded (laid out as a decoded document would
+/// print; see [`super::pretty`]): the API's document is what was asked for.
+fn list(global: &GlobalArgs, path: &str, json: bool) -> ExitCode {
+    let answer = match fetch(global, path) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    // A body that is not JSON is said below, as for any answer that cannot be read.
+    if json
+        && answer.status.is_success()
+        && let Some(mut text) = super::pretty::pretty(&answer.bytes)
+    {
+        text.push(b'\n');
+        stdout_bytes(&text);
+        return ExitCode::SUCCESS;
+    }
+    match answer.outcome::<ServiceList>() {
+        Ok(Ok(list)) => {
+            if json {
+                print_json(&answer.into_answer().body);
+                return ExitCode::SUCCESS;
+            }
+            outln!("{}", summary(&list));
+            if let Some(problem) = &list.history_problem {
+                outln!("history: {problem}");
+            }
+            out!("{}", table(&list.services));
+            if !list.resources_read {
+                outln!(
+                    "CPU and memory are not read for {} services at once: `muster status \
+                     --resources` reads them all, `muster status NAME` one",
+                    list.services.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            errln!("muster: {}", error.error.message);
+            exit_for(&error)
+        }
+        Err(unreadable) => report_unreadable(&unreadable),
     }
 }
 

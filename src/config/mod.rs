@@ -12,6 +12,7 @@ pub(crate) mod executable;
 mod foreign;
 mod interpolate;
 mod keypath;
+mod locate;
 mod raw;
 mod recover;
 mod replicas;
@@ -300,21 +301,25 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, String> {
     let absolute = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = std::fs::read_to_string(&absolute)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    // The file and what it includes, merged and expanded, ignoring every problem: a
-    // config with mistakes elsewhere must still lead to its running supervisor.
-    let sources = sources::Sources::gather(&path, &absolute, text, &mut Vec::new());
-    let named = sources
-        .merge(&mut Vec::new())
-        .and_then(|(tree, _)| {
-            tree.get_ref()
-                .get("settings")?
-                .get_ref()
-                .get("state-dir")?
-                .get_ref()
-                .as_str()
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| defaults::STATE_DIR.to_owned());
+    // Scanned for the one key when that can be trusted (see `locate`); otherwise the
+    // file and what it includes, merged and expanded, ignoring every problem: a config
+    // with mistakes elsewhere must still lead to its running supervisor.
+    let named = match locate::named_state_dir(&absolute, &text) {
+        Some(named) => named,
+        None => {
+            let sources = sources::Sources::gather(&path, &absolute, text, &mut Vec::new());
+            sources.merge(&mut Vec::new()).and_then(|(tree, _)| {
+                tree.get_ref()
+                    .get("settings")?
+                    .get_ref()
+                    .get("state-dir")?
+                    .get_ref()
+                    .as_str()
+                    .map(str::to_owned)
+            })
+        }
+    }
+    .unwrap_or_else(|| defaults::STATE_DIR.to_owned());
     let dir = absolute.parent().unwrap_or(Path::new("/"));
     Ok(dir.join(named))
 }

@@ -32,7 +32,7 @@ pub const INCLUDE: &str = "include";
 
 /// How deep includes may nest; past it the files are almost surely a cycle through
 /// symbolic links or generated names.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
 /// One file of the config.
 #[derive(Debug)]
@@ -299,7 +299,7 @@ impl Sources {
 }
 
 /// Reads an included file: at most [`super::MAX_FILE_SIZE`], UTF-8.
-fn read(path: &Path) -> Result<String, String> {
+pub(super) fn read(path: &Path) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     file.take(super::MAX_FILE_SIZE + 1)

@@ -1201,6 +1201,9 @@ impl Actor {
         let myself = self.myself.clone();
         let run = self.run_id;
         tokio::spawn(async move {
+            // An exec probe waits for its turn first (few run at once across the
+            // supervisor); its time limit counts from then.
+            let _turn = probe::turn(check.as_ref()).await;
             let attempt = async {
                 let mut passed = Vec::new();
                 if !ports.is_empty() {

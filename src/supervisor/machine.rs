@@ -1,6 +1,7 @@
 //! The service state machine, pure: [`step`] maps a state and one input to the next
 //! state and the effects the actor must perform. No I/O, no clock (time comes in with
-//! the input), no randomness (jitter is applied by the actor when it arms a timer).
+//! the input), no randomness (restart jitter is applied by the actor when it arms a
+//! timer; probe phases are a hash of the service's name and run, see [`probe_phase`]).
 //!
 //! Every change of phase must be listed in [`ALLOWED`]; `step` asserts it in debug
 //! builds and the table tests prove that the inputs reach exactly those transitions.
@@ -389,6 +390,9 @@ pub struct Policy {
     pub watchdog: Option<Duration>,
     /// The pid file of a program that can only run in the background, as shown.
     pub pidfile: Option<String>,
+    /// A hash of the service's name: with the run, where in its interval each of its
+    /// probes falls (see [`probe_phase`]).
+    pub phase_seed: u64,
 }
 
 /// How liveness is watched, as far as the machine cares.
@@ -430,6 +434,7 @@ impl Policy {
             }),
             watchdog: service.watchdog,
             pidfile: service.pidfile.as_ref().map(|p| p.display().to_string()),
+            phase_seed: name_hash(service.name.as_str()),
         }
     }
 
@@ -738,7 +743,7 @@ fn transition(policy: &Policy, state: &State, input: Input, now: Instant) -> (St
             let effects = match policy.ready.as_ref().and_then(|r| r.poll_every) {
                 Some(interval) => vec![Effect::Arm(
                     Timer::Probe,
-                    ready_retry(interval, state.ready_failures),
+                    phased_ready_retry(policy, state, interval, state.ready_failures, now),
                 )],
                 None => vec![],
             };
@@ -911,7 +916,13 @@ fn cancel_running() -> Vec<Effect> {
 fn start_watching(policy: &Policy, state: &State) -> Vec<Effect> {
     let mut effects = Vec::new();
     if let Some(alive) = &policy.alive {
-        effects.push(Effect::Arm(Timer::Alive, alive.interval));
+        // Services that became healthy together (a boot, a reload, a restart of all)
+        // must not probe together for the rest of their runs: the first attempt falls
+        // at the run's own phase, and each next one an interval after the last.
+        effects.push(Effect::Arm(
+            Timer::Alive,
+            phased(alive.interval, probe_phase(policy, state)),
+        ));
     }
     if let Some(deadline) = state.watchdog {
         effects.push(Effect::Arm(Timer::Watchdog, deadline));
@@ -968,7 +979,7 @@ fn alive_result(
     let Some(alive) = &policy.alive else {
         return (state.clone(), vec![]);
     };
-    let again = Effect::Arm(Timer::Alive, alive.interval);
+    let again = Effect::Arm(Timer::Alive, alive_wait(policy, state, alive.interval, now));
     let mut next = state.clone();
     match (state.phase, result) {
         (Phase::Healthy, Ok(_)) => next.alive_streak = 0,
@@ -1001,6 +1012,23 @@ fn alive_result(
     (next, vec![again])
 }
 
+/// How long until the next liveness attempt of a healthy service: to the next slot of
+/// its grid, which starts at its phase after it became healthy and has a slot each
+/// interval. Counted from the grid, not from when the answer came: a supervisor held up
+/// (a loaded machine, a stopped process) answers the attempts that fell due meanwhile
+/// all at once, and counting from then would keep those services in step for good.
+/// While unhealthy, one interval after the answer.
+fn alive_wait(policy: &Policy, state: &State, interval: Duration, now: Instant) -> Duration {
+    match state.healthy_since {
+        Some(since) => to_next_slot(
+            since + phased(interval, probe_phase(policy, state)),
+            interval,
+            now,
+        ),
+        None => interval,
+    }
+}
+
 /// The first retry of a failed readiness attempt; each next one waits twice as long.
 pub const FIRST_READY_RETRY: Duration = Duration::from_millis(10);
 
@@ -1012,6 +1040,70 @@ pub fn ready_retry(interval: Duration, failed: u32) -> Duration {
     FIRST_READY_RETRY
         .saturating_mul(1 << failed.min(20))
         .min(interval)
+}
+
+/// [`ready_retry`], with the waits of a whole interval on the run's grid: slots an
+/// interval apart from its phase after the spawn. Services spawned together back off
+/// in step, and would otherwise poll in step once they reach their interval; and
+/// counted from each answer, a supervisor held up (a loaded machine) would put every
+/// attempt that fell due meanwhile in step for good.
+fn phased_ready_retry(
+    policy: &Policy,
+    state: &State,
+    interval: Duration,
+    failed: u32,
+    now: Instant,
+) -> Duration {
+    let wait = ready_retry(interval, failed);
+    match state.spawned_at {
+        Some(spawned) if wait >= interval => {
+            let first = spawned + phased(interval, probe_phase(policy, state));
+            to_next_slot(first, interval, now)
+        }
+        _ => wait,
+    }
+}
+
+/// How long from `now` to the first of the slots `first`, `first + interval` ... that
+/// is later than `now`.
+fn to_next_slot(first: Instant, interval: Duration, now: Instant) -> Duration {
+    let Some(behind) = now.checked_duration_since(first) else {
+        return first - now;
+    };
+    let interval_ns = interval.as_nanos().max(1);
+    let slots = behind.as_nanos() / interval_ns + 1;
+    let due = slots.saturating_mul(interval_ns) - behind.as_nanos();
+    Duration::from_nanos(u64::try_from(due).unwrap_or(u64::MAX))
+}
+
+/// Where in its probes' interval a run of a service falls, in `[0, 1)`: stable for the
+/// run, different from one service (and one run) to the next, so that probes of many
+/// services started together spread over the interval instead of coming all at once.
+pub fn probe_phase(policy: &Policy, state: &State) -> f64 {
+    let mixed = mix(policy.phase_seed ^ mix(state.runs));
+    // The top 53 bits, as a fraction: exactly representable.
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `interval` moved by `phase` (in `[0, 1)`): from half an interval to one and a half,
+/// one interval on average.
+pub fn phased(interval: Duration, phase: f64) -> Duration {
+    interval.mul_f64(0.5 + phase.clamp(0.0, 1.0))
+}
+
+/// FNV-1a of a name: stable across builds and platforms, unlike the std hasher.
+pub fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// SplitMix64's finalizer: nearby inputs (runs 1, 2, 3) give unrelated outputs.
+fn mix(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn spawned(policy: &Policy, state: &State, pid: u32, now: Instant) -> (State, Vec<Effect>) {

@@ -2,10 +2,14 @@
 //! `notify` are pushed by the service: the log reader and the notify socket report
 //! them.) An attempt answers `Ok(what passed)` or `Err(what failed)`, in words that go
 //! straight into a reason.
+//!
+//! Exec probes take turns: each is a process spawned, and ten thousand services probing
+//! at once must queue rather than fork ten thousand processes together. At most
+//! [`exec_limit`] run at once across the supervisor; the others wait for a [`turn`].
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -14,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::Signal;
 use std::os::unix::process::CommandExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, SemaphorePermit, oneshot};
 
 use super::exit::{Exit, plain};
 use super::process::{Reaper, Spawn, signal_group};
@@ -22,6 +26,33 @@ use crate::config::{Check, Port};
 
 /// The longest an HTTP probe reads of a body when looking for a substring.
 const MAX_BODY: usize = 64 * 1024;
+
+/// Exec probes running at once, per core: enough to keep the cores busy while some
+/// wait on I/O, few enough that a herd of them queues instead of forking all together.
+const EXEC_PER_CORE: usize = 4;
+
+/// How many exec probes may run at once across the supervisor: four per core.
+pub fn exec_limit() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from) * EXEC_PER_CORE
+}
+
+/// The turns exec probes take, [`exec_limit`] of them.
+fn exec_turns() -> &'static Semaphore {
+    static TURNS: OnceLock<Semaphore> = OnceLock::new();
+    TURNS.get_or_init(|| Semaphore::new(exec_limit()))
+}
+
+/// Waits until an attempt of `check` may run, and holds its place until dropped: for an
+/// exec probe, one of the [`exec_limit`] turns; other probes spawn nothing and go at once.
+/// The caller takes its turn before it starts the attempt's time limit, so that waiting
+/// in the queue is not counted as the probe being slow.
+pub async fn turn(check: Option<&Check>) -> Option<SemaphorePermit<'static>> {
+    match check {
+        // The semaphore is never closed: acquiring fails only if it were.
+        Some(Check::Exec(_)) => exec_turns().acquire().await.ok(),
+        _ => None,
+    }
+}
 
 /// Where an exec probe runs: the service's directory and environment.
 #[derive(Debug, Clone)]

@@ -241,3 +241,46 @@ fn include_reload_reads_the_included_files_again() {
     );
     up.stop();
 }
+
+/// Client commands find the supervisor from `settings.state-dir` alone, read from the
+/// file and the files it includes without building the rest: set in an include, it is
+/// honoured; with a mistake in a service's table (the file cannot be built), it is
+/// still the directory the file names, not the default (and no note that the
+/// supervisor runs elsewhere).
+#[test]
+fn state_dir_from_an_include_and_beside_a_mistake_leads_to_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("elsewhere");
+    write(
+        dir.path(),
+        "settings.toml",
+        &format!("[settings]\nstate-dir = \"{}\"\n", state.display()),
+    );
+    let main = "include = [\"settings.toml\"]\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n";
+    let mut up = Up::start_in(dir, main, &[]);
+    up.wait_event("a", "ready");
+    assert!(
+        state.join("muster.sock").exists(),
+        "the include's state-dir is used"
+    );
+    let file = up.path("muster.toml");
+    let status = muster_run(&["status", "--json", "-f", file.to_str().unwrap()]);
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    let list: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(list["services"][0]["name"], "a");
+    // A service's table broken while the supervisor runs.
+    write(
+        up.dir.path(),
+        "muster.toml",
+        &format!("{main}\n[services.b]\ncommand = [\"sleep\"\n"),
+    );
+    let status = muster_run(&["status", "-f", file.to_str().unwrap()]);
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    assert!(status.stdout.contains("healthy"), "{}", status.stdout);
+    assert!(
+        !status.stderr.contains("keeps its state in"),
+        "the file still names its state-dir: {}",
+        status.stderr
+    );
+    up.stop();
+}

@@ -387,3 +387,217 @@ fn memory_per_service_stays_bounded() {
          {SMALL} services, {large} KiB with {LARGE}"
     );
 }
+
+/// A listener on a port from the OS that notes when each connection came; with
+/// `http`, each is answered `503` (a readiness probe that keeps failing).
+struct Stamps {
+    port: u16,
+    times: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stamps {
+    fn start(http: bool) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = listener.local_addr().expect("address").port();
+        let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (noted, stopping) = (times.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                noted.lock().expect("times").push(Instant::now());
+                if http {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        Self { port, times, stop }
+    }
+
+    /// The connections that came within `from..to`, in windows of `width`: how many in
+    /// each.
+    fn histogram(&self, from: Instant, to: Instant, width: Duration) -> Vec<usize> {
+        let windows = ((to - from).as_secs_f64() / width.as_secs_f64()).round() as usize;
+        let mut counts = vec![0; windows];
+        for time in self.times.lock().expect("times").iter() {
+            if *time >= from && *time < to {
+                let index = ((*time - from).as_secs_f64() / width.as_secs_f64()) as usize;
+                counts[index.min(windows - 1)] += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Drop for Stamps {
+    fn drop(&mut self) {
+        // The accepting thread sees the flag at its next connection: this one.
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Services started together (a boot) probe at their own phase of the interval, not
+/// all at once: 150 whose readiness probe keeps failing (so it polls on its interval)
+/// and 150 healthy ones with a liveness probe, each probe to a listener of the test's
+/// that notes when it came. Over three intervals, no tenth of the interval holds more
+/// than three times its share. Without the phases each group's probes come within the
+/// few hundred milliseconds the boot took to spawn them, interval after interval.
+#[test]
+fn probes_of_services_started_together_spread_over_their_interval() {
+    const EACH: usize = 150;
+    let _turn = heavy();
+    let ready = Stamps::start(true);
+    let alive = Stamps::start(false);
+    let mut config = String::from("[settings]\nstate-dir = \"{dir}/state\"\n\n");
+    for i in 0..EACH {
+        config.push_str(&format!(
+            "[services.r{i:03}]\ncommand = [\"sleep\", \"600\"]\nready = {{ http = \"http://127.0.0.1:{}/\", interval = \"1s\", timeout = \"10m\" }}\n\n",
+            ready.port
+        ));
+        config.push_str(&format!(
+            "[services.a{i:03}]\ncommand = [\"sleep\", \"600\"]\nalive = {{ tcp = \"127.0.0.1:{}\", interval = \"1s\", timeout = \"5s\" }}\n\n",
+            alive.port
+        ));
+    }
+    let up = crate::helpers::up::Up::start(&config, &[]);
+    // Every one spawned: those probing readiness are starting, the others healthy.
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let answer = up.call(Method::GET, "/v1/services");
+        let services = answer.body["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let spawned = services
+            .iter()
+            .filter(|s| (s["state"] == "starting" && s["pid"].is_u64()) || s["state"] == "healthy")
+            .count();
+        if services.len() == 2 * EACH && spawned == 2 * EACH {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all {} spawned within {BOOT:?}: {spawned}; stderr: {}",
+            2 * EACH,
+            up.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Readiness retries back off to the interval within 1.3 s of the spawn (10 ms,
+    // 20 ms ... 640 ms), and the first attempt at the interval falls within one and a
+    // half intervals of that: from then on each service probes once an interval.
+    let from = Instant::now() + Duration::from_secs(3);
+    let to = from + Duration::from_secs(3);
+    let interval = Duration::from_secs(1);
+    // The probes are counted over this span of time, whatever happens in it.
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    for (what, stamps) in [("readiness", &ready), ("liveness", &alive)] {
+        let counts = stamps.histogram(from, to, interval / 10);
+        let total: usize = counts.iter().sum();
+        // Each service about three times (a loaded machine may be late with some).
+        assert!(
+            total >= 2 * EACH,
+            "{what}: only {total} probes of {EACH} services in 3 intervals: {counts:?}"
+        );
+        let share = total as f64 / counts.len() as f64;
+        let most = counts.iter().copied().max().unwrap_or(0);
+        eprintln!(
+            "{what}: {total} probes in 3 intervals, at most {most} in a tenth of one \
+             (average {share:.1}): {counts:?}"
+        );
+        assert!(
+            (most as f64) <= 3.0 * share,
+            "{what} probes came in a herd: {most} within a tenth of the interval, against \
+             {share:.0} on average; per tenth: {counts:?}"
+        );
+    }
+}
+
+/// Exec probes take turns: 100 services whose readiness probe (a shell script) notes
+/// how many probes are running as it starts (a file each, while it runs) never see
+/// more than the cap (four per core) at once, and every one becomes ready. Without the
+/// cap the boot forks them all within a few hundred milliseconds and each runs 200 ms.
+#[test]
+fn exec_probes_run_at_most_four_per_core_at_once() {
+    const N: usize = 100;
+    let _turn = heavy();
+    let cap = 4 * std::thread::available_parallelism().map_or(1, usize::from);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = dir.path().join("running");
+    fs::create_dir(&running).expect("mkdir running");
+    let counts = dir.path().join("counts");
+    let script = dir.path().join("probe.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n: > {running}/$$\nset -- {running}/*\necho $# >> {counts}\nsleep 0.2\nrm -f {running}/$$\n",
+            running = running.display(),
+            counts = counts.display()
+        ),
+    )
+    .expect("write probe.sh");
+    let mut config = String::from("[settings]\nstate-dir = \"{dir}/state\"\n\n");
+    for i in 0..N {
+        config.push_str(&format!(
+            "[services.s{i:03}]\ncommand = [\"sleep\", \"600\"]\nready = {{ exec = [\"sh\", \"{}\"], timeout = \"10m\" }}\n\n",
+            script.display()
+        ));
+    }
+    let up = crate::helpers::up::Up::start_in(dir, &config, &[]);
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let answer = up.call(Method::GET, "/v1/services");
+        let services = answer.body["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(failed) = services.iter().find(|s| s["state"] == "failed") {
+            panic!("{} failed: {}", failed["name"], failed["reason"]);
+        }
+        if services.len() == N && services.iter().all(|s| s["state"] == "healthy") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all {N} ready within {BOOT:?}; stderr: {}",
+            up.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen: Vec<usize> = fs::read_to_string(&counts)
+        .expect("counts")
+        .lines()
+        .map(|line| line.trim().parse().expect("a count"))
+        .collect();
+    assert!(
+        seen.len() >= N,
+        "{} probes ran for {N} services",
+        seen.len()
+    );
+    let most = seen.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "{} exec probes, at most {most} at once (cap {cap})",
+        seen.len()
+    );
+    assert!(
+        most <= cap,
+        "{most} exec probes ran at once, more than the cap of {cap}: {seen:?}"
+    );
+}

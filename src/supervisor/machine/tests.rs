@@ -21,6 +21,7 @@ fn policy(restart: RestartPolicy, ready: Option<Readiness>) -> Policy {
         alive: None,
         watchdog: None,
         pidfile: None,
+        phase_seed: name_hash("web"),
     }
 }
 
@@ -329,17 +330,30 @@ fn a_polling_probe_retries_soon_then_on_its_interval_until_ready() {
     assert_eq!(s.phase, Phase::Starting);
     assert!(effects.contains(&Effect::Arm(Timer::StartDeadline, Duration::from_secs(60))));
     assert!(effects.contains(&Effect::Probe(ProbeKind::Ready)));
-    // Retries come soon after the first refusal, then back off to the interval.
+    // Retries come soon after the first refusal, then back off to the interval; from
+    // there the attempts keep to the run's grid: an interval apart, from its phase
+    // after the spawn. Each answer comes 5 ms after its attempt.
     let mut s = s;
-    for expected in [10, 20, 40, 80, 100, 100] {
-        let (failed, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), now);
-        assert_eq!(
-            effects,
-            vec![Effect::Arm(Timer::Probe, Duration::from_millis(expected))]
-        );
-        let (again, effects) = step(&p, &failed, Input::Timer(Timer::Probe), now);
+    let interval = Duration::from_millis(100);
+    let grid = now + phased(interval, probe_phase(&p, &s));
+    let answer = Duration::from_millis(5);
+    let mut at = now + answer;
+    for round in 0..8 {
+        let (failed, effects) = step(&p, &s, Input::ProbeFailed("connection refused".into()), at);
+        let wait = match round {
+            0..4 => Duration::from_millis(10 << round),
+            _ => to_next_slot(grid, interval, at),
+        };
+        assert_eq!(effects, vec![Effect::Arm(Timer::Probe, wait)]);
+        if round >= 4 {
+            let attempt = at + wait;
+            assert!(attempt > at && wait <= interval, "{wait:?}");
+            assert_eq!((attempt - grid).as_nanos() % interval.as_nanos(), 0);
+        }
+        let (again, effects) = step(&p, &failed, Input::Timer(Timer::Probe), at + wait);
         assert_eq!(effects, vec![Effect::Probe(ProbeKind::Ready)]);
         s = again;
+        at += wait + answer;
     }
     let (s, effects) = step(&p, &s, Input::Ready("tcp connected".into()), now);
     assert_eq!(s.phase, Phase::Healthy);
@@ -641,8 +655,67 @@ fn healthy(p: &Policy, now: Instant) -> State {
     );
     assert_eq!(s.phase, Phase::Healthy);
     assert!(effects.contains(&Effect::Arm(Timer::Watchdog, Duration::from_secs(30))));
-    assert!(effects.contains(&Effect::Arm(Timer::Alive, Duration::from_secs(1))));
+    let first = phased(Duration::from_secs(1), probe_phase(p, &s));
+    assert!(effects.contains(&Effect::Arm(Timer::Alive, first)));
     s
+}
+
+#[test]
+fn liveness_keeps_to_its_grid_when_answers_come_late() {
+    let now = Instant::now();
+    let p = watched(RestartPolicy::OnFailure);
+    let s = healthy(&p, now);
+    let interval = Duration::from_secs(1);
+    let first = now + phased(interval, probe_phase(&p, &s));
+    // An answer soon after its attempt: the next slot is one interval after it.
+    let answered = first + Duration::from_millis(30);
+    let (s, effects) = step(&p, &s, Input::Alive(Ok("ok".into())), answered);
+    assert_eq!(
+        effects,
+        vec![Effect::Arm(Timer::Alive, Duration::from_millis(970))]
+    );
+    // The supervisor held up for 2.5 intervals: the next attempt goes back to the grid,
+    // not one interval after the late answer.
+    let late = first + Duration::from_millis(2500);
+    let (_, effects) = step(&p, &s, Input::Alive(Ok("ok".into())), late);
+    assert_eq!(
+        effects,
+        vec![Effect::Arm(Timer::Alive, Duration::from_millis(500))]
+    );
+}
+
+#[test]
+fn probe_phases_are_stable_per_run_and_spread_over_services_and_runs() {
+    let now = Instant::now();
+    let interval = Duration::from_secs(1);
+    let mut phases = Vec::new();
+    for service in 0..1000 {
+        let mut p = watched(RestartPolicy::Always);
+        p.phase_seed = name_hash(&format!("s{service:05}"));
+        let s = healthy(&p, now);
+        // The same run has the same phase however often it is asked.
+        assert_eq!(probe_phase(&p, &s), probe_phase(&p, &s));
+        let first = phased(interval, probe_phase(&p, &s));
+        assert!(
+            first >= interval / 2 && first < interval * 3 / 2,
+            "{first:?}"
+        );
+        phases.push(probe_phase(&p, &s));
+        // The next run of the same service falls elsewhere.
+        let mut next_run = s.clone();
+        next_run.runs += 1;
+        assert_ne!(probe_phase(&p, &s), probe_phase(&p, &next_run));
+    }
+    // A thousand services started together: every tenth of the interval holds about a
+    // tenth of them.
+    let mut tenths = [0usize; 10];
+    for phase in &phases {
+        tenths[(phase * 10.0) as usize] += 1;
+    }
+    assert!(
+        tenths.iter().all(|&n| (50..=150).contains(&n)),
+        "{tenths:?}"
+    );
 }
 
 #[test]
@@ -710,6 +783,8 @@ fn liveness_needs_failures_in_a_row_and_flapping_is_tolerated() {
     let now = Instant::now();
     let p = watched(RestartPolicy::OnFailure);
     let mut s = healthy(&p, now);
+    // Each answer 10 ms after its slot: the next slot is 990 ms away.
+    let mut slot = now + phased(Duration::from_secs(1), probe_phase(&p, &s));
     // fail, fail, pass, fail, fail: never three in a row.
     for ok in [false, false, true, false, false] {
         let result = if ok {
@@ -717,13 +792,15 @@ fn liveness_needs_failures_in_a_row_and_flapping_is_tolerated() {
         } else {
             Err("503".to_owned())
         };
-        let (next, effects) = step(&p, &s, Input::Alive(result), now);
+        let answered = slot + Duration::from_millis(10);
+        let (next, effects) = step(&p, &s, Input::Alive(result), answered);
         assert_eq!(next.phase, Phase::Healthy);
         assert_eq!(
             effects,
-            vec![Effect::Arm(Timer::Alive, Duration::from_secs(1))]
+            vec![Effect::Arm(Timer::Alive, Duration::from_millis(990))]
         );
         s = next;
+        slot += Duration::from_secs(1);
     }
     let (s, effects) = step(&p, &s, Input::Alive(Err("503".into())), now);
     assert_eq!(s.phase, Phase::Stopping);
