@@ -169,28 +169,63 @@ async fn command(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
     let (sender, receiver) = oneshot::channel();
-    let child = reaper
-        .spawn(Spawn::new(command), move |exit| {
+    // If this attempt is dropped (timeout), the probe's process group is killed, even
+    // when that happens while the spawn is still under way.
+    let guard = KillOnDrop(Arc::default());
+    let attempt = Arc::clone(&guard.0);
+    let reaper = Arc::clone(reaper);
+    // Off the runtime's thread: a spawn waits for the child's exec, and ten thousand
+    // services probing would otherwise hold the thread every API request waits for.
+    let spawned = tokio::task::spawn_blocking(move || {
+        let spawned = reaper.spawn(Spawn::new(command), move |exit| {
             let _ = sender.send(exit);
-        })
-        .map_err(|error| format!("{shown}: cannot run: {}", plain(&error.error)))?;
-    // If this attempt is dropped (timeout), kill the probe's process group.
-    let guard = KillOnDrop(child.pid);
+        });
+        if let Ok(child) = &spawned {
+            let mut attempt = lock(&attempt);
+            attempt.pid = Some(child.pid);
+            if attempt.abandoned {
+                let _ = signal_group(child.pid, Signal::SIGKILL);
+            }
+        }
+        spawned.map(drop)
+    })
+    .await
+    .map_err(|_| format!("{shown}: cannot run: its spawn was lost"))?;
+    spawned.map_err(|error| format!("{shown}: cannot run: {}", plain(&error.error)))?;
     let exit = receiver
         .await
         .map_err(|_| format!("{shown}: lost track of the process"))?;
-    std::mem::forget(guard);
+    // It has exited: its group id is no longer its to kill.
+    lock(&guard.0).pid = None;
     match exit {
         Exit::Code(0) => Ok(format!("{shown} exited with status 0")),
         other => Err(format!("{shown} {other}")),
     }
 }
 
+/// A probe's process, as far as its attempt knows: whichever of the spawn and the
+/// abandonment of the attempt comes second kills its group.
+#[derive(Debug, Default)]
+struct Attempt {
+    pid: Option<u32>,
+    abandoned: bool,
+}
+
 /// Kills a probe's process group when the attempt is abandoned.
-struct KillOnDrop(u32);
+struct KillOnDrop(Arc<std::sync::Mutex<Attempt>>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = signal_group(self.0, Signal::SIGKILL);
+        let mut attempt = lock(&self.0);
+        attempt.abandoned = true;
+        if let Some(pid) = attempt.pid {
+            let _ = signal_group(pid, Signal::SIGKILL);
+        }
     }
+}
+
+fn lock(attempt: &std::sync::Mutex<Attempt>) -> std::sync::MutexGuard<'_, Attempt> {
+    attempt
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

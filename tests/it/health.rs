@@ -417,3 +417,55 @@ ready = { notify = true, timeout = "1s" }
     assert_eq!(ended.code, 0, "{}", ended.stderr);
     assert!(ended.of("slow-start", "failed").is_empty());
 }
+
+#[test]
+fn an_exec_probe_that_outlives_its_timeout_is_killed_every_time() {
+    // Each attempt writes its pid, then hangs: the attempt's timeout must kill it.
+    let services = r#"[services.hung]
+command = ["sleep", "1000"]
+alive = { exec = ["sh", "-c", "echo $$$$ >> {dir}/probes; exec sleep 600"], interval = "200ms", timeout = "300ms", failures = 3 }
+"#;
+    /// Kills the probes a failed run of this test would leave behind.
+    struct Leftovers(std::path::PathBuf);
+    impl Leftovers {
+        fn pids(&self) -> Vec<u32> {
+            std::fs::read_to_string(&self.0)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .collect()
+        }
+    }
+    impl Drop for Leftovers {
+        fn drop(&mut self) {
+            for pid in self.pids() {
+                // Only a probe still: its pid may have been given to another by now.
+                let probe = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|line| line == b"sleep\x00600\x00");
+                if !probe {
+                    continue;
+                }
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let mut up = Up::start(&config(services), &[]);
+    let leftovers = Leftovers(up.path("probes"));
+    up.wait_event("hung", "unhealthy");
+    let probes = leftovers.pids();
+    assert!(probes.len() >= 3, "{probes:?}");
+    // Gone, or a zombie waiting to be reaped: none is left running.
+    let running = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    eventually("every timed-out probe killed", || {
+        !probes.iter().take(3).any(running)
+    });
+    let _ = up.stop();
+}

@@ -305,7 +305,14 @@ fn descriptors_past_the_budget_share_one_pipe_and_check_and_up_say_so() {
 fn status_answered_within_a_second_during_a_large_boot() {
     const N: usize = 1000;
     let _turn = heavy();
-    let up = Supervisor::start(&config(N, &[]), None);
+    // Each with an exec readiness probe: the probes' spawns, queued four per core, go
+    // on while the answers are asked for, and must not hold them up either.
+    let probed = config(N, &[]).replace(
+        "command = [\"sleep\", \"600\"]\n",
+        "command = [\"sleep\", \"600\"]\nready = { exec = [\"true\"] }\n",
+    );
+    assert!(probed.matches("ready =").count() == N, "{probed}");
+    let up = Supervisor::start(&probed, None);
     let deadline = Instant::now() + BOOT;
     let mut answers = Vec::new();
     loop {
