@@ -327,21 +327,34 @@ pub async fn pump(pipes: Vec<(pipe::Receiver, Stream)>, log: SharedLog, watch: O
         .into_iter()
         .map(|(pipe, stream)| (pipe, stream, LineSplitter::default()))
         .collect();
+    // When both pipes have something, the one not read last goes first: stdout at the
+    // start (a program that wrote its stdout, then its stderr, is read in that order),
+    // then turn about, so that a flood on one does not hold the other's lines back.
+    let mut prefer = 0;
     loop {
         // Which pipe has something (or its end) to read.
         let ready = match open.as_slice() {
             [] => break,
             [only] => only.0.readable().await.map(|()| 0),
-            [first, second, ..] => tokio::select! {
-                ready = first.0.readable() => ready.map(|()| 0),
-                ready = second.0.readable() => ready.map(|()| 1),
-            },
+            [first, second, ..] => {
+                let (one, other) = if prefer == 0 {
+                    ((first, 0), (second, 1))
+                } else {
+                    ((second, 1), (first, 0))
+                };
+                tokio::select! {
+                    biased;
+                    ready = one.0.0.readable() => ready.map(|()| one.1),
+                    ready = other.0.0.readable() => ready.map(|()| other.1),
+                }
+            }
         };
         let index = match ready {
             Ok(index) => index,
             // The reactor is gone: the runtime is shutting down.
             Err(_) => break,
         };
+        prefer = 1 - index.min(1);
         let Some((pipe, stream, splitter)) = open.get_mut(index) else {
             break;
         };
