@@ -78,24 +78,7 @@ impl Supervisor {
 
     /// Waits until every one of `n` services is healthy; panics after [`BOOT`].
     fn wait_healthy(&self, n: usize) {
-        let deadline = Instant::now() + BOOT;
-        loop {
-            if let Some((_, body)) = self.list() {
-                let services = body["services"].as_array().cloned().unwrap_or_default();
-                if let Some(failed) = services.iter().find(|s| s["state"] == "failed") {
-                    panic!("{} failed: {}", failed["name"], failed["reason"]);
-                }
-                if services.len() == n && services.iter().all(|s| s["state"] == "healthy") {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{n} services not healthy within {BOOT:?}; stderr: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_all_healthy(n, || self.list().map(|(_, body)| body), || self.stderr());
     }
 
     fn stderr(&self) -> String {
@@ -148,6 +131,29 @@ impl Drop for Supervisor {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// Waits until `list` (the API's `/v1/services`, `None` before it answers) has `n`
+/// services, all healthy; panics at a failed one, or after [`BOOT`] with `stderr`.
+fn wait_all_healthy(n: usize, list: impl Fn() -> Option<Value>, stderr: impl Fn() -> String) {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        if let Some(body) = list() {
+            let services = body["services"].as_array().cloned().unwrap_or_default();
+            if let Some(failed) = services.iter().find(|s| s["state"] == "failed") {
+                panic!("{} failed: {}", failed["name"], failed["reason"]);
+            }
+            if services.len() == n && services.iter().all(|s| s["state"] == "healthy") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} services not healthy within {BOOT:?}; stderr: {}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -568,26 +574,11 @@ fn exec_probes_run_at_most_four_per_core_at_once() {
         ));
     }
     let up = crate::helpers::up::Up::start_in(dir, &config, &[]);
-    let deadline = Instant::now() + BOOT;
-    loop {
-        let answer = up.call(Method::GET, "/v1/services");
-        let services = answer.body["services"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(failed) = services.iter().find(|s| s["state"] == "failed") {
-            panic!("{} failed: {}", failed["name"], failed["reason"]);
-        }
-        if services.len() == N && services.iter().all(|s| s["state"] == "healthy") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all {N} ready within {BOOT:?}; stderr: {}",
-            up.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_all_healthy(
+        N,
+        || Some(up.call(Method::GET, "/v1/services").body),
+        || up.stderr(),
+    );
     let seen: Vec<usize> = fs::read_to_string(&counts)
         .expect("counts")
         .lines()
